@@ -1,0 +1,551 @@
+"""Typed settings: autoscaling, the model package's ``config.yaml``, the server.
+
+One pydantic tree serves the CLI, the HTTP API and the store.  Every validation
+error is turned into :class:`SettingsError`, whose entries name the field, the
+value that was given and what is allowed, so the CLI and the API can show the
+same message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "DEFAULT_MAX_REPLICA_CAP",
+    "DEVELOPMENT_AUTOSCALING",
+    "AutoscalingSettings",
+    "ConfigError",
+    "FieldError",
+    "ModelConfig",
+    "Resources",
+    "RuntimeConfig",
+    "ServerSettings",
+    "SettingsError",
+    "WeightsSource",
+    "load_model_config",
+    "parse_autoscaling",
+    "parse_cpu",
+    "parse_memory",
+]
+
+DEFAULT_MAX_REPLICA_CAP = 10
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One rejected field: where, what was given, what is allowed."""
+
+    field: str
+    value: Any
+    allowed: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.value!r} is not allowed; {self.allowed}"
+
+    def as_dict(self) -> dict[str, Any]:
+        value = self.value
+        if not isinstance(value, (str, int, float, bool, type(None), list, dict)):
+            value = repr(value)
+        return {"field": self.field, "value": value, "allowed": self.allowed}
+
+
+class SettingsError(ValueError):
+    """Settings were refused.  Carries one :class:`FieldError` per bad field."""
+
+    def __init__(self, errors: list[FieldError], *, source: str | None = None) -> None:
+        self.errors = errors
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "; ".join(str(e) for e in errors))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": "invalid settings", "detail": [e.as_dict() for e in self.errors]}
+
+
+class ConfigError(SettingsError):
+    """A model package's ``config.yaml`` could not be used."""
+
+
+_RANGE_MESSAGES = {
+    "greater_than_equal": "must be ≥ {ge}",
+    "less_than_equal": "must be ≤ {le}",
+    "greater_than": "must be > {gt}",
+    "less_than": "must be < {lt}",
+}
+
+
+def _allowed_text(error: Mapping[str, Any], model: type[BaseModel] | None) -> str:
+    """Describe what a field accepts, with its full range where one is declared."""
+    loc = error.get("loc", ())
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        if model is not None:
+            return "unknown key; known keys are: " + ", ".join(sorted(model.model_fields))
+        return "unknown key"
+    ranges = getattr(model, "RANGES", {}) if model is not None else {}
+    if loc and loc[-1] in ranges:
+        return ranges[loc[-1]]
+    if kind in _RANGE_MESSAGES:
+        return _RANGE_MESSAGES[kind].format(**error.get("ctx", {}))
+    message = str(error.get("msg", kind))
+    return message.removeprefix("Value error, ")
+
+
+def errors_from_validation(
+    exc: ValidationError, model: type[BaseModel] | None = None, *, prefix: str = ""
+) -> list[FieldError]:
+    out: list[FieldError] = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ())]
+        field = ".".join([prefix, *loc] if prefix else loc) or (prefix or "(root)")
+        ctx = error.get("ctx") or {}
+        value = ctx.get("value", error.get("input"))
+        if error.get("type") == "extra_forbidden":
+            value = error.get("input")
+        out.append(FieldError(field, value, _allowed_text(error, model)))
+    return out
+
+
+# --------------------------------------------------------------------------- autoscaling
+
+
+class AutoscalingSettings(BaseModel):
+    """Per-deployment autoscaling settings, named as Baseten names them.
+
+    ``max_replica`` is also bounded by the server's cap, passed as validation
+    context ``{"max_replica_cap": N}`` (default 10).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    RANGES: ClassVar[dict[str, str]] = {}  # filled below
+
+    min_replica: int = Field(0, ge=0)
+    max_replica: int = Field(1, ge=1)
+    autoscaling_window: int = Field(60, ge=10, le=3600)
+    scale_down_delay: int = Field(900, ge=0, le=3600)
+    concurrency_target: int = Field(1, ge=1)
+    target_utilization_percentage: int = Field(70, ge=1, le=100)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML and JSON both give 2.0 for "2.0"; accept whole floats, refuse 2.5
+        # with the field's range rather than pydantic's generic message.
+        if isinstance(value, bool):
+            raise ValueError(f"must be a whole number; {_AUTOSCALING_RANGES[info.field_name or '']}")
+        if isinstance(value, float):
+            if not math.isfinite(value) or value != int(value):
+                raise ValueError(
+                    f"must be a whole number; {_AUTOSCALING_RANGES[info.field_name or '']}"
+                )
+            return int(value)
+        return value
+
+    @field_validator("max_replica")
+    @classmethod
+    def _under_cap(cls, value: int, info: ValidationInfo) -> int:
+        cap = (info.context or {}).get("max_replica_cap", DEFAULT_MAX_REPLICA_CAP)
+        if value > cap:
+            raise ValueError(f"must be between 1 and {cap} (the server's max_replica cap)")
+        return value
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> AutoscalingSettings:
+        if self.min_replica > self.max_replica:
+            raise ValueError(
+                f"min_replica ({self.min_replica}) must be ≤ max_replica ({self.max_replica})"
+            )
+        return self
+
+    @property
+    def replica_capacity(self) -> float:
+        """Concurrency one replica should carry: target × utilisation."""
+        return self.concurrency_target * self.target_utilization_percentage / 100.0
+
+
+_AUTOSCALING_RANGES = {
+    "min_replica": "must be between 0 and max_replica",
+    "max_replica": f"must be between 1 and the server's cap (default {DEFAULT_MAX_REPLICA_CAP})",
+    "autoscaling_window": "must be between 10 and 3600 seconds",
+    "scale_down_delay": "must be between 0 and 3600 seconds",
+    "concurrency_target": "must be a whole number ≥ 1",
+    "target_utilization_percentage": "must be between 1 and 100",
+}
+AutoscalingSettings.RANGES = _AUTOSCALING_RANGES
+
+#: Development deployments are pinned to these settings.
+DEVELOPMENT_AUTOSCALING = AutoscalingSettings(
+    min_replica=0,
+    max_replica=1,
+    autoscaling_window=60,
+    scale_down_delay=900,
+    concurrency_target=1,
+)
+
+
+def parse_autoscaling(
+    data: Mapping[str, Any],
+    *,
+    base: AutoscalingSettings | None = None,
+    max_replica_cap: int = DEFAULT_MAX_REPLICA_CAP,
+    source: str | None = None,
+) -> AutoscalingSettings:
+    """Validate ``data`` (a full or partial body) on top of ``base``.
+
+    Raises :class:`SettingsError` naming every bad field; nothing is applied
+    unless everything is valid.
+    """
+    if not isinstance(data, Mapping):
+        raise SettingsError(
+            [FieldError("autoscaling_settings", data, "must be an object of settings")],
+            source=source,
+        )
+    merged = {**(base.model_dump() if base else {}), **data}
+    try:
+        return AutoscalingSettings.model_validate(
+            merged, context={"max_replica_cap": max_replica_cap}
+        )
+    except ValidationError as exc:
+        errors = errors_from_validation(exc, AutoscalingSettings)
+        fixed = []
+        for e in errors:
+            if e.field == "max_replica" and "cap" in e.allowed:
+                e = FieldError(e.field, e.value, f"must be between 1 and {max_replica_cap}")
+            if e.field == "(root)":
+                e = FieldError("min_replica", merged.get("min_replica"), e.allowed)
+            fixed.append(e)
+        raise SettingsError(fixed, source=source) from None
+
+
+# --------------------------------------------------------------------------- resources
+
+_CPU_RE = re.compile(r"^(?P<num>\d+(?:\.\d+)?)(?P<milli>m?)$")
+_MEMORY_RE = re.compile(r"^(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[KMGTP]i?|[kmgtp]|B)?$")
+_MEMORY_UNITS = {
+    None: 1,
+    "B": 1,
+    "k": 1000,
+    "K": 1000,
+    "M": 1000**2,
+    "m": 1000**2,
+    "G": 1000**3,
+    "g": 1000**3,
+    "T": 1000**4,
+    "t": 1000**4,
+    "P": 1000**5,
+    "p": 1000**5,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+    "Pi": 1024**5,
+}
+_ACCELERATOR_RE = re.compile(r"^(?P<kind>[A-Za-z0-9_\-]+)(?::(?P<count>\d+))?$")
+
+
+def parse_cpu(value: str | int | float) -> float:
+    """``"500m"`` → 0.5, ``"2"`` → 2.0 (Kubernetes quantity, as Truss writes it)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a CPU quantity such as '500m', '1' or '2.5'")
+    if isinstance(value, (int, float)):
+        cores = float(value)
+    else:
+        match = _CPU_RE.match(str(value).strip())
+        if not match:
+            raise ValueError("must be a CPU quantity such as '500m', '1' or '2.5'")
+        cores = float(match["num"]) / (1000.0 if match["milli"] else 1.0)
+    if cores <= 0:
+        raise ValueError("must be more than 0 cores")
+    return cores
+
+
+def parse_memory(value: str | int) -> int:
+    """``"512Mi"`` → 536870912 bytes; plain numbers are bytes."""
+    if isinstance(value, bool):
+        raise ValueError("must be a memory quantity such as '512Mi' or '2Gi'")
+    if isinstance(value, (int, float)):
+        size = float(value)
+    else:
+        match = _MEMORY_RE.match(str(value).strip())
+        if not match:
+            raise ValueError("must be a memory quantity such as '512Mi', '2Gi' or '1G'")
+        size = float(match["num"]) * _MEMORY_UNITS[match["unit"]]
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return int(size)
+
+
+class Resources(BaseModel):
+    """``resources:`` of config.yaml (Truss's names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: str = "1"
+    memory: str = "2Gi"
+    use_gpu: bool = False
+    accelerator: str | None = None
+    node_count: int | None = None  # Truss multi-node; accepted, not acted on
+    instance_type: str | None = None  # Baseten instance names; accepted, not acted on
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu(cls, value: Any) -> str:
+        parse_cpu(value)
+        return str(value)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> str:
+        parse_memory(value)
+        return str(value)
+
+    @field_validator("accelerator", mode="before")
+    @classmethod
+    def _accelerator(cls, value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        if not _ACCELERATOR_RE.match(str(value)):
+            raise ValueError("must be a GPU type with an optional count, such as 'A10G' or 'H100:2'")
+        return str(value)
+
+    @property
+    def cpu_cores(self) -> float:
+        return parse_cpu(self.cpu)
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_memory(self.memory)
+
+    @property
+    def gpu_count(self) -> int:
+        if self.accelerator:
+            match = _ACCELERATOR_RE.match(self.accelerator)
+            assert match is not None
+            return int(match["count"] or 1)
+        return 1 if self.use_gpu else 0
+
+    @property
+    def gpu_type(self) -> str | None:
+        if self.accelerator:
+            return self.accelerator.split(":", 1)[0]
+        return None
+
+
+class RuntimeConfig(BaseModel):
+    """``runtime:`` of config.yaml.  Only ``predict_concurrency`` is acted on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    predict_concurrency: int = Field(1, ge=1, le=10_000)
+    streaming_read_timeout: int = 60
+
+
+class WeightsSource(BaseModel):
+    """One entry of ``model_cache`` / ``weights`` (Truss's shape)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    source: str | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+    kind: str | None = None
+    allow_patterns: list[str] | None = None
+    ignore_patterns: list[str] | None = None
+    mount_location: str | None = None
+    volume_folder: str | None = None
+    use_volume: bool | None = None
+    runtime_secret_name: str | None = None
+    sha256: str | None = None
+    auth_secret_name: str | None = None
+
+    @model_validator(mode="after")
+    def _has_source(self) -> WeightsSource:
+        if not (self.source or self.repo_id):
+            raise ValueError("each weights entry needs a 'source' URL (https://… or s3://bucket/key)")
+        return self
+
+
+# Keys Truss accepts that Swell reads and uses (besides the fields below).
+_TRUSS_LAYOUT_KEYS = {
+    "model_class_name": "Model",
+    "model_module_dir": "model",
+    "model_class_filename": "model.py",
+    "data_dir": "data",
+    "bundled_packages_dir": "packages",
+    "external_package_dirs": [],
+    "requirements_file": None,
+    "description": None,
+    "live_reload": False,
+}
+
+#: Truss keys that are valid in config.yaml but that Swell does not act on.
+TRUSS_IGNORED_KEYS = frozenset(
+    {
+        "python_version",
+        "base_image",
+        "system_packages",
+        "build_commands",
+        "apply_library_patches",
+        "spec_version",
+        "model_framework",
+        "model_type",
+        "input_type",
+        "examples_filename",
+        "trt_llm",
+        "build",
+        "docker_server",
+        "training_checkpoints",
+        "external_data",
+        "cache_internal",
+        "use_local_src",
+        "model_repo",
+        "hf_cache",
+        "docker_auth",
+    }
+)
+
+
+class ModelConfig(BaseModel):
+    """A model package's ``config.yaml``: Truss's keys plus Swell's ``autoscaling``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model_name: str | None = None
+    description: str | None = None
+    model_class_name: str = "Model"
+    model_module_dir: str = "model"
+    model_class_filename: str = "model.py"
+    data_dir: str = "data"
+    bundled_packages_dir: str = "packages"
+    external_package_dirs: list[str] = Field(default_factory=list)
+    live_reload: bool = False
+    resources: Resources = Field(default_factory=Resources)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    requirements: list[str] = Field(default_factory=list)
+    requirements_file: str | None = None
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str | None] = Field(default_factory=dict)
+    model_metadata: dict[str, Any] = Field(default_factory=dict)
+    model_cache: list[WeightsSource] = Field(default_factory=list)
+    weights: list[WeightsSource] = Field(default_factory=list)
+    autoscaling: AutoscalingSettings | None = None
+
+    @field_validator("environment_variables", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # Truss stringifies: YAML true → "true", 3 → "3".
+        if not isinstance(value, Mapping):
+            return value
+        out = {}
+        for key, item in value.items():
+            if isinstance(item, bool):
+                out[str(key)] = "true" if item else "false"
+            elif item is None:
+                out[str(key)] = ""
+            else:
+                out[str(key)] = str(item)
+        return out
+
+    @field_validator("requirements", mode="before")
+    @classmethod
+    def _requirements(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @property
+    def predict_concurrency(self) -> int:
+        return self.runtime.predict_concurrency
+
+    @property
+    def weight_sources(self) -> list[WeightsSource]:
+        return [*self.model_cache, *self.weights]
+
+
+def load_model_config(
+    package_dir: str | Path, *, max_replica_cap: int = DEFAULT_MAX_REPLICA_CAP
+) -> tuple[ModelConfig, list[str]]:
+    """Read ``package_dir/config.yaml``.
+
+    Returns the config and the Truss keys that were present but are not acted
+    on by Swell (for the caller to warn about).  Raises :class:`ConfigError`.
+    """
+    path = Path(package_dir) / "config.yaml"
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(
+            [FieldError("config.yaml", str(path), "a model package needs a config.yaml")],
+            source=str(package_dir),
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError(
+            [FieldError("config.yaml", where, f"must be valid YAML ({getattr(exc, 'problem', exc)})")],
+            source=source,
+        ) from None
+    return parse_model_config(raw, max_replica_cap=max_replica_cap, source=source)
+
+
+def parse_model_config(
+    raw: Any, *, max_replica_cap: int = DEFAULT_MAX_REPLICA_CAP, source: str | None = None
+) -> tuple[ModelConfig, list[str]]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            [FieldError("config.yaml", raw, "must be a mapping of keys to values")], source=source
+        )
+    data = dict(raw)
+    ignored = sorted(k for k in data if k in TRUSS_IGNORED_KEYS)
+    for key in ignored:
+        data.pop(key)
+    autoscaling = data.pop("autoscaling", None)
+    try:
+        config = ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(errors_from_validation(exc, ModelConfig), source=source) from None
+    if autoscaling is not None:
+        try:
+            settings = parse_autoscaling(autoscaling, max_replica_cap=max_replica_cap)
+        except SettingsError as exc:
+            errors = [FieldError(f"autoscaling.{e.field}", e.value, e.allowed) for e in exc.errors]
+            raise ConfigError(errors, source=source) from None
+        config = config.model_copy(update={"autoscaling": settings})
+    return config, ignored
+
+
+# --------------------------------------------------------------------------- server
+
+
+class ServerSettings(BaseModel):
+    """How ``swell serve`` runs.  Set by flags and ``SWELL_*`` variables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("swell-data")
+    max_replica_cap: int = Field(DEFAULT_MAX_REPLICA_CAP, ge=1, le=10_000)
+    tick_seconds: float = Field(1.0, gt=0, le=60)
+    queue_limit: int | None = Field(None, ge=1)
+    drain_grace_seconds: float = Field(30.0, ge=0)
+    load_timeout_seconds: float = Field(1800.0, gt=0)

@@ -1,0 +1,80 @@
+"""The seam between the router and whatever runs replicas.
+
+The process backend, the Ray backend and the simulator's fake all satisfy
+:class:`ReplicaBackend`; the router only ever talks to this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+from swell.config import ModelConfig
+
+
+class ReplicaState(str, Enum):
+    PENDING = "pending"  # waiting for resources
+    STARTING = "starting"  # process spawned, server not accepting yet
+    LOADING = "loading"  # accepting; Model.load() running
+    READY = "ready"
+    DRAINING = "draining"  # takes no new request; stops when in-flight work is done
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    @property
+    def alive(self) -> bool:
+        return self in (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.LOADING, ReplicaState.READY)
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What to run: one deployment's package, its config and its environment."""
+
+    deployment_id: str
+    package_dir: Path
+    config: ModelConfig
+    python: str  # interpreter (a per-deployment venv when it has requirements)
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets_dir: Path | None = None
+
+
+@dataclass
+class Replica:
+    """A replica as the backend reports it; mutated only by the backend."""
+
+    id: str
+    deployment_id: str
+    state: ReplicaState = ReplicaState.PENDING
+    address: str = ""  # "unix:/path/to.sock" or "http://127.0.0.1:PORT"
+    error: str | None = None  # why it failed (traceback tail), if it did
+    created_at: float = 0.0  # monotonic seconds
+    ready_at: float | None = None
+    load_seconds: float | None = None  # the model's own load() time, as the replica reports it
+    pid: int | None = None
+
+
+#: Called by the backend on every state change, on the event loop.
+StateCallback = Callable[[Replica], None]
+
+
+class ReplicaBackend(Protocol):
+    async def start(self, spec: ReplicaSpec, on_change: StateCallback) -> Replica:
+        """Begin starting a replica; return at once (state STARTING or PENDING).
+
+        Later transitions (LOADING, READY, FAILED, STOPPED when the process
+        exits on its own) are reported through ``on_change``.
+        """
+        ...
+
+    async def stop(self, replica: Replica, grace_seconds: float) -> None:
+        """SIGTERM (finish in-flight, exit), then SIGKILL after the grace period."""
+        ...
+
+    def list(self) -> list[Replica]: ...
+
+    async def close(self) -> None:
+        """Stop every replica; used at server shutdown."""
+        ...
