@@ -102,7 +102,7 @@ def _allowed_text(error: Mapping[str, Any], model: type[BaseModel] | None) -> st
             return "unknown key; known keys are: " + ", ".join(sorted(model.model_fields))
         return "unknown key"
     ranges = getattr(model, "RANGES", {}) if model is not None else {}
-    if loc and loc[-1] in ranges:
+    if loc and loc[-1] in ranges and kind != "value_error":
         return ranges[loc[-1]]
     if kind in _RANGE_MESSAGES:
         return _RANGE_MESSAGES[kind].format(**error.get("ctx", {}))
