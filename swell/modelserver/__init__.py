@@ -1,0 +1,26 @@
+"""What runs inside one replica: hosts a Truss model package as the Truss server does.
+
+Launch with ``python -m swell.modelserver --model-dir DIR``; see ``main`` for the
+environment it reads. Heavy modules (uvicorn, the app) load only when ``main`` runs.
+"""
+
+from __future__ import annotations
+
+from swell.modelserver._config import load_truss_config
+from swell.modelserver._environment import RequirementsInstallError, ensure_environment
+
+__all__ = ["main", "ensure_environment", "RequirementsInstallError", "load_truss_config"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the package in ``--model-dir`` until SIGTERM; returns the exit status.
+
+    Environment: ``SWELL_REPLICA_SOCKET`` (serve on that Unix socket) or
+    ``SWELL_REPLICA_PORT`` / ``INFERENCE_SERVER_PORT`` (default 8080) on
+    ``SWELL_REPLICA_HOST`` (default 127.0.0.1); ``SWELL_EVENTS_FD`` (JSON lines:
+    live, loading, ready, failed); ``SWELL_LIFELINE_FD`` (exit at once on EOF);
+    ``SWELL_SECRETS_DIR`` (default /secrets); ``NUM_LOAD_RETRIES_TRUSS`` (default 1).
+    """
+    from swell.modelserver._server import main as _main
+
+    return _main(argv)

@@ -1,0 +1,5 @@
+import sys
+
+from swell.modelserver import main
+
+sys.exit(main())

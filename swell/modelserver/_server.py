@@ -1,0 +1,206 @@
+"""Process entry point of a replica: env contract, events pipe, lifeline, uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from swell.modelserver._app import ReplicaApp
+from swell.modelserver._config import load_truss_config
+from swell.modelserver._wrapper import ModelWrapper
+
+logger = logging.getLogger("swell.modelserver")
+
+DEFAULT_PORT = 8080
+DEFAULT_HOST = "127.0.0.1"
+# Keep router connections alive across idle gaps; uvicorn's default of 5 s would
+# make a pooled connection race its own close.
+KEEP_ALIVE_SECONDS = 75
+# After a failed load, how long uvicorn gets to wind down before a hard exit.
+FAILED_EXIT_GRACE_SECONDS = 5.0
+LIFELINE_EXIT_CODE = 1
+FAILED_EXIT_CODE = 1
+PR_SET_PDEATHSIG = 1
+
+
+class EventWriter:
+    """One JSON object per line on the inherited ``SWELL_EVENTS_FD`` pipe (if any)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self._fd is None:
+            return
+        data = (json.dumps({"event": event, **fields}) + "\n").encode()
+        with self._lock:
+            try:
+                while data:
+                    written = os.write(self._fd, data)
+                    data = data[written:]
+            except OSError:
+                self._fd = None  # the reader is gone; the lifeline decides whether we live
+
+
+def _env_fd(name: str) -> int | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    fd = int(value)
+    try:
+        os.set_inheritable(fd, False)  # model subprocesses must not hold our pipes open
+    except OSError:
+        return None
+    return fd
+
+
+def _watch_lifeline(fd: int) -> None:
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            try:
+                os.write(2, b"swell.modelserver: lifeline closed (parent gone); exiting\n")
+            finally:
+                os._exit(LIFELINE_EXIT_CODE)
+
+
+def _die_with_parent(original_ppid: int) -> None:
+    """PR_SET_PDEATHSIG(SIGKILL), then make sure the parent did not die before it took effect.
+
+    Note: Linux fires it when the parent *thread* that forked us exits.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != original_ppid:
+        os._exit(LIFELINE_EXIT_CODE)
+
+
+def _listen_address() -> dict[str, Any]:
+    uds = os.environ.get("SWELL_REPLICA_SOCKET")
+    if uds:
+        return {"uds": uds}
+    port = os.environ.get("SWELL_REPLICA_PORT") or os.environ.get("INFERENCE_SERVER_PORT") or DEFAULT_PORT
+    return {"host": os.environ.get("SWELL_REPLICA_HOST") or DEFAULT_HOST, "port": int(port)}
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logger.setLevel(os.environ.get("SWELL_LOG_LEVEL", "INFO").upper())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one replica until SIGTERM (exit 0) or a failed load (exit 1)."""
+    original_ppid = os.getppid()
+    parser = argparse.ArgumentParser(prog="python -m swell.modelserver",
+                                     description="Serve one Truss model package.")
+    parser.add_argument("--model-dir", required=True, help="the Truss package (config.yaml + model/model.py)")
+    args = parser.parse_args(argv)
+
+    lifeline = _env_fd("SWELL_LIFELINE_FD")
+    if lifeline is not None:
+        threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
+    _die_with_parent(original_ppid)
+    events = EventWriter(_env_fd("SWELL_EVENTS_FD"))
+    _setup_logging()
+
+    package_dir = Path(args.model_dir).resolve()
+    try:
+        config = load_truss_config(package_dir)
+    except Exception as exc:
+        text = "".join(traceback.format_exception(exc))
+        events.emit("failed", error=text)
+        sys.stderr.write(text)
+        return FAILED_EXIT_CODE
+    # Visible at import time of model.py and everywhere after, as Truss's runtime sets them.
+    os.environ.update(config["environment_variables"])
+    os.chdir(package_dir)  # Truss's cwd is /app: relative data/ resolves against the package
+
+    wrapper = ModelWrapper(config, package_dir)
+    app = ReplicaApp(wrapper)
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    uv_config = uvicorn.Config(
+        app, **_listen_address(), loop=loop, http="httptools", ws="none", lifespan="off",
+        interface="asgi3", access_log=False, log_config=None, log_level="warning",
+        server_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=None,
+    )
+    server = ReplicaServer(uv_config, wrapper, events)
+    # uvicorn re-raises the signal that stopped it once it has restored the previous
+    # handlers; make that a no-op so a graceful SIGTERM ends in exit status 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
+    server.run()
+    uds = uv_config.uds
+    if uds:
+        try:
+            os.unlink(uds)
+        except OSError:
+            pass
+    app.executor.shutdown(wait=False, cancel_futures=True)
+    return FAILED_EXIT_CODE if server.load_failed else 0
+
+
+class ReplicaServer(uvicorn.Server):
+    """uvicorn.Server that reports `live` once it accepts, then starts the load thread."""
+
+    def __init__(self, config: uvicorn.Config, wrapper: ModelWrapper, events: EventWriter) -> None:
+        super().__init__(config)
+        self.wrapper = wrapper
+        self.events = events
+        self.load_failed = False
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.should_exit:
+            return
+        self.events.emit("live")
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._load, args=(loop,), name="load", daemon=True).start()
+
+    def _load(self, loop: asyncio.AbstractEventLoop) -> None:
+        wrapper, events = self.wrapper, self.events
+        events.emit("loading")
+        if wrapper.load():
+            events.emit("ready", load_seconds=round(wrapper.load_seconds or 0.0, 3))
+            return
+        self.load_failed = True
+        events.emit("failed", error=wrapper.error)
+        sys.stderr.write(wrapper.error or "model load failed\n")
+        sys.stderr.flush()
+        loop.call_soon_threadsafe(setattr, self, "should_exit", True)
+        # Truss exits on a failed load; do so even if a client holds a connection open.
+        timer = threading.Timer(FAILED_EXIT_GRACE_SECONDS, os._exit, args=(FAILED_EXIT_CODE,))
+        timer.daemon = True
+        timer.start()
