@@ -1,0 +1,344 @@
+"""Replicas as local OS processes: the runner around ``_lifecycle``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
+from swell.serving.backends.process._lifecycle import (
+    ReplicaEvent,
+    describe_exit,
+    exit_state,
+    new_replica_id,
+    next_state,
+    parse_event,
+    replica_env,
+    socket_path,
+    tail_lines,
+)
+from swell.serving.backends.process._pdeathsig import die_with_parent_hook
+
+__all__ = ["ProcessBackend"]
+
+logger = logging.getLogger("swell.serving.backends.process")
+
+#: A ``failed`` event carries a whole traceback on one line.
+_EVENT_LINE_LIMIT = 4 * 1024 * 1024
+#: After the process exits, how long to wait for the rest of its events.
+_EVENTS_DRAIN_SECONDS = 1.0
+_LOG_TAIL_LINES = 40
+
+
+@dataclass(eq=False)
+class _Handle:
+    replica: Replica
+    process: asyncio.subprocess.Process
+    on_change: StateCallback
+    log_path: Path
+    lifeline: int | None  # write end; closing it tells the replica to exit
+    socket: Path | None
+    stopping: bool = False
+    terminated: bool = False  # SIGTERM sent; a second one could force-quit uvicorn
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    reader: asyncio.Task[None] | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class ProcessBackend:
+    """Run each replica as a child process: ``python -m swell.modelserver``.
+
+    ``run_dir`` holds the replicas' Unix sockets (a private ``/tmp/swell-…``
+    directory is used when it is not given or its paths would be too long for
+    ``AF_UNIX``); ``log_dir`` receives ``<deployment_id>/<replica_id>.log``
+    with each replica's stdout and stderr (default: ``run_dir/logs``, or
+    ``logs`` in the private directory).
+
+    Replicas die with the server, even on ``kill -9``: the kernel sends them
+    SIGKILL (``PR_SET_PDEATHSIG``) and their lifeline pipe reaches EOF.
+
+    ``transport="tcp"`` gives each replica a port on 127.0.0.1 instead of a
+    socket; ``module`` is the module run with ``-m`` (tests replace it).
+    """
+
+    def __init__(
+        self,
+        run_dir: Path | None = None,
+        log_dir: Path | None = None,
+        *,
+        transport: Literal["unix", "tcp"] = "unix",
+        module: str = "swell.modelserver",
+        close_grace_seconds: float = 5.0,
+        failed_grace_seconds: float = 5.0,
+    ) -> None:
+        if transport not in ("unix", "tcp"):
+            raise ValueError(f"transport: {transport!r} is not allowed; must be 'unix' or 'tcp'")
+        self._run_dir = Path(run_dir) if run_dir is not None else None
+        self._private_dir: Path | None = None
+        self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._transport = transport
+        self._module = module
+        self._close_grace = close_grace_seconds
+        self._failed_grace = failed_grace_seconds
+        self._handles: dict[str, _Handle] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def log_dir(self) -> Path:
+        if self._log_dir is None:
+            self._log_dir = (self._run_dir or self._private()) / "logs"
+        return self._log_dir
+
+    def log_path(self, replica: Replica) -> Path:
+        """Where the replica's stdout and stderr go."""
+        return self.log_dir / replica.deployment_id / f"{replica.id}.log"
+
+    async def start(self, spec: ReplicaSpec, on_change: StateCallback) -> Replica:
+        """Spawn a replica; return at once in STARTING (FAILED if it could not spawn)."""
+        if self._closed:
+            raise RuntimeError("the process backend is closed")
+        replica_id = new_replica_id(self._handles)
+        replica = Replica(
+            id=replica_id,
+            deployment_id=spec.deployment_id,
+            state=ReplicaState.STARTING,
+            created_at=time.monotonic(),
+        )
+        swell_vars = {
+            "SWELL_REPLICA_ID": replica_id,
+            "SWELL_DEPLOYMENT_ID": spec.deployment_id,
+        }
+        sock: Path | None = None
+        if self._transport == "unix":
+            sock = self._socket_path(replica_id)
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+            swell_vars["SWELL_REPLICA_SOCKET"] = str(sock)
+            address = f"unix:{sock}"
+        else:
+            port = _free_port()
+            swell_vars["SWELL_REPLICA_PORT"] = str(port)
+            address = f"http://127.0.0.1:{port}"
+        if spec.secrets_dir is not None:
+            swell_vars["SWELL_SECRETS_DIR"] = str(spec.secrets_dir)
+
+        log_path = self.log_path(replica)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        events_r, events_w = os.pipe()
+        lifeline_r, lifeline_w = os.pipe()
+        swell_vars["SWELL_EVENTS_FD"] = str(events_w)
+        swell_vars["SWELL_LIFELINE_FD"] = str(lifeline_r)
+        env = replica_env(os.environ, spec, swell_vars)
+        env.setdefault("PYTHONUNBUFFERED", "1")  # logs reach the file as they happen
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        argv = [spec.python, "-m", self._module, "--model-dir", str(spec.package_dir)]
+        try:
+            os.write(
+                log_fd,
+                f"--- swell: starting replica {replica_id} of {spec.deployment_id} "
+                f"at {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode(),
+            )
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                pass_fds=(events_w, lifeline_r),
+                env=env,
+                cwd=str(spec.package_dir),
+                start_new_session=False,
+                preexec_fn=die_with_parent_hook(),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            for fd in (events_r, lifeline_w):
+                os.close(fd)
+            replica.state = ReplicaState.FAILED
+            replica.error = f"could not start the replica process ({' '.join(argv)}): {exc}"
+            with contextlib.suppress(OSError):
+                os.write(log_fd, f"--- swell: {replica.error}\n".encode())
+            logger.warning("replica %s: %s", replica_id, replica.error)
+            return replica
+        finally:
+            # The child holds its own copies now; ours would hide its EOF.
+            for fd in (events_w, lifeline_r, log_fd):
+                os.close(fd)
+
+        replica.pid = process.pid
+        handle = _Handle(
+            replica=replica,
+            process=process,
+            on_change=on_change,
+            log_path=log_path,
+            lifeline=lifeline_w,
+            socket=sock,
+        )
+        self._handles[replica_id] = handle
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_EVENT_LINE_LIMIT)
+        pipe = os.fdopen(events_r, "rb", buffering=0)
+        try:
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), pipe
+            )
+        except BaseException:
+            pipe.close()
+            raise
+        handle.reader = self._spawn(handle, self._read_events(handle, reader, address))
+        self._spawn(handle, self._watch(handle, transport))
+        logger.debug("replica %s (pid %s) starting: %s", replica_id, process.pid, address)
+        return replica
+
+    async def stop(self, replica: Replica, grace_seconds: float) -> None:
+        """SIGTERM, up to ``grace_seconds`` to finish in-flight work, then SIGKILL.
+
+        Returns once the process is gone; the replica ends STOPPED (or stays
+        FAILED, keeping its error).
+        """
+        handle = self._handles.get(replica.id)
+        if handle is None:
+            return
+        if not handle.exited.is_set() and not handle.stopping:
+            handle.stopping = True
+            if handle.replica.state.alive:
+                self._set(handle, ReplicaState.DRAINING)
+        await self._terminate(handle, grace_seconds)
+
+    def list(self) -> list[Replica]:
+        """Replicas whose processes have not been reaped yet."""
+        return [h.replica for h in self._handles.values()]
+
+    async def close(self) -> None:
+        """Stop every replica at once, with ``close_grace_seconds`` each."""
+        self._closed = True
+        handles = list(self._handles.values())
+        await asyncio.gather(
+            *(self.stop(h.replica, self._close_grace) for h in handles), return_exceptions=True
+        )
+        tasks = [t for h in handles for t in h.tasks]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
+
+    # ------------------------------------------------------------------ runner
+
+    def _private(self) -> Path:
+        if self._private_dir is None:
+            self._private_dir = Path(tempfile.mkdtemp(prefix="swell-"))
+        return self._private_dir
+
+    def _socket_path(self, replica_id: str) -> Path:
+        if self._run_dir is not None:
+            self._run_dir.mkdir(parents=True, exist_ok=True)
+            path = socket_path(self._run_dir, replica_id)
+            if path is not None:
+                return path
+        path = socket_path(self._private(), replica_id)
+        if path is None:  # only if TMPDIR itself is absurdly long
+            raise RuntimeError(f"no directory short enough for a Unix socket: {self._private()}")
+        return path
+
+    def _spawn(self, handle: _Handle, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        handle.tasks.add(task)
+        task.add_done_callback(handle.tasks.discard)
+        return task
+
+    def _set(self, handle: _Handle, state: ReplicaState) -> None:
+        handle.replica.state = state
+        try:
+            handle.on_change(handle.replica)
+        except Exception:
+            logger.exception("state callback failed for replica %s", handle.replica.id)
+
+    async def _read_events(self, handle: _Handle, reader: asyncio.StreamReader, address: str) -> None:
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # one line over the limit: skip it, keep reading
+                logger.warning("replica %s wrote an oversized event line", handle.replica.id)
+                continue
+            if not line:
+                return
+            event = parse_event(line)
+            if event is not None:
+                self._apply(handle, event, address)
+
+    def _apply(self, handle: _Handle, event: ReplicaEvent, address: str) -> None:
+        replica = handle.replica
+        state = next_state(replica.state, event)
+        if state is replica.state:
+            return
+        if state in (ReplicaState.LOADING, ReplicaState.READY):
+            replica.address = address
+        if state is ReplicaState.READY:
+            replica.ready_at = time.monotonic()
+            replica.load_seconds = event.load_seconds
+        if state is ReplicaState.FAILED:
+            replica.error = event.error or "the replica reported a failure without a traceback"
+            # A replica that cannot load serves nothing; free what it holds.
+            self._spawn(handle, self._terminate(handle, self._failed_grace))
+        self._set(handle, state)
+
+    async def _terminate(self, handle: _Handle, grace_seconds: float) -> None:
+        if handle.exited.is_set():
+            return
+        if not handle.terminated:
+            handle.terminated = True
+            with contextlib.suppress(ProcessLookupError):
+                handle.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(handle.exited.wait(), timeout=max(grace_seconds, 0.0))
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                handle.process.kill()
+            await handle.exited.wait()
+
+    async def _watch(self, handle: _Handle, transport: asyncio.ReadTransport) -> None:
+        returncode = await handle.process.wait()
+        # Let a "failed" event written just before exiting win over the log tail.
+        if handle.reader is not None:
+            _, pending = await asyncio.wait([handle.reader], timeout=_EVENTS_DRAIN_SECONDS)
+            for task in pending:  # a grandchild still holds the pipe open
+                task.cancel()
+        transport.close()
+        if handle.lifeline is not None:
+            os.close(handle.lifeline)
+            handle.lifeline = None
+        if handle.socket is not None:
+            with contextlib.suppress(OSError):
+                handle.socket.unlink()
+        replica = handle.replica
+        state = exit_state(replica.state, stopping=handle.stopping)
+        if state is ReplicaState.FAILED and replica.state is not ReplicaState.FAILED:
+            tail = tail_lines(handle.log_path, _LOG_TAIL_LINES)
+            replica.error = f"replica {describe_exit(returncode)}" + (
+                f"; last lines of {handle.log_path}:\n{tail}" if tail else ""
+            )
+            logger.warning("replica %s %s", replica.id, describe_exit(returncode))
+        self._handles.pop(replica.id, None)
+        handle.exited.set()
+        if state is not replica.state:
+            self._set(handle, state)
+
+
+def _free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (the replica binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
