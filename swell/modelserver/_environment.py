@@ -67,8 +67,10 @@ def _inherit_site_packages(parent: str, child: Path) -> None:
     """
     parent_dirs = _site_packages(parent)
     child_dir = Path(_site_packages(child)[0])
-    line = ("import site, sys; [site.addsitedir(d) for d in %r if d not in sys.path]\n" % parent_dirs)
-    (child_dir / "_swell_parent_site.pth").write_text(line)
+    # One statement per line, no comprehension: site exec()s each "import" line and
+    # nested scopes there cannot see the names it imports.
+    lines = "".join(f"import site, sys; {d!r} in sys.path or site.addsitedir({d!r})\n" for d in parent_dirs)
+    (child_dir / "_swell_parent_site.pth").write_text(lines)
 
 
 def ensure_environment(requirements: list[str], cache_dir: Path, *, python: str = sys.executable) -> Path:
