@@ -1,0 +1,281 @@
+"""The server's ASGI application.
+
+Predict requests never touch a framework: a hand-written ASGI function checks
+the key, finds the router and hands it the body bytes.  Everything under
+``/v1`` is a FastAPI app (so ``/openapi.json`` documents it), reached only after
+the hot path has ruled the request out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from swell import __version__
+from swell.control._plane import ApiError, ControlPlane
+from swell.control._registry import NotFound
+from swell.serving import render_metrics
+
+__all__ = ["SwellApp", "create_app"]
+
+log = logging.getLogger("swell.app")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+_UNAUTHORIZED = json.dumps(
+    {"error": "unauthorized", "reason": "send the header 'Authorization: Api-Key <key>' with a workspace key"}
+).encode()
+
+
+async def _json(send: Send, status: int, payload: dict[str, Any] | bytes) -> None:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status, "headers": _JSON})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+class SwellApp:
+    """Raw ASGI at the front; management behind it."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.management = _management_app(plane)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path.startswith("/model/"):
+                await self._predict(scope, receive, send)
+                return
+            if path == "/health":
+                await _json(send, 200, {"status": "ok", "version": __version__})
+                return
+            if not self.plane.keys.check_header(_header(scope, b"authorization")):
+                await _json(send, 401, _UNAUTHORIZED)
+                return
+            if path == "/metrics":
+                body = render_metrics(self.plane.controller)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+            await self.management(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websockets are not served
+            if kind == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.plane.start()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.plane.close()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.plane.keys.check_header(_header(scope, b"authorization")):
+            await _json(send, 401, _UNAUTHORIZED)
+            return
+        parts = scope["path"].split("/")
+        # ['', 'model', ref, kind, (name,) verb]
+        n = len(parts)
+        if n == 6 and parts[3] in ("environments", "deployment"):
+            kind, ref, verb = parts[3], parts[4], parts[5]
+        elif n == 5 and parts[3] == "development":
+            kind, ref, verb = "development", None, parts[4]
+        else:
+            await _json(send, 404, {"error": "not found", "reason": f"no route {scope['path']}"})
+            return
+        if verb != "predict":
+            await _json(send, 404, {"error": "not found", "reason": f"no route {scope['path']} (use …/predict)"})
+            return
+        if scope["method"] != "POST":
+            await _json(send, 405, {"error": "method not allowed", "reason": "predict takes POST"})
+            return
+        try:
+            router = self.plane.router(parts[2], kind, ref)
+        except NotFound as exc:
+            await _json(send, 404, {"error": "not found", "reason": str(exc)})
+            return
+        except ApiError as exc:
+            await _json(send, exc.status, exc.payload)
+            return
+        timeout: float | None = None
+        raw_timeout = _header(scope, b"x-swell-timeout")
+        if raw_timeout is None and scope.get("query_string"):
+            values = parse_qs(scope["query_string"].decode("latin-1")).get("timeout")
+            raw_timeout = values[0].encode() if values else None
+        if raw_timeout is not None:
+            try:
+                timeout = float(raw_timeout)
+                if not timeout > 0:
+                    raise ValueError
+            except ValueError:
+                await _json(
+                    send,
+                    400,
+                    {"error": "invalid timeout", "reason": f"timeout must be seconds > 0, got {raw_timeout.decode('latin-1')!r}"},
+                )
+                return
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if message.get("more_body"):
+            chunks = [body]
+            while message.get("more_body"):
+                message = await receive()
+                chunks.append(message.get("body", b""))
+            body = b"".join(chunks)
+        await router.serve(scope["headers"], body, send, timeout)
+
+
+def _management_app(plane: ControlPlane) -> FastAPI:
+    app = FastAPI(title="Swell", version=__version__, docs_url="/docs", redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.payload, status_code=exc.status)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"error": "not found", "reason": str(exc)}, status_code=404)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail).lower(), "reason": None}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "value": e.get("input"), "allowed": e.get("msg")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"error": "invalid request", "detail": jsonable(detail)}, status_code=422)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        """Every model with its deployments and environments."""
+        return {"models": [plane.model_view(m) for m in plane.registry.models.values()]}
+
+    @app.post("/v1/models/push")
+    async def push(
+        request: Request,
+        model_name: str | None = None,
+        publish: bool = False,
+        promote: bool = False,
+        environment: str = "production",
+    ) -> JSONResponse:
+        """Upload a model package (a tar.gz of the directory with config.yaml) as a deployment."""
+        plane.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=plane.data_dir, prefix=".upload-", suffix=".tar.gz") as tmp:
+            size = 0
+            async for chunk in request.stream():
+                tmp.write(chunk)
+                size += len(chunk)
+            tmp.flush()
+            if size == 0:
+                raise ApiError(400, "empty upload", reason="send the package as a tar.gz body")
+            result = await plane.push(
+                Path(tmp.name), model_name=model_name, publish=publish, promote=promote, environment=environment
+            )
+        return JSONResponse(result.as_dict(), status_code=201)
+
+    @app.get("/v1/models/{model_id}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        return plane.model_view(plane.registry.model(model_id))
+
+    @app.get("/v1/models/{model_id}/deployments")
+    async def list_deployments(model_id: str) -> dict[str, Any]:
+        model = plane.registry.model(model_id)
+        return {
+            "deployments": [
+                plane.deployment_view(plane.registry.deployments[d])
+                for d in model.deployments
+                if d in plane.registry.deployments
+            ]
+        }
+
+    @app.get("/v1/models/{model_id}/deployments/{deployment_id}")
+    async def get_deployment(model_id: str, deployment_id: str) -> dict[str, Any]:
+        """Status, replicas, settings, the last scaling decision and any error."""
+        model = plane.registry.model(model_id)
+        return plane.deployment_view(plane.registry.deployment(model, deployment_id))
+
+    @app.get("/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings")
+    async def get_settings(model_id: str, deployment_id: str) -> dict[str, Any]:
+        model = plane.registry.model(model_id)
+        return plane.registry.deployment(model, deployment_id).settings.model_dump()
+
+    @app.patch("/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings")
+    async def patch_settings(model_id: str, deployment_id: str, request: Request) -> dict[str, Any]:
+        """Change some settings; all are validated together and nothing is half-applied."""
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise ApiError(
+                422, "invalid settings", detail=[{"field": "(body)", "value": raw.decode("utf-8", "replace")[:200], "allowed": f"a JSON object ({exc})"}]
+            ) from None
+        return plane.patch_settings(model_id, deployment_id, body)
+
+    @app.post("/v1/models/{model_id}/deployments/{deployment_id}/promote")
+    async def promote(model_id: str, deployment_id: str, request: Request) -> dict[str, Any]:
+        """Point an environment (``{"environment": "production"}`` by default) at a deployment."""
+        raw = await request.body()
+        environment = "production"
+        if raw:
+            try:
+                environment = str(json.loads(raw).get("environment", "production"))
+            except (ValueError, AttributeError):
+                raise ApiError(422, "invalid body", reason='send {"environment": "production"} or nothing') from None
+        return plane.promote(model_id, deployment_id, environment)
+
+    return app
+
+
+def jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return json.loads(json.dumps(value, default=repr))
+
+
+def create_app(plane: ControlPlane) -> SwellApp:
+    return SwellApp(plane)

@@ -1,0 +1,162 @@
+"""Models, deployments and environments: the control plane's records.
+
+In memory for now, behind :class:`Registry` so a SQL store can take its place
+without its callers changing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from swell.config import AutoscalingSettings, ModelConfig
+from swell.serving import BuildState
+
+__all__ = [
+    "DEFAULT_ENVIRONMENTS",
+    "DeploymentKind",
+    "DeploymentRecord",
+    "ModelRecord",
+    "NotFound",
+    "Registry",
+    "valid_model_name",
+]
+
+DEFAULT_ENVIRONMENTS = ("production", "staging")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def valid_model_name(name: str) -> bool:
+    return bool(_NAME_RE.match(name))
+
+
+class NotFound(LookupError):
+    """A model, deployment or environment that does not exist."""
+
+
+class DeploymentKind(str, Enum):
+    DEVELOPMENT = "development"
+    PUBLISHED = "published"
+
+
+@dataclass
+class DeploymentRecord:
+    id: str
+    model_id: str
+    kind: DeploymentKind
+    package_dir: Path
+    config: ModelConfig
+    settings: AutoscalingSettings
+    created_at: float = field(default_factory=time.time)
+    build: BuildState = BuildState.BUILDING
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    python: str = ""
+    retired: bool = False  # a replaced development deployment
+
+
+@dataclass
+class ModelRecord:
+    id: str
+    name: str
+    created_at: float = field(default_factory=time.time)
+    deployments: list[str] = field(default_factory=list)
+    environments: dict[str, str | None] = field(
+        default_factory=lambda: dict.fromkeys(DEFAULT_ENVIRONMENTS)
+    )
+    development: str | None = None
+
+
+class Registry:
+    """Lookup by id or name; the only writer of the records."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ModelRecord] = {}
+        self.deployments: dict[str, DeploymentRecord] = {}
+        self._by_name: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ models
+
+    def model(self, ref: str) -> ModelRecord:
+        """A model by id or, for convenience, by name."""
+        model = self.models.get(ref) or self.models.get(self._by_name.get(ref, ""))
+        if model is None:
+            raise NotFound(f"no model {ref!r}")
+        return model
+
+    def model_by_name(self, name: str) -> ModelRecord | None:
+        model_id = self._by_name.get(name)
+        return self.models.get(model_id) if model_id else None
+
+    def add_model(self, model_id: str, name: str) -> ModelRecord:
+        model = ModelRecord(model_id, name)
+        self.models[model_id] = model
+        self._by_name[name] = model_id
+        return model
+
+    # ------------------------------------------------------------------ deployments
+
+    def add_deployment(self, record: DeploymentRecord) -> None:
+        self.deployments[record.id] = record
+        model = self.models[record.model_id]
+        model.deployments.append(record.id)
+        if record.kind is DeploymentKind.DEVELOPMENT:
+            model.development = record.id
+
+    def remove_deployment(self, deployment_id: str) -> None:
+        record = self.deployments.pop(deployment_id, None)
+        if record is None:
+            return
+        model = self.models.get(record.model_id)
+        if model is not None:
+            if deployment_id in model.deployments:
+                model.deployments.remove(deployment_id)
+            if model.development == deployment_id:
+                model.development = None
+            for env, target in model.environments.items():
+                if target == deployment_id:
+                    model.environments[env] = None
+
+    def deployment(self, model: ModelRecord, ref: str) -> DeploymentRecord:
+        """A deployment of ``model`` by id, or ``development``, or an environment's name."""
+        if ref == "development":
+            if model.development is None:
+                raise NotFound(f"model {model.name!r} has no development deployment; push without --publish")
+            ref = model.development
+        elif ref in model.environments and ref not in self.deployments:
+            target = model.environments[ref]
+            if target is None:
+                raise NotFound(f"environment {ref!r} of model {model.name!r} points at no deployment yet")
+            ref = target
+        record = self.deployments.get(ref)
+        if record is None or record.model_id != model.id:
+            raise NotFound(f"model {model.name!r} has no deployment {ref!r}")
+        return record
+
+    def environment_target(self, model: ModelRecord, environment: str) -> DeploymentRecord:
+        if environment not in model.environments:
+            raise NotFound(
+                f"model {model.name!r} has no environment {environment!r}; "
+                f"it has: {', '.join(sorted(model.environments))}"
+            )
+        target = model.environments[environment]
+        if target is None:
+            raise NotFound(
+                f"environment {environment!r} of model {model.name!r} points at no deployment; "
+                "push with --publish (the first published deployment goes to production) or --promote"
+            )
+        return self.deployments[target]
+
+    def environments_of(self, record: DeploymentRecord) -> list[str]:
+        model = self.models[record.model_id]
+        return sorted(env for env, target in model.environments.items() if target == record.id)
+
+    def published(self, model: ModelRecord) -> list[DeploymentRecord]:
+        return [
+            self.deployments[d]
+            for d in model.deployments
+            if d in self.deployments and self.deployments[d].kind is DeploymentKind.PUBLISHED
+        ]

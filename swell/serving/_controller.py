@@ -1,0 +1,376 @@
+"""The control loop: every tick, the pure rule decides and this runner acts.
+
+Per deployment and per tick: read the router's mean concurrency since the last
+tick into the window, call :func:`swell.autoscaling.decide`, then start
+replicas through the backend or drain them.  A request that finds no replica
+calls the rule at once (``wake``) instead of waiting for the tick; a replica
+reports READY through the backend's callback, never by being polled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from swell.autoscaling import (
+    Clock,
+    ConcurrencyWindow,
+    Decision,
+    Observation,
+    RealClock,
+    ScalerState,
+    decide,
+)
+from swell.config import AutoscalingSettings, ServerSettings
+from swell.serving._backend import Replica, ReplicaBackend, ReplicaState
+from swell.serving._router import DeploymentRouter, ReplicaHandle, Unavailable
+from swell.serving._status import BuildState, DeploymentStatus, deployment_status, scale_down_choice
+
+__all__ = ["COLD_START_BUCKETS", "Controller", "ScaledDeployment"]
+
+log = logging.getLogger("swell.scaler")
+
+COLD_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+
+
+@dataclass(eq=False)
+class ScaledDeployment:
+    """A deployment under the control loop: its router and the rule's memory."""
+
+    router: DeploymentRouter
+    window: ConcurrencyWindow
+    state: ScalerState = field(default_factory=ScalerState)
+    decision: Decision | None = None
+    decided_at: float | None = None
+    failures: int = 0  # consecutive replicas that failed before becoming ready
+    retry_at: float = 0.0  # no new replica before this time (back-off)
+    load_failing: bool = False
+    error: str | None = None
+    retiring: bool = False
+    cold_start_counts: list[int] = field(default_factory=lambda: [0] * (len(COLD_START_BUCKETS) + 1))
+    cold_start_sum: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return self.router.deployment_id
+
+    def status(self) -> DeploymentStatus:
+        states = [h.state for h in self.router.handles.values() if h.serving]
+        return deployment_status(
+            build=BuildState.BUILT,
+            replicas=states,
+            pending_starts=self.router.pending_starts,
+            load_failing=self.load_failing,
+        )
+
+
+class Controller:
+    """Runs the rule for every deployment and acts on its decisions."""
+
+    def __init__(
+        self,
+        backend: ReplicaBackend,
+        *,
+        settings: ServerSettings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings or ServerSettings()
+        self.clock: Clock = clock or RealClock()
+        self._deployments: dict[str, ScaledDeployment] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ registry
+
+    def add(self, router: DeploymentRouter) -> ScaledDeployment:
+        scaled = ScaledDeployment(router, ConcurrencyWindow(self.clock.now()))
+        router.on_wake = self._wake
+        router.on_broken = self._broken
+        router.on_drained = self._drained
+        self._deployments[router.deployment_id] = scaled
+        return scaled
+
+    def get(self, deployment_id: str) -> ScaledDeployment | None:
+        return self._deployments.get(deployment_id)
+
+    def __iter__(self) -> Iterator[ScaledDeployment]:
+        return iter(list(self._deployments.values()))
+
+    def retire(self, deployment_id: str) -> None:
+        """Scale a deployment away: it serves what it holds, then its replicas stop."""
+        scaled = self._deployments.get(deployment_id)
+        if scaled is not None:
+            scaled.retiring = True
+            self._retire_step(scaled)
+
+    def update_settings(self, deployment_id: str, settings: AutoscalingSettings) -> None:
+        """New settings; the rule uses them from the next tick."""
+        scaled = self._deployments[deployment_id]
+        scaled.router.settings = settings
+
+    # ------------------------------------------------------------------ the loop
+
+    async def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._run(), name="swell-control-loop")
+
+    async def _run(self) -> None:
+        tick = self.settings.tick_seconds
+        while True:
+            await self.clock.sleep(tick)
+            try:
+                await self.tick()
+            except Exception:  # the loop must outlive a bad tick
+                log.exception("control loop tick failed")
+
+    async def tick(self) -> None:
+        """One pass of the rule over every deployment."""
+        now = self.clock.now()
+        for scaled in list(self._deployments.values()):
+            router = scaled.router
+            scaled.window.record(now, router.take_mean(now))
+            if scaled.retiring:
+                self._retire_step(scaled)
+                continue
+            if router.unavailable is not None and now >= scaled.retry_at:
+                router.unavailable = None  # the next request may try again
+            self._check_load_timeouts(scaled, now)
+            self._decide(scaled, now)
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """Let the starts this tick asked for reach the backend."""
+        await asyncio.sleep(0)
+
+    def _decide(self, scaled: ScaledDeployment, now: float) -> None:
+        router = scaled.router
+        serving = router.serving_count
+        observation = Observation(now, router.concurrency, serving)
+        decision, scaled.state = decide(router.settings, scaled.window, scaled.state, observation)
+        scaled.decision = decision
+        scaled.decided_at = now
+        if decision.target != serving:
+            self._apply(scaled, decision, now)
+
+    def _wake(self, router: DeploymentRouter) -> None:
+        scaled = self._deployments.get(router.deployment_id)
+        if scaled is None or scaled.retiring or self._closing:
+            return
+        self._decide(scaled, self.clock.now())
+
+    # ------------------------------------------------------------------ acting
+
+    def _apply(self, scaled: ScaledDeployment, decision: Decision, now: float) -> None:
+        router = scaled.router
+        serving = router.serving_count
+        target = decision.target
+        if target > serving:
+            for handle in list(router.handles.values()):
+                if serving >= target:
+                    break
+                if handle.draining and not handle.stopping and not handle.broken and handle.state.alive:
+                    router.undrain(handle)
+                    serving += 1
+            need = target - serving
+            if need <= 0:
+                log.info("%s: %s (kept draining replicas)", router.name, decision.reason)
+                return
+            if now < scaled.retry_at:
+                log.debug("%s: holding starts for back-off after a failed load", router.name)
+                return
+            if scaled.load_failing and router.concurrency == 0 and router.settings.min_replica == 0:
+                return  # nobody is waiting: a failing model is not retried for the window's memory
+            log.info("%s: %s", router.name, decision.reason)
+            for _ in range(need):
+                self._start(scaled)
+        elif target < serving:
+            candidates = [h for h in router.handles.values() if h.serving]
+            victims = scale_down_choice(candidates, serving - target)
+            if victims:
+                log.info("%s: %s", router.name, decision.reason)
+            for handle in victims:
+                self._drain(scaled, handle)
+
+    def _start(self, scaled: ScaledDeployment) -> None:
+        router = scaled.router
+        router.pending_starts += 1
+        self._spawn(self._start_one(scaled))
+
+    async def _start_one(self, scaled: ScaledDeployment) -> None:
+        router = scaled.router
+        try:
+            replica = await self.backend.start(router.spec, self._on_change)
+        except Exception as exc:
+            router.pending_starts -= 1
+            log.exception("%s: could not start a replica", router.name)
+            self._load_failed(scaled, f"could not start a replica: {exc}")
+            return
+        router.pending_starts -= 1
+        self._on_change(replica)
+
+    def _drain(self, scaled: ScaledDeployment, handle: ReplicaHandle) -> None:
+        if scaled.router.drain(handle):
+            self._stop(scaled, handle)
+
+    def _drained(self, router: DeploymentRouter, handle: ReplicaHandle) -> None:
+        scaled = self._deployments.get(router.deployment_id)
+        if scaled is not None and not handle.stopping:
+            self._stop(scaled, handle)
+
+    def _broken(self, router: DeploymentRouter, handle: ReplicaHandle) -> None:
+        scaled = self._deployments.get(router.deployment_id)
+        if scaled is None:
+            return
+        log.warning("%s: replica %s dropped a connection; replacing it", router.name, handle.id)
+        self._stop(scaled, handle)
+
+    def _stop(self, scaled: ScaledDeployment, handle: ReplicaHandle, grace: float | None = None) -> None:
+        handle.stopping = True
+        wait = self.settings.drain_grace_seconds if grace is None else grace
+        self._spawn(self._stop_one(handle.replica, wait))
+
+    async def _stop_one(self, replica: Replica, grace: float) -> None:
+        try:
+            await self.backend.stop(replica, grace)
+        except Exception:
+            log.exception("stopping replica %s failed", replica.id)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _retire_step(self, scaled: ScaledDeployment) -> None:
+        router = scaled.router
+        if router.queued:
+            return  # it serves what it holds first
+        for handle in list(router.handles.values()):
+            if not handle.draining and not handle.stopping:
+                self._drain(scaled, handle)
+        if not router.handles and not router.pending_starts:
+            self._deployments.pop(scaled.id, None)
+
+    def _check_load_timeouts(self, scaled: ScaledDeployment, now: float) -> None:
+        limit = self.settings.load_timeout_seconds
+        for handle in list(scaled.router.handles.values()):
+            if handle.serving and not handle.ready and now - handle.started_at > limit:
+                log.warning("%s: replica %s did not load within %g s", scaled.router.name, handle.id, limit)
+                self._stop(scaled, handle, grace=0)
+                self._load_failed(scaled, f"the model did not finish loading within {limit:g} s")
+
+    # ------------------------------------------------------------------ backend news
+
+    def _on_change(self, replica: Replica) -> None:
+        scaled = self._deployments.get(replica.deployment_id)
+        if scaled is None:
+            if replica.state.alive and not self._closing:
+                self._spawn(self._stop_one(replica, 0))
+            return
+        router = scaled.router
+        before = router.handles.get(replica.id)
+        was_ready = before is not None and before.pool is not None
+        was_leaving = before is not None and (before.draining or before.stopping)
+        handle = router.replica_changed(replica)
+        now = self.clock.now()
+        if handle is not None and before is None:
+            handle.started_at = now
+            if replica.state is ReplicaState.READY:
+                was_ready = False
+        state = replica.state
+        if state is ReplicaState.READY and not was_ready and handle is not None:
+            self._became_ready(scaled, handle, now)
+        elif state in (ReplicaState.STOPPED, ReplicaState.FAILED) and before is not None:
+            if was_leaving:
+                log.debug("%s: replica %s %s", router.name, replica.id, state.value)
+            elif was_ready:
+                log.warning(
+                    "%s: replica %s %s while serving%s",
+                    router.name,
+                    replica.id,
+                    state.value,
+                    f": {_last_line(replica.error)}" if replica.error else "",
+                )
+                if router.queued and router.serving_count == 0:
+                    self._wake(router)
+            elif not was_leaving:
+                self._load_failed(scaled, replica.error or f"the replica {state.value} before it was ready")
+
+    def _became_ready(self, scaled: ScaledDeployment, handle: ReplicaHandle, now: float) -> None:
+        router = scaled.router
+        replica = handle.replica
+        scaled.failures = 0
+        scaled.load_failing = False
+        scaled.error = None
+        router.unavailable = None
+        if replica.ready_at is not None and replica.created_at:
+            seconds = max(0.0, replica.ready_at - replica.created_at)
+        else:
+            seconds = max(0.0, now - handle.started_at)
+        scaled.cold_start_counts[bisect_left(COLD_START_BUCKETS, seconds)] += 1
+        scaled.cold_start_sum += seconds
+        load = f", load() {replica.load_seconds:.2f} s" if replica.load_seconds is not None else ""
+        log.info("%s: replica %s ready in %.2f s%s", router.name, replica.id, seconds, load)
+
+    def _load_failed(self, scaled: ScaledDeployment, error: str) -> None:
+        router = scaled.router
+        now = self.clock.now()
+        scaled.failures += 1
+        scaled.error = error
+        backoff = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (scaled.failures - 1))
+        scaled.retry_at = now + backoff
+        log.warning(
+            "%s: a replica failed to load (%d in a row): %s; next try in %g s",
+            router.name,
+            scaled.failures,
+            _last_line(error),
+            backoff,
+        )
+        if router.serving_count == 0:
+            scaled.load_failing = True
+            router.unavailable = f"the model failed to load: {_last_line(error)}"
+            failed = router.fail_queued(Unavailable(503, "deployment failed to load", error))
+            if failed:
+                log.warning("%s: answered %d waiting request(s) with 503", router.name, failed)
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def close(self) -> None:
+        """Stop the loop and every replica (server shutdown)."""
+        self._closing = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+        for scaled in self._deployments.values():
+            scaled.router.fail_queued(Unavailable(503, "server shutting down", "the server is stopping"))
+            scaled.router.unavailable = "the server is stopping"
+        stops = [
+            self._stop_one(h.replica, self.settings.drain_grace_seconds)
+            for scaled in self._deployments.values()
+            for h in scaled.router.handles.values()
+            if h.state.alive
+        ]
+        if stops:
+            await asyncio.gather(*stops, return_exceptions=True)
+        try:
+            await self.backend.close()
+        except Exception:
+            log.exception("closing the backend failed")
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _last_line(text: str | None) -> str:
+    if not text:
+        return ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""

@@ -1,0 +1,407 @@
+"""One deployment's request path: its FIFO queue, its replicas' slots, the byte pipe.
+
+Everything here runs on the event loop and costs a few integer updates per
+request: the queue is a deque of futures, a slot is a counter on a replica,
+and concurrency is integrated as it changes so the control loop can read the
+tick's mean once per tick without any per-request record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Any
+
+from swell.config import AutoscalingSettings
+from swell.serving._backend import Replica, ReplicaSpec, ReplicaState
+from swell.serving._http_client import ReplicaGone, ReplicaPool, UpstreamResponse
+
+__all__ = ["LATENCY_BUCKETS", "DeploymentRouter", "ReplicaHandle", "Unavailable"]
+
+log = logging.getLogger("swell.router")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+# Request headers that belong to the client → router hop (or to Swell itself).
+_DROP_REQUEST_HEADERS = frozenset(
+    {
+        b"host",
+        b"authorization",
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"expect",
+        b"te",
+        b"upgrade",
+        b"proxy-authorization",
+        b"x-swell-timeout",
+    }
+)
+_PREDICT_HEAD = b"POST /v1/models/model:predict HTTP/1.1\r\nhost: replica\r\n"
+_JSON = [(b"content-type", b"application/json")]
+
+
+class Unavailable(Exception):
+    """A request that will not be served, with the status and reason to answer."""
+
+    def __init__(self, status: int, error: str, reason: str | None = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.reason = reason
+
+    def body(self) -> bytes:
+        return json.dumps({"error": self.error, "reason": self.reason}).encode()
+
+
+class ReplicaHandle:
+    """The router's view of one replica: its slots and its connections."""
+
+    __slots__ = ("broken", "draining", "in_flight", "pool", "replica", "slots", "started_at", "stopping")
+
+    def __init__(self, replica: Replica, slots: int) -> None:
+        self.replica = replica
+        self.slots = slots
+        self.in_flight = 0
+        self.draining = False
+        self.broken = False  # dropped a connection; routed no more, being replaced
+        self.stopping = False  # the backend has been told to stop it
+        self.started_at = 0.0  # when the controller first saw it (its clock)
+        self.pool: ReplicaPool | None = None
+
+    @property
+    def id(self) -> str:
+        return self.replica.id
+
+    @property
+    def state(self) -> ReplicaState:
+        return self.replica.state
+
+    @property
+    def ready(self) -> bool:
+        return self.replica.state is ReplicaState.READY
+
+    @property
+    def serving(self) -> bool:
+        """Counts toward the deployment's replicas: alive, not leaving."""
+        return self.replica.state.alive and not self.draining and not self.broken and not self.stopping
+
+
+class DeploymentRouter:
+    """Queue, dispatch and counting for one deployment.
+
+    The controller owns the replicas' lives and tells this object about them
+    (:meth:`replica_changed`); this object tells the controller when a request
+    finds no replica (``on_wake``), when a replica dropped a request
+    (``on_broken``) and when a draining replica has finished (``on_drained``).
+    """
+
+    def __init__(
+        self,
+        deployment_id: str,
+        *,
+        name: str,
+        spec: ReplicaSpec,
+        settings: AutoscalingSettings,
+        now: Callable[[], float],
+        queue_limit: int | None = None,
+    ) -> None:
+        self.deployment_id = deployment_id
+        self.name = name
+        self.spec = spec
+        self.settings = settings
+        self.slots = spec.config.runtime.predict_concurrency
+        self.queue_limit = queue_limit
+        self._now = now
+        self.handles: dict[str, ReplicaHandle] = {}
+        self._ready: list[ReplicaHandle] = []
+        self._queue: deque[asyncio.Future[ReplicaHandle]] = deque()
+        # counting
+        self.in_flight = 0
+        self.queued = 0
+        self._area = 0.0
+        self._since = now()
+        self._last_read = self._since
+        # set by the controller
+        self.pending_starts = 0
+        self.unavailable: str | None = None  # answer 503 with this while no replica serves
+        self.on_wake: Callable[[DeploymentRouter], None] = lambda _d: None
+        self.on_broken: Callable[[DeploymentRouter, ReplicaHandle], None] = lambda _d, _h: None
+        self.on_drained: Callable[[DeploymentRouter, ReplicaHandle], None] = lambda _d, _h: None
+        # statistics, read by /metrics at scrape time
+        self.responses: dict[int, int] = {}
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.retries = 0
+
+    # ------------------------------------------------------------------ counting
+
+    @property
+    def concurrency(self) -> int:
+        return self.in_flight + self.queued
+
+    def _mark(self) -> None:
+        t = self._now()
+        self._area += (self.in_flight + self.queued) * (t - self._since)
+        self._since = t
+
+    def take_mean(self, now: float) -> float:
+        """Mean concurrency since the last call (the control loop's tick)."""
+        if now > self._since:
+            self._area += (self.in_flight + self.queued) * (now - self._since)
+            self._since = now
+        span = now - self._last_read
+        if span <= 0:
+            return float(self.concurrency)
+        mean = self._area / span
+        self._area = 0.0
+        self._last_read = now
+        return mean
+
+    @property
+    def serving_count(self) -> int:
+        """Replicas that serve or will serve: the rule's ``replicas``."""
+        return self.pending_starts + sum(1 for h in self.handles.values() if h.serving)
+
+    # ------------------------------------------------------------------ replicas
+
+    def replica_changed(self, replica: Replica) -> ReplicaHandle | None:
+        """Take the backend's news about a replica; returns its handle if it lives."""
+        handle = self.handles.get(replica.id)
+        if replica.state in (ReplicaState.STOPPED, ReplicaState.FAILED):
+            if handle is not None:
+                self._forget(handle)
+            return None
+        if replica.state is ReplicaState.DRAINING:
+            if handle is not None:
+                self.drain(handle)
+            return handle
+        if handle is None:
+            handle = self.handles[replica.id] = ReplicaHandle(replica, self.slots)
+        else:
+            handle.replica = replica
+        if replica.state is ReplicaState.READY and handle.pool is None and not handle.broken:
+            handle.pool = ReplicaPool(replica.address, max_idle=max(2, self.slots))
+            if not handle.draining:
+                self._ready.append(handle)
+                self._pump()
+        return handle
+
+    def _forget(self, handle: ReplicaHandle) -> None:
+        self.handles.pop(handle.id, None)
+        if handle in self._ready:
+            self._ready.remove(handle)
+        if handle.pool is not None:
+            handle.pool.close()
+
+    def drain(self, handle: ReplicaHandle) -> bool:
+        """Take no new request on ``handle``; True if it is idle already."""
+        handle.draining = True
+        if handle in self._ready:
+            self._ready.remove(handle)
+        return handle.in_flight == 0
+
+    def undrain(self, handle: ReplicaHandle) -> None:
+        handle.draining = False
+        if handle.ready and handle.pool is not None and not handle.broken and handle not in self._ready:
+            self._ready.append(handle)
+            self._pump()
+
+    def mark_broken(self, handle: ReplicaHandle) -> None:
+        handle.broken = True
+        if handle in self._ready:
+            self._ready.remove(handle)
+
+    def fail_queued(self, error: Unavailable) -> int:
+        """Answer every queued request with ``error`` (nothing can serve them)."""
+        failed = 0
+        self._mark()
+        while self._queue:
+            fut = self._queue.popleft()
+            self.queued -= 1
+            if not fut.done():
+                fut.set_exception(error)
+                failed += 1
+        return failed
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _pick(self) -> ReplicaHandle | None:
+        best = None
+        most = 0
+        for handle in self._ready:
+            free = handle.slots - handle.in_flight
+            if free > most:
+                best, most = handle, free
+        return best
+
+    def _pump(self) -> None:
+        queue = self._queue
+        while queue:
+            handle = self._pick()
+            if handle is None:
+                return
+            fut = queue.popleft()
+            self._mark()
+            self.queued -= 1
+            if fut.done():  # its caller gave up; it is counted out here
+                continue
+            self.in_flight += 1
+            handle.in_flight += 1
+            fut.set_result(handle)
+
+    async def acquire(self, *, front: bool = False) -> ReplicaHandle:
+        """A replica slot for one request: at once if free and nobody waits, else queued."""
+        if not self._queue:
+            handle = self._pick()
+            if handle is not None:
+                self._mark()
+                self.in_flight += 1
+                handle.in_flight += 1
+                return handle
+        if self.unavailable is not None and self.serving_count == 0:
+            raise Unavailable(503, "deployment unavailable", self.unavailable)
+        if not front and self.queue_limit is not None and self.queued >= self.queue_limit:
+            raise Unavailable(
+                429, "queue full", f"{self.queued} requests are waiting; the server's queue limit is {self.queue_limit}"
+            )
+        fut: asyncio.Future[ReplicaHandle] = asyncio.get_running_loop().create_future()
+        self._mark()
+        self.queued += 1
+        if front:
+            self._queue.appendleft(fut)
+        else:
+            self._queue.append(fut)
+        if self.serving_count == 0:
+            self.on_wake(self)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result())
+            else:
+                try:
+                    self._queue.remove(fut)
+                except ValueError:
+                    pass  # the pump already took it out and counted it
+                else:
+                    self._mark()
+                    self.queued -= 1
+            raise
+
+    def release(self, handle: ReplicaHandle) -> None:
+        self._mark()
+        self.in_flight -= 1
+        handle.in_flight -= 1
+        if handle.draining:
+            if handle.in_flight == 0:
+                self.on_drained(self, handle)
+        elif self._queue:
+            self._pump()
+
+    # ------------------------------------------------------------------ the byte pipe
+
+    @staticmethod
+    def request_head(headers: list[tuple[bytes, bytes]], body_length: int) -> bytes:
+        """The replica request's head: the caller's headers less the hop's."""
+        parts = [_PREDICT_HEAD, b"content-length: %d\r\n" % body_length]
+        for name, value in headers:
+            if name not in _DROP_REQUEST_HEADERS:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    async def _exchange(self, head: bytes, body: bytes) -> tuple[UpstreamResponse, ReplicaHandle]:
+        """Send to a replica; retry once elsewhere (front of the queue) if it drops us."""
+        front = False
+        for attempt in (1, 2):
+            handle = await self.acquire(front=front)
+            response: UpstreamResponse | None = None
+            try:
+                assert handle.pool is not None
+                response = await handle.pool.request(head, body)
+                if not response.chunked:
+                    await response.body()
+                return response, handle
+            except ReplicaGone as exc:
+                self.release(handle)
+                if not handle.broken:
+                    self.mark_broken(handle)
+                    self.on_broken(self, handle)
+                if attempt == 2:
+                    raise Unavailable(
+                        502, "replica failed", f"the request failed on two replicas; last: {exc}"
+                    ) from None
+                self.retries += 1
+                log.warning("%s: replica %s dropped a request (%s); retrying it", self.name, handle.id, exc)
+                front = True
+            except BaseException:
+                if response is not None and not response.complete:
+                    response.abort()
+                self.release(handle)
+                raise
+        raise AssertionError("unreachable")
+
+    async def serve(
+        self, headers: list[tuple[bytes, bytes]], body: bytes, send: Send, timeout: float | None
+    ) -> None:
+        """Forward one predict request and copy the answer back to ``send``."""
+        started = perf_counter()
+        head = self.request_head(headers, len(body))
+        try:
+            if timeout is None:
+                response, handle = await self._exchange(head, body)
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        response, handle = await self._exchange(head, body)
+                except TimeoutError:
+                    raise Unavailable(
+                        504, "timed out", f"no answer within the caller's timeout of {timeout:g} s"
+                    ) from None
+        except Unavailable as exc:
+            await _answer(send, exc.status, exc.body())
+            self._count(exc.status, started)
+            return
+        status = response.status
+        if not response.chunked:
+            self.release(handle)
+            out = response.headers
+            body_out = response.parts[0] if len(response.parts) == 1 else b"".join(response.parts)
+            out.append((b"content-length", b"%d" % len(body_out)))
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": body_out})
+            self._count(status, started)
+            return
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": response.headers})
+            while (chunk := await response.next_chunk()) is not None:
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except BaseException:
+            response.abort()
+            raise
+        finally:
+            self.release(handle)
+            self._count(status, started)
+
+    def _count(self, status: int, started: float) -> None:
+        elapsed = perf_counter() - started
+        responses = self.responses
+        responses[status] = responses.get(status, 0) + 1
+        self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        self.latency_sum += elapsed
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _JSON})
+    await send({"type": "http.response.body", "body": body})
