@@ -112,7 +112,7 @@ def _setup_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(logging.WARNING)
+    root.setLevel(logging.INFO)  # model code logging at INFO shows, as under Truss
     logger.setLevel(os.environ.get("SWELL_LOG_LEVEL", "INFO").upper())
 
 
