@@ -1,0 +1,60 @@
+"""A scriptable in-memory :class:`ReplicaBackend` for tests of the router and the loop."""
+
+from __future__ import annotations
+
+from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
+
+__all__ = ["FakeBackend"]
+
+
+class FakeBackend:
+    """Starts nothing: replicas change state only when a test says so."""
+
+    def __init__(self) -> None:
+        self.replicas: dict[str, Replica] = {}
+        self._callbacks: dict[str, StateCallback] = {}
+        self.started: list[Replica] = []
+        self.stopped: list[str] = []
+        self.closed = False
+        self.fail_start: Exception | None = None
+
+    async def start(self, spec: ReplicaSpec, on_change: StateCallback) -> Replica:
+        if self.fail_start is not None:
+            raise self.fail_start
+        replica = Replica(id=f"r{len(self.started)}", deployment_id=spec.deployment_id, state=ReplicaState.STARTING)
+        self.replicas[replica.id] = replica
+        self._callbacks[replica.id] = on_change
+        self.started.append(replica)
+        return replica
+
+    def set_state(
+        self, replica_id: str, state: ReplicaState, *, address: str | None = None, error: str | None = None
+    ) -> Replica:
+        replica = self.replicas[replica_id]
+        replica.state = state
+        if address is not None:
+            replica.address = address
+        if error is not None:
+            replica.error = error
+        self._callbacks[replica_id](replica)
+        return replica
+
+    def ready(self, replica_id: str, address: str = "unix:/nonexistent/replica.sock") -> Replica:
+        return self.set_state(replica_id, ReplicaState.READY, address=address)
+
+    async def stop(self, replica: Replica, grace_seconds: float) -> None:
+        self.stopped.append(replica.id)
+        if replica.state.alive or replica.state is ReplicaState.DRAINING:
+            replica.state = ReplicaState.STOPPED
+            self._callbacks[replica.id](replica)
+
+    def list(self) -> list[Replica]:
+        return [r for r in self.replicas.values() if r.state.alive]
+
+    def alive(self, deployment_id: str | None = None) -> list[Replica]:
+        return [r for r in self.list() if deployment_id is None or r.deployment_id == deployment_id]
+
+    async def close(self) -> None:
+        self.closed = True
+        for replica in self.list():
+            await self.stop(replica, 0)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import tarfile
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from swell.autoscaling import VirtualClock
+from swell.config import ServerSettings
+from swell.control import ControlPlane
+from swell.serving._testing import FakeBackend
+
+MakeArchive = Callable[..., Path]
+
+
+@pytest.fixture
+def make_archive(tmp_path: Path) -> MakeArchive:
+    counter = iter(range(1000))
+
+    def make(config: dict[str, Any] | str | None = None, model: str = "class Model:\n    def predict(self, x):\n        return x\n") -> Path:
+        n = next(counter)
+        root = tmp_path / f"pkg{n}"
+        (root / "model").mkdir(parents=True)
+        (root / "model" / "model.py").write_text(textwrap.dedent(model))
+        text = config if isinstance(config, str) else yaml.safe_dump(config or {"model_name": "m"})
+        (root / "config.yaml").write_text(text)
+        archive = tmp_path / f"pkg{n}.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(root, arcname=".")
+        return archive
+
+    return make
+
+
+@pytest.fixture
+async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    settings = ServerSettings(data_dir=tmp_path / "data", max_replica_cap=5)
+    p = ControlPlane(settings, FakeBackend(), clock=VirtualClock())
+    (tmp_path / "data").mkdir()
+    yield p
+    await p.close()

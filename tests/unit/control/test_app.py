@@ -1,0 +1,89 @@
+"""The HTTP surface through ASGI (no sockets): auth, routes, error bodies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from swell.control import ControlPlane, SwellApp
+
+MakeArchive = Callable[..., Path]
+KEY = {"Authorization": "Api-Key k1"}
+
+
+@pytest.fixture
+async def client(plane: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
+    plane.keys.ensure("k1")
+    transport = httpx.ASGITransport(app=SwellApp(plane))
+    async with httpx.AsyncClient(transport=transport, base_url="http://swell") as c:
+        yield c
+
+
+async def test_health_needs_no_key(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/health")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/model/m/environments/production/predict"),
+        ("POST", "/model/m/development/predict"),
+        ("GET", "/v1/models"),
+        ("GET", "/metrics"),
+        ("PATCH", "/v1/models/m/deployments/d/autoscaling_settings"),
+    ],
+)
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Api-Key wrong"}, {"Authorization": "k1"}])
+async def test_every_route_but_health_needs_a_key(
+    client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str]
+) -> None:
+    response = await client.request(method, path, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+
+
+async def test_push_patch_and_read_back(client: httpx.AsyncClient, make_archive: MakeArchive) -> None:
+    archive = make_archive({"model_name": "iris"})
+    response = await client.post(
+        "/v1/models/push", params={"publish": "true"}, content=archive.read_bytes(), headers=KEY
+    )
+    assert response.status_code == 201, response.text
+    pushed = response.json()
+    assert {"model_id", "deployment_id", "model_name"} <= pushed.keys()
+    url = f"/v1/models/iris/deployments/{pushed['deployment_id']}/autoscaling_settings"
+    bad = await client.patch(url, json={"min_replica": 3, "max_replica": 2}, headers=KEY)
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["field"] == "min_replica"
+    assert (await client.get(url, headers=KEY)).json()["max_replica"] == 1
+    not_json = await client.patch(url, content=b"{", headers=KEY)
+    assert not_json.status_code == 422
+    good = await client.patch(url, json={"max_replica": 2}, headers=KEY)
+    assert good.json()["status"] == "ACCEPTED"
+    view = (await client.get(f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}", headers=KEY)).json()
+    assert view["status"] == "Scaled to zero" and view["autoscaling_settings"]["max_replica"] == 2
+    listing = (await client.get("/v1/models", headers=KEY)).json()
+    assert listing["models"][0]["name"] == "iris"
+    metrics = await client.get("/metrics", headers=KEY)
+    assert "swell_queue_length" in metrics.text
+
+
+async def test_predict_errors_are_json(client: httpx.AsyncClient, make_archive: MakeArchive) -> None:
+    missing = await client.post("/model/nope/environments/production/predict", headers=KEY, content=b"{}")
+    assert missing.status_code == 404 and "nope" in missing.json()["reason"]
+    bad_route = await client.post("/model/nope/whatever/predict", headers=KEY)
+    assert bad_route.status_code == 404
+    await client.post("/v1/models/push", params={"publish": "true"}, content=make_archive().read_bytes(), headers=KEY)
+    bad_timeout = await client.post(
+        "/model/m/environments/production/predict", headers={**KEY, "X-Swell-Timeout": "soon"}, content=b"{}"
+    )
+    assert bad_timeout.status_code == 400 and bad_timeout.json()["error"] == "invalid timeout"
+    wrong_method = await client.get("/model/m/environments/production/predict", headers=KEY)
+    assert wrong_method.status_code == 405
+
+
+async def test_openapi_documents_management(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json", headers=KEY)).json()
+    assert "/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings" in spec["paths"]

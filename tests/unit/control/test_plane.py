@@ -1,0 +1,132 @@
+"""Pushes, environments and settings through the control plane, with a fake backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from swell.config import DEVELOPMENT_AUTOSCALING, AutoscalingSettings
+from swell.control import ApiError, ControlPlane, NotFound
+
+from collections.abc import Callable
+from pathlib import Path
+
+MakeArchive = Callable[..., Path]
+
+
+async def test_first_published_deployment_goes_to_production(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    first = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    assert first.environment == "production" and first.status == "Scaled to zero"
+    assert len(first.deployment_id) == 8 and len(first.model_id) == 8
+    second = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    model = plane.registry.model("m")
+    assert second.environment is None and model.environments["production"] == first.deployment_id
+    third = await plane.push(make_archive(), model_name="m", publish=True, promote=True)
+    assert third.environment == "production" and model.environments["production"] == third.deployment_id
+    assert plane.router(model.id, "environments", "production").deployment_id == third.deployment_id
+    assert plane.router("m", "deployment", first.deployment_id).deployment_id == first.deployment_id
+
+
+async def test_development_push_replaces_the_development_deployment(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    first = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
+    record = plane.registry.deployments[first.deployment_id]
+    assert record.settings == DEVELOPMENT_AUTOSCALING and first.kind == "development"
+    second = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
+    model = plane.registry.model("m")
+    assert model.development == second.deployment_id
+    assert first.deployment_id not in plane.registry.deployments
+    assert plane.router("m", "development", None).deployment_id == second.deployment_id
+
+
+async def test_autoscaling_comes_from_config_yaml(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    archive = make_archive({"model_name": "m", "autoscaling": {"max_replica": 3, "scale_down_delay": 30}})
+    result = await plane.push(archive, model_name=None, publish=True, promote=False)
+    settings = plane.registry.deployments[result.deployment_id].settings
+    assert settings.max_replica == 3 and settings.scale_down_delay == 30 and result.model_name == "m"
+
+
+async def test_promoted_deployment_inherits_settings(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    first = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    plane.patch_settings("m", first.deployment_id, {"max_replica": 4})
+    second = await plane.push(make_archive(), model_name="m", publish=True, promote=True)
+    assert plane.registry.deployments[second.deployment_id].settings.max_replica == 4
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"model_name": "m", "bogus_key": 1}, "bogus_key"),
+        ({"model_name": "m", "autoscaling": {"max_replica": 99}}, "autoscaling.max_replica"),
+        ({"model_name": "m", "runtime": {"predict_concurrency": 0}}, "runtime.predict_concurrency"),
+    ],
+)
+async def test_bad_config_is_422_naming_the_field(
+    plane: ControlPlane, make_archive: MakeArchive, config: dict, field: str
+) -> None:
+    with pytest.raises(ApiError) as info:
+        await plane.push(make_archive(config), model_name=None, publish=True, promote=False)
+    assert info.value.status == 422
+    assert field in {d["field"] for d in info.value.payload["detail"]}
+    assert plane.registry.models == {}
+
+
+async def test_ignored_truss_keys_are_warnings(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    result = await plane.push(make_archive({"model_name": "m", "python_version": "py311"}), model_name=None, publish=True, promote=False)
+    assert any("python_version" in w for w in result.warnings)
+
+
+async def test_not_a_tarball_is_400(plane: ControlPlane, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"not a tarball")
+    with pytest.raises(ApiError) as info:
+        await plane.push(junk, model_name="m", publish=True, promote=False)
+    assert info.value.status == 400
+
+
+async def test_patch_validates_everything_and_changes_nothing_on_error(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    before = plane.registry.deployments[result.deployment_id].settings
+    with pytest.raises(ApiError) as info:
+        plane.patch_settings("m", result.deployment_id, {"max_replica": 2, "autoscaling_window": 5})
+    assert info.value.status == 422
+    detail = info.value.payload["detail"]
+    assert detail == [{"field": "autoscaling_window", "value": 5, "allowed": "must be between 10 and 3600 seconds"}]
+    assert plane.registry.deployments[result.deployment_id].settings == before
+    with pytest.raises(ApiError) as info:
+        plane.patch_settings("m", result.deployment_id, {"max_replica": 6})
+    assert info.value.payload["detail"][0]["allowed"] == "must be between 1 and 5"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [({"max_replica": 2}, "ACCEPTED"), ({}, "UNCHANGED"), ({"max_replica": 1}, "UNCHANGED")],
+)
+async def test_patch_answers_accepted_or_unchanged(plane: ControlPlane, make_archive: MakeArchive, body: dict, status: str) -> None:
+    result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    answer = plane.patch_settings("m", result.deployment_id, body)
+    assert answer["status"] == status
+    router = plane.controller.get(result.deployment_id).router  # type: ignore[union-attr]
+    assert router.settings == AutoscalingSettings.model_validate(answer["settings"])
+
+
+async def test_patch_of_a_development_deployment_is_refused(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    result = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
+    with pytest.raises(ApiError) as info:
+        plane.patch_settings("m", result.deployment_id, {"max_replica": 2})
+    assert info.value.status == 422 and "publish" in info.value.payload["reason"]
+
+
+async def test_unknown_names_are_not_found(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    with pytest.raises(NotFound):
+        plane.router("nope", "development", None)
+    await plane.push(make_archive(), model_name="m", publish=False, promote=False)
+    with pytest.raises(NotFound):
+        plane.router("m", "environments", "production")  # nothing published yet
+    with pytest.raises(NotFound):
+        plane.router("m", "environments", "canary")
+
+
+async def test_deployment_view_shows_status_settings_and_replicas(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    view = plane.deployment_view(plane.registry.deployments[result.deployment_id])
+    assert view["status"] == "Scaled to zero" and view["replicas"] == []
+    assert view["autoscaling_settings"]["max_replica"] == 1 and view["environments"] == ["production"]

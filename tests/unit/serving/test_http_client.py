@@ -1,0 +1,151 @@
+"""The UDS hop's client against a tiny in-process HTTP server on a Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from swell.serving import ReplicaGone, ReplicaPool
+
+Handler = Callable[[bytes], list[bytes]]
+
+
+class Server:
+    """Reads one request at a time; answers with the handler's byte pieces."""
+
+    def __init__(self, path: Path, handler: Handler, close_after: int | None = None) -> None:
+        self.path = path
+        self.handler = handler
+        self.close_after = close_after
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_unix_server(self._serve, str(self.path))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length)
+                self.requests.append(body)
+                for piece in self.handler(body):
+                    writer.write(piece)
+                    await writer.drain()
+                served += 1
+                if self.close_after is not None and served >= self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def sock_dir() -> AsyncIterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="swt-") as tmp:  # short: AF_UNIX paths are limited
+        yield Path(tmp)
+
+
+def echo(body: bytes) -> list[bytes]:
+    return [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body), body]
+
+
+HEAD = b"POST /v1/models/model:predict HTTP/1.1\r\nhost: r\r\ncontent-length: %d\r\n\r\n"
+
+
+async def test_content_length_response_and_keep_alive(sock_dir: Path) -> None:
+    server = Server(sock_dir / "r.sock", echo)
+    await server.start()
+    pool = ReplicaPool(f"unix:{server.path}")
+    for i in range(5):
+        body = b'{"i": %d}' % i
+        response = await pool.request(HEAD % len(body), body)
+        assert response.status == 200 and not response.chunked
+        assert await response.body() == body
+        assert (b"content-type", b"application/json") in response.headers
+    assert server.connections == 1
+    pool.close()
+    await server.close()
+
+
+async def test_chunked_response_streams_piece_by_piece(sock_dir: Path) -> None:
+    def stream(_body: bytes) -> list[bytes]:
+        return [
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"5\r\nhello\r\n",
+            b"6\r\n world\r\n",
+            b"0\r\n\r\n",
+        ]
+
+    server = Server(sock_dir / "r.sock", stream)
+    await server.start()
+    pool = ReplicaPool(f"unix:{server.path}")
+    response = await pool.request(HEAD % 0, b"")
+    assert response.chunked
+    chunks = []
+    while (chunk := await response.next_chunk()) is not None:
+        chunks.append(chunk)
+    assert b"".join(chunks) == b"hello world"
+    # the connection is reused after a streamed answer too
+    response = await pool.request(HEAD % 0, b"")
+    while await response.next_chunk() is not None:
+        pass
+    assert server.connections == 1
+    pool.close()
+    await server.close()
+
+
+async def test_reconnects_when_the_replica_closed_an_idle_connection(sock_dir: Path) -> None:
+    server = Server(sock_dir / "r.sock", echo, close_after=1)
+    await server.start()
+    pool = ReplicaPool(f"unix:{server.path}")
+    for i in range(3):
+        response = await pool.request(HEAD % 1, b"x")
+        assert await response.body() == b"x"
+        await asyncio.sleep(0)  # let the close arrive (or not): both must work
+    assert server.connections == 3
+    pool.close()
+    await server.close()
+
+
+async def test_refused_connection_is_replica_gone(sock_dir: Path) -> None:
+    pool = ReplicaPool(f"unix:{sock_dir / 'missing.sock'}")
+    with pytest.raises(ReplicaGone):
+        await pool.request(HEAD % 0, b"")
+
+
+async def test_eof_before_answer_is_replica_gone(sock_dir: Path) -> None:
+    server = Server(sock_dir / "r.sock", lambda body: [], close_after=1)
+    await server.start()
+    pool = ReplicaPool(f"unix:{server.path}")
+    with pytest.raises(ReplicaGone):
+        await pool.request(HEAD % 1, b"x")
+    pool.close()
+    await server.close()
+
+
+async def test_large_body_is_sent_whole(sock_dir: Path) -> None:
+    server = Server(sock_dir / "r.sock", echo)
+    await server.start()
+    pool = ReplicaPool(f"unix:{server.path}")
+    body = b"a" * 300_000
+    response = await pool.request(HEAD % len(body), body)
+    assert await response.body() == body
+    pool.close()
+    await server.close()
