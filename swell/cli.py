@@ -214,7 +214,8 @@ async def _push_demo(plane: Any, demo_dir: Path, url: str, key: str | None, out:
             return
     plane.patch_settings(result.model_id, result.deployment_id, {"autoscaling_window": 10, "scale_down_delay": 15})
     shown_key = key or "$SWELL_API_KEY"
-    body = json.dumps({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2})
+    record = plane.registry.deployments[result.deployment_id]
+    body = json.dumps(record.config.model_metadata.get("example_model_input", {}))
     out.print(
         f"\nDemo: model [bold]iris[/] ({result.model_id}) deployed as {result.deployment_id}, "
         "autoscaling window 10 s, scale-down delay 15 s.\nCall it (the first call wakes a replica):\n"

@@ -182,11 +182,10 @@ class Controller:
             if need <= 0:
                 log.info("%s: %s (kept draining replicas)", router.name, decision.reason)
                 return
-            if now < scaled.retry_at:
-                log.debug("%s: holding starts for back-off after a failed load", router.name)
-                return
             if scaled.load_failing and router.concurrency == 0 and router.settings.min_replica == 0:
                 return  # nobody is waiting: a failing model is not retried for the window's memory
+            if now < scaled.retry_at:
+                return  # back-off after a failed load
             log.info("%s: %s", router.name, decision.reason)
             for _ in range(need):
                 self._start(scaled)

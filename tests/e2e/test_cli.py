@@ -1,0 +1,113 @@
+"""The CLI as a user runs it: ``swell serve`` in the background, client commands with --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SWELL = [sys.executable, "-c", "from swell.cli import main; main()"]
+KEY = "e2e-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SWELL, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    data_dir = tmp_path_factory.mktemp("e2e")
+    port = _free_port()
+    env = {**os.environ, "SWELL_API_KEY": KEY, "SWELL_URL": f"http://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"}
+    log = (data_dir / "server.log").open("wb")
+    process = subprocess.Popen(
+        [*SWELL, "serve", "--port", str(port), "--data-dir", str(data_dir / "data")],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{env['SWELL_URL']}/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail((data_dir / "server.log").read_text())
+        time.sleep(0.1)
+    try:
+        yield env
+    finally:
+        process.send_signal(2)  # SIGINT, as Ctrl-C: replicas must stop with the server
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        text = (data_dir / "server.log").read_text()
+        assert "serving on" in text and "API key: the one in $SWELL_API_KEY" in text
+
+
+def test_push_predict_status(server: dict[str, str]) -> None:
+    pushed = run("push", str(REPO / "examples" / "echo"), "--publish", "--json", env=server)
+    assert pushed.returncode == 0, pushed.stderr
+    info = json.loads(pushed.stdout)
+    assert {"model_id", "deployment_id", "model_name"} <= info.keys() and info["model_name"] == "echo"
+
+    predicted = run("predict", "echo", "-d", '{"text": "hi"}', env=server)
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout) == {"echo": {"text": "hi"}}
+
+    as_json = run("predict", info["model_id"], "--deployment", info["deployment_id"], "-d", "[1]", "--json", env=server)
+    assert json.loads(as_json.stdout) == {"echo": [1]}
+
+    status = run("status", "--json", env=server)
+    assert status.returncode == 0, status.stderr
+    models = json.loads(status.stdout)["models"]
+    deployment = models[0]["deployments"][0]
+    assert deployment["id"] == info["deployment_id"] and deployment["status"] == "Active"
+    assert deployment["replicas_ready"] == 1
+
+    table = run("status", env=server)
+    assert table.returncode == 0 and "Active" in table.stdout
+
+
+def test_streaming_predict_prints_the_stream(server: dict[str, str]) -> None:
+    assert run("push", str(REPO / "examples" / "stream"), "--publish", "--json", env=server).returncode == 0
+    out = run("predict", "stream", "-d", '{"prompt": "a", "max_tokens": 4, "delay": 0}', env=server)
+    assert out.returncode == 0 and out.stdout.strip()
+
+
+def test_errors_are_messages_not_tracebacks(server: dict[str, str], tmp_path: Path) -> None:
+    missing = run("predict", "no-such-model", env=server)
+    assert missing.returncode != 0 and "no-such-model" in missing.stderr and "Traceback" not in missing.stderr
+    as_json = run("predict", "no-such-model", "--json", env=server)
+    assert as_json.returncode != 0 and json.loads(as_json.stdout)["error"]
+
+    bad_key = run("status", env={**server, "SWELL_API_KEY": "wrong"})
+    assert bad_key.returncode != 0 and "unauthorized" in bad_key.stderr
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "config.yaml").write_text("model_name: bad\nautoscaling:\n  max_replica: 99\n")
+    bad_config = run("push", str(tmp_path / "pkg"), "--publish", "--json", env=server)
+    assert bad_config.returncode != 0
+    assert json.loads(bad_config.stdout)["detail"][0]["field"] == "autoscaling.max_replica"
+
+    nowhere = run("status", "--json", env={**server, "SWELL_URL": f"http://127.0.0.1:{_free_port()}"})
+    assert nowhere.returncode != 0 and json.loads(nowhere.stdout)["error"] == "server unreachable"
