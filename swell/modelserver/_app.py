@@ -14,7 +14,6 @@ import logging
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from swell.modelserver import _codec
@@ -31,6 +30,7 @@ from swell.modelserver._errors import (
     MODEL_ERROR_MESSAGE,
 )
 from swell.modelserver._methods import MethodDescriptor, ModelDescriptor
+from swell.modelserver._workers import WorkerThreads
 from swell.modelserver._wrapper import ModelWrapper, Status, filter_traceback
 
 logger = logging.getLogger("swell.modelserver")
@@ -122,7 +122,7 @@ class ReplicaApp:
 
     def __init__(self, wrapper: ModelWrapper) -> None:
         self.wrapper = wrapper
-        self.executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="predict")
+        self.workers = WorkerThreads(WORKER_THREADS)
         self._semaphore: asyncio.Semaphore | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -226,7 +226,7 @@ class ReplicaApp:
                 if descriptor.is_healthy.is_async:
                     healthy = await wrapper.model.is_healthy()
                 else:
-                    healthy = await asyncio.get_running_loop().run_in_executor(self.executor, wrapper.model.is_healthy)
+                    healthy = await self.workers.run(wrapper.model.is_healthy)
             except Exception as exc:
                 healthy = False
                 logger.error("Exception while checking if model is healthy: %s", exc,
@@ -329,7 +329,7 @@ class ReplicaApp:
                 return descriptor.method(*args)
             if descriptor.is_async:
                 return await descriptor.method(*args)
-            return await asyncio.get_running_loop().run_in_executor(self.executor, descriptor.method, *args)
+            return await self.workers.run(descriptor.method, *args)
         except Exception as exc:
             self._log_user_error(exc)
             http_exc = http_exception_class()
@@ -426,8 +426,7 @@ class ReplicaApp:
         if inspect.isasyncgen(generator):
             chunks = [_chunk_bytes(c) async for c in generator]
         else:
-            loop = asyncio.get_running_loop()
-            chunks = await loop.run_in_executor(self.executor, lambda: [_chunk_bytes(c) for c in generator])
+            chunks = await self.workers.run(lambda: [_chunk_bytes(c) for c in generator])
         return b"".join(chunks).decode()
 
     async def _produce(self, generator: Any, queue: asyncio.Queue[Any]) -> None:
@@ -437,9 +436,8 @@ class ReplicaApp:
                 async for chunk in generator:
                     queue.put_nowait(chunk)
             else:
-                loop = asyncio.get_running_loop()
                 while True:
-                    chunk = await loop.run_in_executor(self.executor, next, generator, _SENTINEL)
+                    chunk = await self.workers.run(next, generator, _SENTINEL)
                     if chunk is _SENTINEL:
                         break
                     queue.put_nowait(chunk)

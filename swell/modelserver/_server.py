@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             os.unlink(uds)
         except OSError:
             pass
-    app.executor.shutdown(wait=False, cancel_futures=True)
+    app.workers.shutdown()
     return FAILED_EXIT_CODE if server.load_failed else 0
 
 
