@@ -13,8 +13,9 @@ import inspect
 import logging
 import sys
 import threading
+import types
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from swell.modelserver import _codec
 from swell.modelserver._errors import (
@@ -72,8 +73,11 @@ def _response_class(name: str) -> Any:
     return getattr(module, name) if module is not None else None
 
 
+_GENERATORS = (types.GeneratorType, types.AsyncGeneratorType)
+
+
 def _is_generator(value: Any) -> bool:
-    return inspect.isgenerator(value) or inspect.isasyncgen(value)
+    return isinstance(value, _GENERATORS)
 
 
 async def _send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -107,7 +111,7 @@ async def _read_body(receive: Receive) -> bytes:
 def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")
+            return cast(str, value.decode("latin-1"))
     return ""
 
 

@@ -12,7 +12,7 @@ import textwrap
 import uuid
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from swell.modelserver._errors import InputParsingError
 
@@ -45,7 +45,7 @@ def encode_json(result: Any) -> bytes:
     if is_pydantic_instance(result):
         # Truss calls ``result.json()``; in pydantic v2 that is a deprecated alias of this.
         dump = getattr(result, "model_dump_json", None) or result.json
-        return dump().encode()
+        return cast(bytes, dump().encode())
     return _ENCODER.encode(result).encode()
 
 
@@ -135,7 +135,7 @@ def _np_decode(obj: dict[Any, Any]) -> Any:
 
 def _msgpack_numpy() -> tuple[Any, Any]:
     try:
-        import msgpack_numpy
+        import msgpack_numpy  # type: ignore[import-not-found]
 
         return msgpack_numpy.encode, msgpack_numpy.decode
     except ImportError:
@@ -187,7 +187,7 @@ def _truss_decode(obj: dict[Any, Any]) -> Any:
 
 def decode_msgpack(body: bytes) -> Any:
     try:
-        import msgpack
+        import msgpack  # type: ignore[import-untyped]
     except ImportError as e:  # not a Swell dependency; the Truss image always has it
         raise InputParsingError("msgpack bodies need the `msgpack` package in the replica's environment") from e
     try:
@@ -203,4 +203,4 @@ def encode_msgpack(result: Any) -> bytes:
         return result
     import msgpack
 
-    return msgpack.packb(result, default=_truss_encode)
+    return cast(bytes, msgpack.packb(result, default=_truss_encode))

@@ -114,7 +114,7 @@ def fill_truss_defaults(raw: dict[str, Any] | None) -> dict[str, Any]:
 
 def load_truss_config(model_dir: str | Path) -> dict[str, Any]:
     """Read ``<model_dir>/config.yaml`` and return it with every Truss default filled."""
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     path = Path(model_dir) / "config.yaml"
     if path.exists():

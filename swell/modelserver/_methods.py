@@ -9,6 +9,7 @@ import enum
 import inspect
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
 
 from swell.modelserver._errors import ModelDefinitionError
@@ -112,7 +113,7 @@ class ModelDescriptor:
     endpoints: dict[str, MethodDescriptor]  # the OpenAI-style methods the model has
     input_type: Any  # a pydantic model class the body is validated into, or None
 
-    @property
+    @cached_property
     def skip_input_parsing(self) -> bool:
         """A request-only predict (and request-only or no preprocess) reads the raw request."""
         return bool(
@@ -121,7 +122,7 @@ class ModelDescriptor:
             and (not self.preprocess or self.preprocess.arg_config is ArgConfig.REQUEST_ONLY)
         )
 
-    @property
+    @cached_property
     def needs_request(self) -> bool:
         """Whether any step of the predict chain takes the starlette ``Request``."""
         return any(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 SECRET_ENV_VAR_PREFIX = "TRUSS_SECRET_"
 DEFAULT_SECRETS_DIR = "/secrets"
@@ -55,7 +55,7 @@ class Secrets(Mapping[str, str]):
             value = path.read_text()
         if not value:
             raise SecretNotFound(_missing(key))
-        return value
+        return cast(str, value)
 
     def __iter__(self) -> Iterator[str]:
         raise NotImplementedError("Secrets are meant for lookup and can't be iterated on")
