@@ -157,11 +157,15 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # one ASGI layer less on every request; we bind 127.0.0.1
+        server_header=False,
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_grace_seconds) + 5,
     )
     server = uvicorn.Server(config)
-    out = _stderr()
+    from rich.console import Console
+
+    out = Console(soft_wrap=True, highlight=False)  # stdout; never wrap a command someone will paste
 
     async def announce() -> None:
         while not server.started:
@@ -194,11 +198,14 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
             task.cancel()
 
     try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(main())
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown
+        pass
 
 
 async def _push_demo(plane: Any, demo_dir: Path, url: str, key: str | None, out: Any, log: Any) -> None:
