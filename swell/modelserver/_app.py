@@ -244,10 +244,13 @@ class ReplicaApp:
         descriptor = self.wrapper.descriptor
         if self.wrapper.status is not Status.READY or descriptor is None:
             return await _send_bytes(send, 503, compact_json({"detail": "Schema not available, please try again later."}), _JSON)
-        if descriptor.input_type is None:
+        if descriptor.input_type is None and descriptor.output_type is None:
             return await _send_bytes(send, 404, compact_json({"detail": "No schema found"}), _JSON)
-        schema = {"input_schema": descriptor.input_type.model_json_schema(), "output_schema": None,
-                  "supports_streaming": None}
+        schema = {
+            "input_schema": descriptor.input_type.model_json_schema() if descriptor.input_type else None,
+            "output_schema": descriptor.output_type.model_json_schema() if descriptor.output_type else None,
+            "supports_streaming": False if descriptor.output_type else None,
+        }
         await _send_bytes(send, 200, compact_json(schema), _JSON)
 
     # ------------------------------------------------------------ predict chain

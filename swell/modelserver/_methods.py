@@ -112,6 +112,7 @@ class ModelDescriptor:
     websocket: MethodDescriptor | None
     endpoints: dict[str, MethodDescriptor]  # the OpenAI-style methods the model has
     input_type: Any  # a pydantic model class the body is validated into, or None
+    output_type: Any = None  # a pydantic model class the chain is annotated to return, or None
 
     @cached_property
     def skip_input_parsing(self) -> bool:
@@ -144,7 +145,7 @@ class ModelDescriptor:
         predict = get("predict")
         preprocess = get("preprocess")
         postprocess = get("postprocess")
-        input_type = None
+        input_type = output_type = None
         if websocket and (predict or preprocess or postprocess):
             raise ModelDefinitionError(
                 "Truss model cannot have both `websocket` and any of `predict`, `preprocess`, "
@@ -173,6 +174,9 @@ class ModelDescriptor:
             params = list(inspect.signature(first).parameters.values())
             if params and is_pydantic_model(params[0].annotation):
                 input_type = params[0].annotation
+            returned = inspect.signature((postprocess or predict).method).return_annotation
+            if is_pydantic_model(returned):
+                output_type = returned
         return cls(
             predict=predict,
             preprocess=preprocess,
@@ -182,4 +186,5 @@ class ModelDescriptor:
             websocket=websocket,
             endpoints=endpoints,
             input_type=input_type,
+            output_type=output_type,
         )

@@ -54,7 +54,16 @@ class Model:
             return {"x": request.headers.get("x-test"), "path": request.url.path}
         if kind == "nan":
             return {"v": float("nan")}
+        if kind == "stream_error":
+            return self._broken_stream()
         return {"input": model_input, "calls": self.calls}
+
+    def _broken_stream(self):
+        yield b"tok0 "
+        raise RuntimeError("mid-stream")
+
+    async def chat_completions(self, inputs):
+        return {"chat": inputs}
 '''
 
 
@@ -155,6 +164,16 @@ def test_returned_generator_streams_and_accept_json_gathers(kitchen: httpx.Clien
     assert r.json() == "tok0 tok1 tok2 "
 
 
+def test_exception_mid_stream_ends_the_stream_with_200(kitchen: httpx.Client) -> None:
+    r = kitchen.post("/v1/models/m:predict", json={"kind": "stream_error"})
+    assert (r.status_code, r.content) == (200, b"tok0 ")
+    assert kitchen.post("/v1/models/m:predict", json=1).status_code == 200
+
+
+def test_openai_style_route_calls_the_method_directly(kitchen: httpx.Client) -> None:
+    assert kitchen.post("/v1/chat/completions", json={"m": 1}).json() == {"chat": {"m": 1}}
+
+
 def test_msgpack_in_and_out(kitchen: httpx.Client) -> None:
     value = {"when": dt.datetime(2024, 1, 2, 3, 4, 5), "d": decimal.Decimal("1.5"),
              "u": uuid.UUID(int=7), "dur": dt.timedelta(seconds=3), "raw": b"\x00\x01"}
@@ -181,7 +200,7 @@ def test_health_and_unknown_routes(kitchen: httpx.Client) -> None:
     assert kitchen.get("/health/ready").json() == {"status": "ready"}
     assert kitchen.get("/nope").status_code == 404
     assert kitchen.get("/v1/models/m:predict").status_code == 405
-    r = kitchen.post("/v1/chat/completions", json={})
+    r = kitchen.post("/v1/embeddings", json={})
     assert r.status_code == 404 and r.headers["x-baseten-error-code"] == "700"
 
 
@@ -311,3 +330,69 @@ def test_async_generator_streams_chunk_by_chunk(make_package, replica) -> None:
     assert b"".join(chunks) == b"tok0 tok1 tok2 tok3 tok4 "
     assert len(chunks) > 1
     json.dumps(chunks[0].decode())  # text chunks
+
+
+RAW_REQUEST = '''
+from pathlib import Path
+
+from starlette.requests import Request
+
+
+class Model:
+    async def predict(self, request: Request):
+        body = await request.body()  # not parsed by the server: any bytes are fine
+        return {"length": len(body), "content_type": request.headers.get("content-type")}
+
+    def is_healthy(self):
+        return False if Path("unhealthy").exists() else None
+'''
+
+
+def test_request_only_predict_reads_the_raw_body_and_is_healthy_gates_readiness(make_package, replica) -> None:
+    package = make_package(RAW_REQUEST)
+    r = replica(package)
+    r.wait_ready()
+    with r.client() as client:
+        resp = client.post("/v1/models/m:predict", content=b"{not json", headers={"content-type": "text/plain"})
+        assert resp.json() == {"length": 9, "content_type": "text/plain"}
+        assert client.get("/v1/models/m").status_code == 200  # None: the load status decides
+        (package / "unhealthy").touch()
+        assert client.get("/v1/models/m").status_code == 503
+        assert client.get("/v1/models/m/loaded").status_code == 200  # ignores is_healthy
+        assert client.post("/v1/models/m:predict", content=b"x").status_code == 200  # so does predict
+
+
+PYDANTIC = '''
+import pydantic
+
+
+class In(pydantic.BaseModel):
+    a: int
+    tags: list[str] = []
+
+
+class Out(pydantic.BaseModel):
+    doubled: int
+
+
+class Model:
+    def predict(self, model_input: In) -> Out:
+        assert isinstance(model_input, In)
+        return Out(doubled=model_input.a * 2)
+'''
+
+
+def test_pydantic_input_is_validated_and_output_serialised(make_package, replica) -> None:
+    r = replica(make_package(PYDANTIC))
+    r.wait_ready()
+    with r.client() as client:
+        assert client.post("/v1/models/m:predict", json={"a": 2}).json() == {"doubled": 4}
+        bad = client.post("/v1/models/m:predict", json={"a": "x"})
+        assert bad.status_code == 400
+        assert bad.json()["error"].startswith("Input Parsing Error:\n  `a`: ")
+        packed = client.post("/v1/models/m:predict", content=encode_msgpack({"a": 5}),
+                             headers={"content-type": "application/octet-stream"})
+        assert decode_msgpack(packed.content) == {"doubled": 10}
+        schema = client.get("/v1/models/m/schema").json()
+        assert schema["input_schema"]["properties"]["a"]["type"] == "integer"
+        assert schema["output_schema"]["properties"]["doubled"]["type"] == "integer"
