@@ -139,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         events.emit("failed", error=text)
         sys.stderr.write(text)
         return FAILED_EXIT_CODE
-    # Visible at import time of model.py and everywhere after, as Truss's runtime sets them.
-    os.environ.update(config["environment_variables"])
+    # Visible at import time of model.py and everywhere after, as Truss's runtime sets
+    # them. A value the launcher already set wins: it is the outer runtime's override.
+    for name, value in config["environment_variables"].items():
+        os.environ.setdefault(name, value)
     os.chdir(package_dir)  # Truss's cwd is /app: relative data/ resolves against the package
 
     wrapper = ModelWrapper(config, package_dir)

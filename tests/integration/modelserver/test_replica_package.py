@@ -92,13 +92,13 @@ def test_package_sees_what_truss_gives_it(make_package, replica, tmp_path: Path)
     secrets_dir.mkdir()
     (secrets_dir / "from_file").write_text("file-value")
     env = {"SWELL_SECRETS_DIR": str(secrets_dir), "TRUSS_SECRET_from_env": "env-value",
-           "TRUSS_SECRET_from_file": "the file wins"}
+           "TRUSS_SECRET_from_file": "the file wins", "NAME": "set by the launcher"}
     r = replica(package, env=env)
     r.wait_ready()
     with r.client() as client:
         body = client.post("/v1/models/kw:predict", json={}).json()
     assert body["flag_at_import"] == "false"
-    assert body["env"] == ["false", "3", "x"]
+    assert body["env"] == ["false", "3", "set by the launcher"]  # the launcher's value wins
     assert body["config_env"] == {"FLAG": "false", "NUM": "3", "NAME": "x"}
     assert (body["predict_concurrency"], body["streaming_read_timeout"]) == (1, 60)
     assert body["bundled_packages_dir"] == "packages"
