@@ -1,0 +1,527 @@
+"""The replay: a trace through a policy on a virtual clock, event by event.
+
+Model (DESIGN.md): one FIFO queue; replicas go starting → ready → draining →
+stopped; a ready replica serves up to ``predict_concurrency`` requests at once.
+
+How it is fast.  The replicas' slots are a heap of the times each slot is next
+free (a starting replica's slots are free from its ready time), so a request
+starts at max(arrival, earliest free slot): one heap operation.  Capacity only
+changes at control ticks and wakes, so requests are committed tick by tick,
+only while their start falls before the next tick; requests start in arrival
+order (FIFO), so the first one that cannot start ends the pass.  A pass in
+which no request has to wait is done in numpy without touching the heap per
+request.  Concurrency (in flight + queued) is arrivals − completions, so its
+exact time-integral over a tick comes from sorted arrival and end times; that
+mean feeds the policy's window.  Idle stretches are jumped over: when nothing
+is in flight, queued, starting or draining, the policy says until when its
+target cannot change, and the clock moves to that tick or to the next arrival.
+
+Slots are interchangeable: which replica served a request is not tracked.
+Scale-down removes not-ready replicas first (the latest to become ready
+first), then ready ones whose slots free up soonest (the least loaded, as a
+router that sends to the replica with the most free slots keeps them); a
+removed replica drains and stops when its last slot frees.  Queue waits do not
+depend on this choice; only when a draining replica stops does, at the margin.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from swell.autoscaling import ConcurrencyWindow
+from swell.config import AutoscalingSettings
+from swell.sim._models import ColdStart
+from swell.sim.policies import Plan, Policy, PolicyContext, View, make_policy
+
+__all__ = ["SimConfig", "SimResult", "Timeline", "replay"]
+
+Floats = NDArray[np.float64]
+
+# A pass with fewer requests than this goes through the per-request loop: for
+# a handful, numpy's per-call overhead costs more than it saves.
+_VECTOR_MIN = 12
+_PROGRESS_EVERY = 2048  # ticks
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything about a replay except the trace and the policy."""
+
+    settings: AutoscalingSettings = field(default_factory=AutoscalingSettings)
+    predict_concurrency: int = 1
+    cold_start: ColdStart = ColdStart("fixed", 10.0)
+    tick: float = 1.0
+    queue_limit: int | None = None
+    seed: int = 0
+    skip_idle: bool = True
+    timeline: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.tick > 0 and math.isfinite(self.tick)):
+            raise ValueError(f"tick must be > 0 seconds (got {self.tick})")
+        if self.predict_concurrency < 1:
+            raise ValueError(f"predict_concurrency must be ≥ 1 (got {self.predict_concurrency})")
+        if self.queue_limit is not None and self.queue_limit < 0:
+            raise ValueError(f"queue_limit must be ≥ 0 (got {self.queue_limit})")
+
+
+@dataclass(frozen=True, eq=False)
+class Timeline:
+    """At each tick where something changed: replicas (existing), ready, concurrency."""
+
+    t: Floats
+    replicas: NDArray[np.int64]
+    ready: NDArray[np.int64]
+    concurrency: NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class SimResult:
+    policy: str
+    metrics: dict[str, Any]
+    timeline: Timeline | None = None
+
+
+class _Replay:
+    def __init__(
+        self,
+        arrivals: Floats,
+        service: Floats,
+        policy: Policy,
+        config: SimConfig,
+        progress: Callable[[float], None] | None,
+    ) -> None:
+        self.arr = np.ascontiguousarray(arrivals, dtype=np.float64)
+        self.svc = np.ascontiguousarray(service, dtype=np.float64)
+        if self.arr.shape != self.svc.shape:
+            raise ValueError("arrivals and service times differ in length")
+        self.n = n = int(self.arr.shape[0])
+        self.policy = policy
+        self.config = config
+        self.dt = dt = float(config.tick)
+        self.pc = config.predict_concurrency
+        self.limit = config.queue_limit
+        self.cold = config.cold_start.sampler(config.seed)
+        self.progress = progress
+        first = float(self.arr[0]) if n else 0.0
+        lead = policy.lead_time
+        self.t0 = min(0.0, first) - ((math.ceil(lead / dt - 1e-9) + 1) * dt if lead > 0 else 0.0)
+        retention = max(policy.lookback, float(config.settings.autoscaling_window)) + 4 * dt
+        self.window = ConcurrencyWindow(self.t0, retention=retention)
+        self.clock = self.t0
+
+        # Per request, preallocated; nothing else grows with the trace.
+        self.waits = np.zeros(n, dtype=np.float64)
+        self.dropped = np.zeros(n, dtype=bool) if self.limit is not None else None
+        self.h = 0  # first request neither committed nor dropped
+        self.seen = 0  # first request not yet looked at
+        self.q_unc = 0  # queued, uncommitted, not dropped, in [h, seen)
+        self.started: deque[float] = deque()  # starts still ahead (queue-limit mode)
+
+        self.heap: list[float] = []
+        self.active: list[tuple[float, float]] = []  # (created, ready_at), not draining
+        self.draining: list[float] = []  # stop times
+        self.retired_seconds = 0.0
+        self.cold_starts = 0
+        self.delayed = 0
+        self.dropped_count = 0
+        self.max_alive = 0
+        self.wakes = 0
+
+        # Concurrency accounting up to acct_t.
+        self.acct_t = self.t0
+        self.acct_n = 0
+        self.acct_i = 0
+        self.pending = np.empty(0)
+        self.new_ends: list[Any] = []
+        self.last_end = -math.inf
+
+        self.rows: list[tuple[float, int, int, int]] | None = [] if config.timeline else None
+        self.ticks = 0
+
+    # ------------------------------------------------------------------ accounting
+
+    def _integrate_to(self, t: float) -> float | None:
+        """Mean concurrency over (acct_t, t]; moves acct_t to t."""
+        span = t - self.acct_t
+        arr = self.arr
+        j = int(np.searchsorted(arr, t, side="right"))
+        i = self.acct_i
+        added = 0.0
+        if j > i:
+            added = t * (j - i) - float(arr[i:j].sum())
+        if self.new_ends:
+            parts = [self.pending, *(np.asarray(e, dtype=np.float64) for e in self.new_ends)]
+            self.pending = np.sort(np.concatenate(parts))
+            self.new_ends.clear()
+        pending = self.pending
+        k = int(np.searchsorted(pending, t, side="right"))
+        removed = 0.0
+        if k:
+            done = pending[:k]
+            removed = t * k - float(done.sum())
+            self.last_end = max(self.last_end, float(done[-1]))
+            self.pending = pending[k:]
+        integral = self.acct_n * max(span, 0.0) + added - removed
+        self.acct_n += (j - i) - k
+        self.acct_t = max(self.acct_t, t)
+        self.acct_i = j
+        if span <= 0:
+            return None  # arrivals and ends at this very instant are counted, nothing else
+        return max(0.0, integral / span)
+
+    def _view(self, now: float) -> View:
+        ready = 0
+        for _, ready_at in self.active:
+            if ready_at <= now:
+                ready += 1
+        busy = now if self.acct_n > 0 else self.last_end
+        return View(now, self.acct_n, len(self.active), ready, self.window, busy)
+
+    def _alive(self, now: float) -> int:
+        if self.draining:
+            self.draining = [s for s in self.draining if s > now]
+        return len(self.active) + len(self.draining)
+
+    # ------------------------------------------------------------------ replicas
+
+    def _apply(self, target: int, now: float) -> None:
+        active, heap, pc = self.active, self.heap, self.pc
+        current = len(active)
+        if target > current:
+            for _ in range(target - current):
+                ready_at = now + self.cold()
+                active.append((now, ready_at))
+                for _ in range(pc):
+                    heapq.heappush(heap, ready_at)
+                self.cold_starts += 1
+        elif target < current:
+            remove = current - target
+            starting = sorted((r for r in active if r[1] > now), key=lambda r: r[1], reverse=True)[:remove]
+            for replica in starting:
+                active.remove(replica)
+                self.retired_seconds += now - replica[0]
+                for _ in range(pc):
+                    heap.remove(replica[1])
+            if starting:
+                heapq.heapify(heap)
+            for _ in range(remove - len(starting)):
+                freed = [heapq.heappop(heap) for _ in range(pc)]
+                stop = max(now, max(freed))
+                replica = active.pop()  # which object retires does not change the total
+                self.retired_seconds += stop - replica[0]
+                if stop > now:
+                    self.draining.append(stop)
+        self.max_alive = max(self.max_alive, self._alive(now))
+
+    def _wake(self, t: float) -> None:
+        t = max(t, self.clock)
+        average = self._integrate_to(t)
+        if average is not None:
+            self.window.record(t, average)
+        self.wakes += 1
+        target = self.policy.wake(self._view(t))
+        self._apply(target, t)
+
+    # ------------------------------------------------------------------ commits
+
+    def _commit(self, T: float) -> None:
+        m = int(np.searchsorted(self.arr, T, side="right"))
+        if self.limit is not None:
+            self._commit_limited(T, m)
+            return
+        h = self.h
+        if h >= m:
+            self.seen = max(self.seen, m)
+            return
+        if h == self.seen and m - h >= _VECTOR_MIN and self.heap and self._commit_unqueued(T, h, m):
+            return
+        arr, svc, waits = self.arr, self.svc, self.waits
+        heapreplace = heapq.heapreplace
+        i = h  # next request to commit
+        chunk = 64
+        blocked = False
+        while i < m and not blocked:
+            # A long queue is looked at a chunk at a time: only its head can start.
+            stop = min(m, i + chunk)
+            chunk *= 2
+            arrivals = arr[i:stop].tolist()
+            services = svc[i:stop].tolist()
+            ends: list[float] = []
+            waited: list[float] = []
+            base = i
+            heap = self.heap
+            for a, s in zip(arrivals, services):
+                if not heap:
+                    # The request finds no replica: flush what is committed, wake now.
+                    waits[base : base + len(waited)] = waited
+                    self.new_ends.append(ends)
+                    base += len(waited)
+                    ends, waited = [], []
+                    self._wake(a)
+                    heap = self.heap
+                    if not heap:
+                        blocked = True
+                        break
+                free = heap[0]
+                start = a if free <= a else free
+                if start > T:
+                    blocked = True
+                    break
+                end = start + s
+                heapreplace(heap, end)
+                ends.append(end)
+                waited.append(start - a)
+            waits[base : base + len(waited)] = waited
+            self.new_ends.append(ends)
+            i = base + len(waited)
+        self._count_delayed(self.seen, m, i)
+        self.h = i
+        self.seen = m
+
+    def _commit_unqueued(self, T: float, h: int, m: int) -> bool:
+        """All of [h, m) start on arrival, if they can: decided and done in numpy."""
+        a = self.arr[h:m]
+        s = self.svc[h:m]
+        if s.min() <= 0:
+            return False
+        free = np.sort(np.asarray(self.heap))
+        slots = free.shape[0]
+        ends = a + s
+        # Busy slots as each request arrives: slots not yet free, plus earlier
+        # requests of this pass still in service (later ones end after a).
+        busy = (slots - np.searchsorted(free, a, side="right")) + (
+            np.arange(a.shape[0]) - np.searchsorted(np.sort(ends), a, side="right")
+        )
+        if int(busy.max()) >= slots:
+            return False
+        # After the pass only free times after T matter (every later request
+        # arrives after T): the still-busy slots, and the rest free at T.
+        still = np.concatenate([free[free > T], ends[ends > T]])
+        if still.shape[0] > slots:
+            return False
+        heap = still.tolist()
+        heap.extend([T] * (slots - len(heap)))
+        heapq.heapify(heap)
+        self.heap = heap
+        self.new_ends.append(ends)
+        self.h = self.seen = m
+        return True
+
+    def _count_delayed(self, first: int, last: int, committed_to: int) -> None:
+        """Of requests first seen now, those that waited while a replica was starting."""
+        if last <= first:
+            return
+        starting = [(c, r) for c, r in self.active if r > self.clock]
+        if not starting:
+            return
+        idx = np.arange(first, last)
+        waited = idx >= committed_to
+        waited[~waited] = self.waits[idx[~waited]] > 0
+        if self.dropped is not None:
+            waited &= ~self.dropped[idx]
+        if not waited.any():
+            return
+        a = self.arr[idx[waited]][:, None]
+        created = np.array([c for c, _ in starting])[None, :]
+        ready = np.array([r for _, r in starting])[None, :]
+        self.delayed += int(((created <= a) & (a < ready)).any(axis=1).sum())
+
+    def _commit_limited(self, T: float, m: int) -> None:
+        """The same commits, plus admission: with ``queue_limit`` waiting, refuse."""
+        assert self.dropped is not None and self.limit is not None
+        arr, svc, waits, dropped = self.arr, self.svc, self.waits, self.dropped
+        heap, started, limit = self.heap, self.started, self.limit
+        first_new = self.seen
+        drop_ends: list[float] = []
+        ends: list[float] = []
+        blocked = False
+        idx = self.h
+        while idx < m:
+            a = float(arr[idx])
+            if idx >= self.seen:
+                while started and started[0] <= a:
+                    started.popleft()
+                self.seen = idx + 1
+                if len(started) + self.q_unc >= limit:
+                    dropped[idx] = True
+                    self.dropped_count += 1
+                    drop_ends.append(a)
+                    if idx == self.h:
+                        self.h += 1
+                    idx += 1
+                    continue
+                self.q_unc += 1
+            if blocked or dropped[idx]:
+                if dropped[idx] and idx == self.h:
+                    self.h += 1
+                idx += 1
+                continue
+            if not heap:
+                self.new_ends.append(ends)
+                self.new_ends.append(drop_ends)
+                ends, drop_ends = [], []
+                self._wake(a)
+                heap = self.heap
+                if not heap:
+                    blocked = True
+                    idx += 1
+                    continue
+            free = heap[0]
+            start = a if free <= a else free
+            if start > T:
+                blocked = True
+                idx += 1
+                continue
+            end = start + float(svc[idx])
+            heapq.heapreplace(heap, end)
+            ends.append(end)
+            waits[idx] = start - a
+            if start > a:
+                started.append(start)
+            self.q_unc -= 1
+            self.h = idx + 1
+            idx += 1
+        self.new_ends.append(ends)
+        self.new_ends.append(drop_ends)
+        self._count_delayed(first_new, self.seen, self.h)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _idle(self, now: float) -> bool:
+        if self.acct_n or self.h < self.seen:
+            return False
+        if any(r > now for _, r in self.active):
+            return False
+        return self._alive(now) == len(self.active)
+
+    def run(self) -> float:
+        dt, t0, policy = self.dt, self.t0, self.policy
+        policy.prepare(Plan(self.arr, self.svc, t0, dt))
+        floor = policy.clamp(0)
+        for _ in range(floor):  # min_replica: deployed and ready before the trace
+            self.active.append((t0, t0))
+            for _ in range(self.pc):
+                heapq.heappush(self.heap, t0)
+        self.max_alive = floor
+        # A bound for a policy that never settles: far past any sensible delay.
+        horizon = (float(self.arr[-1]) if self.n else 0.0) + float(self.svc.sum()) + 10 * 86400.0
+        rows = self.rows
+        last_row: tuple[int, int, int] | None = None
+        k = 1
+        while True:
+            T = t0 + k * dt
+            self._commit(T)
+            average = self._integrate_to(T)
+            if average is not None:
+                self.window.record(T, average)
+            self.clock = T
+            self._apply(policy.tick(self._view(T)), T)
+            self.ticks += 1
+            view = self._view(T)
+            if rows is not None:
+                row = (self._alive(T), view.ready, view.concurrency)
+                if row != last_row:
+                    rows.append((T, *row))
+                    last_row = row
+            if self.progress is not None and self.ticks % _PROGRESS_EVERY == 0:
+                self.progress(T)
+            if self._idle(T):
+                until = min(
+                    policy.idle_until(view, dt),
+                    float(self.arr[self.h]) if self.h < self.n else math.inf,
+                )
+                if until == math.inf or T > horizon:
+                    break
+                if self.config.skip_idle:
+                    k_next = max(k + 1, math.ceil((until - t0) / dt - 1e-9))
+                    if k_next > k + 1:
+                        skipped_to = t0 + (k_next - 1) * dt
+                        self.window.record(skipped_to, 0.0)
+                        self.acct_t = skipped_to
+                    k = k_next
+                    continue
+            if T > horizon:
+                break
+            k += 1
+        if self.progress is not None:
+            self.progress(T)
+        return T
+
+    def result(self, end: float) -> SimResult:
+        replica_seconds = self.retired_seconds + sum(end - c for c, _ in self.active)
+        metrics = _metrics(self, end, replica_seconds)
+        timeline = None
+        if self.rows is not None:
+            data = np.array(self.rows, dtype=np.float64).reshape(-1, 4)
+            timeline = Timeline(
+                t=data[:, 0],
+                replicas=data[:, 1].astype(np.int64),
+                ready=data[:, 2].astype(np.int64),
+                concurrency=data[:, 3].astype(np.int64),
+            )
+        return SimResult(self.policy.name, metrics, timeline)
+
+
+def _pct(values: Floats, q: float) -> float | None:
+    if values.shape[0] == 0:
+        return None
+    return round(float(np.percentile(values, q)), 6)
+
+
+def _metrics(replay: _Replay, end: float, replica_seconds: float) -> dict[str, Any]:
+    served_mask = None if replay.dropped is None else ~replay.dropped
+    waits = replay.waits if served_mask is None else replay.waits[served_mask]
+    service = replay.svc if served_mask is None else replay.svc[served_mask]
+    latency = waits + service
+    start = min(replay.t0, 0.0)
+    span = max(end - start, 1e-9)
+    return {
+        "requests": replay.n,
+        "served": int(waits.shape[0]),
+        "dropped": replay.dropped_count,
+        "replica_seconds": round(replica_seconds, 3),
+        "replica_hours": round(replica_seconds / 3600.0, 4),
+        "mean_replicas": round(replica_seconds / span, 4),
+        "max_replicas": replay.max_alive,
+        "cold_starts": replay.cold_starts,
+        "requests_delayed_by_cold_start": replay.delayed,
+        "queue_wait_mean": round(float(waits.mean()), 6) if waits.shape[0] else None,
+        "queue_wait_p50": _pct(waits, 50),
+        "queue_wait_p95": _pct(waits, 95),
+        "queue_wait_p99": _pct(waits, 99),
+        "queue_wait_max": round(float(waits.max()), 6) if waits.shape[0] else None,
+        "latency_p50": _pct(latency, 50),
+        "latency_p95": _pct(latency, 95),
+        "latency_p99": _pct(latency, 99),
+        "simulated_seconds": round(end - start, 3),
+        "ticks": replay.ticks,
+        "wakes": replay.wakes,
+    }
+
+
+def replay(
+    arrivals: Floats,
+    service: Floats,
+    policy: str | Policy,
+    config: SimConfig | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+) -> SimResult:
+    """Replay arrivals (s, sorted) with their service times through a policy."""
+    config = config or SimConfig()
+    if isinstance(policy, str):
+        policy = make_policy(policy, PolicyContext(config.settings, config.predict_concurrency, config.cold_start))
+    if arrivals.shape[0] and np.any(np.diff(arrivals) < 0):
+        raise ValueError("arrivals must be sorted")
+    engine = _Replay(arrivals, service, policy, config, progress)
+    end = engine.run()
+    return engine.result(end)

@@ -1,0 +1,18 @@
+"""The simulator's one error type: what the CLI prints as a message, never a traceback."""
+
+from __future__ import annotations
+
+
+class SimulationError(ValueError):
+    """Bad input to the simulator: a trace, a synthetic spec, a model spec."""
+
+
+class TraceError(SimulationError):
+    """A trace file could not be read; names the file and the line."""
+
+    def __init__(self, source: str, line: int | None, message: str) -> None:
+        self.source = source
+        self.line = line
+        self.message = message
+        where = f"{source}: line {line}" if line is not None else source
+        super().__init__(f"{where}: {message}")

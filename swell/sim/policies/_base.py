@@ -1,0 +1,91 @@
+"""What the engine asks of a policy, and what it tells it.
+
+Every tick the engine hands a policy a :class:`View` (what is true now) and
+applies the replica count it returns; a request that finds no replica calls
+:meth:`Policy.wake` at once.  :meth:`Policy.idle_until` lets the engine jump
+over idle stretches: it must return a time no later than the policy's next
+change of mind while no request arrives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from swell.autoscaling import ConcurrencyWindow
+from swell.config import AutoscalingSettings
+from swell.sim._models import ColdStart
+
+__all__ = ["Plan", "Policy", "PolicyContext", "View"]
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What every policy is built from: the deployment's settings and model."""
+
+    settings: AutoscalingSettings
+    predict_concurrency: int = 1
+    cold_start: ColdStart = ColdStart("fixed", 10.0)
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """The whole trace, for a policy that may read the future (the oracle)."""
+
+    arrivals: NDArray[np.float64]
+    service: NDArray[np.float64]
+    start: float  # the tick grid: start + k × tick
+    tick: float
+
+
+@dataclass(slots=True)
+class View:
+    """What is true at ``now``, as a live control loop would see it."""
+
+    now: float
+    concurrency: int  # in flight + queued, at this instant
+    replicas: int  # replicas that exist and are not draining (starting or ready)
+    ready: int  # of those, the ready ones
+    window: ConcurrencyWindow  # exact mean concurrency per tick
+    last_busy: float  # the last moment concurrency was > 0 (now, if it is)
+
+
+class Policy:
+    """Base class: a scaling policy the simulator replays."""
+
+    name = "policy"
+    #: Seconds of window history the policy reads.
+    lookback: float = 60.0
+    #: How long before an arrival the policy may want to act (only the oracle).
+    lead_time: float = 0.0
+
+    def __init__(self, context: PolicyContext) -> None:
+        self.context = context
+        self.settings = context.settings
+
+    def prepare(self, plan: Plan) -> None:
+        """Called once before the replay."""
+
+    def tick(self, view: View) -> int:
+        raise NotImplementedError
+
+    def wake(self, view: View) -> int:
+        """A request arrived and no replica exists: at least one, at once."""
+        return max(1, self.tick(view))
+
+    def idle_until(self, view: View, tick: float) -> float:
+        """With no request from now on, no change of target before this time.
+
+        ``math.inf``: none ever.  Returning ``view.now`` is always safe (no skip).
+        """
+        return view.now
+
+    def clamp(self, target: int) -> int:
+        s = self.settings
+        return max(s.min_replica, min(s.max_replica, target))
+
+
+INF = math.inf
