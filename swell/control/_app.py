@@ -84,7 +84,7 @@ class SwellApp:
                 )
                 await send({"type": "http.response.body", "body": body})
                 return
-            await self.management(scope, receive, send)
+            await self.management(scope, receive, send)  # type: ignore[arg-type]
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:  # websockets are not served

@@ -56,9 +56,9 @@ log = logging.getLogger("swell.control")
 class ApiError(Exception):
     """An answer other than success, with the JSON body to send."""
 
-    def __init__(self, status: int, error: str, **extra: Any) -> None:
+    def __init__(self, http_status: int, error: str, **extra: Any) -> None:
         super().__init__(error)
-        self.status = status
+        self.status = http_status
         self.payload = {"error": error, **extra}
 
 

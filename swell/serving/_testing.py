@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
 
 __all__ = ["FakeBackend"]
@@ -48,10 +50,10 @@ class FakeBackend:
             replica.state = ReplicaState.STOPPED
             self._callbacks[replica.id](replica)
 
-    def list(self) -> list[Replica]:
+    def list(self) -> builtins.list[Replica]:
         return [r for r in self.replicas.values() if r.state.alive]
 
-    def alive(self, deployment_id: str | None = None) -> list[Replica]:
+    def alive(self, deployment_id: str | None = None) -> builtins.list[Replica]:
         return [r for r in self.list() if deployment_id is None or r.deployment_id == deployment_id]
 
     async def close(self) -> None:

@@ -130,3 +130,43 @@ async def test_deployment_view_shows_status_settings_and_replicas(plane: Control
     view = plane.deployment_view(plane.registry.deployments[result.deployment_id])
     assert view["status"] == "Scaled to zero" and view["replicas"] == []
     assert view["autoscaling_settings"]["max_replica"] == 1 and view["environments"] == ["production"]
+
+
+async def test_requirements_failure_is_422_and_a_failed_deployment(
+    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swell.control import _plane
+    from swell.modelserver import RequirementsInstallError
+
+    def fail(requirements: list[str], cache_dir: Path) -> Path:
+        raise RequirementsInstallError(requirements, "ERROR: No matching distribution found for nope==9")
+
+    monkeypatch.setattr(_plane, "ensure_environment", fail)
+    archive = make_archive({"model_name": "m", "requirements": ["nope==9"]})
+    with pytest.raises(ApiError) as info:
+        await plane.push(archive, model_name=None, publish=True, promote=False)
+    assert info.value.status == 422
+    assert "nope" in info.value.payload["reason"] and info.value.payload["status"] == "Failed"
+    record = plane.registry.deployments[info.value.payload["deployment_id"]]
+    assert plane.deployment_view(record)["status"] == "Failed" and "nope" in (record.error or "")
+    with pytest.raises(ApiError) as unavailable:
+        plane.router("m", "deployment", record.id)
+    assert unavailable.value.status == 503
+
+
+async def test_requirements_are_built_into_the_replica_python(
+    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swell.control import _plane
+
+    seen: list[list[str]] = []
+
+    def build(requirements: list[str], cache_dir: Path) -> Path:
+        seen.append(requirements)
+        return Path("/venvs/x/bin/python")
+
+    monkeypatch.setattr(_plane, "ensure_environment", build)
+    result = await plane.push(make_archive({"model_name": "m", "requirements": ["numpy"]}), model_name=None, publish=True, promote=False)
+    assert seen == [["numpy"]]
+    router = plane.controller.get(result.deployment_id).router  # type: ignore[union-attr]
+    assert router.spec.python == "/venvs/x/bin/python"
