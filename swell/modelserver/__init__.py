@@ -9,7 +9,7 @@ from __future__ import annotations
 from swell.modelserver._config import load_truss_config
 from swell.modelserver._environment import RequirementsInstallError, ensure_environment
 
-__all__ = ["main", "ensure_environment", "RequirementsInstallError", "load_truss_config"]
+__all__ = ["RequirementsInstallError", "ensure_environment", "load_truss_config", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:

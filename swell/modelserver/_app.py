@@ -19,6 +19,8 @@ from typing import Any, cast
 
 from swell.modelserver import _codec
 from swell.modelserver._errors import (
+    CLIENT_ERROR,
+    MODEL_ERROR_MESSAGE,
     ClientGone,
     ModelMethodNotImplemented,
     ModelNotReady,
@@ -27,8 +29,6 @@ from swell.modelserver._errors import (
     error_headers,
     error_reply,
     http_exception_class,
-    CLIENT_ERROR,
-    MODEL_ERROR_MESSAGE,
 )
 from swell.modelserver._methods import MethodDescriptor, ModelDescriptor
 from swell.modelserver._workers import WorkerThreads
@@ -148,7 +148,7 @@ class ReplicaApp:
         method: str = scope["method"]
         if path.startswith("/v1/models/"):
             rest = path[11:]
-            if rest.endswith(":predict") or rest.endswith(":predict_binary"):
+            if rest.endswith((":predict", ":predict_binary")):
                 if method == "POST":
                     return await self.predict(scope, receive, send)
             elif rest.endswith("/loaded"):
@@ -468,7 +468,7 @@ class ReplicaApp:
         while True:
             try:
                 chunk = await asyncio.wait_for(queue.get(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # Abort the connection: a clean end would pass a cut stream off as complete.
                 raise StreamAborted(f"no stream chunk within streaming_read_timeout={timeout:g} s") from None
             if chunk is _SENTINEL:

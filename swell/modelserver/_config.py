@@ -120,7 +120,7 @@ def load_truss_config(model_dir: str | Path) -> dict[str, Any]:
     if path.exists():
         text = path.read_text()
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        raw = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        raw = yaml.load(text, Loader=loader)
     else:
         raw = {}
     if raw is not None and not isinstance(raw, dict):

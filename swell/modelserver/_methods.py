@@ -8,9 +8,10 @@ from __future__ import annotations
 import enum
 import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 from swell.modelserver._errors import ModelDefinitionError
 

@@ -31,8 +31,7 @@ class Model:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         partial = self._path.with_suffix(".partial")
         with open(partial, "wb") as f:
-            for _ in range(size // CHUNK):
-                f.write(os.urandom(CHUNK))
+            f.writelines(os.urandom(CHUNK) for _ in range(size // CHUNK))
         partial.replace(self._path)  # a crash mid-write never leaves a short weights file
 
     def predict(self, model_input):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import decimal
+import itertools
 import json
 import textwrap
 import uuid
@@ -298,7 +299,7 @@ def test_predict_concurrency_1_serialises_predict_but_not_preprocess(make_packag
     final = max(bodies, key=lambda b: len(b["spans"]))
     spans = sorted(final["spans"])
     assert len(spans) == 4 and final["max_active"] == 1
-    assert all(prev_end <= next_start for (_, prev_end), (next_start, _) in zip(spans, spans[1:]))
+    assert all(prev_end <= next_start for (_, prev_end), (next_start, _) in itertools.pairwise(spans))
 
 
 def test_predict_concurrency_2_lets_exactly_two_async_predicts_overlap(make_package, replica) -> None:

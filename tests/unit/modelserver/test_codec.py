@@ -61,7 +61,7 @@ def test_invalid_json_is_an_input_parsing_error(body: bytes) -> None:
 
 def test_msgpack_round_trips_truss_types_and_numpy() -> None:
     value = {
-        "dt": dt.datetime(2024, 5, 6, 7, 8, 9), "tz": dt.datetime(2024, 5, 6, tzinfo=dt.timezone.utc),
+        "dt": dt.datetime(2024, 5, 6, 7, 8, 9), "tz": dt.datetime(2024, 5, 6, tzinfo=dt.UTC),
         "d": dt.date(2024, 1, 1), "t": dt.time(1, 2, 3), "td": dt.timedelta(days=1, seconds=2, microseconds=3),
         "dec": decimal.Decimal("3.14"), "u": uuid.UUID(int=42), "b": b"\x00", "l": [1, "x", None],
     }
@@ -75,7 +75,7 @@ def test_msgpack_round_trips_truss_types_and_numpy() -> None:
 def test_tz_datetime_is_written_with_z() -> None:
     import msgpack
 
-    raw = msgpack.unpackb(_codec.encode_msgpack(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)))
+    raw = msgpack.unpackb(_codec.encode_msgpack(dt.datetime(2024, 1, 1, tzinfo=dt.UTC)))
     assert raw == {b"__dt_datetime_iso__": True, b"data": "2024-01-01T00:00:00Z"}
 
 

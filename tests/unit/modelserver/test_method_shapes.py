@@ -70,7 +70,7 @@ class BadTwoArgs:
 
 
 @pytest.mark.parametrize("name", ["request_first", "unannotated_second", "three"])
-def test_bad_signatures(name: str) -> None:  # noqa: D103
+def test_bad_signatures(name: str) -> None:
     with pytest.raises(ModelDefinitionError):
         MethodDescriptor.of(getattr(BadTwoArgs(), name), name)
 

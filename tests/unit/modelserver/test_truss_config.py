@@ -5,7 +5,11 @@ from pathlib import Path
 import pytest
 
 from swell.modelserver import load_truss_config
-from swell.modelserver._config import TRUSS_CONFIG_DEFAULTS, fill_truss_defaults, stringify_env_value
+from swell.modelserver._config import (
+    TRUSS_CONFIG_DEFAULTS,
+    fill_truss_defaults,
+    stringify_env_value,
+)
 
 
 def test_empty_config_gets_every_truss_default() -> None:

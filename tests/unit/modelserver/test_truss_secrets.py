@@ -4,7 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from swell.modelserver._secrets import LazyDataResolver, SecretNotFound, Secrets, secrets_dir
+from swell.modelserver._secrets import (
+    LazyDataResolver,
+    SecretNotFound,
+    Secrets,
+    secrets_dir,
+)
 
 
 @pytest.fixture
