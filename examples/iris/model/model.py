@@ -40,9 +40,8 @@ class Model:
             if x.ndim != 2 or x.shape[1] != 4 or len(x) == 0:
                 raise ValueError
         except (TypeError, ValueError):
-            from fastapi import (
-                HTTPException,  # only on this path: keeps the replica small
-            )
+            # Imported only on this path: keeps the replica small.
+            from fastapi import HTTPException
 
             raise HTTPException(status_code=400, detail='expected {"features": [[sepal_length, sepal_width, '
                                                         'petal_length, petal_width], ...]}') from None
