@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 GATED_LOAD = '''
 import time
@@ -203,3 +204,26 @@ def test_serves_on_tcp_port_from_env(make_package, replica) -> None:
     r.wait_ready()
     assert httpx.post(f"http://127.0.0.1:{port}/v1/models/m:predict", json=[1]).json() == [1]
     assert r.terminate() == 0
+
+
+def test_stream_stalled_past_streaming_read_timeout_is_cut_off(make_package, replica) -> None:
+    model = '''
+import time
+
+
+class Model:
+    def predict(self, model_input):
+        yield "first "
+        time.sleep(model_input["stall"])
+        yield "late "
+'''
+    r = replica(make_package(model, {"runtime": {"streaming_read_timeout": 1}}))
+    r.wait_ready()
+    with r.client() as client:
+        with pytest.raises(httpx.RemoteProtocolError), client.stream(
+            "POST", "/v1/models/m:predict", json={"stall": 1.6}
+        ) as resp:
+            assert resp.status_code == 200
+            b"".join(resp.iter_raw())  # the status went out; the body is cut, not ended cleanly
+        # the replica keeps serving
+        assert client.post("/v1/models/m:predict", json={"stall": 0}).content == b"first late "
