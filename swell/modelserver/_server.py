@@ -102,7 +102,7 @@ def _die_with_parent(original_ppid: int) -> None:
 def _listen_address() -> dict[str, Any]:
     uds = os.environ.get("SWELL_REPLICA_SOCKET")
     if uds:
-        return {"uds": uds}
+        return {"uds": os.path.abspath(uds)}
     port = os.environ.get("SWELL_REPLICA_PORT") or os.environ.get("INFERENCE_SERVER_PORT") or DEFAULT_PORT
     return {"host": os.environ.get("SWELL_REPLICA_HOST") or DEFAULT_HOST, "port": int(port)}
 
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     # them. A value the launcher already set wins: it is the outer runtime's override.
     for name, value in config["environment_variables"].items():
         os.environ.setdefault(name, value)
+    address = _listen_address()  # before chdir: a relative socket path means the launcher's cwd
     os.chdir(package_dir)  # Truss's cwd is /app: relative data/ resolves against the package
 
     wrapper = ModelWrapper(config, package_dir)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         loop = "asyncio"
     uv_config = uvicorn.Config(
-        app, **_listen_address(), loop=loop, http="httptools", ws="none", lifespan="off",
+        app, **address, loop=loop, http="httptools", ws="none", lifespan="off",
         interface="asgi3", access_log=False, log_config=None, log_level="warning",
         server_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=None,
     )
@@ -163,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     # handlers; make that a no-op so a graceful SIGTERM ends in exit status 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
-    server.run()
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits this way when it cannot bind
+        code = exc.code if isinstance(exc.code, int) else 1
+        if code:
+            events.emit("failed", error=f"the replica's HTTP server could not start on {address} (exit {code})")
+        return code
     uds = uv_config.uds
     if uds:
         try:

@@ -227,3 +227,15 @@ class Model:
             b"".join(resp.iter_raw())  # the status went out; the body is cut, not ended cleanly
         # the replica keeps serving
         assert client.post("/v1/models/m:predict", json={"stall": 0}).content == b"first late "
+
+
+def test_port_in_use_fails_with_an_event_and_nonzero_exit(make_package, replica) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        r = replica(make_package("class Model:\n    def predict(self, x):\n        return x\n"),
+                    port=taken.getsockname()[1])
+        assert "could not start" in r.wait_event("failed")["error"]
+        assert r.wait() != 0
