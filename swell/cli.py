@@ -315,7 +315,13 @@ def _model_name(directory: Path) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def push(directory: Path, publish: bool, promote: bool, environment: str, model_name: str | None, as_json: bool) -> None:
     """Upload a model package (a Truss directory with config.yaml) as a deployment."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+    )
 
     if not (directory / "config.yaml").is_file():
         _fail(f"{directory} has no config.yaml; a model package is a directory with config.yaml and model/model.py", as_json=as_json)

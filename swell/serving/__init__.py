@@ -1,11 +1,22 @@
 """Router, replica lifecycle and backends."""
 
-from swell.serving._backend import Replica, ReplicaBackend, ReplicaSpec, ReplicaState, StateCallback
+from swell.serving._backend import (
+    Replica,
+    ReplicaBackend,
+    ReplicaSpec,
+    ReplicaState,
+    StateCallback,
+)
 from swell.serving._controller import Controller, ScaledDeployment
 from swell.serving._http_client import ReplicaGone, ReplicaPool
 from swell.serving._metrics import render_metrics
 from swell.serving._router import DeploymentRouter, ReplicaHandle, Unavailable
-from swell.serving._status import BuildState, DeploymentStatus, deployment_status, scale_down_choice
+from swell.serving._status import (
+    BuildState,
+    DeploymentStatus,
+    deployment_status,
+    scale_down_choice,
+)
 
 __all__ = [
     "BuildState",

@@ -28,7 +28,12 @@ from swell.autoscaling import (
 from swell.config import AutoscalingSettings, ServerSettings
 from swell.serving._backend import Replica, ReplicaBackend, ReplicaState
 from swell.serving._router import DeploymentRouter, ReplicaHandle, Unavailable
-from swell.serving._status import BuildState, DeploymentStatus, deployment_status, scale_down_choice
+from swell.serving._status import (
+    BuildState,
+    DeploymentStatus,
+    deployment_status,
+    scale_down_choice,
+)
 
 __all__ = ["COLD_START_BUCKETS", "Controller", "ScaledDeployment"]
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-
-from conftest import KEY, REPO, SLEEPY, Swell  # type: ignore[import-not-found]
+from swell_live import KEY, REPO, SLEEPY, Swell  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.slow
 

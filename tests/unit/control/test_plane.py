@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from swell.config import DEVELOPMENT_AUTOSCALING, AutoscalingSettings
 from swell.control import ApiError, ControlPlane, NotFound
-
-from collections.abc import Callable
-from pathlib import Path
 
 MakeArchive = Callable[..., Path]
 

@@ -9,7 +9,14 @@ import pytest
 
 from swell.autoscaling import VirtualClock
 from swell.config import AutoscalingSettings, ModelConfig, ServerSettings
-from swell.serving import Controller, DeploymentRouter, DeploymentStatus, ReplicaSpec, ReplicaState, Unavailable
+from swell.serving import (
+    Controller,
+    DeploymentRouter,
+    DeploymentStatus,
+    ReplicaSpec,
+    ReplicaState,
+    Unavailable,
+)
 from swell.serving._testing import FakeBackend
 
 
@@ -140,7 +147,7 @@ async def test_crashed_replica_is_replaced_for_waiting_requests() -> None:
     task = asyncio.create_task(router.acquire())
     await settle()
     backend.ready("r0")
-    handle = await task
+    await task
     waiting = asyncio.create_task(router.acquire())
     await settle()
     backend.set_state("r0", ReplicaState.FAILED, error="killed by signal 9")

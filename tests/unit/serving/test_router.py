@@ -10,7 +10,13 @@ import pytest
 
 from swell.autoscaling import VirtualClock
 from swell.config import AutoscalingSettings, ModelConfig
-from swell.serving import DeploymentRouter, ReplicaGone, ReplicaSpec, ReplicaState, Unavailable
+from swell.serving import (
+    DeploymentRouter,
+    ReplicaGone,
+    ReplicaSpec,
+    ReplicaState,
+    Unavailable,
+)
 from swell.serving._backend import Replica
 
 

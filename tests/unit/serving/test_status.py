@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from swell.serving import BuildState, DeploymentStatus, ReplicaState, deployment_status, scale_down_choice
+from swell.serving import (
+    BuildState,
+    DeploymentStatus,
+    ReplicaState,
+    deployment_status,
+    scale_down_choice,
+)
 
 R = ReplicaState
 S = DeploymentStatus
