@@ -162,7 +162,7 @@ class SwellApp:
                 message = await receive()
                 chunks.append(message.get("body", b""))
             body = b"".join(chunks)
-        await router.serve(scope["headers"], body, send, timeout)
+        await router.serve(scope["headers"], body, send, timeout, receive)
 
 
 def _management_app(plane: ControlPlane) -> FastAPI:

@@ -26,6 +26,8 @@ __all__ = ["LATENCY_BUCKETS", "DeploymentRouter", "ReplicaHandle", "Unavailable"
 log = logging.getLogger("swell.router")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+_WATCH_AFTER = 1.0
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -351,11 +353,24 @@ class DeploymentRouter:
         raise AssertionError("unreachable")
 
     async def serve(
-        self, headers: list[tuple[bytes, bytes]], body: bytes, send: Send, timeout: float | None
+        self,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        send: Send,
+        timeout: float | None,
+        receive: Receive | None = None,
     ) -> None:
-        """Forward one predict request and copy the answer back to ``send``."""
+        """Forward one predict request and copy the answer back to ``send``.
+
+        With ``receive``, a caller that hangs up while its request waits in
+        the queue is noticed (after a second of waiting) and the request leaves
+        the queue instead of taking a replica's time.
+        """
         started = perf_counter()
         head = self.request_head(headers, len(body))
+        watch: _DisconnectWatch | None = None
+        if receive is not None and (self._queue or self._pick() is None):
+            watch = _DisconnectWatch(receive)
         try:
             if timeout is None:
                 response, handle = await self._exchange(head, body)
@@ -371,6 +386,15 @@ class DeploymentRouter:
             await _answer(send, exc.status, exc.body())
             self._count(exc.status, started)
             return
+        except asyncio.CancelledError:
+            if watch is not None and watch.fired:
+                watch.forgive()
+                self._count(499, started)  # the caller hung up; nobody to answer
+                return
+            raise
+        finally:
+            if watch is not None:
+                watch.close()
         status = response.status
         if not response.chunked:
             self.release(handle)
@@ -400,6 +424,41 @@ class DeploymentRouter:
         responses[status] = responses.get(status, 0) + 1
         self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         self.latency_sum += elapsed
+
+
+class _DisconnectWatch:
+    """Cancel the current request if its caller disconnects while it waits.
+
+    Only requests that had to queue get one, and it starts listening only
+    after :data:`_WATCH_AFTER` seconds, so the common path costs one timer.
+    """
+
+    __slots__ = ("_receive", "_task", "_timer", "_watcher", "fired")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task = asyncio.current_task()
+        self._watcher: asyncio.Task[None] | None = None
+        self.fired = False
+        self._timer = asyncio.get_running_loop().call_later(_WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        message = await self._receive()
+        if message.get("type") == "http.disconnect" and self._task is not None:
+            self.fired = True
+            self._task.cancel()
+
+    def forgive(self) -> None:
+        if self._task is not None:
+            self._task.uncancel()
+
+    def close(self) -> None:
+        self._timer.cancel()
+        if self._watcher is not None and not self._watcher.done():
+            self._watcher.cancel()
 
 
 async def _answer(send: Send, status: int, body: bytes) -> None:

@@ -278,3 +278,24 @@ def test_request_head_drops_hop_headers() -> None:
     assert b"content-length: 7\r\n" in head and b"content-type: application/json\r\n" in head
     assert b"authorization" not in head and b"x-a: 1\r\n" in head
     assert head.endswith(b"\r\n\r\n")
+
+
+async def test_caller_that_hangs_up_leaves_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    from swell.serving import _router
+
+    monkeypatch.setattr(_router, "_WATCH_AFTER", 0.0)
+    router = make_router(VirtualClock())
+    hung_up = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    send = Recorder()
+    task = asyncio.create_task(router.serve([], b"{}", send, None, receive))
+    await settle()
+    assert router.queued == 1
+    hung_up.set()
+    await task
+    assert router.queued == 0 and send.messages == []
+    assert router.responses == {499: 1}
