@@ -6,7 +6,8 @@ import json
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -25,6 +26,8 @@ _SETTINGS = (
     "concurrency_target",
     "target_utilization_percentage",
 )
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _IN, _OUT, _OVER = DEFAULT_TOKEN_MODEL
 
@@ -72,7 +75,7 @@ def _number(_: click.Context, __: click.Parameter, value: str | None) -> int | f
     return int(number) if number.is_integer() else number
 
 
-def _setting(name: str) -> Any:
+def _setting(name: str) -> Callable[[_F], _F]:
     flag = "--" + name.replace("_", "-")
     return click.option(flag, name, callback=_number, default=None, metavar="N", help=f"{name} (Baseten default)")
 

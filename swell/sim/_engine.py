@@ -55,7 +55,7 @@ _PROGRESS_EVERY = 2048  # ticks
 class SimConfig:
     """Everything about a replay except the trace and the policy."""
 
-    settings: AutoscalingSettings = field(default_factory=AutoscalingSettings)
+    settings: AutoscalingSettings = field(default_factory=lambda: AutoscalingSettings.model_validate({}))
     predict_concurrency: int = 1
     cold_start: ColdStart = ColdStart("fixed", 10.0)
     tick: float = 1.0
