@@ -108,3 +108,11 @@ def test_a_tick_other_than_one_second() -> None:
     assert fine["replica_seconds"] == 971.0  # 11 + 60 + 900 does not depend on the tick
     coarse = replay(*ONE, "swell", _config(tick=7.0)).metrics
     assert 971.0 <= coarse["replica_seconds"] < 971.0 + 14
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_a_year_of_silence_costs_a_few_ticks(policy: str) -> None:
+    year = 365 * 86400.0
+    m = replay(np.array([0.0, year]), np.ones(2), policy, _config()).metrics
+    assert m["ticks"] < 3000  # not 31 million
+    assert m["cold_starts"] == 2 and m["simulated_seconds"] > year
