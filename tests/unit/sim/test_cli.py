@@ -138,3 +138,12 @@ def test_tick_by_tick_gives_the_same_answer() -> None:
         a[name].pop("ticks")
         b[name].pop("ticks")
     assert a == b
+
+
+def test_png_without_matplotlib_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
+    code, out = _run(SMALL, "--plot", str(tmp_path / "p.png"))
+    assert code == 2
+    assert "pip install 'swell[plot]'" in out and "Traceback" not in out
