@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from swell.config import DEFAULT_MAX_REPLICA_CAP, SettingsError, parse_autoscaling
+from swell.config import DEFAULT_MAX_REPLICA_CAP, AutoscalingSettings, SettingsError, parse_autoscaling
 from swell.sim._engine import SimConfig, SimResult, replay
 from swell.sim._errors import SimulationError
 from swell.sim._models import DEFAULT_TOKEN_MODEL, ColdStart, ServiceTime
@@ -77,7 +77,8 @@ def _number(_: click.Context, __: click.Parameter, value: str | None) -> int | f
 
 def _setting(name: str) -> Callable[[_F], _F]:
     flag = "--" + name.replace("_", "-")
-    return click.option(flag, name, callback=_number, default=None, metavar="N", help=f"{name} (Baseten default)")
+    default = AutoscalingSettings.model_fields[name].default
+    return click.option(flag, name, callback=_number, default=None, metavar="N", help=f"{name}  [default: {default}]")
 
 
 @click.command("simulate", help=_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
