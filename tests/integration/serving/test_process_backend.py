@@ -147,17 +147,22 @@ _RUNNERS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
     "asyncio": asyncio.run,
     "uvloop": uvloop.run,
 }
+#: (event loop, how replicas start): the server runs uvloop and forks.
+MODES = [("asyncio", "spawn"), ("uvloop", "spawn"), ("uvloop", "fork")]
 
 
-def on_both_loops(case: Case) -> Callable[[Path, str], None]:
-    """Run ``case`` on asyncio's loop and on uvloop (which the server uses),
-    with a fresh backend that is closed afterwards."""
+def each_mode(case: Case) -> Callable[[Path, str, str], None]:
+    """Run ``case`` on asyncio's loop and on uvloop, with replicas spawned and
+    forked from the fork server, each time with a fresh backend."""
 
-    @pytest.mark.parametrize("loop", list(_RUNNERS))
-    def test(tmp_path: Path, loop: str) -> None:
+    @pytest.mark.parametrize(("loop", "start"), MODES)
+    def test(tmp_path: Path, loop: str, start: str) -> None:
         async def body() -> None:
-            backend = ProcessBackend(log_dir=tmp_path / "logs", failed_grace_seconds=2.0)
+            backend = ProcessBackend(
+                log_dir=tmp_path / "logs", failed_grace_seconds=2.0, warm_start=start == "fork"
+            )
             try:
+                assert await backend.prewarm() is (start == "fork")
                 await asyncio.wait_for(case(tmp_path, backend), 45)
             finally:
                 await backend.close()
@@ -166,6 +171,10 @@ def on_both_loops(case: Case) -> Callable[[Path, str], None]:
 
     test.__doc__ = case.__doc__
     return test
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _client(replica: Replica) -> httpx.AsyncClient:
@@ -180,13 +189,15 @@ def _echo_package(tmp_path: Path) -> Path:
     return _package(tmp_path, ECHO, "echo")
 
 
-@on_both_loops
+@each_mode
 async def test_starts_loads_serves_and_stops(tmp_path: Path, backend: ProcessBackend) -> None:
     package = _echo_package(tmp_path)
     rec = Recorder()
     replica = await backend.start(_spec(package), rec)
     assert replica.state is S.STARTING
     assert replica.id.startswith("r-") and replica.pid is not None
+    # Forked replicas are the fork server's children; spawned ones ours.
+    assert (_parent(replica.pid) == os.getpid()) is not backend.warm
     assert backend.list() == [replica]
     await rec.wait_for(S.READY, S.FAILED)
     assert replica.state is S.READY, replica.error
@@ -212,7 +223,7 @@ async def test_starts_loads_serves_and_stops(tmp_path: Path, backend: ProcessBac
     assert replica.state is S.STOPPED
 
 
-@on_both_loops
+@each_mode
 async def test_sigterm_finishes_the_request_in_flight(tmp_path: Path, backend: ProcessBackend) -> None:
     rec = Recorder()
     replica = await backend.start(_spec(_package(tmp_path, SLOW_PREDICT)), rec)
@@ -235,7 +246,7 @@ async def test_sigterm_finishes_the_request_in_flight(tmp_path: Path, backend: P
     assert not _alive(replica.pid)
 
 
-@on_both_loops
+@each_mode
 async def test_grace_runs_out_then_sigkill(tmp_path: Path, backend: ProcessBackend) -> None:
     rec = Recorder()
     replica = await backend.start(_spec(_package(tmp_path, SLOW_PREDICT)), rec)
@@ -257,7 +268,7 @@ async def test_grace_runs_out_then_sigkill(tmp_path: Path, backend: ProcessBacke
     assert replica.state is S.STOPPED
 
 
-@on_both_loops
+@each_mode
 async def test_load_raising_fails_with_the_traceback(tmp_path: Path, backend: ProcessBackend) -> None:
     rec = Recorder()
     replica = await backend.start(_spec(_package(tmp_path, LOAD_RAISES)), rec)
@@ -275,7 +286,7 @@ async def test_load_raising_fails_with_the_traceback(tmp_path: Path, backend: Pr
     assert replica.state is S.FAILED and "0xdead" in (replica.error or "")
 
 
-@on_both_loops
+@each_mode
 async def test_exit_before_ready_fails_with_the_log_tail(tmp_path: Path, backend: ProcessBackend) -> None:
     rec = Recorder()
     replica = await backend.start(_spec(_package(tmp_path, CRASH_AT_IMPORT)), rec)
@@ -286,7 +297,7 @@ async def test_exit_before_ready_fails_with_the_log_tail(tmp_path: Path, backend
     assert "about to crash on purpose" in replica.error
 
 
-@on_both_loops
+@each_mode
 async def test_killed_replica_is_failed(tmp_path: Path, backend: ProcessBackend) -> None:
     rec = Recorder()
     replica = await backend.start(_spec(_echo_package(tmp_path)), rec)
@@ -299,7 +310,7 @@ async def test_killed_replica_is_failed(tmp_path: Path, backend: ProcessBackend)
     assert backend.list() == []
 
 
-@on_both_loops
+@each_mode
 async def test_unstartable_interpreter_fails_at_once(tmp_path: Path, backend: ProcessBackend) -> None:
     package = _package(tmp_path, ECHO)
     spec = _spec(package)
@@ -315,7 +326,7 @@ async def test_unstartable_interpreter_fails_at_once(tmp_path: Path, backend: Pr
     assert backend.list() == []
 
 
-@on_both_loops
+@each_mode
 async def test_close_stops_every_replica(tmp_path: Path, _: ProcessBackend) -> None:
     backend = ProcessBackend(tmp_path / "run")
     package = _package(tmp_path, ECHO)
@@ -332,6 +343,51 @@ async def test_close_stops_every_replica(tmp_path: Path, _: ProcessBackend) -> N
         await backend.start(_spec(package), Recorder())
 
 
+@each_mode
+async def test_replicas_of_a_dead_fork_server_fail_and_a_new_one_forks(
+    tmp_path: Path, backend: ProcessBackend
+) -> None:
+    if not backend.warm:
+        pytest.skip("only where replicas are forked")
+    rec = Recorder()
+    package = _package(tmp_path, ECHO)
+    replica = await backend.start(_spec(package), rec)
+    await rec.wait_for(S.READY, S.FAILED)
+    assert replica.pid is not None
+    fork_server = _parent(replica.pid)
+    assert fork_server != os.getpid()
+    os.kill(fork_server, signal.SIGKILL)
+    await rec.wait_for(S.FAILED)
+    assert "SIGKILL" in (replica.error or "")
+    deadline = time.monotonic() + 10
+    while _alive(replica.pid):
+        assert time.monotonic() < deadline, "replica outlived its fork server"
+        await asyncio.sleep(0.02)
+    assert not backend.warm
+    rec2 = Recorder()
+    again = await backend.start(_spec(package), rec2)
+    await rec2.wait_for(S.READY, S.FAILED)
+    assert again.state is S.READY and backend.warm
+    assert _parent(again.pid or 0) not in (os.getpid(), fork_server)
+
+
+@each_mode
+async def test_a_replica_that_changes_interpreter_settings_is_spawned(
+    tmp_path: Path, backend: ProcessBackend
+) -> None:
+    package = _package(tmp_path, ECHO)
+    base = _spec(package)
+    spec = ReplicaSpec(
+        deployment_id=base.deployment_id, package_dir=package, config=base.config,
+        python=base.python, env={"PYTHONHASHSEED": "7"},
+    )
+    rec = Recorder()
+    replica = await backend.start(spec, rec)
+    await rec.wait_for(S.READY, S.FAILED)
+    assert replica.state is S.READY
+    assert _parent(replica.pid or 0) == os.getpid()
+
+
 ORPHAN_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
@@ -342,7 +398,8 @@ from swell.serving.backends import ProcessBackend
 
 async def main():
     package, logs, module = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    backend = ProcessBackend(log_dir=logs, module=module)
+    backend = ProcessBackend(log_dir=logs, module=module, warm_start=sys.argv[5] == "fork")
+    await backend.prewarm()
     config, _ = load_model_config(package)
     spec = ReplicaSpec(deployment_id="orphan", package_dir=package, config=config,
                        python=sys.executable)
@@ -356,15 +413,16 @@ async def main():
 """
 
 
+@pytest.mark.parametrize("start", ["spawn", "fork"])
 @pytest.mark.parametrize("module", ["swell.modelserver", STUBBORN_MODULE])
-def test_replica_dies_with_a_server_killed_by_sigkill(tmp_path: Path, module: str) -> None:
+def test_replica_dies_with_a_server_killed_by_sigkill(tmp_path: Path, module: str, start: str) -> None:
     """Whatever the replica does, the kernel ends it with its server (on both loops)."""
     package = _package(tmp_path, ECHO)
     script = tmp_path / "server.py"
     script.write_text(ORPHAN_SCRIPT)
     for loop in _RUNNERS:
         server = subprocess.Popen(
-            [sys.executable, str(script), str(package), str(tmp_path / "logs"), module, loop],
+            [sys.executable, str(script), str(package), str(tmp_path / "logs"), module, loop, start],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -372,6 +430,7 @@ def test_replica_dies_with_a_server_killed_by_sigkill(tmp_path: Path, module: st
             assert server.stdout is not None
             replica_pid = int(server.stdout.readline())  # bounded: the script gives up after 30 s
             assert _alive(replica_pid)
+            assert (_parent(replica_pid) == server.pid) is (start == "spawn")
             server.kill()
             server.wait(10)
             _wait_gone(replica_pid, timeout=10)

@@ -10,14 +10,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
+from swell.serving.backends.process._forkserver import ForkServer, forkable
 from swell.serving.backends.process._lifecycle import (
     ReplicaEvent,
     describe_exit,
@@ -40,12 +42,30 @@ _EVENT_LINE_LIMIT = 4 * 1024 * 1024
 #: After the process exits, how long to wait for the rest of its events.
 _EVENTS_DRAIN_SECONDS = 1.0
 _LOG_TAIL_LINES = 40
+#: How often a fork server is started (again, after it died) before replicas
+#: are only spawned.
+_FORK_SERVER_STARTS = 3
+
+
+class _Process(Protocol):
+    """What the runner needs of a child: a spawned one or a forked one."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 @dataclass(eq=False)
 class _Handle:
     replica: Replica
-    process: asyncio.subprocess.Process
+    process: _Process
     on_change: StateCallback
     log_path: Path
     lifeline: int | None  # write end; closing it tells the replica to exit
@@ -69,6 +89,17 @@ class ProcessBackend:
     Replicas die with the server, even on ``kill -9``: the kernel sends them
     SIGKILL (``PR_SET_PDEATHSIG``) and their lifeline pipe reaches EOF.
 
+    With ``warm_start`` (the default), replicas that run on the server's own
+    interpreter are forked from a *fork server* that has already imported the
+    model server's runtime, so a cold start is a fork plus the model's own
+    ``load()`` rather than a fresh interpreter.  The fork server starts with
+    :meth:`prewarm`, or else with the first replica, which waits for it (that
+    costs about what spawning the replica would).  If it dies, it is started
+    again, up to three times in all.
+    Replicas on another interpreter (a deployment's virtual environment), or
+    whose environment changes how the interpreter starts (``PYTHON*``,
+    ``LD_*``), are always spawned.
+
     ``transport="tcp"`` gives each replica a port on 127.0.0.1 instead of a
     socket; ``module`` is the module run with ``-m`` (tests replace it).
     """
@@ -82,6 +113,7 @@ class ProcessBackend:
         module: str = "swell.modelserver",
         close_grace_seconds: float = 5.0,
         failed_grace_seconds: float = 5.0,
+        warm_start: bool = True,
     ) -> None:
         if transport not in ("unix", "tcp"):
             raise ValueError(f"transport: {transport!r} is not allowed; must be 'unix' or 'tcp'")
@@ -94,6 +126,10 @@ class ProcessBackend:
         self._failed_grace = failed_grace_seconds
         self._handles: dict[str, _Handle] = {}
         self._closed = False
+        self._warm_start = warm_start
+        self._fork_server: ForkServer | None = None
+        self._fork_server_task: asyncio.Task[bool] | None = None
+        self._fork_server_starts = 0
 
     # ------------------------------------------------------------------ public
 
@@ -106,6 +142,30 @@ class ProcessBackend:
     def log_path(self, replica: Replica) -> Path:
         """Where the replica's stdout and stderr go."""
         return self.log_dir / replica.deployment_id / f"{replica.id}.log"
+
+    async def prewarm(self) -> bool:
+        """Start the fork server now (if ``warm_start``); True once it can fork.
+
+        ``start`` calls it too, so this only moves the fork server's own start
+        (about one cold start) off the first replica's path.
+        """
+        if not self._warm_start or self._closed:
+            return False
+        server = self._fork_server
+        if server is not None and server.ready:
+            return True
+        task = self._fork_server_task
+        if task is None or (task.done() and self._fork_server_starts < _FORK_SERVER_STARTS):
+            self._fork_server_starts += 1
+            task = self._fork_server_task = asyncio.get_running_loop().create_task(
+                self._start_fork_server()
+            )
+        return await asyncio.shield(task) and self.warm
+
+    @property
+    def warm(self) -> bool:
+        """Whether replicas on the server's interpreter are forked now."""
+        return self._fork_server is not None and self._fork_server.ready
 
     async def start(self, spec: ReplicaSpec, on_change: StateCallback) -> Replica:
         """Spawn a replica; return at once in STARTING (FAILED if it could not spawn)."""
@@ -152,17 +212,21 @@ class ProcessBackend:
                 f"--- swell: starting replica {replica_id} of {spec.deployment_id} "
                 f"at {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode(),
             )
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=subprocess.STDOUT,
-                pass_fds=(events_w, lifeline_r),
-                env=env,
-                cwd=str(spec.package_dir),
-                start_new_session=False,
-                preexec_fn=die_with_parent_hook(),
-            )
+            process: _Process | None = None
+            if await self._forkable(spec, env):
+                process = await self._fork(replica_id, spec, env, log_fd, events_w, lifeline_r)
+            if process is None:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(events_w, lifeline_r),
+                    env=env,
+                    cwd=str(spec.package_dir),
+                    start_new_session=False,
+                    preexec_fn=die_with_parent_hook(),
+                )
         except (OSError, subprocess.SubprocessError) as exc:
             for fd in (events_r, lifeline_w):
                 os.close(fd)
@@ -231,11 +295,59 @@ class ProcessBackend:
         tasks = [t for h in handles for t in h.tasks]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._fork_server_task is not None:
+            await asyncio.gather(self._fork_server_task, return_exceptions=True)
+        if self._fork_server is not None:
+            await self._fork_server.close()
+            self._fork_server = None
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
             self._private_dir = None
 
     # ------------------------------------------------------------------ runner
+
+    async def _forkable(self, spec: ReplicaSpec, env: dict[str, str]) -> bool:
+        if not self._warm_start or spec.python != sys.executable:
+            return False
+        # Starting the fork server costs about what spawning this replica
+        # would, and then every replica shares its pages: wait for it.
+        if not await self.prewarm():
+            return False
+        server = self._fork_server
+        return server is not None and server.ready and forkable(env, server.env)
+
+    async def _start_fork_server(self) -> bool:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWELL_")}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        server = ForkServer(sys.executable, env, self.log_dir / "forkserver.log")
+        ready = await server.start()
+        if not ready or self._closed:
+            await server.close()
+            return False
+        old, self._fork_server = self._fork_server, server
+        if old is not None:
+            await old.close()
+        return True
+
+    async def _fork(
+        self, replica_id: str, spec: ReplicaSpec, env: dict[str, str], log_fd: int,
+        events_w: int, lifeline_r: int,
+    ) -> _Process | None:
+        assert self._fork_server is not None
+        child_env = {k: v for k, v in env.items() if k not in ("SWELL_EVENTS_FD", "SWELL_LIFELINE_FD")}
+        try:
+            return await self._fork_server.fork(
+                replica_id,
+                self._module,
+                ["--model-dir", str(spec.package_dir)],
+                child_env,
+                str(spec.package_dir),
+                log_fd,
+                {"SWELL_EVENTS_FD": events_w, "SWELL_LIFELINE_FD": lifeline_r},
+            )
+        except RuntimeError as exc:
+            logger.warning("replica %s: %s; spawning it instead", replica_id, exc)
+            return None
 
     def _private(self) -> Path:
         if self._private_dir is None:

@@ -10,6 +10,7 @@ import pytest
 
 from swell.config import ModelConfig
 from swell.serving import ReplicaSpec, ReplicaState
+from swell.serving.backends.process._forkserver import forkable
 from swell.serving.backends.process._lifecycle import (
     MAX_SOCKET_PATH,
     ReplicaEvent,
@@ -160,3 +161,21 @@ def test_tail_lines(tmp_path: Path) -> None:
     assert tail.endswith("line 99")
     log.write_bytes(b"ok\n\xff\xfebad bytes\n")
     assert tail_lines(log, 1).endswith("bad bytes")
+
+
+@pytest.mark.parametrize(
+    ("env", "server_env", "expected"),
+    [
+        ({"PATH": "/a", "X": "1"}, {"PATH": "/b"}, True),  # read later, by os.environ
+        ({"PYTHONUNBUFFERED": "1"}, {"PYTHONUNBUFFERED": "1"}, True),
+        ({"PYTHONPATH": "/pkg"}, {}, False),  # sys.path is built at start-up
+        ({}, {"PYTHONPATH": "/pkg"}, False),
+        ({"PYTHONHASHSEED": "1"}, {"PYTHONHASHSEED": "2"}, False),
+        ({"LD_PRELOAD": "libx.so"}, {}, False),
+        ({"MALLOC_ARENA_MAX": "2"}, {}, False),
+        ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}, {}, False),
+        ({"OMP_NUM_THREADS": "1"}, {}, True),  # read when numpy loads, in the replica
+    ],
+)
+def test_forkable(env: dict[str, str], server_env: dict[str, str], expected: bool) -> None:
+    assert forkable(env, server_env) is expected

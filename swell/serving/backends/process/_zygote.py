@@ -1,0 +1,203 @@
+"""The fork server: a process that has imported the model server's runtime and
+forks a replica from itself on request.
+
+Run by the backend as a *script* (``python .../_zygote.py FD``), so that it
+imports nothing of the router.  Importing the runtime is most of a cold
+start (interpreter, uvicorn, httptools, uvloop: ~150 ms on one core); a fork
+of a process that has done it costs a few milliseconds, and the replica
+shares those pages with this process instead of holding its own copy.
+
+Protocol, one JSON object per SOCK_SEQPACKET message on fd ``FD``:
+
+- backend → here: ``{"op": "fork", "id", "module", "args", "env", "cwd",
+  "fd_env": [name, name]}`` with three descriptors attached (log, then the
+  two named in ``fd_env``);
+- here → backend: ``{"op": "ready", "pid"}`` once imported;
+  ``{"op": "forked", "id", "pid"}`` or ``{"op": "error", "id", "error"}``;
+  ``{"op": "exit", "pid", "returncode"}`` (negative: killed by that signal).
+
+EOF on the socket (the server is gone) ends this process, and with it every
+replica it forked: each has ``PR_SET_PDEATHSIG`` = SIGKILL towards it, as it
+has towards the server.
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import ctypes.util
+import gc
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+#: What ``python -m swell.modelserver`` imports before it runs user code.
+PRELOAD = (
+    "swell.modelserver",
+    "swell.modelserver._server",
+    "swell.modelserver._app",
+    "swell.modelserver._wrapper",
+    "swell.modelserver._codec",
+    "swell.modelserver._config",
+    "yaml",
+    "uvicorn",
+    "uvicorn.config",
+    "uvicorn.server",
+    "uvicorn.main",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvicorn.loops.uvloop",
+    "uvicorn.lifespan.off",
+    "uvloop",
+    "httptools",
+    "runpy",
+)
+
+_MAX_MESSAGE = 1 << 20
+_FDS = 3
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15  # what ps -o comm and top show: tells replicas from the fork server
+
+
+def _load_prctl() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return prctl
+
+
+def _set_name(prctl: Any, name: str) -> None:
+    if prctl is not None:
+        prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+class _Job:
+    def __init__(self, module: str, args: list[str]) -> None:
+        self.module = module
+        self.args = args
+
+
+def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        sock.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the server is gone; the next recv says so
+
+
+def _reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(sock, {"op": "exit", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
+
+
+def _receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    fds = array.array("i")
+    data, ancdata, _flags, _addr = sock.recvmsg(_MAX_MESSAGE, socket.CMSG_SPACE(_FDS * fds.itemsize))
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return json.loads(data), list(fds)
+
+
+def _become_replica(sock: socket.socket, message: dict[str, Any], fds: list[int], zygote: int,
+                    prctl: Any) -> _Job:
+    """In the forked child: take the replica's descriptors, environment and
+    directory, then hand back what to run."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != zygote:
+        os._exit(1)
+    _set_name(prctl, f"swell {message['id']}")
+    sock.close()
+    log_fd, *passed = fds
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    env = dict(message["env"])
+    for name, fd in zip(message["fd_env"], passed, strict=True):
+        os.set_inheritable(fd, True)
+        env[name] = str(fd)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(message["cwd"])
+    # As ``python -m`` would have it: the working directory first on the path.
+    sys.path[0] = os.getcwd()
+    return _Job(message["module"], list(message["args"]))
+
+
+def serve(fd: int) -> _Job:
+    """Fork replicas until the server hangs up; returns only in a child."""
+    sock = socket.socket(fileno=fd)
+    prctl = _load_prctl()
+    _set_name(prctl, "swell-forksrv")
+    for name in PRELOAD:
+        try:
+            __import__(name)
+        except Exception:  # noqa: BLE001, S110 - a missing optional piece is imported later, in the replica
+            pass
+    if threading.active_count() != 1:
+        # fork() copies only the calling thread: a replica forked from here
+        # would miss the others.  Refuse; the backend spawns instead.
+        _send(sock, {"op": "refused", "error": f"{threading.active_count()} threads after preload"})
+        os._exit(2)
+    # Keep the imported objects out of the collector's reach: a collection in a
+    # replica would otherwise write to (and so copy) every page they live on.
+    gc.collect()
+    gc.freeze()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the server, which ends us
+    signal.signal(signal.SIGCHLD, lambda *_: _reap(sock))
+    zygote = os.getpid()
+    _send(sock, {"op": "ready", "pid": zygote})
+    while True:
+        received = _receive(sock)
+        if received is None:
+            os._exit(0)
+        message, fds = received
+        if message.get("op") != "fork" or len(fds) != _FDS:
+            for passed_fd in fds:
+                os.close(passed_fd)
+            _send(sock, {"op": "error", "id": message.get("id"), "error": "bad fork request"})
+            continue
+        # No exit report may overtake the "forked" one.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            _send(sock, {"op": "error", "id": message["id"], "error": f"fork failed: {exc}"})
+            pid = -1
+        if pid == 0:
+            return _become_replica(sock, message, fds, zygote, prctl)
+        for passed_fd in fds:
+            os.close(passed_fd)
+        if pid > 0:
+            _send(sock, {"op": "forked", "id": message["id"], "pid": pid})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+
+if __name__ == "__main__":
+    job = serve(int(sys.argv[1]))
+    import runpy
+
+    sys.argv = ["-m", *job.args]
+    runpy.run_module(job.module, run_name="__main__", alter_sys=True)
