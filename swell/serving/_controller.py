@@ -218,6 +218,11 @@ class Controller:
             self._load_failed(scaled, f"could not start a replica: {exc}")
             return
         router.pending_starts -= 1
+        if not replica.state.alive and replica.id not in router.handles:
+            # It failed before it existed (could not spawn): no callback will
+            # follow, so this is the only news; without it waiters would hang.
+            self._load_failed(scaled, replica.error or f"the replica {replica.state.value} as it started")
+            return
         self._on_change(replica)
 
     def _drain(self, scaled: ScaledDeployment, handle: ReplicaHandle) -> None:

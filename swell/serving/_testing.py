@@ -19,11 +19,19 @@ class FakeBackend:
         self.stopped: list[str] = []
         self.closed = False
         self.fail_start: Exception | None = None
+        # Like the process backend when it cannot spawn: start returns a FAILED
+        # replica with this error, and no callback ever follows.
+        self.spawn_error: str | None = None
 
     async def start(self, spec: ReplicaSpec, on_change: StateCallback) -> Replica:
         if self.fail_start is not None:
             raise self.fail_start
         replica = Replica(id=f"r{len(self.started)}", deployment_id=spec.deployment_id, state=ReplicaState.STARTING)
+        if self.spawn_error is not None:
+            replica.state = ReplicaState.FAILED
+            replica.error = self.spawn_error
+            self.started.append(replica)
+            return replica
         self.replicas[replica.id] = replica
         self._callbacks[replica.id] = on_change
         self.started.append(replica)

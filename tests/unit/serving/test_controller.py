@@ -192,3 +192,17 @@ async def test_close_stops_replicas_and_answers_the_queue() -> None:
     result = (await asyncio.gather(waiting, return_exceptions=True))[0]
     assert isinstance(result, Unavailable) and result.status == 503
     assert backend.closed
+
+
+async def test_replica_that_cannot_even_spawn_fails_the_waiters_and_backs_off() -> None:
+    # The process backend returns a FAILED replica (no callback follows) when
+    # the process cannot be spawned, e.g. a deployment's venv interpreter is gone.
+    controller, router, backend, clock = setup()
+    backend.spawn_error = "could not start the replica process: No such file or directory"
+    task = asyncio.create_task(router.acquire())
+    result = (await asyncio.gather(asyncio.wait_for(task, 5), return_exceptions=True))[0]
+    assert isinstance(result, Unavailable) and result.status == 503
+    scaled = controller.get("dep1")
+    assert scaled is not None and scaled.status() is DeploymentStatus.UNHEALTHY
+    assert "No such file" in (scaled.error or "")
+    assert router.queued == 0
