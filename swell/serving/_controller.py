@@ -167,8 +167,10 @@ class Controller:
 
     def _wake(self, router: DeploymentRouter) -> None:
         scaled = self._deployments.get(router.deployment_id)
-        if scaled is None or scaled.retiring or self._closing:
+        if scaled is None or self._closing:
             return
+        # A retiring deployment still serves the requests it holds (its
+        # replicas stop only once its queue is empty), so it may wake too.
         self._decide(scaled, self.clock.now())
 
     # ------------------------------------------------------------------ acting

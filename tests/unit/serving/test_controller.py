@@ -206,3 +206,25 @@ async def test_replica_that_cannot_even_spawn_fails_the_waiters_and_backs_off() 
     assert scaled is not None and scaled.status() is DeploymentStatus.UNHEALTHY
     assert "No such file" in (scaled.error or "")
     assert router.queued == 0
+
+
+async def test_retiring_deployment_still_serves_what_it_holds_when_its_replica_dies() -> None:
+    controller, router, backend, clock = setup()
+    first = asyncio.create_task(router.acquire())
+    await settle()
+    backend.ready("r0")
+    handle = await first
+    waiting = asyncio.create_task(router.acquire())
+    await settle()
+    controller.retire("dep1")  # a newer development push replaced it
+    backend.set_state("r0", ReplicaState.FAILED, error="killed by signal 9")
+    router.release(handle)
+    await settle()
+    assert len(backend.started) == 2  # the queued request gets a replica, not a hang
+    backend.ready("r1")
+    served = await asyncio.wait_for(waiting, 5)
+    assert served.id == "r1"
+    router.release(served)
+    await tick(controller, clock)  # the queue is empty: r1 drains and stops
+    await tick(controller, clock)  # nothing left: the deployment is forgotten
+    assert controller.get("dep1") is None and backend.alive("dep1") == []
