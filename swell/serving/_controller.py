@@ -140,16 +140,22 @@ class Controller:
         """One pass of the rule over every deployment."""
         now = self.clock.now()
         for scaled in list(self._deployments.values()):
-            router = scaled.router
-            scaled.window.record(now, router.take_mean(now))
-            if scaled.retiring:
-                self._retire_step(scaled)
-                continue
-            if router.unavailable is not None and now >= scaled.retry_at:
-                router.unavailable = None  # the next request may try again
-            self._check_load_timeouts(scaled, now)
-            self._decide(scaled, now)
+            try:
+                self._tick_one(scaled, now)
+            except Exception:  # one broken deployment must not starve the others
+                log.exception("%s: control loop tick failed", scaled.router.name)
         await self._settle()
+
+    def _tick_one(self, scaled: ScaledDeployment, now: float) -> None:
+        router = scaled.router
+        scaled.window.record(now, router.take_mean(now))
+        if scaled.retiring:
+            self._retire_step(scaled)
+            return
+        if router.unavailable is not None and now >= scaled.retry_at:
+            router.unavailable = None  # the next request may try again
+        self._check_load_timeouts(scaled, now)
+        self._decide(scaled, now)
 
     async def _settle(self) -> None:
         """Let the starts this tick asked for reach the backend."""

@@ -228,3 +228,24 @@ async def test_retiring_deployment_still_serves_what_it_holds_when_its_replica_d
     await tick(controller, clock)  # the queue is empty: r1 drains and stops
     await tick(controller, clock)  # nothing left: the deployment is forgotten
     assert controller.get("dep1") is None and backend.alive("dep1") == []
+
+
+async def test_a_deployment_whose_tick_raises_does_not_starve_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    controller, broken, backend, clock = setup()
+    config = ModelConfig.model_validate({})
+    healthy = DeploymentRouter(
+        "dep2",
+        name="m2",
+        spec=ReplicaSpec("dep2", Path("/nowhere"), config, python="python"),
+        settings=AutoscalingSettings(min_replica=1),
+        now=clock.now,
+    )
+    controller.add(healthy)
+
+    def boom(now: float) -> float:
+        raise RuntimeError("bad window")
+
+    broken.take_mean = boom  # type: ignore[method-assign]
+    await tick(controller, clock)  # must neither raise nor skip dep2
+    assert len(backend.alive("dep2")) == 1
+    assert "bad window" in caplog.text
