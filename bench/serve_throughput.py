@@ -1,0 +1,196 @@
+"""Proxied requests/s and p50/p99 at 1, 8 and 64 concurrent connections.
+
+Three legs on the same request (a small JSON body POSTed, echoed back), each
+server pinned to CPU 1 and wrk (one thread) to CPU 0, all in one run:
+
+- bare:  a bare uvicorn app (uvloop + httptools): the physical limit;
+- swell: ``swell serve`` with ``examples/echo`` pushed, called through the router;
+- ray:   Ray Serve with its defaults on the same model, in a network namespace
+         with only a loopback.
+
+Only the ratios between legs are meaningful on a shared machine.
+
+    python bench/serve_throughput.py [--duration 8] [--legs bare,swell,ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from typing import Any
+
+import _common
+import _wrk
+from _common import console, out
+from rich.table import Table
+
+
+def _measure(
+    name: str, url: str, connections: int, args: argparse.Namespace, script: Any
+) -> dict[str, Any]:
+    _wrk.run_wrk(url, connections, args.warmup, script)
+    result = _wrk.run_wrk(url, connections, args.duration, script)
+    console.log(
+        f"{name} c={connections}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.3f} ms,"
+        f" p99 {result.p99_ms:.3f} ms, errors {result.errors}"
+    )
+    return result.as_dict()
+
+
+def _best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the most requests/s: interference from other work on a
+    shared machine only ever slows a round down."""
+    best = dict(max(rounds, key=lambda r: r["rps"]))
+    best["rounds_rps"] = [r["rps"] for r in rounds]
+    return best
+
+
+def local_legs(
+    args: argparse.Namespace, chosen: list[str], advance: Any
+) -> dict[str, dict[str, Any]]:
+    """Bare and Swell side by side: both up at once, measured in turns, level
+    by level and round by round, so slow spells on the machine hit both."""
+    with contextlib.ExitStack() as stack:
+        targets: dict[str, tuple[str, dict[str, str] | None]] = {}
+        extra: dict[str, dict[str, Any]] = {}
+        if "bare" in chosen:
+            targets["bare"] = (stack.enter_context(_common.bare_app()), None)
+        if "swell" in chosen:
+            server = stack.enter_context(_common.SwellServer())
+            pushed = server.push(_common.ECHO_PACKAGE)
+            url = server.predict_url(pushed["model_id"])
+            started = time.perf_counter()
+            status, body = _wrk.post(url, headers=server.headers, timeout=120)
+            cold = time.perf_counter() - started
+            if status != 200:
+                raise SystemExit(f"Swell answered {status}: {body[:500]!r}")
+            console.log(f"swell: first request (cold start) {cold:.3f} s")
+            targets["swell"] = (url, server.headers)
+            extra["swell"] = {"first_request_s": round(cold, 3)}
+        scripts = {name: _wrk.wrk_script(headers) for name, (_, headers) in targets.items()}
+        stack.callback(lambda: [p.unlink(missing_ok=True) for p in scripts.values()])
+        rounds: dict[str, dict[int, list[dict[str, Any]]]] = {
+            name: {c: [] for c in args.concurrency} for name in targets
+        }
+        for _ in range(args.rounds):
+            for connections in args.concurrency:
+                for name, (url, _) in targets.items():
+                    rounds[name][connections].append(
+                        _measure(name, url, connections, args, scripts[name])
+                    )
+                    advance()
+        return {
+            name: {"levels": [_best(rounds[name][c]) for c in args.concurrency], **extra.get(name, {})}
+            for name in targets
+        }
+
+
+def ray_leg(args: argparse.Namespace, advance: Any) -> dict[str, Any]:
+    def on_line(line: str) -> None:
+        console.log(f"ray {line}")
+        if line.startswith("c="):
+            advance()
+
+    return _common.run_ray_leg(
+        "throughput",
+        [
+            "--duration", str(args.duration), "--warmup", str(args.warmup),
+            "--concurrency", ",".join(map(str, args.concurrency)),
+        ],
+        timeout=120 + len(args.concurrency) * (args.duration + args.warmup + 15),
+        on_line=on_line,
+    )
+
+
+def ratios(legs: dict[str, dict[str, Any]], levels: list[int]) -> dict[str, Any]:
+    def at(leg: str, c: int) -> dict[str, Any] | None:
+        for level in legs.get(leg, {}).get("levels", []):
+            if level["connections"] == c:
+                return level  # type: ignore[no-any-return]
+        return None
+
+    out: dict[str, Any] = {}
+    for c in levels:
+        swell, bare, ray = at("swell", c), at("bare", c), at("ray", c)
+        row: dict[str, Any] = {}
+        if swell and bare and bare["rps"]:
+            row["swell_over_bare"] = round(swell["rps"] / bare["rps"], 3)
+        if swell and ray and ray["rps"]:
+            row["swell_over_ray"] = round(swell["rps"] / ray["rps"], 1)
+        if ray and bare and bare["rps"]:
+            row["ray_over_bare"] = round(ray["rps"] / bare["rps"], 4)
+        out[str(c)] = row
+    swell1, bare1 = at("swell", 1), at("bare", 1)
+    if swell1 and bare1:
+        out["p50_added_ms_at_1"] = round(swell1["p50_ms"] - bare1["p50_ms"], 3)
+    return out
+
+
+def table(legs: dict[str, dict[str, Any]], ratio: dict[str, Any], levels: list[int]) -> Table:
+    t = Table(title="requests/s, p50 / p99 ms (server on 1 core, wrk on the other)")
+    t.add_column("connections", justify="right")
+    for leg in legs:
+        t.add_column(leg, justify="right")
+    t.add_column("swell/bare", justify="right")
+    t.add_column("swell/ray", justify="right")
+    for c in levels:
+        cells = []
+        for leg in legs:
+            level = next((x for x in legs[leg]["levels"] if x["connections"] == c), None)
+            cells.append(
+                f"{level['rps']:,.0f}  {level['p50_ms']:.2f} / {level['p99_ms']:.2f}"
+                + (f"  ({level['errors']} err)" if level["errors"] else "")
+                if level
+                else "-"
+            )
+        r = ratio.get(str(c), {})
+        t.add_row(
+            str(c), *cells,
+            f"{r['swell_over_bare']:.0%}" if "swell_over_bare" in r else "-",
+            f"{r['swell_over_ray']:.1f}×" if "swell_over_ray" in r else "-",
+        )
+    return t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5, help="seconds per level (default 5)")
+    parser.add_argument("--warmup", type=float, default=1, help="seconds of warm-up per level")
+    parser.add_argument(
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 64]
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per level; the best is kept")
+    parser.add_argument("--legs", default="bare,swell,ray", help="comma-separated subset")
+    args = parser.parse_args()
+    chosen = [leg for leg in ("bare", "swell", "ray") if leg in args.legs.split(",")]
+    local = [leg for leg in chosen if leg != "ray"]
+    total = len(args.concurrency) * (len(local) * args.rounds + ("ray" in chosen))
+    legs: dict[str, dict[str, Any]] = {}
+    with _common.progress() as bar:
+        task = bar.add_task("throughput", total=total)
+        if local:
+            bar.update(task, description="throughput: " + " and ".join(local))
+            legs.update(local_legs(args, local, lambda: bar.advance(task)))
+        if "ray" in chosen:
+            bar.update(task, description="throughput: ray")
+            legs["ray"] = ray_leg(args, lambda: bar.advance(task))
+    ratio = ratios(legs, args.concurrency)
+    out.print(table(legs, ratio, args.concurrency))
+    if "p50_added_ms_at_1" in ratio:
+        out.print(f"p50 added latency at 1 connection, Swell vs bare: "
+                      f"{ratio['p50_added_ms_at_1']:.3f} ms")
+    _common.write_result(
+        "serve_throughput",
+        {
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "concurrency": args.concurrency,
+            "legs": legs,
+            "ratios": ratio,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
