@@ -117,8 +117,13 @@ class UpstreamResponse:
             self._waiter = None
 
     def abort(self) -> None:
-        """Drop the connection (the caller gave up before the end)."""
-        self._conn.close()
+        """Drop the connection (the caller gave up before the end).
+
+        Once the replica has sent the whole answer the connection is back in
+        the pool, perhaps carrying another request: it is not ours to close.
+        """
+        if not self.complete:
+            self._conn.close()
 
 
 class _Connection(asyncio.Protocol):

@@ -149,3 +149,27 @@ async def test_large_body_is_sent_whole(sock_dir: Path) -> None:
     assert await response.body() == body
     pool.close()
     await server.close()
+
+
+async def test_abort_after_the_stream_ended_keeps_the_pooled_connection(sock_dir: Path) -> None:
+    # The router aborts when its caller goes away, possibly after the replica
+    # finished the stream; by then the connection is back in the pool (maybe
+    # carrying another request), so abort must leave it alone.
+    def stream(_body: bytes) -> list[bytes]:
+        return [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", b"5\r\nhello\r\n", b"0\r\n\r\n"]
+
+    server = Server(sock_dir / "r.sock", stream)
+    await server.start()
+    pool = ReplicaPool(f"unix:{server.path}")
+    response = await pool.request(HEAD % 0, b"")
+    async with asyncio.timeout(5):
+        while not response.complete:
+            await asyncio.sleep(0)
+    response.abort()  # the caller hung up before reading the buffered chunk
+    again = await pool.request(HEAD % 0, b"")
+    async with asyncio.timeout(5):
+        while await again.next_chunk() is not None:
+            pass
+    assert server.connections == 1
+    pool.close()
+    await server.close()
