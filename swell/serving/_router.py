@@ -405,16 +405,31 @@ class DeploymentRouter:
             await send({"type": "http.response.body", "body": body_out})
             self._count(status, started)
             return
+        # Writes to a caller who hung up are dropped silently by the ASGI
+        # server, so without this a stream would hold its slot to the end.
+        stream_watch = _DisconnectWatch(receive, after=0.0) if receive is not None else None
         try:
             await send({"type": "http.response.start", "status": status, "headers": response.headers})
             while (chunk := await response.next_chunk()) is not None:
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if stream_watch is not None:
+                # The server answers a pending receive() with a disconnect
+                # once the response is complete: stop listening first.
+                stream_watch.close()
             await send({"type": "http.response.body", "body": b""})
+        except asyncio.CancelledError:
+            response.abort()
+            if stream_watch is None or not stream_watch.fired:
+                raise
+            stream_watch.forgive()
+            status = 499  # the caller hung up mid-stream
         except BaseException:
             response.abort()
             raise
         finally:
+            if stream_watch is not None:
+                stream_watch.close()
             self.release(handle)
             self._count(status, started)
 
@@ -427,20 +442,22 @@ class DeploymentRouter:
 
 
 class _DisconnectWatch:
-    """Cancel the current request if its caller disconnects while it waits.
+    """Cancel the current request if its caller disconnects.
 
-    Only requests that had to queue get one, and it starts listening only
-    after :data:`_WATCH_AFTER` seconds, so the common path costs one timer.
+    Requests that had to queue get one that starts listening only after
+    :data:`_WATCH_AFTER` seconds, so the common path costs one timer; a
+    streamed answer gets one that listens from its first chunk.
     """
 
     __slots__ = ("_receive", "_task", "_timer", "_watcher", "fired")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, *, after: float | None = None) -> None:
         self._receive = receive
         self._task = asyncio.current_task()
         self._watcher: asyncio.Task[None] | None = None
         self.fired = False
-        self._timer = asyncio.get_running_loop().call_later(_WATCH_AFTER, self._start)
+        delay = _WATCH_AFTER if after is None else after
+        self._timer = asyncio.get_running_loop().call_later(delay, self._start)
 
     def _start(self) -> None:
         self._watcher = asyncio.ensure_future(self._watch())

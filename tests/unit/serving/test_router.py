@@ -299,3 +299,49 @@ async def test_caller_that_hangs_up_leaves_the_queue(monkeypatch: pytest.MonkeyP
     await task
     assert router.queued == 0 and send.messages == []
     assert router.responses == {499: 1}
+
+
+class EndlessStream:
+    """A streamed answer that never ends (a token generator nobody stops)."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.headers = [(b"content-type", b"text/event-stream")]
+        self.chunked = True
+        self.complete = False
+        self.aborted = False
+
+    async def next_chunk(self) -> bytes | None:
+        await asyncio.sleep(0)
+        if self.aborted:
+            raise ReplicaGone("aborted")
+        return b"tok "
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_caller_that_hangs_up_mid_stream_frees_the_slot() -> None:
+    # ASGI servers (uvicorn) drop writes to a closed connection silently, so
+    # only the disconnect message tells the router to stop copying.
+    router = make_router(VirtualClock())
+    ready(router, "a")
+    stream = EndlessStream()
+    router.handles["a"].pool = FakePool(stream)  # type: ignore[assignment]
+    hung_up = asyncio.Event()
+    sent = Recorder()
+
+    async def send(message: dict[str, Any]) -> None:
+        await sent(message)
+        if len(sent.messages) == 5:
+            hung_up.set()
+
+    async def receive() -> dict[str, Any]:
+        await hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    async with asyncio.timeout(5):
+        await router.serve([], b"{}", send, None, receive)
+    assert stream.aborted
+    assert router.in_flight == 0 and router.handles["a"].in_flight == 0
+    assert router.responses == {499: 1}
