@@ -236,3 +236,14 @@ def test_metrics_report_requests_replicas_and_cold_starts(swell: Swell) -> None:
     for name in ("swell_requests_total", "swell_request_duration_seconds_bucket", "swell_queue_length",
                  "swell_replicas{", "swell_cold_start_seconds_bucket"):
         assert name in text
+
+
+def test_caller_hanging_up_mid_stream_frees_the_router_slot(swell: Swell) -> None:
+    stream = swell.push(REPO / "examples" / "stream", name="long-stream", publish=True)
+    with httpx.Client(base_url=swell.url, headers={"Authorization": f"Api-Key {KEY}"}, timeout=60) as client:
+        with client.stream(
+            "POST", swell.predict_path(stream), json={"prompt": "hi", "max_tokens": 512, "delay": 1.0}
+        ) as response:
+            assert response.status_code == 200
+            next(response.iter_raw())  # one token, then hang up (~8 minutes of stream left)
+    swell.wait_for(stream, lambda view: view["in_flight"] == 0, timeout=20, what="the stream's slot to be freed")
