@@ -411,7 +411,7 @@ from swell.serving.backends import ProcessBackend
 
 async def main():
     package, logs, module = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    backend = ProcessBackend(log_dir=logs, module=module, warm_start=sys.argv[5] == "fork")
+    backend = ProcessBackend(logs.parent / "run", logs, module=module, warm_start=sys.argv[5] == "fork")
     await backend.prewarm()
     config, _ = load_model_config(package)
     spec = ReplicaSpec(deployment_id="orphan", package_dir=package, config=config,
