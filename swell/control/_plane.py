@@ -150,8 +150,9 @@ class ControlPlane:
         deployment_id = new_id()
         package_dir = self.data_dir / "packages" / deployment_id
         try:
-            _unpack(archive, package_dir)
-            config, ignored = load_model_config(package_dir, max_replica_cap=self.settings.max_replica_cap)
+            # Extraction and validation touch the disk (a package may carry
+            # gigabytes of weights): off the loop, so predict traffic flows on.
+            config, ignored = await asyncio.to_thread(self._unpack_and_validate, archive, package_dir)
         except ConfigError as exc:
             shutil.rmtree(package_dir, ignore_errors=True)
             raise ApiError(422, "invalid config.yaml", detail=[e.as_dict() for e in exc.errors]) from None
@@ -240,6 +241,19 @@ class ControlPlane:
         return PushResult(
             model.id, name, deployment_id, kind.value, self.status(record).value, promoted, warnings
         )
+
+    def _unpack_and_validate(self, archive: Path, package_dir: Path) -> tuple[ModelConfig, list[str]]:
+        _unpack(archive, package_dir)
+        config, ignored = load_model_config(package_dir, max_replica_cap=self.settings.max_replica_cap)
+        model_file = f"{config.model_module_dir}/{config.model_class_filename}"
+        if not (package_dir / model_file).is_file():
+            raise ApiError(
+                422,
+                "no model file",
+                reason=f"the package has no {model_file}; it must define class {config.model_class_name}",
+                detail=[FieldError("model_class_filename", model_file, "a file in the package").as_dict()],
+            )
+        return config, list(ignored)
 
     def _initial_settings(
         self,
@@ -425,6 +439,14 @@ def _unpack(archive: Path, package_dir: Path) -> None:
             entries = [p for p in root.iterdir() if not p.name.startswith(".")]
             if len(entries) == 1 and entries[0].is_dir() and (entries[0] / "config.yaml").is_file():
                 root = entries[0]
+            else:
+                raise ApiError(
+                    422,
+                    "no config.yaml",
+                    reason="a model package is a directory with config.yaml and model/model.py; "
+                    "config.yaml must be at its root (or in its one top-level folder)",
+                    detail=[FieldError("config.yaml", None, "required at the package root").as_dict()],
+                )
         shutil.move(str(root), str(package_dir))
         if root == Path(tmp):
             Path(tmp).mkdir()  # TemporaryDirectory wants something to remove

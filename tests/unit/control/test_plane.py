@@ -170,3 +170,55 @@ async def test_requirements_are_built_into_the_replica_python(
     assert seen == [["numpy"]]
     router = plane.controller.get(result.deployment_id).router  # type: ignore[union-attr]
     assert router.spec.python == "/venvs/x/bin/python"
+
+
+async def test_package_without_its_model_file_is_422_naming_it(plane: ControlPlane, tmp_path: Path) -> None:
+    import tarfile
+
+    root = tmp_path / "nomodel"
+    root.mkdir()
+    (root / "config.yaml").write_text("model_name: m\n")
+    archive = tmp_path / "nomodel.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname=".")
+    with pytest.raises(ApiError) as info:
+        await plane.push(archive, model_name=None, publish=True, promote=False)
+    assert info.value.status == 422
+    assert info.value.payload["detail"][0]["value"] == "model/model.py"
+    assert plane.registry.models == {} and not list((plane.data_dir / "packages").iterdir())
+
+
+async def test_package_without_config_yaml_names_it_not_a_server_path(plane: ControlPlane, tmp_path: Path) -> None:
+    import tarfile
+
+    root = tmp_path / "noconfig" / "model"
+    root.mkdir(parents=True)
+    (root / "model.py").write_text("class Model: ...\n")
+    archive = tmp_path / "noconfig.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root.parent, arcname=".")
+    with pytest.raises(ApiError) as info:
+        await plane.push(archive, model_name="m", publish=True, promote=False)
+    assert info.value.status == 422
+    assert str(plane.data_dir) not in str(info.value.payload)
+
+
+async def test_push_unpacks_off_the_event_loop(
+    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A package with gigabytes of weights takes seconds to extract; on the
+    # loop that would stall every predict request meanwhile.
+    import threading
+
+    from swell.control import _plane
+
+    threads: list[bool] = []
+    unpack = _plane._unpack
+
+    def spy(archive: Path, package_dir: Path) -> None:
+        threads.append(threading.current_thread() is threading.main_thread())
+        unpack(archive, package_dir)
+
+    monkeypatch.setattr(_plane, "_unpack", spy)
+    await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    assert threads == [False]
