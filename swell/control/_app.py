@@ -177,8 +177,17 @@ def _management_app(plane: ControlPlane) -> FastAPI:
         return JSONResponse({"error": "not found", "reason": str(exc)}, status_code=404)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail).lower(), "reason": None}, status_code=exc.status_code)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        route = f"{request.method} {request.url.path}"
+        payload: dict[str, Any] = {"error": str(exc.detail).lower(), "reason": None}
+        headers = dict(exc.headers or {})
+        if exc.status_code == 404:
+            payload["reason"] = f"no route {route}"
+        elif exc.status_code == 405:
+            allowed = headers.get("Allow") or headers.get("allow") or ""
+            payload["reason"] = f"{route} is not allowed" + (f"; allowed: {allowed}" if allowed else "")
+            payload["allowed"] = [m.strip() for m in allowed.split(",") if m.strip()]
+        return JSONResponse(payload, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -87,3 +87,11 @@ async def test_predict_errors_are_json(client: httpx.AsyncClient, make_archive: 
 async def test_openapi_documents_management(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json", headers=KEY)).json()
     assert "/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings" in spec["paths"]
+
+
+async def test_unknown_routes_and_methods_say_what_was_wrong(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/v1/nothing-here", headers=KEY)
+    assert missing.status_code == 404 and "/v1/nothing-here" in missing.json()["reason"]
+    wrong = await client.delete("/v1/models", headers=KEY)
+    assert wrong.status_code == 405
+    assert "DELETE" in wrong.json()["reason"] and "GET" in wrong.json()["reason"]
