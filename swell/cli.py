@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from rich.markup import escape
 
 from swell import __version__
 
@@ -43,7 +44,8 @@ def _fail(message: str, *, as_json: bool, payload: dict[str, Any] | None = None,
     if as_json:
         click.echo(json.dumps(payload or {"error": message}))
     else:
-        _stderr().print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+        # Messages carry server text and paths: never read them as markup.
+        _stderr().print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     sys.exit(code)
 
 
@@ -247,15 +249,32 @@ class _Client:
         self.url = os.environ.get("SWELL_URL", DEFAULT_URL).rstrip("/")
         key = os.environ.get("SWELL_API_KEY", "")
         headers = {"Authorization": f"Api-Key {key}"} if key else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(30.0, read=None))
         self.httpx = httpx
+        # A malformed SWELL_URL surfaces as InvalidURL, here or at the first request.
+        self.errors: tuple[type[Exception], ...] = (httpx.TransportError, httpx.InvalidURL)
+        try:
+            self.http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(30.0, read=None))
+        except self.errors as exc:
+            self.unreachable(exc)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self.http.request(method, path, **kwargs)
-        except self.httpx.TransportError as exc:
+        except self.errors as exc:
             self.unreachable(exc)
         return self.check(response)
+
+    def request_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A request whose answer must be a JSON object (anything else is not Swell)."""
+        payload = self.request(method, path, **kwargs)
+        if not isinstance(payload, dict):
+            _fail(
+                f"{self.url} answered {path} with something other than a JSON object; "
+                "it is not a Swell server (check SWELL_URL)",
+                as_json=self.as_json,
+                payload={"error": "unexpected answer", "reason": str(payload)[:200], "url": self.url},
+            )
+        return payload
 
     def unreachable(self, exc: Exception) -> NoReturn:
         _fail(
@@ -347,7 +366,7 @@ def push(directory: Path, publish: bool, promote: bool, environment: str, model_
                         yield chunk
                 progress.update(task, description=f"building {name} (installing requirements if any)")
 
-            result = client.request(
+            result = client.request_object(
                 "POST",
                 "/v1/models/push",
                 params=params,
@@ -358,17 +377,18 @@ def push(directory: Path, publish: bool, promote: bool, environment: str, model_
         click.echo(json.dumps(result))
         return
     out = _stderr()
-    out.print(
-        f"[bold green]pushed[/] {result['model_name']}: model {result['model_id']}, "
+    summary = (
+        f"{result['model_name']}: model {result['model_id']}, "
         f"deployment {result['deployment_id']} ({result['kind']}), status {result['status']}"
         + (f", {result['environment']} points at it" if result.get("environment") else "")
     )
+    out.print(f"[bold green]pushed[/] {escape(summary)}")
     for warning in result.get("warnings", []):
-        out.print(f"[yellow]warning:[/] {warning}")
+        out.print(f"[yellow]warning:[/] {escape(str(warning))}")
     out.print(f"predict: POST {client.url}{result['predict_url']}", markup=False)
 
 
-def _read_data(data: str | None) -> bytes:
+def _read_data(data: str | None, *, as_json: bool) -> bytes:
     if data is None:
         return b"{}"
     if data == "@-":
@@ -378,7 +398,7 @@ def _read_data(data: str | None) -> bytes:
         try:
             return path.read_bytes()
         except OSError as exc:
-            raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="-d") from None
+            _fail(f"-d: cannot read {path}: {exc.strerror or exc}", as_json=as_json)
     return data.encode()
 
 
@@ -403,8 +423,8 @@ def predict(
     chosen = sum(bool(x) for x in (deployment_id, environment, development))
     if chosen > 1:
         raise click.UsageError("give at most one of --deployment, --environment, --development")
+    body = _read_data(data, as_json=as_json)
     client = _Client(as_json)
-    body = _read_data(data)
     if deployment_id:
         path = f"/model/{model}/deployment/{deployment_id}/predict"
     elif environment:
@@ -412,7 +432,7 @@ def predict(
     elif development:
         path = f"/model/{model}/development/predict"
     else:
-        info = client.request("GET", f"/v1/models/{model}")
+        info = client.request_object("GET", f"/v1/models/{model}")
         if info.get("environments", {}).get("production"):
             path = f"/model/{model}/environments/production/predict"
         elif info.get("development_deployment_id"):
@@ -440,15 +460,16 @@ def predict(
             if last and not last.endswith(b"\n"):
                 out.write(b"\n")
                 out.flush()
-    except client.httpx.TransportError as exc:
+    except client.errors as exc:
         client.unreachable(exc)
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
+    """``min–max · target@util% · window/delay``, short enough for an 80-column table."""
     return (
-        f"{settings['min_replica']}–{settings['max_replica']} replicas, "
-        f"target {settings['concurrency_target']}@{settings['target_utilization_percentage']}%, "
-        f"window {settings['autoscaling_window']}s, delay {settings['scale_down_delay']}s"
+        f"{settings['min_replica']}–{settings['max_replica']} · "
+        f"{settings['concurrency_target']}@{settings['target_utilization_percentage']}% · "
+        f"{settings['autoscaling_window']}s/{settings['scale_down_delay']}s"
     )
 
 
@@ -459,28 +480,45 @@ def status(model: str | None, as_json: bool) -> None:
     """Deployments with their status, replicas and autoscaling settings."""
     client = _Client(as_json)
     if model:
-        models = [client.request("GET", f"/v1/models/{model}")]
+        models = [client.request_object("GET", f"/v1/models/{model}")]
     else:
-        models = client.request("GET", "/v1/models")["models"]
+        models = client.request_object("GET", "/v1/models").get("models", [])
     if as_json:
         click.echo(json.dumps({"models": models}))
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Swell at {client.url}")
-    for column in ("model", "deployment", "kind", "environment", "status", "replicas", "settings"):
-        table.add_column(column)
+    # Fits 80 columns: the model's id and the deployment's kind are in --json;
+    # a development deployment says so where a published one names its
+    # environments.
+    table = Table(
+        title=f"Swell at {client.url}",
+        caption="settings: min–max replicas · target@utilization · window/scale-down delay",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=0,
+    )
+    table.add_column("model", overflow="fold", max_width=13)
+    table.add_column("deployment", no_wrap=True)
+    table.add_column("serves", min_width=11, max_width=11)
+    table.add_column("status", no_wrap=True)
+    table.add_column("ready", no_wrap=True, justify="right")
+    table.add_column("settings", min_width=22)
     colours = {"Active": "green", "Scaled to zero": "dim", "Failed": "red", "Unhealthy": "red"}
     for entry in models:
         for dep in entry.get("deployments", []):
-            state = dep["status"]
+            state = str(dep["status"])
+            if dep.get("kind") == "development":
+                serves = "development"
+            else:
+                serves = ", ".join(dep.get("environments", [])) or "—"
             table.add_row(
-                f"{entry['name']} ({entry['id']})",
-                dep["id"],
-                dep["kind"],
-                ", ".join(dep.get("environments", [])) or "—",
-                f"[{colours.get(state, 'yellow')}]{state}[/]",
+                escape(str(entry["name"])),
+                escape(str(dep["id"])),
+                escape(serves),
+                f"[{colours.get(state, 'yellow')}]{escape(state)}[/]",
                 f"{dep['replicas_ready']}/{dep['replicas_total']}",
                 _settings_text(dep["autoscaling_settings"]),
             )

@@ -1,0 +1,86 @@
+"""The CLI's output and error paths, without a server (the e2e tests run one)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from swell import cli
+
+SETTINGS = {
+    "min_replica": 0,
+    "max_replica": 1,
+    "autoscaling_window": 60,
+    "scale_down_delay": 900,
+    "concurrency_target": 1,
+    "target_utilization_percentage": 70,
+}
+
+
+def deployment(dep_id: str, kind: str, status: str, environments: list[str]) -> dict[str, Any]:
+    return {
+        "id": dep_id,
+        "kind": kind,
+        "status": status,
+        "environments": environments,
+        "replicas_ready": 0,
+        "replicas_total": 1,
+        "autoscaling_settings": SETTINGS,
+    }
+
+
+MODELS = {
+    "models": [
+        {
+            "id": "bwzbjqvw",
+            "name": "sentiment-small",
+            "deployments": [
+                deployment("omsaomth", "published", "Scaled to zero", ["production"]),
+                deployment("a1b2c3d4", "development", "Loading model", []),
+            ],
+        }
+    ]
+}
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(cli.cli, list(args), env={"COLUMNS": "80", "SWELL_API_KEY": "k", **(env or {})})
+
+
+def test_status_table_fits_80_columns_one_line_per_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli._Client, "request", lambda self, method, path, **kw: MODELS)
+    result = invoke("status")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for dep_id in ("omsaomth", "a1b2c3d4"):
+        (row,) = [line for line in lines if dep_id in line]
+        assert "0–1 · 1@70% · 60s/900s" in row
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/[/x]", "http://[::1", "localhost:8080"])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_bad_or_unreachable_server_url_is_a_message(url: str, as_json: bool) -> None:
+    result = invoke("status", *(["--json"] if as_json else []), env={"SWELL_URL": url})
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    if as_json:
+        assert json.loads(result.stdout)["error"]
+    else:
+        assert "error:" in result.stderr and "Traceback" not in result.output
+
+
+def test_an_answer_that_is_not_swells_is_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli._Client, "request", lambda self, method, path, **kw: "<html>hello</html>")
+    result = invoke("status")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "not a Swell server" in result.stderr
+
+
+def test_predict_with_an_unreadable_data_file_prints_one_json_object() -> None:
+    result = invoke("predict", "m", "-d", "@/nonexistent/input.json", "--json", env={"SWELL_URL": "http://127.0.0.1:9"})
+    assert result.exit_code != 0
+    assert "/nonexistent/input.json" in json.loads(result.stdout)["error"]
