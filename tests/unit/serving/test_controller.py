@@ -197,7 +197,7 @@ async def test_close_stops_replicas_and_answers_the_queue() -> None:
 async def test_replica_that_cannot_even_spawn_fails_the_waiters_and_backs_off() -> None:
     # The process backend returns a FAILED replica (no callback follows) when
     # the process cannot be spawned, e.g. a deployment's venv interpreter is gone.
-    controller, router, backend, clock = setup()
+    controller, router, backend, _clock = setup()
     backend.spawn_error = "could not start the replica process: No such file or directory"
     task = asyncio.create_task(router.acquire())
     result = (await asyncio.gather(asyncio.wait_for(task, 5), return_exceptions=True))[0]
