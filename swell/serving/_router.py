@@ -192,7 +192,7 @@ class DeploymentRouter:
             handle.replica = replica
         if replica.state is ReplicaState.READY and handle.pool is None and not handle.broken:
             handle.pool = ReplicaPool(replica.address, max_idle=max(2, self.slots))
-            if not handle.draining:
+            if not handle.draining and not handle.stopping:  # e.g. stopped for a load timeout
                 self._ready.append(handle)
                 self._pump()
         return handle

@@ -345,3 +345,16 @@ async def test_caller_that_hangs_up_mid_stream_frees_the_slot() -> None:
     assert stream.aborted
     assert router.in_flight == 0 and router.handles["a"].in_flight == 0
     assert router.responses == {499: 1}
+
+
+async def test_replica_being_stopped_takes_no_request_when_it_reports_ready() -> None:
+    # The controller stops a replica that overran its load timeout; its READY
+    # may still arrive before the process dies, and must not route to it.
+    router = make_router(VirtualClock())
+    replica = Replica(id="a", deployment_id="dep1", state=ReplicaState.LOADING, address="unix:/nowhere/a.sock")
+    handle = router.replica_changed(replica)
+    assert handle is not None
+    handle.stopping = True
+    replica.state = ReplicaState.READY
+    router.replica_changed(replica)
+    assert router._pick() is None
