@@ -141,7 +141,7 @@ class ModelWrapper:
         logger.info("Executing model.load()...")
         try:
             self._load()
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from model code must fail the load, not end the thread
             self.error = "".join(traceback.format_exception(exc))
             self.status = Status.FAILED
             logger.error("Exception while loading model", exc_info=filter_traceback(exc, self.model_file_name))

@@ -74,6 +74,14 @@ def test_import_error_fails_the_load(make_package, replica) -> None:
     assert r.wait() != 0
 
 
+def test_sys_exit_at_import_fails_the_load_instead_of_hanging(make_package, replica) -> None:
+    # SystemExit is not an Exception: caught as one, it would end the load
+    # thread silently and leave the replica loading forever.
+    r = replica(make_package("import sys\nsys.exit(3)\n"), env={"NUM_LOAD_RETRIES_TRUSS": "0"})
+    assert "SystemExit" in r.wait_event("failed")["error"]
+    assert r.wait() != 0
+
+
 def test_load_is_retried_once_by_default(make_package, replica) -> None:
     model = '''
 from pathlib import Path
