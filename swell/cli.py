@@ -135,6 +135,7 @@ def _examples_dir() -> Path:
 
 def _run_server(settings: Any, demo_dir: Path | None) -> None:
     import asyncio
+    import gc
     import logging
 
     import uvicorn
@@ -174,6 +175,9 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
             if server.should_exit:
                 return
             await asyncio.sleep(0.05)
+        # Start-up's objects live as long as the server: keep the collector off them.
+        gc.collect()
+        gc.freeze()
         bound_port = settings.port
         for srv in getattr(server, "servers", []):
             for sock in srv.sockets:
@@ -192,12 +196,22 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
         if demo_dir is not None:
             await _push_demo(plane, demo_dir, url, new_key or env_key, out, log)
 
+    async def prewarm() -> None:
+        # The fork server imports the replicas' runtime now, so the first wake
+        # is a fork plus the model's load(), not a fresh interpreter.
+        try:
+            await backend.prewarm()
+        except Exception:
+            log.warning("could not start the replicas' fork server; replicas will be spawned", exc_info=True)
+
     async def main() -> None:
         task = asyncio.create_task(announce())
+        warming = asyncio.create_task(prewarm())
         try:
             await server.serve()
         finally:
             task.cancel()
+            warming.cancel()
 
     try:
         try:
