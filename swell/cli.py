@@ -141,6 +141,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
     import uvicorn
 
     from swell.control import ControlPlane, SwellApp
+    from swell.modelserver._httptools import CorkedHttpToolsProtocol
     from swell.serving.backends import ProcessBackend
 
     log = logging.getLogger("swell")
@@ -157,7 +158,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=CorkedHttpToolsProtocol,  # a response leaves in one write, not two
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # one ASGI layer less on every request; we bind 127.0.0.1

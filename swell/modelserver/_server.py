@@ -19,6 +19,7 @@ import uvicorn
 
 from swell.modelserver._app import ReplicaApp
 from swell.modelserver._config import load_truss_config
+from swell.modelserver._httptools import CorkedHttpToolsProtocol
 from swell.modelserver._wrapper import ModelWrapper
 
 logger = logging.getLogger("swell.modelserver")
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         loop = "asyncio"
     uv_config = uvicorn.Config(
-        app, **address, loop=loop, http="httptools", ws="none", lifespan="off",
+        app, **address, loop=loop, http=CorkedHttpToolsProtocol, ws="none", lifespan="off",
         interface="asgi3", access_log=False, log_config=None, log_level="warning",
         server_header=False, proxy_headers=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=None,

@@ -43,6 +43,7 @@ PRELOAD = (
     "swell.modelserver._wrapper",
     "swell.modelserver._codec",
     "swell.modelserver._config",
+    "swell.modelserver._httptools",
     "yaml",
     "uvicorn",
     "uvicorn.config",

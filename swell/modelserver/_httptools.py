@@ -1,0 +1,105 @@
+"""uvicorn's httptools protocol, with each response written in one piece.
+
+uvicorn writes a response's status line and headers, then its body, as two
+``transport.write`` calls: two system calls, and on the router → replica hop
+often two wake-ups of the reader (the router) for one answer.  Here the
+connection's writes are gathered and go out together at the end of the current
+event-loop step (``call_soon``), so a response sent as ``http.response.start``
+plus ``http.response.body`` costs one system call.  Nothing waits longer than
+the loop step that wrote it; a large write (``FLUSH_AT``), ``close`` and
+``abort`` flush (or drop) at once, in order.
+
+Both the server (``swell serve``) and each replica run uvicorn with
+``http=CorkedHttpToolsProtocol``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["FLUSH_AT", "CorkedHttpToolsProtocol", "CorkedTransport"]
+
+#: Buffered bytes past which a write goes out at once.
+FLUSH_AT = 1 << 16
+
+
+class CorkedTransport:
+    """A transport whose writes within one loop step leave as one ``write``."""
+
+    __slots__ = ("_buffer", "_loop", "_size", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._buffer: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        buffer = self._buffer
+        if not buffer:
+            self._loop.call_soon(self._flush)
+        buffer.append(data)
+        self._size += len(data)
+        if self._size >= FLUSH_AT:
+            self._flush()
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        buffer = self._buffer
+        if not buffer:
+            return
+        data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+        buffer.clear()
+        self._size = 0
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._buffer.clear()
+        self._size = 0
+        self._transport.abort()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._size + self._transport.get_write_buffer_size()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._flush()
+        self._transport.set_protocol(protocol)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class CorkedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's ``HttpToolsProtocol`` over a :class:`CorkedTransport`."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
