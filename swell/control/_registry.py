@@ -100,11 +100,10 @@ class Registry:
     # ------------------------------------------------------------------ deployments
 
     def add_deployment(self, record: DeploymentRecord) -> None:
+        """Record a deployment.  Pointers (development, environments) move only
+        once it has built, so a failed build leaves the model's URLs as they were."""
         self.deployments[record.id] = record
-        model = self.models[record.model_id]
-        model.deployments.append(record.id)
-        if record.kind is DeploymentKind.DEVELOPMENT:
-            model.development = record.id
+        self.models[record.model_id].deployments.append(record.id)
 
     def remove_deployment(self, deployment_id: str) -> None:
         record = self.deployments.pop(deployment_id, None)

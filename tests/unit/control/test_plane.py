@@ -154,6 +154,24 @@ async def test_requirements_failure_is_422_and_a_failed_deployment(
     assert unavailable.value.status == 503
 
 
+async def test_failed_development_build_keeps_the_old_development_deployment(
+    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swell.control import _plane
+    from swell.modelserver import RequirementsInstallError
+
+    good = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
+
+    def fail(requirements: list[str], cache_dir: Path) -> Path:
+        raise RequirementsInstallError(requirements, "ERROR: No matching distribution found for nope==9")
+
+    monkeypatch.setattr(_plane, "ensure_environment", fail)
+    with pytest.raises(ApiError):
+        await plane.push(make_archive({"model_name": "m", "requirements": ["nope==9"]}), model_name=None, publish=False, promote=False)
+    assert plane.registry.model("m").development == good.deployment_id
+    assert plane.router("m", "development", None).deployment_id == good.deployment_id
+
+
 async def test_requirements_are_built_into_the_replica_python(
     plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
