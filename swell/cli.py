@@ -142,9 +142,11 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
 
     from swell.control import ControlPlane, SwellApp
     from swell.modelserver._httptools import CorkedHttpToolsProtocol
+    from swell.modelserver._sched import use_batch_scheduling
     from swell.serving.backends import ProcessBackend
 
     log = logging.getLogger("swell")
+    use_batch_scheduling()  # no wake-up preemption ping-pong with the replicas; before any thread starts
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"data_dir": data_dir})

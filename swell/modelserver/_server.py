@@ -20,6 +20,7 @@ import uvicorn
 from swell.modelserver._app import ReplicaApp
 from swell.modelserver._config import load_truss_config
 from swell.modelserver._httptools import CorkedHttpToolsProtocol
+from swell.modelserver._sched import use_batch_scheduling
 from swell.modelserver._wrapper import ModelWrapper
 
 logger = logging.getLogger("swell.modelserver")
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", required=True, help="the Truss package (config.yaml + model/model.py)")
     args = parser.parse_args(argv)
 
+    use_batch_scheduling()  # before any thread starts: threads inherit it
     lifeline = _env_fd("SWELL_LIFELINE_FD")
     if lifeline is not None:
         threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
