@@ -141,7 +141,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
     import uvicorn
 
     from swell.control import ControlPlane, SwellApp
-    from swell.modelserver._httptools import CorkedHttpToolsProtocol
+    from swell.modelserver._fastpath import FastPathProtocol
     from swell.modelserver._sched import use_batch_scheduling
     from swell.serving.backends import ProcessBackend
 
@@ -160,7 +160,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=CorkedHttpToolsProtocol,  # a response leaves in one write, not two
+        http=FastPathProtocol,  # predict requests skip uvicorn's per-request machinery
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # one ASGI layer less on every request; we bind 127.0.0.1

@@ -19,7 +19,7 @@ import uvicorn
 
 from swell.modelserver._app import ReplicaApp
 from swell.modelserver._config import load_truss_config
-from swell.modelserver._httptools import CorkedHttpToolsProtocol
+from swell.modelserver._fastpath import fast_path_protocol
 from swell.modelserver._sched import use_batch_scheduling
 from swell.modelserver._wrapper import ModelWrapper
 
@@ -30,6 +30,8 @@ DEFAULT_HOST = "127.0.0.1"
 # Keep router connections alive across idle gaps; uvicorn's default of 5 s would
 # make a pooled connection race its own close.
 KEEP_ALIVE_SECONDS = 75
+# The router's predict requests skip uvicorn's per-request machinery; the rest is uvicorn's.
+_PROTOCOL = fast_path_protocol(b"POST /v1/models/")
 # After a failed load, how long uvicorn gets to wind down before a hard exit.
 FAILED_EXIT_GRACE_SECONDS = 5.0
 LIFELINE_EXIT_CODE = 1
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         loop = "asyncio"
     uv_config = uvicorn.Config(
-        app, **address, loop=loop, http=CorkedHttpToolsProtocol, ws="none", lifespan="off",
+        app, **address, loop=loop, http=_PROTOCOL, ws="none", lifespan="off",
         interface="asgi3", access_log=False, log_config=None, log_level="warning",
         server_header=False, proxy_headers=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=None,

@@ -44,6 +44,7 @@ PRELOAD = (
     "swell.modelserver._codec",
     "swell.modelserver._config",
     "swell.modelserver._httptools",
+    "swell.modelserver._fastpath",
     "yaml",
     "uvicorn",
     "uvicorn.config",

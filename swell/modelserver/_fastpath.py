@@ -1,0 +1,427 @@
+"""A lean HTTP/1.1 server for the hot route, uvicorn for everything else.
+
+uvicorn's per-request machinery (scope, cycle, ``asyncio.Event``, two ASGI
+sends with header checks, keep-alive timers) costs about as much CPU as the
+rest of a predict request's hop together.  :class:`FastPathProtocol` is the
+``http=`` protocol given to uvicorn: a connection whose request starts with the
+hot prefix (``POST /model/`` on the server, ``POST /v1/models/`` on a replica)
+is served here: the request framed by its ``content-length``, parsed by
+httptools, the ASGI app called with a minimal cycle, the answer written in one
+piece.  Anything else -- another route, a chunked or ``Expect`` request, an
+upgrade, HTTP/1.0, a malformed head -- hands the connection, with every byte
+not yet answered, to uvicorn's own protocol, which serves it from then on as if
+it had had it from the start.
+
+The ASGI contract the app sees is uvicorn's: ``receive`` gives the body, then
+blocks until the caller disconnects (``http.disconnect``); ``send`` after a
+disconnect is dropped; an exception before the response starts is a 500, after
+it a dropped connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr
+
+from swell.modelserver._httptools import CorkedHttpToolsProtocol, CorkedTransport
+
+__all__ = ["FastPathProtocol", "fast_path_protocol"]
+
+logger = logging.getLogger("uvicorn.error")
+
+_MAX_HEAD = 1 << 16
+_STATUS: dict[int, bytes] = {}
+_500 = (
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
+)
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS.get(status)
+    if line is None:
+        from http import HTTPStatus
+
+        try:
+            phrase = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            phrase = b""
+        line = _STATUS[status] = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+    return line
+
+
+class _Unusual(Exception):
+    """The request needs uvicorn: hand the connection over."""
+
+
+class _Cycle:
+    """One request's ASGI ``receive``/``send``."""
+
+    __slots__ = ("_body", "_chunked", "_conn", "_keep_alive", "_no_body", "_waiter", "complete", "disconnected",
+                 "started")
+
+    def __init__(self, conn: FastPathProtocol, body: bytes, keep_alive: bool) -> None:
+        self._conn = conn
+        self._body: bytes | None = body
+        self._keep_alive = keep_alive
+        self._chunked = False
+        self._no_body = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.started = False
+        self.complete = False
+        self.disconnected = False
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self) -> dict[str, Any]:
+        body = self._body
+        if body is not None:
+            self._body = None
+            return {"type": "http.request", "body": body, "more_body": False}
+        while not (self.disconnected or self.complete):
+            self._waiter = self._conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        conn = self._conn
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{kind}'.")
+            self.started = True
+            status = message["status"]
+            self._no_body = status in (204, 304)
+            head = [_status_line(status)]
+            length = None
+            for name, value in conn.default_headers:
+                head += (name, b": ", value, b"\r\n")
+            for name, value in message.get("headers", ()):
+                if b"\n" in name or b"\r" in name or b"\n" in value or b"\r" in value or b"\0" in value:
+                    raise RuntimeError("Invalid HTTP header.")
+                lname = name.lower()
+                if lname == b"content-length":
+                    length = value
+                elif lname == b"connection" and b"close" in value.lower():
+                    self._keep_alive = False
+                elif lname == b"transfer-encoding":
+                    continue  # ours to choose
+                head += (lname, b": ", value, b"\r\n")
+            if length is None and not self._no_body:
+                self._chunked = True
+                head.append(b"transfer-encoding: chunked\r\n")
+            if not self._keep_alive:
+                head.append(b"connection: close\r\n")
+            head.append(b"\r\n")
+            conn.transport.write(b"".join(head))
+            return
+        if self.complete:
+            raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
+        if kind != "http.response.body":
+            raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self._no_body:
+            pass
+        elif self._chunked:
+            if body:
+                conn.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+            if not more:
+                conn.transport.write(b"0\r\n\r\n")
+        elif body:
+            conn.transport.write(body)
+        if more:
+            if conn.write_paused:
+                await conn.drain()
+            return
+        self.complete = True
+        self._wake()
+        conn.response_done(self._keep_alive)
+
+
+class FastPathProtocol(asyncio.Protocol):
+    """Serve requests that start with :attr:`prefix` here, hand anything else to uvicorn."""
+
+    prefix = b"POST /model/"
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config = config
+        self.app = config.loaded_app
+        self.server_state = server_state
+        self.app_state = app_state
+        self.loop = _loop or asyncio.get_event_loop()
+        self.keep_alive_timeout = config.timeout_keep_alive
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # writes, corked
+        self.raw_transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.buffer: bytes | bytearray = b""
+        self.cycle: _Cycle | None = None
+        self.closing = False  # close once the current response is out
+        self.handed_off = False
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._reading_paused = False
+        # per request, filled by the parser
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._length = -1
+        self._done = False
+        self._unusual = False
+        self._keep_alive = False
+        self._parser = httptools.HttpRequestParser(self)
+        self._pending: tuple[int, int] | None = None  # a parsed head's end and its message's end
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        return self.server_state.default_headers  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.raw_transport = transport  # type: ignore[assignment]
+        self.transport = CorkedTransport(self.raw_transport, self.loop)  # type: ignore[assignment]
+        self.server_state.connections.add(self)
+        self.server = get_local_addr(self.raw_transport)
+        self.client = get_remote_addr(self.raw_transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        cycle = self.cycle
+        if cycle is not None and not cycle.complete:
+            cycle.disconnected = True
+            cycle._wake()
+        self._resume_writers()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._resume_writers()
+
+    def _resume_writers(self) -> None:
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+        self._drain = None
+
+    async def drain(self) -> None:
+        if self._drain is None:
+            self._drain = self.loop.create_future()
+        await self._drain
+
+    def data_received(self, data: bytes) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        buffer = self.buffer
+        if not buffer:
+            self.buffer = data
+        elif isinstance(buffer, bytes):
+            self.buffer = bytearray(buffer)  # a request in pieces: grow in place, not by copies
+            self.buffer += data
+        else:
+            buffer += data
+        if self.cycle is None:
+            self._next()
+        elif len(self.buffer) > HIGH_WATER_LIMIT and not self._reading_paused:
+            self._reading_paused = True  # a pipelined request waits for the current answer
+            self.transport.pause_reading()
+
+    def eof_received(self) -> None:
+        pass
+
+    # ------------------------------------------------------------ framing
+
+    def _next(self) -> None:
+        """Start the request at the front of the buffer, if it is complete."""
+        buffer = self.buffer
+        if not buffer:
+            return
+        prefix = self.prefix
+        if not buffer.startswith(prefix):
+            if len(buffer) < len(prefix) and prefix.startswith(buffer):
+                return  # too little to tell yet
+            return self._hand_off()
+        pending = self._pending
+        if pending is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > _MAX_HEAD:
+                    self._hand_off()  # uvicorn answers what is wrong with it
+                return
+            head_end = end + 4
+            parser = self._parser  # one per connection: it starts afresh after each message
+            self._keep_alive = False
+            self._url = b""
+            self._headers = []
+            self._length = -1
+            self._done = False
+            self._unusual = False
+            try:
+                parser.feed_data(buffer[:head_end])
+            except httptools.HttpParserError:
+                return self._hand_off()
+            if self._unusual or self._length < 0 or parser.get_http_version() != "1.1" or parser.should_upgrade():
+                return self._hand_off()
+            pending = self._pending = (head_end, head_end + self._length)
+        head_end, total = pending
+        if len(buffer) < total:
+            return  # the rest of the body is on its way
+        self._pending = None
+        try:
+            if total > head_end:
+                self._parser.feed_data(buffer[head_end:total])
+        except httptools.HttpParserError:
+            return self._hand_off()
+        if not self._done:
+            return self._hand_off()
+        raw_path, _, query = self._url.partition(b"?")
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            return self._hand_off()  # uvicorn answers 400
+        body = buffer[head_end:total]
+        rest = buffer[total:]
+        self.buffer = rest if rest else b""
+        self._start(self._keep_alive, bytes(body) if isinstance(body, bytearray) else body, raw_path, path, query)
+
+    def _hand_off(self) -> None:
+        """uvicorn serves this connection from here on, starting with the unanswered bytes."""
+        self.handed_off = True
+        self.server_state.connections.discard(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        protocol = CorkedHttpToolsProtocol(
+            config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+        )
+        self.transport._flush()  # type: ignore[attr-defined]  # answers already given go first
+        protocol.connection_made(self.raw_transport)
+        self.raw_transport.set_protocol(protocol)
+        if self._reading_paused:
+            self._reading_paused = False
+            self.raw_transport.resume_reading()
+        data, self.buffer = self.buffer, b""
+        protocol.data_received(bytes(data))
+
+    # ------------------------------------------------------------ httptools callbacks
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            if self._length >= 0 or not value.strip().isdigit():
+                self._unusual = True
+            else:
+                self._length = int(value)
+        elif name in (b"transfer-encoding", b"expect", b"upgrade"):
+            self._unusual = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._keep_alive = self._parser.should_keep_alive()
+
+    def on_message_complete(self) -> None:
+        self._done = True
+
+    # ------------------------------------------------------------ the request
+
+    def _start(self, keep_alive: bool, body: bytes, raw_path: bytes, path: str, query: bytes) -> None:
+        if "%" in path:
+            from urllib.parse import unquote
+
+            path = unquote(path)
+        root = self.config.root_path
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": "http",
+            "method": "POST",
+            "root_path": root,
+            "path": root + path,
+            "raw_path": root.encode("ascii") + raw_path,
+            "query_string": query,
+            "headers": self._headers,
+            "state": self.app_state.copy(),
+        }
+        cycle = self.cycle = _Cycle(self, body, keep_alive and not self.closing)
+        task = self.loop.create_task(self._run(cycle, scope))
+        tasks = self.server_state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _run(self, cycle: _Cycle, scope: dict[str, Any]) -> None:
+        try:
+            await self.app(scope, cycle.receive, cycle.send)
+        except BaseException as exc:
+            logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not cycle.started and not cycle.disconnected:
+                cycle.started = cycle.complete = True
+                self.transport.write(_500)
+                self.response_done(False)
+            elif not cycle.complete:
+                self.transport.close()
+        else:
+            if not cycle.complete and not cycle.disconnected:
+                if not cycle.started:
+                    logger.error("ASGI callable returned without starting response.")
+                    cycle.started = cycle.complete = True
+                    self.transport.write(_500)
+                    self.response_done(False)
+                else:
+                    logger.error("ASGI callable returned without completing response.")
+                    self.transport.close()
+
+    def response_done(self, keep_alive: bool) -> None:
+        self.server_state.total_requests += 1
+        self.cycle = None
+        if not keep_alive or self.closing:
+            self.transport.close()
+            return
+        if self.transport.is_closing():
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        if self.buffer:
+            self._next()
+        if self.cycle is None and not self.handed_off and not self.transport.is_closing():
+            self._idle_timer = self.loop.call_later(self.keep_alive_timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        if self.cycle is None and not self.buffer:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: close when idle, else after this answer."""
+        self.closing = True
+        if self.cycle is None:
+            self.transport.close()
+
+
+def fast_path_protocol(prefix: bytes) -> type[FastPathProtocol]:
+    """A :class:`FastPathProtocol` for requests that start with ``prefix``."""
+    return type("FastPathProtocol", (FastPathProtocol,), {"prefix": prefix})

@@ -1,0 +1,240 @@
+"""The lean HTTP server for the hot route, and its hand-off to uvicorn, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from swell.modelserver._fastpath import FastPathProtocol, fast_path_protocol
+
+SEEN: list[dict[str, Any]] = []
+GATE: list[asyncio.Event] = []
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    SEEN.append({"path": scope["path"], "method": scope["method"], "query": scope["query_string"],
+                 "headers": dict(scope["headers"]), "body": body, "fast": type(receive.__self__).__name__ == "_Cycle"})
+    path = scope["path"]
+    if path.endswith("/boom"):
+        raise RuntimeError("boom")
+    if path.endswith("/stream"):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"one", "more_body": True})
+        await GATE[0].wait()
+        await send({"type": "http.response.body", "body": b"two", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path.endswith("/hang"):
+        message = await receive()  # blocks until the caller goes
+        SEEN.append({"after": message["type"]})
+        return
+    if path.endswith("/empty"):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    out = json.dumps({"path": path, "len": len(body)}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))]})
+    await send({"type": "http.response.body", "body": out})
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    SEEN.clear()
+    GATE[:] = [asyncio.Event()]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=fast_path_protocol(b"POST /model/"), lifespan="off", log_config=None,
+                            access_log=False, loop="asyncio", timeout_keep_alive=5)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+def post(path: str, body: bytes = b'{"x": 1}', extra: bytes = b"") -> bytes:
+    return b"POST %s HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n%s\r\n%s" % (path.encode(), len(body), extra, body)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(b":")
+            headers[name.lower()] = value.strip()
+    if b"content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), 5)
+    elif headers.get(b"transfer-encoding") == b"chunked":
+        body = b""
+        while True:
+            size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), 5))[:-2], 16)
+            chunk = await asyncio.wait_for(reader.readexactly(size + 2), 5)
+            if size == 0:
+                break
+            body += chunk[:-2]
+    else:
+        body = b""
+    return status, headers, body
+
+
+async def test_hot_requests_are_served_here_kept_alive_with_their_headers_and_query(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for i in range(3):
+        writer.write(post(f"/model/m{i}/predict?timeout=3", b'{"i": %d}' % i, b"authorization: Api-Key k\r\n"))
+        status, headers, body = await read_response(reader)
+        assert status == 200 and json.loads(body) == {"path": f"/model/m{i}/predict", "len": 8}
+        assert b"date" in headers and headers[b"content-type"] == b"application/json"
+    assert [s["fast"] for s in SEEN] == [True, True, True]
+    assert SEEN[0]["query"] == b"timeout=3" and SEEN[0]["headers"][b"authorization"] == b"Api-Key k"
+    assert SEEN[2]["body"] == b'{"i": 2}' and SEEN[0]["method"] == "POST"
+    writer.close()
+
+
+async def test_a_request_in_pieces_and_two_pipelined_in_one_write(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = post("/model/a/predict", b"x" * 1000)
+    for i in range(0, len(data), 7):
+        writer.write(data[i:i + 7])
+        await writer.drain()
+        await asyncio.sleep(0)
+    assert (await read_response(reader))[2] == b'{"path": "/model/a/predict", "len": 1000}'
+    writer.write(post("/model/b/predict") + post("/model/c/predict", b""))
+    assert json.loads((await read_response(reader))[2])["path"] == "/model/b/predict"
+    assert json.loads((await read_response(reader))[2]) == {"path": "/model/c/predict", "len": 0}
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n",
+        b"POST /v1/models/push HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\n{}",
+        b"POST /model/a/predict HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"POST /model/a/predict HTTP/1.1\r\nhost: t\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n{}",
+        b"POST /model/a/predict HTTP/1.0\r\nhost: t\r\ncontent-length: 2\r\n\r\n{}",
+        b"POST /model/a/predict HTTP/1.1\r\nhost: t\r\n\r\n",
+    ],
+)
+async def test_anything_else_is_uvicorn_s_from_the_first_byte(port: int, request_bytes: bytes) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request_bytes)
+    status, _, body = await read_response(reader)
+    if b"expect" in request_bytes:
+        assert status == 100
+        status, _, body = await read_response(reader)
+    assert status == 200 and json.loads(body)["path"] in ("/health", "/v1/models/push", "/model/a/predict")
+    assert [s["fast"] for s in SEEN] == [False]
+    writer.close()
+
+
+async def test_a_hot_connection_hands_over_mid_way_even_when_pipelined(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/predict"))
+    await read_response(reader)
+    writer.write(post("/model/b/predict") + b"GET /other HTTP/1.1\r\nhost: t\r\n\r\n" + post("/model/c/predict"))
+    paths = [json.loads((await read_response(reader))[2])["path"] for _ in range(3)]
+    assert paths == ["/model/b/predict", "/other", "/model/c/predict"]
+    assert [s["fast"] for s in SEEN] == [True, True, False, False]
+    writer.close()
+
+
+async def test_malformed_head_goes_to_uvicorn_which_answers_400(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /model/a/predict HTTP/1.1\r\ncontent-length: x\r\n\r\n")
+    status, _, _ = await read_response(reader)
+    assert status == 400
+    writer.close()
+
+
+async def test_streams_are_chunked_and_not_held_back(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/stream"))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"transfer-encoding: chunked" in head
+    assert (await asyncio.wait_for(reader.readuntil(b"one\r\n"), 5)).endswith(b"3\r\none\r\n")
+    GATE[0].set()
+    assert (await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)).endswith(b"3\r\ntwo\r\n0\r\n\r\n")
+    writer.write(post("/model/a/predict"))  # still kept alive
+    assert (await read_response(reader))[0] == 200
+    writer.close()
+
+
+async def test_errors_204_close_and_disconnect(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/empty"))
+    status, headers, body = await read_response(reader)
+    assert status == 204 and body == b"" and b"transfer-encoding" not in headers
+    writer.write(post("/model/a/boom"))
+    status, headers, body = await read_response(reader)
+    assert status == 500 and body == b"Internal Server Error" and headers[b"connection"] == b"close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed after the 500
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/predict", extra=b"connection: close\r\n"))
+    status, headers, _ = await read_response(reader)
+    assert status == 200 and headers[b"connection"] == b"close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/hang"))
+    while not SEEN or SEEN[-1].get("path") != "/model/a/hang":
+        await asyncio.sleep(0.01)
+    writer.close()
+    for _ in range(500):
+        if SEEN[-1].get("after"):
+            break
+        await asyncio.sleep(0.01)
+    assert SEEN[-1] == {"after": "http.disconnect"}
+
+
+def test_the_prefix_is_per_class() -> None:
+    assert fast_path_protocol(b"POST /v1/models/").prefix == b"POST /v1/models/"
+    assert FastPathProtocol.prefix == b"POST /model/"
+
+
+async def test_paths_are_decoded_as_uvicorn_does_and_a_non_ascii_one_is_uvicorn_s_400(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a%20b/predict"))
+    assert json.loads((await read_response(reader))[2])["path"] == "/model/a b/predict"
+    writer.write(b"POST /model/\xc3\xa9/predict HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
+    assert (await read_response(reader))[0] == 400
+    writer.close()
+
+
+async def test_a_large_body_in_many_pieces_arrives_whole(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = bytes(range(256)) * 4096  # 1 MiB
+    data = post("/model/big/predict", body)
+    for i in range(0, len(data), 65536):
+        writer.write(data[i:i + 65536])
+        await writer.drain()
+    assert json.loads((await read_response(reader))[2]) == {"path": "/model/big/predict", "len": len(body)}
+    assert SEEN[-1]["body"] == body and SEEN[-1]["fast"]
+    writer.close()
