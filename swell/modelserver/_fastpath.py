@@ -174,6 +174,7 @@ class FastPathProtocol(asyncio.Protocol):
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None  # loop time of the last answer, while idle
         self._reading_paused = False
         # per request, filled by the parser
         self._url = b""
@@ -227,9 +228,7 @@ class FastPathProtocol(asyncio.Protocol):
         await self._drain
 
     def data_received(self, data: bytes) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._idle_since = None  # busy; a pending idle timer will find so and let go
         buffer = self.buffer
         if not buffer:
             self.buffer = data
@@ -408,11 +407,21 @@ class FastPathProtocol(asyncio.Protocol):
         if self.buffer:
             self._next()
         if self.cycle is None and not self.handed_off and not self.transport.is_closing():
-            self._idle_timer = self.loop.call_later(self.keep_alive_timeout, self._idle_expired)
+            # Keep-alive timeout: one timer per connection, re-armed only when it
+            # fires early, rather than a timer made and cancelled per request.
+            self._idle_since = self.loop.time()
+            if self._idle_timer is None:
+                self._idle_timer = self.loop.call_later(self.keep_alive_timeout, self._idle_expired)
 
     def _idle_expired(self) -> None:
         self._idle_timer = None
-        if self.cycle is None and not self.buffer:
+        since = self._idle_since
+        if since is None or self.cycle is not None or self.buffer or self.handed_off:
+            return  # busy: the next answer arms it again
+        left = since + self.keep_alive_timeout - self.loop.time()
+        if left > 0.001:
+            self._idle_timer = self.loop.call_later(left, self._idle_expired)
+        else:
             self.transport.close()
 
     def shutdown(self) -> None:

@@ -238,3 +238,27 @@ async def test_a_large_body_in_many_pieces_arrives_whole(port: int) -> None:
     assert json.loads((await read_response(reader))[2]) == {"path": "/model/big/predict", "len": len(body)}
     assert SEEN[-1]["body"] == body and SEEN[-1]["fast"]
     writer.close()
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=FastPathProtocol, lifespan="off", log_config=None, access_log=False,
+                            loop="asyncio", timeout_keep_alive=1)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        for _ in range(4):  # a busy connection stays open, whenever its one timer fires
+            writer.write(post("/model/a/predict"))
+            assert (await read_response(reader))[0] == 200
+            await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # then, idle, it is closed
+        writer.close()
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, 10)
+        sock.close()
