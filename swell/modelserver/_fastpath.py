@@ -26,6 +26,7 @@ from typing import Any
 
 import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
 from swell.modelserver._httptools import CorkedHttpToolsProtocol, CorkedTransport
@@ -35,6 +36,9 @@ __all__ = ["FastPathProtocol", "fast_path_protocol"]
 logger = logging.getLogger("uvicorn.error")
 
 _MAX_HEAD = 1 << 16
+# What uvicorn refuses in a response header's name and value.
+_BAD_NAME = HEADER_RE.search
+_BAD_VALUE = HEADER_VALUE_RE.search
 _STATUS: dict[int, bytes] = {}
 _500 = (
     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -62,8 +66,8 @@ class _Unusual(Exception):
 class _Cycle:
     """One request's ASGI ``receive``/``send``."""
 
-    __slots__ = ("_body", "_chunked", "_conn", "_keep_alive", "_no_body", "_waiter", "complete", "disconnected",
-                 "started")
+    __slots__ = ("_body", "_chunked", "_conn", "_keep_alive", "_left", "_no_body", "_waiter", "complete",
+                 "disconnected", "started")
 
     def __init__(self, conn: FastPathProtocol, body: bytes, keep_alive: bool) -> None:
         self._conn = conn
@@ -71,6 +75,7 @@ class _Cycle:
         self._keep_alive = keep_alive
         self._chunked = False
         self._no_body = False
+        self._left = 0  # body bytes still owed (content-length answers)
         self._waiter: asyncio.Future[None] | None = None
         self.started = False
         self.complete = False
@@ -109,21 +114,27 @@ class _Cycle:
             length = None
             for name, value in conn.default_headers:
                 head += (name, b": ", value, b"\r\n")
+            said_close = False
             for name, value in message.get("headers", ()):
-                if b"\n" in name or b"\r" in name or b"\n" in value or b"\r" in value or b"\0" in value:
+                if _BAD_NAME(name) or _BAD_VALUE(value):
                     raise RuntimeError("Invalid HTTP header.")
                 lname = name.lower()
                 if lname == b"content-length":
-                    length = value
+                    if length is None:
+                        length = int(value)
                 elif lname == b"connection" and b"close" in value.lower():
                     self._keep_alive = False
+                    said_close = True
                 elif lname == b"transfer-encoding":
                     continue  # ours to choose
                 head += (lname, b": ", value, b"\r\n")
-            if length is None and not self._no_body:
-                self._chunked = True
-                head.append(b"transfer-encoding: chunked\r\n")
-            if not self._keep_alive:
+            if length is None:
+                if not self._no_body:
+                    self._chunked = True
+                    head.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self._left = length
+            if not self._keep_alive and not said_close:
                 head.append(b"connection: close\r\n")
             head.append(b"\r\n")
             conn.transport.write(b"".join(head))
@@ -141,8 +152,15 @@ class _Cycle:
                 conn.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
             if not more:
                 conn.transport.write(b"0\r\n\r\n")
-        elif body:
-            conn.transport.write(body)
+        else:
+            left = self._left - len(body)
+            if left < 0:
+                raise RuntimeError("Response content longer than Content-Length")
+            self._left = left
+            if body:
+                conn.transport.write(body)
+            if not more and left:
+                raise RuntimeError("Response content shorter than Content-Length")
         if more:
             if conn.write_paused:
                 await conn.drain()

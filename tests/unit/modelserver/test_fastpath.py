@@ -43,6 +43,15 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()  # blocks until the caller goes
         SEEN.append({"after": message["type"]})
         return
+    if path.endswith(("/short", "/badheader", "/close")):
+        headers = [(b"content-length", b"10")]
+        if path.endswith("/badheader"):
+            headers.append((b"x-evil", b"a\r\nset-cookie: x"))
+        if path.endswith("/close"):
+            headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
     if path.endswith("/empty"):
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -262,3 +271,24 @@ async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> No
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(task, 10)
         sock.close()
+
+
+async def test_what_uvicorn_refuses_in_an_answer_is_refused_here(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/badheader"))  # header injection: nothing written, the connection dropped
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/short"))  # fewer bytes than its content-length: the connection is dropped
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"content-length: 10" in head
+    assert await asyncio.wait_for(reader.read(), 5) == b"ok"
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/close"))  # the app's own close: said once, and done
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.count(b"connection: close") == 1
+    assert await asyncio.wait_for(reader.read(), 5) == b"ok"
+    writer.close()
