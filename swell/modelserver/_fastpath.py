@@ -39,6 +39,9 @@ _MAX_HEAD = 1 << 16
 # What uvicorn refuses in a response header's name and value.
 _BAD_NAME = HEADER_RE.search
 _BAD_VALUE = HEADER_VALUE_RE.search
+# Headers that passed those checks (most answers repeat the same few).
+_GOOD: set[tuple[bytes, bytes]] = set()
+_GOOD_MAX = 1024
 _STATUS: dict[int, bytes] = {}
 _500 = (
     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -115,9 +118,15 @@ class _Cycle:
             for name, value in conn.default_headers:
                 head += (name, b": ", value, b"\r\n")
             said_close = False
-            for name, value in message.get("headers", ()):
-                if _BAD_NAME(name) or _BAD_VALUE(value):
-                    raise RuntimeError("Invalid HTTP header.")
+            for header in message.get("headers", ()):
+                name, value = header
+                if type(header) is not tuple or header not in _GOOD:
+                    if _BAD_NAME(name) or _BAD_VALUE(value):
+                        raise RuntimeError("Invalid HTTP header.")
+                    if type(header) is tuple:
+                        if len(_GOOD) >= _GOOD_MAX:
+                            _GOOD.clear()
+                        _GOOD.add(header)
                 lname = name.lower()
                 if lname == b"content-length":
                     if length is None:

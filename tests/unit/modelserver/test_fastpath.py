@@ -52,6 +52,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ok"})
         return
+    if path.endswith("/lists"):  # header pairs as lists, as some apps send them
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [[b"content-type", b"text/plain"], [b"content-length", b"2"]]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
     if path.endswith("/empty"):
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -291,4 +296,19 @@ async def test_what_uvicorn_refuses_in_an_answer_is_refused_here(port: int) -> N
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.count(b"connection: close") == 1
     assert await asyncio.wait_for(reader.read(), 5) == b"ok"
+    writer.close()
+
+
+async def test_header_pairs_may_be_lists_and_a_checked_header_is_checked_once(port: int) -> None:
+    from swell.modelserver import _fastpath
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(2):
+        writer.write(post("/model/a/lists"))
+        status, headers, body = await read_response(reader)
+        assert (status, headers[b"content-type"], body) == (200, b"text/plain", b"ok")
+    writer.write(post("/model/a/predict"))
+    assert (await read_response(reader))[0] == 200
+    assert (b"content-type", b"application/json") in _fastpath._GOOD
+    assert not any(isinstance(h, list) for h in _fastpath._GOOD)
     writer.close()
