@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class SimulationError(ValueError):
     """Bad input to the simulator: a trace, a synthetic spec, a model spec."""
@@ -16,3 +18,14 @@ class TraceError(SimulationError):
         self.message = message
         where = f"{source}: line {line}" if line is not None else source
         super().__init__(f"{where}: {message}")
+
+
+def nonnegative_number(label: str, text: str) -> float:
+    """``text`` as a finite float ≥ 0, or a :class:`SimulationError` naming ``label``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise SimulationError(f"{label}: {text!r} is not a number; expected a number ≥ 0") from None
+    if not math.isfinite(value) or value < 0:
+        raise SimulationError(f"{label}: {text!r} must be a finite number ≥ 0")
+    return value

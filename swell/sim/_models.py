@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from swell.sim._errors import SimulationError
+from swell.sim._errors import SimulationError, nonnegative_number
 from swell.sim._trace import Trace
 
 __all__ = ["DEFAULT_TOKEN_MODEL", "ColdStart", "ServiceTime"]
@@ -28,16 +28,7 @@ def _floats(spec: str, text: str, count: int) -> list[float]:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != count:
         raise SimulationError(f"{spec!r}: expected {count} comma-separated numbers")
-    out = []
-    for part in parts:
-        try:
-            value = float(part)
-        except ValueError:
-            raise SimulationError(f"{spec!r}: {part!r} is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise SimulationError(f"{spec!r}: {part!r} must be a finite number ≥ 0")
-        out.append(value)
-    return out
+    return [nonnegative_number(repr(spec), part) for part in parts]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from swell.sim._errors import SimulationError, TraceError
+from swell.sim._errors import SimulationError, TraceError, nonnegative_number
 
 __all__ = [
     "AZURE_HEADER",
@@ -261,13 +261,7 @@ def _seconds(key: str, value: str) -> float:
 
 
 def _number(key: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise SimulationError(f"{key}={value!r}: expected a number") from None
-    if not math.isfinite(number) or number < 0:
-        raise SimulationError(f"{key}={value!r}: expected a finite number ≥ 0")
-    return number
+    return nonnegative_number(key, value)
 
 
 def _homogeneous(rng: np.random.Generator, rate: float, start: float, end: float) -> Floats:
