@@ -25,6 +25,7 @@ from swell import __version__
 from swell.control._plane import ApiError, ControlPlane
 from swell.control._registry import NotFound
 from swell.serving import render_metrics
+from swell.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 __all__ = ["SwellApp", "create_app"]
 
@@ -79,7 +80,7 @@ class SwellApp:
                     {
                         "type": "http.response.start",
                         "status": 200,
-                        "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+                        "headers": [(b"content-type", METRICS_CONTENT_TYPE.encode())],
                     }
                 )
                 await send({"type": "http.response.body", "body": body})

@@ -7,90 +7,86 @@ lookup sits on a request.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
-
 from swell.serving._backend import ReplicaState
 from swell.serving._controller import COLD_START_BUCKETS, Controller
 from swell.serving._router import LATENCY_BUCKETS
 
-__all__ = ["SwellCollector", "render_metrics"]
+__all__ = ["CONTENT_TYPE", "render_metrics"]
+
+#: The Prometheus text exposition format this module writes.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Labels = tuple[tuple[str, str], ...]
 
 
-def _buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
-    out = []
-    total = 0
-    for bound, count in zip(bounds, counts, strict=False):
-        total += count
-        out.append((repr(float(bound)), float(total)))
-    total += counts[-1]
-    out.append(("+Inf", float(total)))
-    return out
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-class SwellCollector(Collector):
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in labels) + "}"
 
-    def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "swell_requests", "Predict requests answered, by deployment and HTTP status",
-            labels=["model", "deployment", "status"],
-        )
-        retries = CounterMetricFamily(
-            "swell_request_retries", "Requests retried on another replica after one dropped them",
-            labels=["model", "deployment"],
-        )
-        latency = HistogramMetricFamily(
-            "swell_request_duration_seconds", "Predict latency through the router, queueing included",
-            labels=["model", "deployment"],
-        )
-        queue = GaugeMetricFamily(
-            "swell_queue_length", "Requests waiting in the deployment's queue", labels=["model", "deployment"]
-        )
-        in_flight = GaugeMetricFamily(
-            "swell_requests_in_flight", "Requests on replicas now", labels=["model", "deployment"]
-        )
-        replicas = GaugeMetricFamily(
-            "swell_replicas", "Replicas by state", labels=["model", "deployment", "state"]
-        )
-        target = GaugeMetricFamily(
-            "swell_replicas_target", "Replicas the scaling rule wants", labels=["model", "deployment"]
-        )
-        cold = HistogramMetricFamily(
-            "swell_cold_start_seconds", "Replica start to ready (model load included)",
-            labels=["model", "deployment"],
-        )
-        for scaled in self.controller:
-            router = scaled.router
-            labels = [router.name, router.deployment_id]
-            for status, count in sorted(router.responses.items()):
-                requests.add_metric([*labels, str(status)], count)
-            retries.add_metric(labels, router.retries)
-            latency.add_metric(labels, _buckets(LATENCY_BUCKETS, router.latency_counts), router.latency_sum)
-            queue.add_metric(labels, router.queued)
-            in_flight.add_metric(labels, router.in_flight)
-            counts = dict.fromkeys((s.value for s in ReplicaState), 0)
-            for handle in router.handles.values():
-                key = ReplicaState.DRAINING.value if handle.draining else handle.state.value
-                counts[key] += 1
-            for state, count in counts.items():
-                replicas.add_metric([*labels, state], count)
-            if scaled.decision is not None:
-                target.add_metric(labels, scaled.decision.target)
-            cold.add_metric(labels, _buckets(COLD_START_BUCKETS, scaled.cold_start_counts), scaled.cold_start_sum)
-        yield from (requests, retries, latency, queue, in_flight, replicas, target, cold)
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+class _Family:
+    """One metric family in the text format (written by hand: prometheus_client
+    costs the server several MiB of imports for what is a few lines of text)."""
+
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name = f"{name}_total" if kind == "counter" else name
+        self.kind = kind
+        self.lines = [f"# HELP {self.name} {help_text}", f"# TYPE {self.name} {kind}"]
+
+    def add(self, labels: Labels, value: float) -> None:
+        self.lines.append(f"{self.name}{_labels(labels)} {_number(value)}")
+
+    def add_histogram(self, labels: Labels, bounds: tuple[float, ...], counts: list[int], total: float) -> None:
+        running = 0
+        for bound, count in zip(bounds, counts, strict=False):
+            running += count
+            self.lines.append(f"{self.name}_bucket{_labels((*labels, ('le', _number(bound))))} {_number(running)}")
+        running += counts[-1]
+        self.lines.append(f"{self.name}_bucket{_labels((*labels, ('le', '+Inf')))} {_number(running)}")
+        self.lines.append(f"{self.name}_count{_labels(labels)} {_number(running)}")
+        self.lines.append(f"{self.name}_sum{_labels(labels)} {_number(total)}")
 
 
 def render_metrics(controller: Controller) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SwellCollector(controller))
-    return generate_latest(registry)
+    """The server's metrics, read from the routers' counters now."""
+    requests = _Family("swell_requests", "counter", "Predict requests answered, by deployment and HTTP status")
+    retries = _Family(
+        "swell_request_retries", "counter", "Requests retried on another replica after one dropped them"
+    )
+    latency = _Family(
+        "swell_request_duration_seconds", "histogram", "Predict latency through the router, queueing included"
+    )
+    queue = _Family("swell_queue_length", "gauge", "Requests waiting in the deployment's queue")
+    in_flight = _Family("swell_requests_in_flight", "gauge", "Requests on replicas now")
+    replicas = _Family("swell_replicas", "gauge", "Replicas by state")
+    target = _Family("swell_replicas_target", "gauge", "Replicas the scaling rule wants")
+    cold = _Family("swell_cold_start_seconds", "histogram", "Replica start to ready (model load included)")
+    for scaled in controller:
+        router = scaled.router
+        labels: Labels = (("model", router.name), ("deployment", router.deployment_id))
+        for status, count in sorted(router.responses.items()):
+            requests.add((*labels, ("status", str(status))), count)
+        retries.add(labels, router.retries)
+        latency.add_histogram(labels, LATENCY_BUCKETS, router.latency_counts, router.latency_sum)
+        queue.add(labels, router.queued)
+        in_flight.add(labels, router.in_flight)
+        counts = dict.fromkeys((s.value for s in ReplicaState), 0)
+        for handle in router.handles.values():
+            key = ReplicaState.DRAINING.value if handle.draining else handle.state.value
+            counts[key] += 1
+        for state, count in counts.items():
+            replicas.add((*labels, ("state", state)), count)
+        if scaled.decision is not None:
+            target.add(labels, scaled.decision.target)
+        cold.add_histogram(labels, COLD_START_BUCKETS, scaled.cold_start_counts, scaled.cold_start_sum)
+    families = (requests, retries, latency, queue, in_flight, replicas, target, cold)
+    return ("\n".join(line for family in families for line in family.lines) + "\n").encode()

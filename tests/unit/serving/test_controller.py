@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from swell.autoscaling import VirtualClock
 from swell.config import AutoscalingSettings, ModelConfig, ServerSettings
@@ -16,7 +17,9 @@ from swell.serving import (
     ReplicaSpec,
     ReplicaState,
     Unavailable,
+    render_metrics,
 )
+from swell.serving._metrics import CONTENT_TYPE
 from swell.serving._testing import FakeBackend
 
 
@@ -249,3 +252,35 @@ async def test_a_deployment_whose_tick_raises_does_not_starve_the_others(caplog:
     await tick(controller, clock)  # must neither raise nor skip dep2
     assert len(backend.alive("dep2")) == 1
     assert "bad window" in caplog.text
+
+
+# ---------------------------------------------------------------- /metrics: valid Prometheus text, checked with the reference parser
+
+
+async def test_metrics_parse_and_carry_the_counters() -> None:
+    controller, router, backend, clock = setup()
+    waiting = asyncio.create_task(router.acquire())
+    await settle()
+    backend.set_state("r0", ReplicaState.LOADING)
+    clock.advance(0.3)
+    backend.ready("r0")
+    handle = await waiting
+    router.release(handle)
+    router._count(200, 0.0)
+    router.name = 'odd "name"\nwith\\escapes'
+    await tick(controller, clock)
+
+    families = {f.name: f for f in text_string_to_metric_families(render_metrics(controller).decode())}
+    assert {"swell_requests", "swell_request_duration_seconds", "swell_queue_length", "swell_replicas",
+            "swell_cold_start_seconds", "swell_replicas_target", "swell_request_retries",
+            "swell_requests_in_flight"} <= set(families)
+    (answered,) = families["swell_requests"].samples
+    assert answered.name == "swell_requests_total"
+    assert answered.labels == {"model": 'odd "name"\nwith\\escapes', "deployment": "dep1", "status": "200"}
+    assert answered.value == 1
+    ready = [s for s in families["swell_replicas"].samples if s.labels["state"] == "ready"]
+    assert [s.value for s in ready] == [1]
+    cold = {s.name: s.value for s in families["swell_cold_start_seconds"].samples if s.labels.get("le") in (None, "+Inf")}
+    assert cold["swell_cold_start_seconds_count"] == 1
+    assert cold["swell_cold_start_seconds_sum"] == pytest.approx(0.3)
+    assert "version=0.0.4" in CONTENT_TYPE
