@@ -77,6 +77,14 @@ def _describe_error(payload: Any, status: int) -> str:
 @click.option("--max-replica-cap", default=10, show_default=True, type=int, help="Largest max_replica allowed.")
 @click.option("--queue-limit", default=None, type=int, help="Answer 429 beyond this many queued requests per deployment.")
 @click.option("--demo", is_flag=True, help="Push examples/iris with short autoscaling and print a curl that calls it.")
+@click.option(
+    "--fork-server/--no-fork-server",
+    default=True,
+    show_default=True,
+    envvar="SWELL_FORK_SERVER",
+    help="Fork replicas from a process that has already imported their runtime: a wake costs "
+    "~15 ms instead of ~150 ms, for ~8 MiB more memory with one replica (less per replica after).",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -87,6 +95,7 @@ def serve(
     max_replica_cap: int,
     queue_limit: int | None,
     demo: bool,
+    fork_server: bool,
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -114,6 +123,7 @@ def serve(
             queue_limit=queue_limit,
             tick_seconds=tick_seconds,
             drain_grace_seconds=drain_grace_seconds,
+            fork_server=fork_server,
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -150,7 +160,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"data_dir": data_dir})
-    backend = ProcessBackend(log_dir=data_dir / "logs")
+    backend = ProcessBackend(log_dir=data_dir / "logs", warm_start=settings.fork_server)
     plane = ControlPlane(settings, backend)
     env_key = os.environ.get("SWELL_API_KEY") or None
     new_key = plane.keys.ensure(env_key)
@@ -209,7 +219,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
 
     async def main() -> None:
         task = asyncio.create_task(announce())
-        warming = asyncio.create_task(prewarm())
+        warming = asyncio.create_task(prewarm() if settings.fork_server else asyncio.sleep(0))
         try:
             await server.serve()
         finally:

@@ -549,3 +549,6 @@ class ServerSettings(BaseModel):
     queue_limit: int | None = Field(None, ge=1)
     drain_grace_seconds: float = Field(30.0, ge=0)
     load_timeout_seconds: float = Field(1800.0, gt=0)
+    # Fork replicas from a process that has imported their runtime already:
+    # a wake costs ~15 ms instead of ~150 ms, for ~8 MiB with one replica.
+    fork_server: bool = True

@@ -29,14 +29,14 @@ def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Com
     return subprocess.run([*SWELL, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+@pytest.fixture(scope="module", params=["--fork-server", "--no-fork-server"])
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     data_dir = tmp_path_factory.mktemp("e2e")
     port = _free_port()
     env = {**os.environ, "SWELL_API_KEY": KEY, "SWELL_URL": f"http://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"}
     log = (data_dir / "server.log").open("wb")
     process = subprocess.Popen(
-        [*SWELL, "serve", "--port", str(port), "--data-dir", str(data_dir / "data")],
+        [*SWELL, "serve", "--port", str(port), "--data-dir", str(data_dir / "data"), request.param],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir,
     )
     deadline = time.monotonic() + 30
