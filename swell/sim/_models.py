@@ -31,6 +31,17 @@ def _floats(spec: str, text: str, count: int) -> list[float]:
     return [nonnegative_number(repr(spec), part) for part in parts]
 
 
+def _seconds(flag: str, spec: str, text: str, expected: str) -> float:
+    """A fixed number of seconds (``9`` or ``9s``), finite and ≥ 0."""
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        raise SimulationError(f"{flag} {spec!r}: expected {expected}") from None
+    if not math.isfinite(value) or value < 0:
+        raise SimulationError(f"{flag} {spec!r}: must be a finite number of seconds ≥ 0")
+    return value
+
+
 @dataclass(frozen=True)
 class ServiceTime:
     """Per-request service seconds from a spec; see the module docstring."""
@@ -44,7 +55,7 @@ class ServiceTime:
         if spec is None or spec == "auto":
             return cls("auto")
         if isinstance(spec, (int, float)):
-            return cls._fixed(str(spec), float(spec))
+            spec = str(spec)
         text = spec.strip()
         if text in ("column", "duration"):
             return cls("column")
@@ -53,18 +64,9 @@ class ServiceTime:
         if text.startswith("tokens:"):
             a, b, c = _floats(spec, text.removeprefix("tokens:"), 3)
             return cls("tokens", tokens=(a, b, c))
-        try:
-            value = float(text.removesuffix("s"))
-        except ValueError:
-            raise SimulationError(
-                f"--service-time {spec!r}: expected seconds (e.g. 1.5), 'column', or 'tokens:IN_S,OUT_S,OVERHEAD'"
-            ) from None
-        return cls._fixed(spec, value)
-
-    @classmethod
-    def _fixed(cls, spec: str, value: float) -> ServiceTime:
-        if not math.isfinite(value) or value < 0:
-            raise SimulationError(f"--service-time {spec!r}: must be a finite number of seconds ≥ 0")
+        value = _seconds(
+            "--service-time", spec, text, "seconds (e.g. 1.5), 'column', or 'tokens:IN_S,OUT_S,OVERHEAD'"
+        )
         return cls("fixed", seconds=value)
 
     def resolve(self, trace: Trace) -> ServiceTime:
@@ -126,14 +128,7 @@ class ColdStart:
             if high < low:
                 raise SimulationError(f"--cold-start {spec!r}: needs A ≤ B")
             return cls("uniform", low, high)
-        try:
-            value = float(text.removesuffix("s"))
-        except ValueError:
-            raise SimulationError(
-                f"--cold-start {spec!r}: expected seconds (e.g. 9), 'lognormal:MEDIAN,SIGMA' or 'uniform:A,B'"
-            ) from None
-        if not math.isfinite(value) or value < 0:
-            raise SimulationError(f"--cold-start {spec!r}: must be a finite number of seconds ≥ 0")
+        value = _seconds("--cold-start", spec, text, "seconds (e.g. 9), 'lognormal:MEDIAN,SIGMA' or 'uniform:A,B'")
         return cls("fixed", value)
 
     def sampler(self, seed: int) -> _Sampler:
