@@ -23,29 +23,28 @@ class ArgConfig(enum.Enum):
     INPUTS_AND_REQUEST = enum.auto()
 
 
-def is_request_type(annotation: Any) -> bool:
-    """True for ``starlette.requests.Request`` or a subclass.
+def _is_loaded_subclass(annotation: Any, module_name: str, class_name: str) -> bool:
+    """True if ``annotation`` subclasses ``module_name.class_name``.
 
-    Looks starlette up in ``sys.modules`` instead of importing it: an annotation
-    can only be that class if the model already imported it.
+    Looks the module up in ``sys.modules`` instead of importing it: an
+    annotation can only be that class if the model already imported it.
     """
-    requests = sys.modules.get("starlette.requests")
-    if requests is None:
+    module = sys.modules.get(module_name)
+    if module is None:
         return False
     try:
-        return issubclass(annotation, requests.Request)
+        return issubclass(annotation, getattr(module, class_name))
     except TypeError:
         return False
+
+
+def is_request_type(annotation: Any) -> bool:
+    """True for ``starlette.requests.Request`` or a subclass."""
+    return _is_loaded_subclass(annotation, "starlette.requests", "Request")
 
 
 def is_pydantic_model(annotation: Any) -> bool:
-    pydantic = sys.modules.get("pydantic")
-    if pydantic is None:
-        return False
-    try:
-        return issubclass(annotation, pydantic.BaseModel)
-    except TypeError:
-        return False
+    return _is_loaded_subclass(annotation, "pydantic", "BaseModel")
 
 
 def arg_config(method: Callable[..., Any], name: str) -> ArgConfig:
