@@ -37,6 +37,7 @@ __all__ = [
     "RuntimeConfig",
     "ServerSettings",
     "SettingsError",
+    "WEIGHTS_SCHEMES",
     "WeightsSource",
     "load_model_config",
     "parse_autoscaling",
@@ -360,8 +361,22 @@ class RuntimeConfig(BaseModel):
     streaming_read_timeout: int = 60
 
 
+#: URL schemes a weights ``source`` may use (fetched by ``swell.weights``).
+WEIGHTS_SCHEMES = ("https://", "http://", "s3://")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
 class WeightsSource(BaseModel):
-    """One entry of ``model_cache`` / ``weights`` (Truss's shape)."""
+    """One entry of ``weights`` or ``model_cache`` (Truss's shapes, one model).
+
+    ``weights`` (Truss's v2 API): ``source`` is a URL (``https://…``,
+    ``http://…`` or ``s3://bucket/key-or-prefix``) and ``mount_location`` the
+    absolute folder where the model finds the files.  ``model_cache``: the
+    source is ``repo_id`` (an ``s3://`` URL with ``kind: s3``; a Hugging Face
+    repo id is accepted and left to the model to download) and the files
+    appear in ``/app/model_cache/<volume_folder>``.  ``sha256`` (Swell's
+    addition) pins the content of a single-file source.
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -377,12 +392,70 @@ class WeightsSource(BaseModel):
     runtime_secret_name: str | None = None
     sha256: str | None = None
     auth_secret_name: str | None = None
+    auth: dict[str, Any] | None = None  # Truss's OIDC/assume-role section; accepted, not acted on
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(WEIGHTS_SCHEMES):
+            scheme = value.split("://", 1)[0] + "://" if "://" in value else "(none)"
+            raise ValueError(
+                f"scheme {scheme} is not supported; a weights source is an "
+                f"{', '.join(WEIGHTS_SCHEMES)} URL"
+            )
+        rest = value.split("://", 1)[1]
+        if not rest or rest.startswith("/"):
+            raise ValueError("must name a host (https://host/path) or a bucket (s3://bucket/key)")
+        return value
+
+    @field_validator("mount_location")
+    @classmethod
+    def _mount_location(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must be an absolute path (start with /), e.g. /app/model_cache/llama")
+        return value
+
+    @field_validator("volume_folder")
+    @classmethod
+    def _volume_folder(cls, value: str | None) -> str | None:
+        if value is not None and (not value or value.startswith("/") or ".." in Path(value).parts):
+            raise ValueError("must be a relative folder name without '..', e.g. 'llama'")
+        return value
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _sha256(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value).strip().lower().removeprefix("sha256:")
+        if not _SHA256_RE.match(text):
+            raise ValueError("must be 64 hexadecimal digits (the file's SHA-256)")
+        return text
 
     @model_validator(mode="after")
     def _has_source(self) -> WeightsSource:
         if not (self.source or self.repo_id):
             raise ValueError("each weights entry needs a 'source' URL (https://… or s3://bucket/key)")
+        if self.repo_id and not self.source and (self.kind or "hf") not in ("hf", "s3"):
+            raise ValueError(
+                f"model_cache kind {self.kind!r} is not supported; use kind: s3 with "
+                "repo_id: s3://bucket/prefix, or a weights entry with an https:// source"
+            )
         return self
+
+    @property
+    def url(self) -> str | None:
+        """The URL Swell fetches; ``None`` for a Hugging Face repo (not fetched by Swell)."""
+        if self.source:
+            return self.source
+        repo = self.repo_id or ""
+        if repo.startswith(WEIGHTS_SCHEMES):
+            return repo
+        if self.kind == "s3":
+            return "s3://" + repo
+        return None
 
 
 # Keys Truss accepts that Swell reads and uses (besides the fields below).
@@ -478,6 +551,20 @@ class ModelConfig(BaseModel):
     @property
     def weight_sources(self) -> list[WeightsSource]:
         return [*self.model_cache, *self.weights]
+
+    @model_validator(mode="after")
+    def _unique_mount_locations(self) -> ModelConfig:
+        seen: set[str] = set()
+        for entry in self.weights:
+            if entry.mount_location is None:
+                continue
+            if entry.mount_location in seen:
+                raise ValueError(
+                    f"weights: mount_location {entry.mount_location!r} appears twice; "
+                    "each source needs its own folder"
+                )
+            seen.add(entry.mount_location)
+        return self
 
 
 def load_model_config(

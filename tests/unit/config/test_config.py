@@ -125,7 +125,7 @@ model_metadata: {example_model_input: {x: 1}}
 model_cache:
   - {repo_id: org/model, allow_patterns: ["*.json"], volume_folder: m}
 weights:
-  - {source: "s3://bucket/key", mount_location: /app/model_cache/w, sha256: abc}
+  - {source: "s3://bucket/key", mount_location: /app/model_cache/w, sha256: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}
 autoscaling: {min_replica: 1, max_replica: 3, scale_down_delay: 60}
 """,
         )
