@@ -361,6 +361,20 @@ def _model_name(directory: Path) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def push(directory: Path, publish: bool, promote: bool, environment: str, model_name: str | None, as_json: bool) -> None:
     """Upload a model package (a Truss directory with config.yaml) as a deployment."""
+    client = _Client(as_json)
+    result = _push_directory(
+        client, directory, model_name=model_name, publish=publish or promote, promote=promote, environment=environment
+    )
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    _print_pushed(client, result)
+
+
+def _push_directory(
+    client: _Client, directory: Path, *, model_name: str | None, publish: bool, promote: bool, environment: str
+) -> dict[str, Any]:
+    """Upload DIRECTORY and return the server's answer; `push` and `watch` share it."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -369,11 +383,9 @@ def push(directory: Path, publish: bool, promote: bool, environment: str, model_
         TextColumn,
     )
 
+    as_json = client.as_json
     if not (directory / "config.yaml").is_file():
         _fail(f"{directory} has no config.yaml; a model package is a directory with config.yaml and model/model.py", as_json=as_json)
-    client = _Client(as_json)
-    if promote:
-        publish = True
     name = model_name or _model_name(directory)
     params = {"model_name": name, "publish": str(publish).lower(), "promote": str(promote).lower(), "environment": environment}
     with tempfile.TemporaryDirectory() as tmp:
@@ -393,16 +405,16 @@ def push(directory: Path, publish: bool, promote: bool, environment: str, model_
                         yield chunk
                 progress.update(task, description=f"building {name} (installing requirements if any)")
 
-            result = client.request_object(
+            return client.request_object(
                 "POST",
                 "/v1/models/push",
                 params=params,
                 content=chunks(),
                 headers={"content-type": "application/gzip"},
             )
-    if as_json:
-        click.echo(json.dumps(result))
-        return
+
+
+def _print_pushed(client: _Client, result: dict[str, Any]) -> None:
     out = _stderr()
     summary = (
         f"{result['model_name']}: model {result['model_id']}, "
@@ -559,6 +571,10 @@ def status(model: str | None, as_json: bool) -> None:
 
 
 def _register() -> None:
+    from swell._cli_manage import keys, secrets, watch
+
+    for command in (keys, secrets, watch):
+        cli.add_command(command)
     try:
         from swell.sim._cli import simulate
     except ModuleNotFoundError as exc:  # the simulator's CLI is not there yet
