@@ -35,6 +35,7 @@ __all__ = [
     "ModelConfig",
     "Resources",
     "RuntimeConfig",
+    "Schedule",
     "ServerSettings",
     "SettingsError",
     "WEIGHTS_SCHEMES",
@@ -42,6 +43,7 @@ __all__ = [
     "load_model_config",
     "parse_autoscaling",
     "parse_cpu",
+    "parse_cron",
     "parse_memory",
 ]
 
@@ -129,6 +131,106 @@ def errors_from_validation(
 # --------------------------------------------------------------------------- autoscaling
 
 
+#: (name, lowest, highest) of the five cron fields, in order.
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 6))
+_CRON_NAMES = {
+    3: {n: i + 1 for i, n in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
+    4: {n: i for i, n in enumerate("sun mon tue wed thu fri sat".split())},
+}
+_HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+def parse_cron(expression: str) -> tuple[frozenset[int], ...]:
+    """The five fields of a cron expression as sets of values; ``ValueError`` names the bad field.
+
+    Supports ``*``, ``a``, ``a-b``, ``*/n``, ``a-b/n``, lists, names of months and
+    weekdays, and 7 for Sunday.
+    """
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"a cron expression has 5 fields (minute hour day month weekday), got {len(fields)}")
+    out: list[frozenset[int]] = []
+    for i, (text, (name, lo, hi)) in enumerate(zip(fields, CRON_FIELDS)):
+        hi_in = 7 if i == 4 else hi
+        values: set[int] = set()
+        for part in text.lower().split(","):
+            span, _, step_text = part.partition("/")
+            try:
+                step = int(step_text) if step_text else 1
+                if span == "*":
+                    a, b = lo, hi_in
+                else:
+                    first, dash, last = span.partition("-")
+                    a = _CRON_NAMES.get(i, {}).get(first, None)
+                    a = int(first) if a is None else a
+                    b = (_CRON_NAMES.get(i, {}).get(last) or int(last)) if dash else (hi_in if step_text else a)
+            except ValueError:
+                raise ValueError(f"cron {name} field {text!r} is not a number, range, list or */step") from None
+            if not (lo <= a <= b <= hi_in) or step < 1:
+                raise ValueError(f"cron {name} field {text!r} must lie within {lo}-{hi_in}")
+            values.update(7 if v == 7 and i == 4 else v for v in range(a, b + 1, step))
+        if i == 4 and 7 in values:
+            values = (values - {7}) | {0}
+        out.append(frozenset(values))
+    return tuple(out)
+
+
+class Schedule(BaseModel):
+    """Hold at least ``min_replica`` replicas during a recurring window (scheduled pre-warm).
+
+    Either a daily window (``start``/``end`` as ``HH:MM``; ``end`` before ``start``
+    crosses midnight) or ``cron`` (when the window opens) plus ``duration`` seconds.
+    Times are in ``timezone`` (IANA name, default UTC).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replica: int = Field(ge=0)
+    start: str | None = None
+    end: str | None = None
+    cron: str | None = None
+    duration: int | None = Field(None, ge=60, le=7 * 86400)
+    timezone: str = "UTC"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock_time(cls, value: str | None) -> str | None:
+        if value is not None and not _HHMM.match(value):
+            raise ValueError("must be a time of day HH:MM (00:00 … 23:59)")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except (ValueError, LookupError, OSError):
+            raise ValueError("must be an IANA time zone such as 'UTC' or 'Europe/Berlin'") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        daily = self.start is not None or self.end is not None
+        if daily and self.cron is not None:
+            raise ValueError("give either start/end (a daily window) or cron + duration, not both")
+        if daily and (self.start is None or self.end is None or self.start == self.end):
+            raise ValueError("a daily window needs both start and end, and they must differ")
+        if self.cron is not None and self.duration is None:
+            raise ValueError("cron needs duration (seconds the window stays open, 60 … 604800)")
+        if not daily and self.cron is None:
+            raise ValueError("a schedule needs start/end (HH:MM) or cron + duration")
+        return self
+
+
 class AutoscalingSettings(BaseModel):
     """Per-deployment autoscaling settings, named as Baseten names them.
 
@@ -146,12 +248,15 @@ class AutoscalingSettings(BaseModel):
     scale_down_delay: int = Field(900, ge=0, le=3600)
     concurrency_target: int = Field(1, ge=1)
     target_utilization_percentage: int = Field(70, ge=1, le=100)
+    schedules: tuple[Schedule, ...] = ()
 
     @field_validator("*", mode="before")
     @classmethod
     def _whole_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # YAML and JSON both give 2.0 for "2.0"; accept whole floats, refuse 2.5
         # with the field's range rather than pydantic's generic message.
+        if info.field_name == "schedules":
+            return value
         if isinstance(value, bool):
             raise ValueError(f"must be a whole number; {_AUTOSCALING_RANGES[info.field_name or '']}")
         if isinstance(value, float):
@@ -176,6 +281,11 @@ class AutoscalingSettings(BaseModel):
             raise ValueError(
                 f"min_replica ({self.min_replica}) must be ≤ max_replica ({self.max_replica})"
             )
+        for schedule in self.schedules:
+            if schedule.min_replica > self.max_replica:
+                raise ValueError(
+                    f"schedules: min_replica ({schedule.min_replica}) must be ≤ max_replica ({self.max_replica})"
+                )
         return self
 
     @property
@@ -191,6 +301,7 @@ _AUTOSCALING_RANGES = {
     "scale_down_delay": "must be between 0 and 3600 seconds",
     "concurrency_target": "must be a whole number ≥ 1",
     "target_utilization_percentage": "must be between 1 and 100",
+    "schedules": "must be a list of {min_replica, start, end | cron, duration, timezone}",
 }
 AutoscalingSettings.RANGES = _AUTOSCALING_RANGES
 
@@ -232,7 +343,9 @@ def parse_autoscaling(
         for e in errors:
             if e.field == "max_replica" and "cap" in e.allowed:
                 e = FieldError(e.field, e.value, f"must be between 1 and {max_replica_cap}")
-            if e.field == "(root)":
+            if e.field == "(root)" and e.allowed.startswith("schedules:"):
+                e = FieldError("schedules", merged.get("schedules"), e.allowed.removeprefix("schedules: "))
+            elif e.field == "(root)":
                 e = FieldError("min_replica", merged.get("min_replica"), e.allowed)
             fixed.append(e)
         raise SettingsError(fixed, source=source) from None
@@ -636,6 +749,13 @@ class ServerSettings(BaseModel):
     queue_limit: int | None = Field(None, ge=1)
     drain_grace_seconds: float = Field(30.0, ge=0)
     load_timeout_seconds: float = Field(1800.0, gt=0)
+    # The store: SQLite in data_dir when unset, else e.g. postgresql+asyncpg://user@host/db.
+    database_url: str | None = None
+    # A deployment with no request for this long is deactivated (None: never).
+    deactivate_development_after_days: float | None = Field(14.0, gt=0)
+    deactivate_published_after_days: float | None = Field(60.0, gt=0)
+    housekeeping_seconds: float = Field(60.0, gt=0)  # how often idle times are written and checked
+    promotion_timeout_seconds: float = Field(900.0, gt=0)  # how long a promotion waits for warm replicas
     # Fork replicas from a process that has imported their runtime already:
     # a wake costs ~15 ms instead of ~150 ms, for ~8 MiB with one replica.
     fork_server: bool = True

@@ -28,6 +28,7 @@ def test_defaults_are_basetens() -> None:
         "scale_down_delay": 900,
         "concurrency_target": 1,
         "target_utilization_percentage": 70,
+        "schedules": (),
     }
     assert DEVELOPMENT_AUTOSCALING.model_dump() == s.model_dump()
 
