@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     Environment: ``SWELL_REPLICA_SOCKET`` (serve on that Unix socket) or
     ``SWELL_REPLICA_PORT`` / ``INFERENCE_SERVER_PORT`` (default 8080) on
     ``SWELL_REPLICA_HOST`` (default 127.0.0.1); ``SWELL_EVENTS_FD`` (JSON lines:
-    live, loading, ready, failed); ``SWELL_LIFELINE_FD`` (exit at once on EOF);
+    live, loading, weights_progress, weights_ready, ready, failed);
+    ``SWELL_LIFELINE_FD`` (exit at once on EOF); ``SWELL_WEIGHTS_CACHE`` and
+    ``SWELL_WEIGHTS_*`` (the weights cache and fetch settings, docs/weights.md);
     ``SWELL_SECRETS_DIR`` (default /secrets); ``NUM_LOAD_RETRIES_TRUSS`` (default 1).
     """
     from swell.modelserver._server import main as _main

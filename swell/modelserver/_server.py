@@ -21,6 +21,7 @@ from swell.modelserver._app import ReplicaApp
 from swell.modelserver._config import load_truss_config
 from swell.modelserver._fastpath import fast_path_protocol
 from swell.modelserver._sched import use_batch_scheduling
+from swell.modelserver._weights import fetch_weights
 from swell.modelserver._wrapper import ModelWrapper
 
 logger = logging.getLogger("swell.modelserver")
@@ -208,7 +209,7 @@ class ReplicaServer(uvicorn.Server):
     def _load(self, loop: asyncio.AbstractEventLoop) -> None:
         wrapper, events = self.wrapper, self.events
         events.emit("loading")
-        if wrapper.load():
+        if fetch_weights(wrapper, events) and wrapper.load():
             # The model and the runtime live as long as the replica: keep the
             # collector's full passes off them (they cost every request a share).
             gc.collect()

@@ -127,8 +127,12 @@ class WeightsFetcher:
     # ------------------------------------------------------------------ entry
 
     def prepare(self, entries: Sequence[WeightsSource | Mapping[str, Any]], package_dir: Path, *,
-                data_dir: str = "data", headers: Mapping[str, str] | None = None) -> WeightsReport:
-        """Fetch every entry (or take it from the cache) and link it under its mount location."""
+                data_dir: str = "data",
+                auth: Callable[[WeightsSource], Mapping[str, str]] | None = None) -> WeightsReport:
+        """Fetch every entry (or take it from the cache) and link it under its mount location.
+
+        ``auth(entry)`` gives extra request headers for an http(s) source.
+        """
         import httpx
 
         started = time.monotonic()
@@ -141,6 +145,7 @@ class WeightsFetcher:
         )
         try:
             for source in sources:
+                headers = auth(source) if auth is not None else None
                 report.sources.append(self._prepare_source(client, source, package_dir, data_dir, headers))
         finally:
             if self._client is None:

@@ -100,6 +100,10 @@ class ProcessBackend:
     whose environment changes how the interpreter starts (``PYTHON*``,
     ``LD_*``), are always spawned.
 
+    ``weights_cache`` is the folder where replicas keep the weights they fetch,
+    shared by all of them (default: ``$SWELL_WEIGHTS_CACHE``, else ``weights``
+    next to ``log_dir``, which is ``DATA_DIR/weights`` under ``swell serve``).
+
     ``transport="tcp"`` gives each replica a port on 127.0.0.1 instead of a
     socket; ``module`` is the module run with ``-m`` (tests replace it).
     """
@@ -114,6 +118,7 @@ class ProcessBackend:
         close_grace_seconds: float = 5.0,
         failed_grace_seconds: float = 5.0,
         warm_start: bool = True,
+        weights_cache: Path | None = None,
     ) -> None:
         if transport not in ("unix", "tcp"):
             raise ValueError(f"transport: {transport!r} is not allowed; must be 'unix' or 'tcp'")
@@ -130,6 +135,9 @@ class ProcessBackend:
         self._fork_server: ForkServer | None = None
         self._fork_server_task: asyncio.Task[bool] | None = None
         self._fork_server_starts = 0
+        # Shared by every replica on the machine (docs/weights.md); by default
+        # next to the logs, i.e. DATA_DIR/weights under `swell serve`.
+        self._weights_cache = Path(weights_cache) if weights_cache is not None else None
 
     # ------------------------------------------------------------------ public
 
@@ -138,6 +146,14 @@ class ProcessBackend:
         if self._log_dir is None:
             self._log_dir = (self._run_dir or self._private()) / "logs"
         return self._log_dir
+
+    @property
+    def weights_cache(self) -> Path:
+        """The weights cache replicas share (``SWELL_WEIGHTS_CACHE`` in their environment)."""
+        if self._weights_cache is None:
+            configured = os.environ.get("SWELL_WEIGHTS_CACHE")
+            self._weights_cache = Path(configured) if configured else self.log_dir.parent / "weights"
+        return self._weights_cache
 
     def log_path(self, replica: Replica) -> Path:
         """Where the replica's stdout and stderr go."""
@@ -195,6 +211,9 @@ class ProcessBackend:
             address = f"http://127.0.0.1:{port}"
         if spec.secrets_dir is not None:
             swell_vars["SWELL_SECRETS_DIR"] = str(spec.secrets_dir)
+        # The weights cache, and the server's SWELL_WEIGHTS_* settings (size limit, parts).
+        swell_vars.update({k: v for k, v in os.environ.items() if k.startswith("SWELL_WEIGHTS_")})
+        swell_vars["SWELL_WEIGHTS_CACHE"] = str(self.weights_cache)
 
         log_path = self.log_path(replica)
         log_path.parent.mkdir(parents=True, exist_ok=True)
