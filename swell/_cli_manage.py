@@ -34,14 +34,19 @@ def _when(value: Any) -> str:
         return "—"
     try:
         if isinstance(value, (int, float)):
-            moment = _dt.datetime.fromtimestamp(float(value), tz=_dt.timezone.utc)
+            moment = _dt.datetime.fromtimestamp(float(value), tz=_dt.UTC)
         else:
-            moment = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            moment = _dt.datetime.fromisoformat(str(value))
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=_dt.timezone.utc)
+                moment = moment.replace(tzinfo=_dt.UTC)
     except (ValueError, OverflowError, OSError):
         return str(value)
     return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _say(text: str) -> None:
+    """One message on stderr, never wrapped: it may hold a path or an id to paste."""
+    _stderr().print(text, soft_wrap=True)
 
 
 def _table(title: str) -> Any:
@@ -85,17 +90,16 @@ def keys_create(name: str | None, key_type: str, models: tuple[str, ...], as_jso
     if as_json:
         click.echo(json.dumps(created))
         return
-    err = _stderr()
     scope = ""
     if created.get("model_ids"):
         scope = " for " + ", ".join(str(m) for m in created["model_ids"])
     label = f" {created['name']!r}" if created.get("name") else ""
-    err.print(f"[bold green]created[/] {escape(str(created.get('type', key_type)))} key{escape(label)} "
-              f"(id {escape(str(created.get('id')))}){escape(scope)}")
+    _say(f"[bold green]created[/] {escape(str(created.get('type', key_type)))} key{escape(label)} "
+         f"(id {escape(str(created.get('id')))}){escape(scope)}")
     # The secret alone on stdout, so `swell keys create > file` keeps just it.
     click.echo(created["key"])
-    err.print("[yellow]warning:[/] this is the only time the key is shown; store it now "
-              "(lost keys cannot be recovered, only revoked and replaced)")
+    _say("[yellow]warning:[/] this is the only time the key is shown; store it now "
+         "(lost keys cannot be recovered, only revoked and replaced)")
 
 
 @keys.command("list")
@@ -110,7 +114,7 @@ def keys_list(as_json: bool) -> None:
         click.echo(json.dumps({"api_keys": found}))
         return
     if not found:
-        _stderr().print("no API keys; create one with `swell keys create`")
+        _say("no API keys; create one with `swell keys create`")
         return
     table = _table(f"API keys at {client.url}")
     for column in ("id", "name", "type", "models", "created", "last used"):
@@ -137,7 +141,7 @@ def keys_revoke(key_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result))
         return
-    _stderr().print(f"[bold green]revoked[/] key {escape(str(result.get('id', key_id)))}")
+    _say(f"[bold green]revoked[/] key {escape(str(result.get('id', key_id)))}")
 
 
 # --------------------------------------------------------------------------- secrets
@@ -177,8 +181,8 @@ def secrets_set(name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result))
         return
-    _stderr().print(f"[bold green]set[/] secret {escape(str(result.get('name', name)))} "
-                    f"(updated {_when(result.get('updated_at'))})")
+    _say(f"[bold green]set[/] secret {escape(str(result.get('name', name)))} "
+         f"(updated {_when(result.get('updated_at'))})")
 
 
 @secrets.command("list")
@@ -192,7 +196,7 @@ def secrets_list(as_json: bool) -> None:
         click.echo(json.dumps({"secrets": found}))
         return
     if not found:
-        _stderr().print("no secrets; set one with `swell secrets set NAME`")
+        _say("no secrets; set one with `swell secrets set NAME`")
         return
     table = _table(f"Secrets at {client.url}")
     for column in ("name", "created", "updated"):
@@ -212,7 +216,7 @@ def secrets_delete(name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result))
         return
-    _stderr().print(f"[bold green]deleted[/] secret {escape(str(result.get('name', name)))}")
+    _say(f"[bold green]deleted[/] secret {escape(str(result.get('name', name)))}")
 
 
 # --------------------------------------------------------------------------- watch
@@ -295,7 +299,7 @@ def _push_dev(client: _Client, directory: Path, model_name: str | None, changed:
         _print_pushed(client, result)
         return True
     what = changed[0] + (f" and {len(changed) - 1} more" if len(changed) > 1 else "")
-    _stderr().print(
+    _say(
         f"{time.strftime('%H:%M:%S')} [bold green]pushed[/] {escape(what)} → deployment "
         f"{escape(str(result['deployment_id']))}, status {escape(str(result['status']))}"
     )
@@ -318,7 +322,7 @@ def watch(directory: Path, model_name: str | None, poll_seconds: float, as_json:
         pushed = snapshot(directory)
         _push_dev(client, directory, model_name, [])
         if not as_json:
-            _stderr().print(f"watching {escape(str(directory))} for changes (Ctrl-C to stop)")
+            _say(f"watching {escape(str(directory))} for changes (Ctrl-C to stop)")
         seen = pushed
         while True:
             time.sleep(poll_seconds)

@@ -40,7 +40,7 @@ class PostgresServer:
         """Run a PostgreSQL client program (createdb, dropdb, psql) against this server."""
         return subprocess.run(
             [str(self.bin_dir / program), "-h", str(self.socket_dir), "-U", self.user, *args],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True, text=True, timeout=30, check=False,
         )
 
 
@@ -91,7 +91,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             os.chown(path, owner.pw_uid, owner.pw_gid)
 
     def run(*cmd: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*as_user, *cmd], capture_output=True, text=True, cwd=root, timeout=_START_TIMEOUT_S)
+        return subprocess.run([*as_user, *cmd], capture_output=True, text=True, cwd=root, timeout=_START_TIMEOUT_S, check=False)
 
     pg_ctl = str(bin_dir / "pg_ctl")
     init = run(str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres",
