@@ -1,4 +1,5 @@
-"""Dependencies point one way (DESIGN.md): cli → control → serving → autoscaling → config."""
+"""Dependencies point one way (DESIGN.md): cli → control → serving → autoscaling → config;
+modelserver → weights → config."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "autoscaling": {"config"},
     "sim": {"autoscaling", "config"},
-    "modelserver": {"config"},
+    "weights": {"config"},
+    "modelserver": {"config", "weights"},
     "serving": {"autoscaling", "config", "modelserver"},
     "control": {"serving", "autoscaling", "config", "modelserver"},
     "dashboard": {"control", "serving", "autoscaling", "config"},
