@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
+import select
 import shutil
 import signal
 import socket
@@ -178,6 +180,42 @@ def test_secrets_set_list_replace_delete(server: dict[str, str]) -> None:
     assert "hf_token" not in [s["name"] for s in ok_json(run("secrets", "list", "--json", env=server))["secrets"]]
     gone = user_error(run("secrets", "delete", "hf_token", env=server))
     assert "hf_token" in gone
+
+
+def test_secrets_set_from_a_terminal_does_not_echo_the_value(server: dict[str, str]) -> None:
+    main, terminal = pty.openpty()
+    process = subprocess.Popen([*SWELL, "secrets", "set", "typed_secret"], stdin=terminal, stdout=terminal,
+                               stderr=terminal, env={**server, "TERM": "dumb"}, close_fds=True)
+    os.close(terminal)
+    screen = b""
+
+    def read_until(needle: bytes, timeout: float) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + timeout
+        while needle not in screen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"waited for {needle!r}; the terminal shows {screen!r}"
+            if select.select([main], [], [], left)[0]:
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # the process ended and closed the terminal
+                    chunk = b""
+                if not chunk:
+                    break
+                screen += chunk
+
+    try:
+        read_until(b"value of typed_secret", 60)
+        os.write(main, b"typed-hunter2\n")
+        read_until(b"typed_secret (updated", 60)
+        assert process.wait(timeout=30) == 0, screen
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(main)
+    assert b"typed-hunter2" not in screen, "the value was echoed on the terminal"
+    names = [s["name"] for s in ok_json(run("secrets", "list", "--json", env=server))["secrets"]]
+    assert "typed_secret" in names
 
 
 def test_secrets_set_refuses_an_empty_value(server: dict[str, str]) -> None:
