@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -9,9 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from swell.modelserver import load_truss_config
 from swell.modelserver._testing import ReplicaProcess, free_port
+from swell.weights._testing import FileServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PACKAGES = sorted(p.parent for p in EXAMPLES.glob("*/config.yaml"))
@@ -39,9 +42,28 @@ def check_stream(r: httpx.Response, example: Any) -> None:
     assert len(r.text.split()) == example["max_tokens"]
 
 
+def check_weights(r: httpx.Response, example: Any) -> None:
+    body = r.json()
+    assert body["weights_sha256"] == load_truss_config(EXAMPLES / "weights")["weights"][0]["sha256"]
+    assert [len(row) for row in body["scores"]] == [3] * len(example["inputs"])
+
+
 CHECKS: dict[str, Callable[[httpx.Response, Any], None]] = {
     "echo": check_echo, "iris": check_iris, "slow-load": check_slow_load, "stream": check_stream,
+    "weights": check_weights,
 }
+
+
+def serve_weights(package: Path, stack: contextlib.ExitStack) -> None:
+    """An example with ``files/`` fetches its weights from them: serve them, point the config there."""
+    files = package / "files"
+    if not files.is_dir():
+        return
+    server = stack.enter_context(FileServer({p.name: p for p in files.iterdir()}))
+    config = yaml.safe_load((package / "config.yaml").read_text())
+    for entry in config.get("weights") or []:
+        entry["source"] = server.url(entry["source"].rsplit("/", 1)[-1])
+    (package / "config.yaml").write_text(yaml.safe_dump(config))
 
 
 def test_every_example_has_a_check_and_a_readme() -> None:
@@ -58,7 +80,10 @@ def test_example_serves(package: Path, tmp_path: Path) -> None:
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("weights.bin*"))
     example = load_truss_config(copy)["model_metadata"]["example_model_input"]
     port = free_port()
-    with ReplicaProcess(copy, port=port, env={"SWELL_EXAMPLE_WEIGHTS_MB": "2"}) as replica:
+    env = {"SWELL_EXAMPLE_WEIGHTS_MB": "2", "SWELL_WEIGHTS_CACHE": str(tmp_path / "weights")}
+    with contextlib.ExitStack() as stack:
+        serve_weights(copy, stack)  # before the replica reads its config
+        replica = stack.enter_context(ReplicaProcess(copy, port=port, env=env))
         replica.wait_ready(timeout=30)
         r = httpx.post(f"http://127.0.0.1:{port}/v1/models/{package.name}:predict", json=example, timeout=30)
         assert r.status_code == 200, r.text

@@ -1,0 +1,106 @@
+"""End to end: the example package's replica fetches its weights, loads and predicts; the next one uses the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from swell.config import load_model_config
+from swell.modelserver._testing import ReplicaProcess
+from swell.serving import ReplicaSpec, ReplicaState
+from swell.serving.backends import ProcessBackend
+from swell.weights._testing import FileServer
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "weights"
+WEIGHTS = EXAMPLE / "files" / "mlp.npy"
+
+
+def package_copy(tmp_path: Path, server: FileServer, name: str = "pkg", **changes: object) -> Path:
+    """The example with its source pointed at ``server`` (and ``changes`` to the weights entry)."""
+    copy = tmp_path / name
+    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("files"))
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["weights"][0]["source"] = server.url("mlp.npy")
+    config["weights"][0].update(changes)
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    return copy
+
+
+@pytest.fixture
+def server() -> Iterator[FileServer]:
+    with FileServer({"mlp.npy": WEIGHTS}) as s:
+        yield s
+
+
+def predict(replica: ReplicaProcess) -> dict[str, object]:
+    with replica.client() as client:
+        r = client.post("/v1/models/weights:predict",
+                        json={"inputs": [[5.1, 3.5, 1.4, 0.2]]}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_replicas_fetch_once_and_read_from_the_cache(server: FileServer, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = {"SWELL_WEIGHTS_CACHE": str(cache), "SWELL_WEIGHTS_PART_SIZE": "2Ki", "SWELL_WEIGHTS_PARALLELISM": "3"}
+    first_pkg = package_copy(tmp_path, server, "first")
+    with ReplicaProcess(first_pkg, env=env) as first:
+        first.wait_ready(timeout=60)
+        done = first.wait_event("weights_ready")
+        assert done["bytes_fetched"] == WEIGHTS.stat().st_size and done["bytes_cached"] == 0
+        names = [e["event"] for e in first.events]
+        assert names.index("loading") < names.index("weights_ready") < names.index("ready")
+        body = predict(first)
+        assert body["weights_sha256"] == "3b478469d24ba42fc07ff41b1c2ef554790d7aae297af0228b8a17b4012e1b56"
+        assert len(body["scores"][0]) == 3  # type: ignore[index]
+        seen = first_pkg / "model_cache" / "mlp" / "mlp.npy"  # where the model asked for it
+        assert seen.is_symlink() and seen.resolve().parent == (cache / "blobs" / "sha256").resolve()
+        assert len(server.stats.gets()) == 5  # 8,332 bytes in parts of 2 KiB
+        assert "weights: http://127.0.0.1" in first.stderr()  # one log line per source
+        pins = list((cache / "pins").glob(f"{first.proc.pid}-*.pin"))
+        assert len(pins) == 1  # the running replica pins its blob
+
+        # A second replica (same machine, another deployment) while the first runs.
+        with ReplicaProcess(package_copy(tmp_path, server, "second"), env=env) as second:
+            second.wait_ready(timeout=60)
+            again = second.wait_event("weights_ready")
+            assert again["bytes_fetched"] == 0 and again["bytes_cached"] == WEIGHTS.stat().st_size
+            assert predict(second)["scores"] == body["scores"]
+            assert len(server.stats.gets()) == 5  # no GET at all: the sha256 names the blob
+            assert second.terminate() == 0
+        assert first.terminate() == 0
+
+
+def test_a_sha256_mismatch_fails_the_replica_clearly(server: FileServer, tmp_path: Path) -> None:
+    pkg = package_copy(tmp_path, server, sha256="ab" * 32)
+    with ReplicaProcess(pkg, env={"SWELL_WEIGHTS_CACHE": str(tmp_path / "cache")}) as replica:
+        failed = replica.wait_event("failed", timeout=60)
+        assert "sha256 mismatch" in failed["error"] and "ab" * 32 in failed["error"]
+        assert "Traceback" not in failed["error"]  # an expected failure reads as a sentence
+        assert replica.proc.wait(15) == 1
+
+
+async def test_process_backend_gives_replicas_the_shared_cache(server: FileServer, tmp_path: Path) -> None:
+    pkg = package_copy(tmp_path, server)
+    config, _ = load_model_config(pkg)
+    backend = ProcessBackend(log_dir=tmp_path / "data" / "logs", warm_start=False)
+    assert backend.weights_cache == tmp_path / "data" / "weights"  # DATA_DIR/weights under `swell serve`
+    states: list[ReplicaState] = []
+    spec = ReplicaSpec(deployment_id="d1", package_dir=pkg, config=config, python=sys.executable)
+    replica = await backend.start(spec, lambda r: states.append(r.state))
+    try:
+        for _ in range(600):
+            if replica.state in (ReplicaState.READY, ReplicaState.FAILED):
+                break
+            await asyncio.sleep(0.05)
+        assert replica.state is ReplicaState.READY, replica.error
+        assert list((tmp_path / "data" / "weights" / "blobs" / "sha256").iterdir())
+    finally:
+        await backend.close()
