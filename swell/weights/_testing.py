@@ -35,6 +35,7 @@ class ServerBehaviour:
     drops: int = 0  # …this many times in all
     etag: bool = True
     fail_status: int | None = None  # answer every GET with this status
+    rate: float | None = None  # bytes/s per connection, as CDNs and object stores cap a stream
 
 
 @dataclass
@@ -116,8 +117,16 @@ class FileServer:
                         b.drops -= 1
                         count, drop = b.drop_after, True
                 with open(path, "rb") as f:
-                    sent = self.wfile.flush() or 0
-                    sent = self.request.sendfile(f, offset=start, count=count) if count else 0
+                    self.wfile.flush()
+                    if b.rate is None:
+                        sent = self.request.sendfile(f, offset=start, count=count) if count else 0
+                    else:
+                        sent, began = 0, time.monotonic()
+                        while sent < count:
+                            sent += self.request.sendfile(f, offset=start + sent, count=min(1 << 18, count - sent))
+                            ahead = sent / b.rate - (time.monotonic() - began)
+                            if ahead > 0:
+                                time.sleep(ahead)
                 with server.stats.lock:
                     server.stats.body_bytes += sent
                 if drop:
