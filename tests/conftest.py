@@ -146,3 +146,15 @@ def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
     yield postgres_server.url(name)
     # FORCE: a test that leaked a connection must not make the next one fail.
     postgres_server.client("psql", "-d", "postgres", "-q", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind the store supports: one test, run once per database.
+
+    SQLite is a file in the test's tmp dir; PostgreSQL is a new database on the session's
+    server, started only when a PostgreSQL case runs (and skipped without PostgreSQL).
+    """
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'swell.db'}"
+    return str(request.getfixturevalue("postgres_database"))

@@ -28,3 +28,13 @@ async def test_each_test_gets_a_fresh_database(postgres_database: str) -> None:
             assert (await conn.execute(text("select x from t"))).scalar_one() == 42
     finally:
         await engine.dispose()
+
+
+async def test_database_url_gives_each_kind(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("select 1"))).scalar_one() == 1
+            assert conn.dialect.name == database_url.split("+")[0]
+    finally:
+        await engine.dispose()
