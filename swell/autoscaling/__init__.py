@@ -7,14 +7,19 @@ from swell.autoscaling._clock import Clock, RealClock, VirtualClock
 from swell.autoscaling._rule import (
     Action,
     Decision,
+    Extras,
     Observation,
     ScalerState,
     average_concurrency,
+    burst_replicas,
     clamp,
     decide,
     hold_for_scale_down,
+    scheduled_floor,
     wanted_replicas,
 )
+from swell.autoscaling._history import TrafficHistory
+from swell.autoscaling._schedule import next_schedule_change, schedule_floor, schedule_is_open
 from swell.autoscaling._window import ConcurrencyWindow
 
 __all__ = [
@@ -22,13 +27,20 @@ __all__ = [
     "Clock",
     "ConcurrencyWindow",
     "Decision",
+    "Extras",
     "Observation",
     "RealClock",
     "ScalerState",
+    "TrafficHistory",
     "VirtualClock",
     "average_concurrency",
+    "burst_replicas",
     "clamp",
     "decide",
     "hold_for_scale_down",
+    "next_schedule_change",
+    "schedule_floor",
+    "schedule_is_open",
+    "scheduled_floor",
     "wanted_replicas",
 ]

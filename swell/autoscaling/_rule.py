@@ -6,6 +6,11 @@
              [min_replica, max_replica]
     wake   = a request with no replica makes target ≥ 1 at once
 
+Two opt-in extras (:class:`Extras`, off by default) and one setting act on top:
+``schedules`` raise the floor while a window is open (scheduled pre-warm);
+``burst`` raises ``wanted`` at once when the queue could not drain before a new
+replica would be ready, counting replicas already starting as capacity.
+
 No clock reads, no I/O: ``decide`` is a function of its arguments, so the live
 control loop and the simulator run the very same code.
 """
@@ -13,9 +18,10 @@ control loop and the simulator run the very same code.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from swell.autoscaling._schedule import schedule_floor
 from swell.autoscaling._window import ConcurrencyWindow
 from swell.config import AutoscalingSettings
 
@@ -39,6 +45,34 @@ class Observation:
     now: float
     concurrency: int  # in flight + queued, at this instant
     replicas: int  # replicas that exist and are not draining
+    ready: int | None = None  # of those, the ready ones (None: all of them); for burst
+    wall: float | None = None  # unix seconds now, for schedules (None: schedules are not applied)
+
+
+@dataclass(frozen=True, slots=True)
+class Extras:
+    """Opt-in policies on top of the rule, judged in the simulator (docs/autoscaling.md).
+
+    ``burst``: when requests queue and the ready replicas could not drain the
+    queue within ``cold_start`` seconds (at ``service_time`` seconds per request,
+    ``predict_concurrency`` at once), want enough replicas for everything in the
+    system at once, instead of waiting for the window's mean to catch up.  The
+    target is absolute, so replicas already starting count as capacity: a burst
+    that they will absorb starts nothing more.
+    """
+
+    burst: bool = False
+    trend: bool = False
+    cold_start: float = 30.0
+    service_time: float = 1.0
+    predict_concurrency: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.burst or self.trend
+
+
+NO_EXTRAS = Extras()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +86,11 @@ class ScalerState:
     """The rule's memory: recent ``wanted`` values as a monotonic (max) queue."""
 
     held: tuple[_Held, ...] = field(default=())
+    # The schedules' floor and the wall-time span it was computed for: windows
+    # only open and close at their boundaries, so it is computed once per span.
+    floor: int = 0
+    floor_from: float = math.inf
+    floor_until: float = -math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +100,8 @@ class Decision:
     reason: str
     average: float = 0.0
     wanted: int = 0
+    floor: int = 0  # the replica floor in force: min_replica or an open schedule's
+    burst: bool = False  # the burst extra raised wanted
 
 
 def average_concurrency(
@@ -99,9 +140,46 @@ def hold_for_scale_down(
     return kept[0].wanted, ScalerState(kept)
 
 
-def clamp(settings: AutoscalingSettings, target: int) -> int:
-    """Stage 4: keep the target inside [min_replica, max_replica]."""
-    return max(settings.min_replica, min(settings.max_replica, target))
+def clamp(settings: AutoscalingSettings, target: int, floor: int = 0) -> int:
+    """Stage 4: keep the target inside [max(min_replica, floor), max_replica]."""
+    return max(settings.min_replica, min(floor, settings.max_replica), min(settings.max_replica, target))
+
+
+def scheduled_floor(
+    settings: AutoscalingSettings, state: ScalerState, wall: float | None
+) -> tuple[int, ScalerState]:
+    """The floor that open ``schedules`` ask for at ``wall`` (0 with none, or no wall time)."""
+    if not settings.schedules or wall is None:
+        return 0, state
+    if state.floor_from <= wall < state.floor_until:
+        return state.floor, state
+    floor, until = schedule_floor(settings.schedules, wall)
+    return floor, replace(state, floor=floor, floor_from=wall, floor_until=until)
+
+
+def trend_replicas(settings: AutoscalingSettings, window: ConcurrencyWindow, now: float, extras: Extras) -> int:
+    """Replicas for the concurrency projected one cold start ahead, on a rising trend; else 0."""
+    half = settings.autoscaling_window / 2
+    recent = window.mean(now, half)
+    earlier = (window.mean(now, 2 * half) * 2 * half - recent * half) / half
+    if recent <= earlier:
+        return 0
+    projected = recent + (recent - earlier) / half * extras.cold_start
+    return wanted_replicas(settings, projected)
+
+
+def burst_replicas(observation: Observation, extras: Extras) -> int:
+    """Replicas for everything in the system now, when the queue would outlast a cold start; else 0."""
+    if not extras.burst or observation.concurrency <= 0:
+        return 0
+    slots = max(1, extras.predict_concurrency)
+    ready = observation.replicas if observation.ready is None else observation.ready
+    queued = observation.concurrency - ready * slots
+    if queued <= 0:
+        return 0
+    if ready > 0 and queued * extras.service_time / (ready * slots) <= extras.cold_start:
+        return 0  # the ready replicas drain it before a new one could help
+    return math.ceil(observation.concurrency / slots)
 
 
 def decide(
@@ -109,19 +187,27 @@ def decide(
     window: ConcurrencyWindow,
     state: ScalerState,
     observation: Observation,
+    extras: Extras = NO_EXTRAS,
 ) -> tuple[Decision, ScalerState]:
     """Run every stage; return the decision and the state to pass next time."""
     now = observation.now
     average = average_concurrency(settings, window, now)
     wanted = wanted_replicas(settings, average)
+    if extras.trend:
+        wanted = max(wanted, trend_replicas(settings, window, now, extras))
+    burst = burst_replicas(observation, extras)
+    bursting = burst > wanted
+    wanted = max(wanted, burst)
     waking = observation.replicas == 0 and observation.concurrency > 0
     if waking:
         # Stage 5: a request with nowhere to go wakes the deployment now; the
         # window has not seen it yet, so hold the wake like any other demand.
         wanted = max(wanted, 1)
     held, new_state = hold_for_scale_down(settings, state, wanted, now)
-    target = clamp(settings, held)
-    return _explain(settings, observation, average, wanted, held, target, waking), new_state
+    floor, new_state = scheduled_floor(settings, new_state, observation.wall)
+    target = clamp(settings, held, floor)
+    decision = _explain(settings, observation, average, wanted, held, target, waking, floor, bursting)
+    return decision, new_state
 
 
 def _explain(
@@ -132,10 +218,14 @@ def _explain(
     held: int,
     target: int,
     waking: bool,
+    floor: int = 0,
+    bursting: bool = False,
 ) -> Decision:
     current = observation.replicas
     capacity = settings.replica_capacity
     basis = f"avg concurrency {average:.2f} over {settings.autoscaling_window} s / {capacity:g} per replica"
+    if bursting:
+        basis = f"burst: {observation.concurrency} in the system would queue past a cold start"
     if waking and target >= 1:
         action = Action.WAKE
         reason = f"wake: {observation.concurrency} request(s) waiting and no replica; start {target}"
@@ -152,6 +242,9 @@ def _explain(
         if held > wanted and target > wanted:
             reason += f"; keeping {held} for the scale-down delay"
     if target != max(held, 0) and action is not Action.WAKE:
-        bound = "min_replica" if target > held else "max_replica"
+        if target > held and floor > settings.min_replica and target == min(floor, settings.max_replica):
+            bound = "a schedule's min_replica"
+        else:
+            bound = "min_replica" if target > held else "max_replica"
         reason += f" (clamped by {bound} {target})"
-    return Decision(target, action, reason, average, wanted)
+    return Decision(target, action, reason, average, wanted, max(settings.min_replica, floor), bursting)

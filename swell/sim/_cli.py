@@ -196,7 +196,7 @@ def simulate(
 
 
 def _run_all(trace: Trace, service: Any, names: list[str], config: SimConfig, show_progress: bool) -> list[SimResult]:
-    context = PolicyContext(config.settings, config.predict_concurrency, config.cold_start)
+    context = config.context()
     results: list[SimResult] = []
     total = max(float(trace.arrivals[-1]), 1.0)
     if show_progress:

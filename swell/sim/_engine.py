@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from swell.autoscaling import ConcurrencyWindow
+from swell.autoscaling import ConcurrencyWindow, Extras
 from swell.config import AutoscalingSettings
 from swell.sim._models import ColdStart
 from swell.sim.policies import Plan, Policy, PolicyContext, View, make_policy
@@ -63,6 +63,14 @@ class SimConfig:
     seed: int = 0
     skip_idle: bool = True
     timeline: bool = False
+    extras: Extras = field(default_factory=Extras)  # Swell's opt-in extras, for the 'swell' policy
+    epoch: float = 0.0  # unix seconds at trace time 0 (schedules read this wall clock)
+
+    def context(self) -> PolicyContext:
+        """What a policy is built from, for this configuration."""
+        return PolicyContext(
+            self.settings, self.predict_concurrency, self.cold_start, extras=self.extras, epoch=self.epoch
+        )
 
     def __post_init__(self) -> None:
         if not (self.tick > 0 and math.isfinite(self.tick)):
@@ -530,7 +538,7 @@ def replay(
     """Replay arrivals (s, sorted) with their service times through a policy."""
     config = config or SimConfig()
     if isinstance(policy, str):
-        policy = make_policy(policy, PolicyContext(config.settings, config.predict_concurrency, config.cold_start))
+        policy = make_policy(policy, config.context())
     if arrivals.shape[0] > 1 and not bool(np.all(arrivals[1:] >= arrivals[:-1])):
         raise ValueError("arrivals must be sorted")
     engine = _Replay(arrivals, service, policy, config, progress)

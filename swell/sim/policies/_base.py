@@ -10,12 +10,12 @@ change of mind while no request arrives.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from swell.autoscaling import ConcurrencyWindow
+from swell.autoscaling import ConcurrencyWindow, Extras
 from swell.config import AutoscalingSettings
 from swell.sim._models import ColdStart
 
@@ -29,6 +29,8 @@ class PolicyContext:
     settings: AutoscalingSettings
     predict_concurrency: int = 1
     cold_start: ColdStart = ColdStart("fixed", 10.0)
+    extras: Extras = field(default_factory=Extras)  # Swell's opt-in extras (off by default)
+    epoch: float = 0.0  # unix seconds at trace time 0: the wall clock that schedules read
 
 
 @dataclass(frozen=True, eq=False)

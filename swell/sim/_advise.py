@@ -1,0 +1,633 @@
+"""``swell advise``: what a deployment's settings will cost on its own traffic, and what would do better.
+
+Every recommendation comes from replaying the traffic in the simulator (the
+live rule, :func:`swell.autoscaling.decide`) over candidate settings: each
+check searches the settings that bear on one known mistake, and reports a
+finding only when a candidate is measurably better on that finding's metric
+(and not worse elsewhere beyond its tolerance).  Thresholds only say what
+counts as "measurably"; they never choose the values.
+
+Pure apart from the replays: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from numpy.typing import NDArray
+
+from swell.autoscaling import Extras
+from swell.config import AutoscalingSettings, Schedule, parse_autoscaling
+from swell.sim._engine import SimConfig, replay
+from swell.sim._errors import SimulationError
+from swell.sim._models import ColdStart
+
+__all__ = ["EFFECT_METRICS", "Advice", "AdviseSetup", "Finding", "advise", "traffic_to_arrivals"]
+
+Floats = NDArray[np.float64]
+
+#: The metrics a finding's effect shows, named as ``swell simulate --json`` names them.
+EFFECT_METRICS = (
+    "replica_seconds",
+    "requests_delayed_by_cold_start",
+    "queue_wait_p99",
+    "queue_wait_max",
+    "latency_p99",
+    "cold_starts",
+    "mean_replicas",
+    "max_replicas",
+)
+
+COST = "replica_seconds"
+DELAYED = "requests_delayed_by_cold_start"
+P99 = "queue_wait_p99"
+
+
+@dataclass(frozen=True, eq=False)
+class AdviseSetup:
+    """The traffic, the model and the settings in force."""
+
+    arrivals: Floats
+    service: Floats
+    settings: AutoscalingSettings
+    predict_concurrency: int = 1
+    cold_start: ColdStart = ColdStart("fixed", 30.0)
+    max_replica_cap: int = 10
+    epoch: float = 0.0  # unix seconds at arrivals' time 0 (for schedules)
+    timezone: str = "UTC"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str
+    title: str
+    why: str
+    recommended: dict[str, Any]  # the full settings: a PATCH …/autoscaling_settings body
+    effect: dict[str, dict[str, Any]]  # {"current": metrics, "recommended": metrics}
+    extras: dict[str, bool] = field(default_factory=dict)  # opt-in extras the recommendation turns on
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "title": self.title,
+            "why": self.why,
+            "recommended": self.recommended,
+            "effect": self.effect,
+        }
+        if self.extras:
+            out["extras"] = self.extras
+        return out
+
+
+@dataclass(frozen=True)
+class Advice:
+    findings: list[Finding]
+    current: dict[str, Any]  # current settings
+    metrics: dict[str, Any]  # current metrics (EFFECT_METRICS)
+    recommended: dict[str, Any]  # every finding's change at once
+    recommended_metrics: dict[str, Any]
+    extras: dict[str, bool]
+    summary: str
+    simulations: int
+
+    @property
+    def good(self) -> bool:
+        return not self.findings
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "findings": [f.as_dict() for f in self.findings],
+            "summary": self.summary,
+            "current": {"settings": self.current, "metrics": self.metrics},
+            "recommended": {
+                "settings": self.recommended,
+                "extras": self.extras,
+                "metrics": self.recommended_metrics,
+            },
+            "simulations": self.simulations,
+        }
+
+
+# --------------------------------------------------------------------------- the simulator, memoised
+
+
+class _Lab:
+    """Replays candidate settings; the same candidate is replayed once."""
+
+    def __init__(self, setup: AdviseSetup, progress: Callable[[int], None] | None) -> None:
+        self.setup = setup
+        self.progress = progress
+        self._cache: dict[str, dict[str, Any]] = {}
+        self.mean_service = float(setup.service.mean()) if setup.service.size else 1.0
+
+    def extras(self, *, burst: bool = False, trend: bool = False) -> Extras:
+        return Extras(
+            burst=burst,
+            trend=trend,
+            cold_start=self.setup.cold_start.nominal,
+            service_time=self.mean_service,
+            predict_concurrency=self.setup.predict_concurrency,
+        )
+
+    def settings(self, base: AutoscalingSettings, **changes: Any) -> AutoscalingSettings | None:
+        data = {**base.model_dump(), **changes}
+        if data["min_replica"] > data["max_replica"]:
+            return None
+        try:
+            return parse_autoscaling(data, max_replica_cap=self.setup.max_replica_cap)
+        except ValueError:
+            return None
+
+    def run(self, settings: AutoscalingSettings, extras: Extras | None = None) -> dict[str, Any]:
+        extras = extras or Extras()
+        key = settings.model_dump_json() + repr((extras.burst, extras.trend))
+        if key not in self._cache:
+            s = self.setup
+            config = SimConfig(
+                settings=settings,
+                predict_concurrency=s.predict_concurrency,
+                cold_start=s.cold_start,
+                seed=s.seed,
+                extras=extras,
+                epoch=s.epoch,
+            )
+            metrics = replay(s.arrivals, s.service, "swell", config).metrics
+            self._cache[key] = {k: metrics[k] for k in EFFECT_METRICS}
+            if self.progress is not None:
+                self.progress(len(self._cache))
+        return self._cache[key]
+
+    @property
+    def count(self) -> int:
+        return len(self._cache)
+
+
+def _num(metrics: dict[str, Any], key: str) -> float:
+    value = metrics.get(key)
+    return 0.0 if value is None else float(value)
+
+
+def _no_worse(candidate: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Latency within tolerance of the current: a few more delayed requests, a little more p99 wait."""
+    d0, d1 = _num(current, DELAYED), _num(candidate, DELAYED)
+    w0, w1 = _num(current, P99), _num(candidate, P99)
+    return d1 <= d0 * 1.05 + 3 and w1 <= w0 * 1.2 + 0.5
+
+
+def _knee(
+    candidates: Sequence[tuple[AutoscalingSettings, dict[str, Any]]],
+    metric: str,
+    *,
+    budget: float,
+) -> tuple[AutoscalingSettings, dict[str, Any]] | None:
+    """The cheapest candidate within budget that gets ≥ 80 % of the best improvement on ``metric``."""
+    affordable = [c for c in candidates if _num(c[1], COST) <= budget]
+    if not affordable:
+        return None
+    best = min(_num(m, metric) for _, m in affordable)
+    worst = max(_num(m, metric) for _, m in affordable)
+    good = [c for c in affordable if _num(c[1], metric) <= best + 0.2 * (worst - best)]
+    return min(good, key=lambda c: (_num(c[1], COST), _num(c[1], metric)))
+
+
+def _improves(current: dict[str, Any], new: dict[str, Any], metric: str, *, share: float, absolute: float) -> bool:
+    before, after = _num(current, metric), _num(new, metric)
+    return before - after >= absolute and after <= before * (1 - share)
+
+
+def _significant(lab: _Lab) -> float:
+    """Fewer delayed requests that count as a finding: 20, or 1 % of the requests if more."""
+    return max(20.0, 0.01 * float(lab.setup.arrivals.shape[0]))
+
+
+def _effect(current: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {"current": dict(current), "recommended": dict(new)}
+
+
+def _patch(settings: AutoscalingSettings) -> dict[str, Any]:
+    body = settings.model_dump(mode="json")
+    if not body.get("schedules"):
+        body.pop("schedules", None)
+    else:
+        body["schedules"] = [{k: v for k, v in s.items() if v is not None} for s in body["schedules"]]
+    return body
+
+
+def _describe(metrics: dict[str, Any]) -> str:
+    return (
+        f"{_num(metrics, COST):,.0f} replica-seconds, {int(_num(metrics, DELAYED)):,} requests delayed by a cold start, "
+        f"p99 queue wait {_num(metrics, P99):.2f} s"
+    )
+
+
+# --------------------------------------------------------------------------- traffic facts
+
+
+@dataclass(frozen=True)
+class _Traffic:
+    demand: Floats  # no-wait concurrency sampled each second (in replicas, at full slots)
+    peak: int  # replicas the busiest second needs
+    steady: int  # replicas the median busy second needs
+    base: int  # replicas the quieter busy seconds (25th percentile) need
+    busy_share: float  # share of capacity-seconds that served requests, at the current settings
+
+
+def _traffic(setup: AdviseSetup) -> _Traffic:
+    a, s = setup.arrivals, setup.service
+    if a.size == 0:
+        return _Traffic(np.zeros(1), 0, 0, 0, 0.0)
+    grid = np.arange(math.floor(float(a[0])), math.ceil(float((a + s).max())) + 1, 1.0)
+    level = np.searchsorted(a, grid, side="right") - np.searchsorted(np.sort(a + s), grid, side="right")
+    replicas = np.ceil(level / setup.predict_concurrency)
+    busy = replicas[replicas > 0]
+    peak = int(replicas.max()) if replicas.size else 0
+    steady = int(np.median(busy)) if busy.size else 0
+    base = int(np.percentile(busy, 25)) if busy.size else 0
+    return _Traffic(replicas, peak, steady, base, 0.0)
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def _check_max_replica(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
+    cap = lab.setup.max_replica_cap
+    if cur.max_replica >= cap and t.peak <= cur.max_replica:
+        return None
+    values = sorted({v for v in (cur.max_replica * 2, cur.max_replica * 4, t.peak, math.ceil(t.peak * 1.25), cap)
+                     if cur.max_replica < v <= cap})
+    cands = [(s, lab.run(s)) for v in values if (s := lab.settings(cur, max_replica=v)) is not None]
+    pick = _knee(cands, P99, budget=math.inf)
+    if pick is None or not _improves(m0, pick[1], P99, share=0.5, absolute=1.0):
+        return None
+    s, m = pick
+    capped = "" if t.peak <= cap else f" (the busiest second needs {t.peak}; the server's cap is {cap}: raise it)"
+    return Finding(
+        "max_replica_caps_peak",
+        f"max_replica {cur.max_replica} is below the peak: the queue grows",
+        f"At its busiest the traffic needs {t.peak} replicas of {lab.setup.predict_concurrency} slots, but "
+        f"max_replica stops at {cur.max_replica}, so requests queue with nowhere to go (p99 queue wait "
+        f"{_num(m0, P99):.1f} s, max {_num(m0, 'queue_wait_max'):.0f} s). Raising it to {s.max_replica} serves "
+        f"the peak{capped}.",
+        _patch(s),
+        _effect(m0, m),
+    )
+
+
+def _check_spike(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
+    if _num(m0, DELAYED) < _significant(lab) or t.peak < 3 * max(t.base, 1) or t.peak - t.base < 3:
+        return None  # no spike: demand never jumps far above its usual level
+    floors = sorted({v for v in (t.base, t.steady, max(1, t.steady // 2), t.steady * 2) if cur.min_replica < v <= cur.max_replica})
+    ceilings = sorted({v for v in (math.ceil(t.peak * 1.25), cur.max_replica) if v >= 1})
+    cands: list[tuple[AutoscalingSettings, dict[str, Any], bool]] = []
+    for lo in [cur.min_replica, *floors]:
+        for hi in ceilings:
+            s = lab.settings(cur, min_replica=lo, max_replica=min(hi, lab.setup.max_replica_cap))
+            if s is None:
+                continue
+            for burst in (False, True):
+                cands.append((s, lab.run(s, lab.extras(burst=burst)), burst))
+    budget = max(_num(m0, COST) * 1.25, _num(m0, COST) + 1.0)
+    pick = _knee([(s, m) for s, m, _ in cands], DELAYED, budget=budget)
+    if pick is None or not _improves(m0, pick[1], DELAYED, share=0.3, absolute=_significant(lab)):
+        return None
+    s, m = pick
+    burst = next(b for c, mm, b in cands if c is s and mm is m)
+    parts = []
+    if s.min_replica != cur.min_replica:
+        parts.append(f"min_replica {s.min_replica} covers the steady traffic")
+    if s.max_replica != cur.max_replica:
+        parts.append(f"max_replica {s.max_replica} caps the blast radius")
+    if burst:
+        parts.append("the burst extra scales up at the first backlog instead of waiting for the window")
+    return Finding(
+        "cold_spike",
+        "Traffic spikes faster than replicas can start",
+        f"Demand jumps to {t.peak} replicas' worth while the window still averages the quiet before it; "
+        f"with a {lab.setup.cold_start.describe()} cold start, {int(_num(m0, DELAYED)):,} requests wait for "
+        f"replicas that are still starting. " + ("; ".join(parts) + "." if parts else "")
+        + " If the spikes come at known times, pre-warm with a schedule.",
+        _patch(s),
+        _effect(m0, m),
+        {"burst": True} if burst else {},
+    )
+
+
+def _check_scale_down_delay(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
+    values = [v for v in (60, 120, 300, 600, 900, 1800, 3600) if v > cur.scale_down_delay]
+    cands = [(s, lab.run(s)) for v in values if (s := lab.settings(cur, scale_down_delay=v)) is not None]
+    pick = _knee(cands, DELAYED, budget=_num(m0, COST) * 1.5)
+    if pick is None or not _improves(m0, pick[1], DELAYED, share=0.3, absolute=_significant(lab)):
+        return None
+    s, m = pick
+    return Finding(
+        "scale_down_delay_short",
+        f"scale_down_delay {cur.scale_down_delay} s lets replicas go between bursts",
+        f"Replicas leave in every lull and the next burst pays a cold start again "
+        f"({int(_num(m0, 'cold_starts')):,} cold starts, {int(_num(m0, DELAYED)):,} requests delayed by one). "
+        f"Bursty traffic wants the replicas kept across lulls: {s.scale_down_delay} s.",
+        _patch(s),
+        _effect(m0, m),
+    )
+
+
+def _check_window(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
+    values = [v for v in (10, 30, 60, 120, 300) if v < cur.autoscaling_window]
+    cands = [(s, lab.run(s)) for v in values if (s := lab.settings(cur, autoscaling_window=v)) is not None]
+    pick = _knee(cands, P99, budget=_num(m0, COST) * 1.5)
+    if pick is None or not _improves(m0, pick[1], P99, share=0.3, absolute=1.0):
+        return None
+    s, m = pick
+    return Finding(
+        "autoscaling_window_long",
+        f"autoscaling_window {cur.autoscaling_window} s makes scale-up lag the traffic",
+        f"The mean over {cur.autoscaling_window} s rises slowly when traffic ramps, so replicas are added late "
+        f"and requests queue (p99 queue wait {_num(m0, P99):.1f} s). A {s.autoscaling_window} s window follows the ramp.",
+        _patch(s),
+        _effect(m0, m),
+    )
+
+
+def _check_utilization(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
+    values = [v for v in (50, 60, 70, 80) if v < cur.target_utilization_percentage]
+    cands = [(s, lab.run(s)) for v in values if (s := lab.settings(cur, target_utilization_percentage=v)) is not None]
+    budget = _num(m0, COST) * 1.5
+    pick_d = _knee(cands, DELAYED, budget=budget)
+    pick_w = _knee(cands, P99, budget=budget)
+    for pick, metric, absolute in ((pick_d, DELAYED, _significant(lab)), (pick_w, P99, 1.0)):
+        if pick is not None and _improves(m0, pick[1], metric, share=0.3, absolute=absolute):
+            s, m = pick
+            return Finding(
+                "utilization_high",
+                f"target_utilization_percentage {cur.target_utilization_percentage} leaves no headroom for bursts",
+                f"Replicas are only added once they are {cur.target_utilization_percentage} % full, so every "
+                f"burst queues while new ones start ({int(_num(m0, DELAYED)):,} requests delayed by a cold start, "
+                f"p99 queue wait {_num(m0, P99):.1f} s). At {s.target_utilization_percentage} % a burst lands on "
+                "capacity that is already there.",
+                _patch(s),
+                _effect(m0, m),
+            )
+    return None
+
+
+def _check_concurrency_target(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
+    pc = lab.setup.predict_concurrency
+    # More than a replica's slots would queue on the replica by design: the search stops at them.
+    values = sorted({v for v in (2, 4, 8, 16, 32, pc) if cur.concurrency_target < v <= pc})
+    cands = [(s, lab.run(s)) for v in values if (s := lab.settings(cur, concurrency_target=v)) is not None]
+    fine = [c for c in cands if _no_worse(c[1], m0)]
+    if not fine:
+        return None
+    s, m = min(fine, key=lambda c: _num(c[1], COST))
+    if _num(m, COST) > _num(m0, COST) * 0.75:
+        return None
+    ratio = _num(m0, COST) / max(_num(m, COST), 1e-9)
+    return Finding(
+        "concurrency_target_low",
+        f"concurrency_target {cur.concurrency_target} pays for replicas that sit mostly empty",
+        f"A replica serves {pc} requests at once, but concurrency_target {cur.concurrency_target} starts a "
+        f"replica for every {cur.replica_capacity:g} requests in flight: {ratio:.1f}× the replica-seconds "
+        f"needed. concurrency_target {s.concurrency_target} costs {_num(m, COST):,.0f} replica-seconds instead "
+        f"of {_num(m0, COST):,.0f} with the same latency.",
+        _patch(s),
+        _effect(m0, m),
+    )
+
+
+def _check_idle(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
+    s0 = lab.setup
+    work = float(s0.service.sum())
+    capacity = _num(m0, COST) * s0.predict_concurrency
+    if capacity <= 0 or work / capacity >= 0.1 or float((t.demand == 0).mean()) < 0.5:
+        return None  # the replicas are busy enough, or requests are in flight most of the time
+    cands = []
+    for lo in sorted({0, min(cur.min_replica, 1)}):
+        for delay in (0, 60, 300, cur.scale_down_delay):
+            s = lab.settings(cur, min_replica=lo, scale_down_delay=min(delay, cur.scale_down_delay))
+            if s is not None:
+                cands.append((s, lab.run(s)))
+    s, m = min(cands, key=lambda c: (_num(c[1], COST), _num(c[1], DELAYED)))
+    if _num(m, COST) > _num(m0, COST) * 0.5:
+        return None
+    return Finding(
+        "idle_cost",
+        "The deployment is idle most of the time but keeps paying for replicas",
+        f"Requests keep its replicas busy {100 * work / capacity:.1f} % of the time they exist. "
+        f"min_replica {s.min_replica} and scale_down_delay {s.scale_down_delay} s cost "
+        f"{_num(m, COST):,.0f} replica-seconds instead of {_num(m0, COST):,.0f}; the price is "
+        f"{int(_num(m, DELAYED)):,} requests that wait for a cold start (now {int(_num(m0, DELAYED)):,}).",
+        _patch(s),
+        _effect(m0, m),
+    )
+
+
+def _check_min_replica_one(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
+    if cur.min_replica != 1:
+        return None
+    s = lab.settings(cur, min_replica=2, max_replica=max(2, cur.max_replica))
+    if s is None:
+        return None
+    m = lab.run(s)
+    return Finding(
+        "min_replica_one",
+        "min_replica 1 is one failure away from a cold start",
+        "One replica kept warm means a crash, a node drain or a rollout leaves the deployment with none, "
+        "and every request then waits a cold start. For production keep at least 2; the simulated cost "
+        f"of the second is {_num(m, COST) - _num(m0, COST):,.0f} replica-seconds over this traffic.",
+        _patch(s),
+        _effect(m0, m),
+    )
+
+
+def _daily_peak(setup: AdviseSetup, t: _Traffic) -> tuple[int, int, int] | None:
+    """(start minute, end minute, replicas needed) of a peak that recurs daily, in the setup's timezone."""
+    a = setup.arrivals
+    if a.size == 0 or float(a[-1] - a[0]) < 1.5 * 86400:
+        return None
+    zone = ZoneInfo(setup.timezone)
+    offset = datetime.fromtimestamp(setup.epoch, zone).utcoffset()
+    shift = offset.total_seconds() if offset is not None else 0.0
+    local = setup.epoch + shift + np.arange(t.demand.shape[0], dtype=np.float64) + math.floor(float(a[0]))
+    hours = ((local % 86400) // 3600).astype(np.int64)
+    by_hour = np.bincount(hours, weights=t.demand, minlength=24) / np.maximum(np.bincount(hours, minlength=24), 1)
+    mean = float(by_hour.mean())
+    if mean <= 0:
+        return None
+    hot = by_hour >= 1.5 * mean
+    if not hot.any() or hot.all():
+        return None
+    # The longest run of hot hours, cyclically.
+    best: tuple[int, int] = (0, 0)
+    for start in range(24):
+        if hot[start] and not hot[start - 1]:
+            length = 0
+            while length < 24 and hot[(start + length) % 24]:
+                length += 1
+            if length > best[1]:
+                best = (start, length)
+    start, length = best
+    if length == 0:
+        return None
+    need = int(math.ceil(float(max(by_hour[(start + i) % 24] for i in range(length)))))
+    lead = math.ceil(setup.cold_start.nominal / 300) * 5  # minutes, in steps of 5
+    return (start * 60 - lead) % 1440, ((start + length) % 24) * 60, max(1, need)
+
+
+def _check_schedule(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
+    peak = _daily_peak(lab.setup, t)
+    if peak is None:
+        return None
+    start, end, need = peak
+    cands = []
+    for floor in sorted({max(1, need // 2), need, need * 2}):
+        schedule = Schedule.model_validate(
+            {
+                "min_replica": min(floor, cur.max_replica),
+                "start": f"{start // 60:02d}:{start % 60:02d}",
+                "end": f"{end // 60:02d}:{end % 60:02d}",
+                "timezone": lab.setup.timezone,
+            }
+        )
+        s = lab.settings(cur, schedules=[*cur.schedules, schedule])
+        if s is not None:
+            cands.append((s, lab.run(s)))
+    pick = _knee(cands, DELAYED, budget=_num(m0, COST) * 1.5)
+    if pick is None or not _improves(m0, pick[1], DELAYED, share=0.3, absolute=_significant(lab)):
+        return None
+    s, m = pick
+    added = s.schedules[-1]
+    return Finding(
+        "daily_peak",
+        f"A daily peak from {added.start} ({added.timezone}): pre-warm for it",
+        f"Every day the traffic rises to about {need} replicas' worth, and the first requests of the rise wait "
+        f"for cold starts. A schedule that holds {added.min_replica} replicas from {added.start} to {added.end} "
+        f"(starting one cold start early) has them ready.",
+        _patch(s),
+        _effect(m0, m),
+    )
+
+
+_CHECKS = (
+    _check_max_replica,
+    _check_spike,
+    _check_scale_down_delay,
+    _check_window,
+    _check_utilization,
+    _check_concurrency_target,
+    _check_idle,
+    _check_schedule,
+    _check_min_replica_one,
+)
+
+
+# --------------------------------------------------------------------------- putting it together
+
+
+def _combine(cur: AutoscalingSettings, findings: Iterable[Finding]) -> dict[str, Any]:
+    base = cur.model_dump()
+    merged = dict(base)
+    for f in findings:
+        for key, value in f.recommended.items():
+            if key == "schedules":
+                merged["schedules"] = value
+            elif value == base.get(key):
+                continue
+            elif key in ("min_replica", "max_replica") and merged[key] != base[key]:
+                merged[key] = max(merged[key], value)
+            else:
+                merged[key] = value
+    merged["max_replica"] = max(merged["max_replica"], merged["min_replica"])
+    return merged
+
+
+def advise(setup: AdviseSetup, *, progress: Callable[[int], None] | None = None) -> Advice:
+    """Run every check on the traffic; return the findings and the settings that combine them."""
+    if setup.arrivals.size == 0:
+        raise SimulationError("no requests to advise on")
+    lab = _Lab(setup, progress)
+    cur = setup.settings
+    m0 = lab.run(cur)
+    traffic = _traffic(setup)
+    findings = [f for check in _CHECKS if (f := check(lab, cur, m0, traffic)) is not None]
+    combined = lab.settings(cur, **_combine(cur, findings)) or cur
+    m1 = lab.run(combined)
+    # The extras, judged on this traffic: offered only when Pareto-better.
+    extras: dict[str, bool] = {}
+    best = m1
+    for name in ("trend", "burst"):
+        trial = {**extras, name: True}
+        m = lab.run(combined, lab.extras(**trial))
+        no_more_cost = _num(m, COST) <= _num(best, COST)
+        fewer_delayed = _num(m, DELAYED) < _num(best, DELAYED)
+        if (no_more_cost and _num(m, DELAYED) <= _num(best, DELAYED) and (fewer_delayed or _num(m, COST) < _num(best, COST))) or (
+            fewer_delayed and _num(m, COST) <= _num(best, COST) * 1.0
+        ):
+            extras, best = trial, m
+    if extras:
+        names = " and ".join(extras)
+        findings.append(
+            Finding(
+                "extras",
+                f"The {names} extra{'s' if len(extras) > 1 else ''} would do better on this traffic",
+                f"Replayed with the recommended settings, {names} uses no more replica-seconds and delays fewer "
+                f"requests ({_describe(best)} instead of {_describe(m1)}).",
+                _patch(combined),
+                _effect(m1, best),
+                dict(extras),
+            )
+        )
+    if findings:
+        summary = f"{len(findings)} finding{'s' if len(findings) > 1 else ''}; with every recommendation: {_describe(best)} (now {_describe(m0)})"
+    else:
+        summary = (
+            f"The settings are good for this traffic: no candidate the search tried was measurably better "
+            f"({lab.count} replays; now {_describe(m0)})."
+        )
+    return Advice(findings, _patch(cur), m0, _patch(combined), best, extras, summary, lab.count)
+
+
+# --------------------------------------------------------------------------- recorded traffic
+
+
+def traffic_to_arrivals(data: dict[str, Any]) -> tuple[Floats, float, Floats]:
+    """The server's per-second history as (arrival times from 0, epoch, mean concurrency per second).
+
+    ``{"start": unix s, "interval": 1.0, "arrivals": [int…], "concurrency": [float…]}``: the n
+    arrivals of bucket k are spread evenly across it, at ``k·interval + (j + ½)·interval/n``.
+    """
+    try:
+        start = float(data["start"])
+        interval = float(data.get("interval", 1.0))
+        counts = np.asarray(data["arrivals"], dtype=np.int64)
+        concurrency = np.asarray(data.get("concurrency", []), dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SimulationError(f"the traffic history is not in the expected shape: {exc}") from None
+    if not (interval > 0 and math.isfinite(interval)) or counts.ndim != 1 or (counts < 0).any():
+        raise SimulationError("the traffic history has a bad interval or negative arrival counts")
+    n = int(counts.sum())
+    if n == 0:
+        raise SimulationError("the recorded traffic has no requests to advise on")
+    bucket = np.repeat(np.arange(counts.shape[0], dtype=np.float64), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    j = np.arange(n, dtype=np.float64) - first
+    per = np.repeat(counts.astype(np.float64), counts)
+    times = (bucket + (j + 0.5) / per) * interval
+    offset = float(times[0])
+    return times - offset, start + offset, concurrency
+
+
+def service_from_history(data: dict[str, Any]) -> float | None:
+    """Mean seconds in the system per request, by Little's law (an upper bound on service time)."""
+    arrivals = np.asarray(data.get("arrivals", []), dtype=np.float64)
+    concurrency = np.asarray(data.get("concurrency", []), dtype=np.float64)
+    interval = float(data.get("interval", 1.0))
+    total = float(arrivals.sum())
+    if total <= 0 or concurrency.size == 0:
+        return None
+    return float(concurrency.sum()) * interval / total
