@@ -582,6 +582,9 @@ def _register() -> None:
             raise
         return
     cli.add_command(simulate)
+    from swell.sim._advise_cli import advise_command
+
+    cli.add_command(advise_command)
 
 
 def main() -> None:

@@ -1,0 +1,245 @@
+"""``swell advise``: findings on a trace file or a deployment's recorded traffic."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+import numpy as np
+
+from swell.config import DEFAULT_MAX_REPLICA_CAP, SettingsError, parse_autoscaling
+from swell.sim._advise import Advice, AdviseSetup, advise, service_from_history, traffic_to_arrivals
+from swell.sim._cli import _SETTINGS, _Refused, _setting
+from swell.sim._errors import SimulationError
+from swell.sim._models import ColdStart, ServiceTime
+from swell.sim._trace import SYNTHETIC_GRAMMAR, load_trace
+
+_HELP = f"""Tell what autoscaling settings will cost on real traffic, and what would do better.
+
+\b
+Traffic: TRACE (a CSV file or a synthetic spec, as for 'swell simulate'), or
+--deployment MODEL/DEPLOYMENT: the per-second history the server recorded
+(SWELL_URL, SWELL_API_KEY); its current settings are read from the server
+unless settings flags are given.
+\b
+{SYNTHETIC_GRAMMAR}
+
+Each finding says what is wrong, why, the recommended settings and their
+simulated effect next to the current (replica-seconds, requests delayed by a
+cold start, p99 queue wait). Recommendations come from replaying the traffic
+through the live rule over candidate settings. --json prints one object
+{{"findings": [...], "summary", "current", "recommended"}}; --patch prints only
+the recommended settings as the body for PATCH .../autoscaling_settings.
+"""
+
+
+def _parse_start(value: str | None) -> float | None:
+    if value is None:
+        return None
+    text = value.strip().removesuffix("Z").removesuffix("z")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise _Refused(f"--start {value!r}: expected an ISO 8601 date-time such as 2024-05-01T00:00:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _fetch(deployment: str, path: str) -> Any:
+    import httpx
+
+    model, sep, dep = deployment.partition("/")
+    if not sep or not model or not dep:
+        raise _Refused(f"--deployment {deployment!r}: expected MODEL/DEPLOYMENT (ids or names)")
+    url = os.environ.get("SWELL_URL", "http://127.0.0.1:8080").rstrip("/")
+    key = os.environ.get("SWELL_API_KEY")
+    headers = {"Authorization": f"Api-Key {key}"} if key else {}
+    target = f"{url}/v1/models/{model}/deployments/{dep}/{path}"
+    try:
+        response = httpx.get(target, headers=headers, timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise _Refused(f"cannot reach the Swell server at {url}: {exc}") from None
+    if response.status_code == 401:
+        raise _Refused("the server refused the API key: set SWELL_API_KEY")
+    if response.status_code == 404:
+        raise _Refused(f"{target}: not found (is {deployment!r} a deployment of that model?)")
+    if response.status_code >= 400:
+        raise _Refused(f"{target}: HTTP {response.status_code}: {response.text[:200]}")
+    try:
+        return response.json()
+    except ValueError:
+        raise _Refused(f"{target}: the answer is not JSON") from None
+
+
+@click.command("advise", help=_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("trace", metavar="[TRACE]", required=False)
+@click.option("--deployment", metavar="MODEL/DEPLOYMENT", default=None,
+              help="Advise on the traffic the server recorded for this deployment.")
+@_setting("min_replica")
+@_setting("max_replica")
+@_setting("autoscaling_window")
+@_setting("scale_down_delay")
+@_setting("concurrency_target")
+@_setting("target_utilization_percentage")
+@click.option("--max-replica-cap", type=click.IntRange(min=1), default=DEFAULT_MAX_REPLICA_CAP, show_default=True,
+              help="The server's cap on max_replica.")
+@click.option("--predict-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Requests one replica serves at once.")
+@click.option("--cold-start", default="30", show_default=True, metavar="SPEC", help="Seconds, or a distribution.")
+@click.option("--service-time", default=None, metavar="SPEC",
+              help="Seconds, column, or tokens (default: as simulate; for --deployment, measured by Little's law).")
+@click.option("--model", "model_name", default=None, metavar="NAME", help="Only rows whose 'model' column is NAME.")
+@click.option("--start", "start", default=None, metavar="ISO",
+              help="Wall-clock time of the trace's first request, for daily peaks (default: 1970-01-01T00:00Z).")
+@click.option("--timezone", "zone", default="UTC", show_default=True, help="Time zone of a proposed schedule.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic traces and cold starts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--patch", "as_patch", is_flag=True, help="Print only the recommended settings (PATCH body).")
+def advise_command(
+    trace: str | None,
+    deployment: str | None,
+    max_replica_cap: int,
+    predict_concurrency: int,
+    cold_start: str,
+    service_time: str | None,
+    model_name: str | None,
+    start: str | None,
+    zone: str,
+    seed: int,
+    as_json: bool,
+    as_patch: bool,
+    **overrides: Any,
+) -> None:
+    if (trace is None) == (deployment is None):
+        raise _Refused("give a TRACE or --deployment MODEL/DEPLOYMENT (one of them)")
+    given = {k: v for k, v in overrides.items() if k in _SETTINGS and v is not None}
+    epoch = _parse_start(start)
+    try:
+        cold = ColdStart.parse(cold_start)
+        if deployment is not None:
+            history = _fetch(deployment, "traffic")
+            if not isinstance(history, dict):
+                raise _Refused("the server's traffic history is not a JSON object")
+            arrivals, recorded_start, _ = traffic_to_arrivals(history)
+            epoch = recorded_start if epoch is None else epoch
+            if service_time is None:
+                measured = service_from_history(history)
+                seconds = measured if measured is not None else 1.0
+            else:
+                model = ServiceTime.parse(service_time)
+                if model.kind != "fixed":
+                    raise _Refused("--service-time with --deployment: give seconds (the history has no columns)")
+                seconds = model.seconds
+            service = np.full(arrivals.shape[0], seconds)
+            if not given:
+                current = _fetch(deployment, "autoscaling_settings")
+                if isinstance(current, dict):
+                    given = current.get("autoscaling_settings", current)
+        else:
+            assert trace is not None
+            loaded = load_trace(trace, model=model_name, seed=seed)
+            arrivals = loaded.arrivals
+            service = ServiceTime.parse(service_time or "auto").durations(loaded)
+        settings = parse_autoscaling(given, max_replica_cap=max_replica_cap)
+    except SettingsError as exc:
+        raise _Refused(str(exc)) from None
+    except SimulationError as exc:
+        raise _Refused(str(exc)) from None
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(zone)
+    except (ValueError, LookupError, OSError):
+        raise _Refused(f"--timezone {zone!r}: not an IANA time zone such as 'UTC' or 'Europe/Berlin'") from None
+    setup = AdviseSetup(
+        arrivals=arrivals,
+        service=service,
+        settings=settings,
+        predict_concurrency=predict_concurrency,
+        cold_start=cold,
+        max_replica_cap=max_replica_cap,
+        epoch=epoch or 0.0,
+        timezone=zone,
+        seed=seed,
+    )
+    show_progress = not (as_json or as_patch) and sys.stderr.isatty()
+    if show_progress:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        bar: Any = Progress(
+            SpinnerColumn(),
+            TextColumn("searching settings: {task.completed} replays"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+    else:
+        bar = nullcontext()
+    try:
+        with bar:
+            task = bar.add_task("advise", total=None) if show_progress else None
+
+            def progress(done: int) -> None:
+                if task is not None:
+                    bar.update(task, completed=done)
+
+            result = advise(setup, progress=progress)
+    except SimulationError as exc:
+        raise _Refused(str(exc)) from None
+    if as_patch:
+        click.echo(json.dumps(result.recommended))
+    elif as_json:
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        _print(result, settings.model_dump(mode="json"))
+
+
+_SHOWN = (
+    ("replica_seconds", "replica-seconds"),
+    ("requests_delayed_by_cold_start", "delayed by cold start"),
+    ("queue_wait_p99", "queue wait p99 (s)"),
+    ("cold_starts", "cold starts"),
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _print(result: Advice, current: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if result.good:
+        console.print(f"[green]✓[/] {result.summary}")
+        return
+    for i, f in enumerate(result.findings, 1):
+        console.print(f"\n[bold]{i}. {f.title}[/]  [dim]({f.id})[/]")
+        console.print(f.why, highlight=False)
+        changes = {k: v for k, v in f.recommended.items() if current.get(k) != v}
+        if changes or f.extras:
+            shown = ", ".join(f"{k} {json.dumps(v)}" for k, v in changes.items())
+            if f.extras:
+                shown = ", ".join(filter(None, [shown, *(f"extra: {k}" for k in f.extras)]))
+            console.print(f"[cyan]recommended:[/] {shown}", highlight=False)
+        table = Table(show_edge=False, box=None, padding=(0, 2))
+        table.add_column("")
+        table.add_column("current", justify="right")
+        table.add_column("recommended", justify="right")
+        for key, label in _SHOWN:
+            table.add_row(label, _cell(f.effect["current"].get(key)), _cell(f.effect["recommended"].get(key)))
+        console.print(table)
+    console.print(f"\n{result.summary}", highlight=False)
+    console.print(f"PATCH body: {json.dumps(result.recommended)}", highlight=False, soft_wrap=True)
