@@ -74,6 +74,21 @@ def _describe_error(payload: Any, status: int) -> str:
     default=None,
     help="Where packages, environments, keys and logs live [default: $SWELL_DATA_DIR or ./swell-data].",
 )
+@click.option(
+    "--database-url",
+    default=None,
+    envvar="SWELL_DATABASE_URL",
+    help="The store [default: SQLite in the data dir]; e.g. postgresql+asyncpg://user:pass@host/db.",
+)
+@click.option(
+    "--deactivate-after-days",
+    nargs=2,
+    type=float,
+    default=(14.0, 60.0),
+    show_default=True,
+    metavar="DEVELOPMENT PUBLISHED",
+    help="Deactivate deployments with no traffic for this many days (0 turns it off).",
+)
 @click.option("--max-replica-cap", default=10, show_default=True, type=int, help="Largest max_replica allowed.")
 @click.option("--queue-limit", default=None, type=int, help="Answer 429 beyond this many queued requests per deployment.")
 @click.option("--demo", is_flag=True, help="Push examples/iris with short autoscaling and print a curl that calls it.")
@@ -92,6 +107,8 @@ def serve(
     host: str,
     port: int,
     data_dir: Path | None,
+    database_url: str | None,
+    deactivate_after_days: tuple[float, float],
     max_replica_cap: int,
     queue_limit: int | None,
     demo: bool,
@@ -119,6 +136,9 @@ def serve(
             host=host,
             port=port,
             data_dir=data_dir,
+            database_url=database_url,
+            deactivate_development_after_days=deactivate_after_days[0] or None,
+            deactivate_published_after_days=deactivate_after_days[1] or None,
             max_replica_cap=max_replica_cap,
             queue_limit=queue_limit,
             tick_seconds=tick_seconds,
@@ -161,9 +181,8 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"data_dir": data_dir})
     backend = ProcessBackend(log_dir=data_dir / "logs", warm_start=settings.fork_server)
-    plane = ControlPlane(settings, backend)
     env_key = os.environ.get("SWELL_API_KEY") or None
-    new_key = plane.keys.ensure(env_key)
+    plane = ControlPlane(settings, backend, api_key=env_key)
     app = SwellApp(plane)
     config = uvicorn.Config(
         app,
@@ -196,6 +215,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
             for sock in srv.sockets:
                 bound_port = sock.getsockname()[1]
         url = f"http://{settings.host}:{bound_port}"
+        new_key = plane.new_key
         out.print(f"[bold green]Swell {__version__}[/] serving on [bold]{url}[/]  (data: {data_dir})")
         if new_key:
             out.print(
@@ -205,7 +225,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
         elif env_key:
             out.print("API key: the one in $SWELL_API_KEY")
         else:
-            out.print(f"API key: created earlier (its hash is in {data_dir / 'keys.json'}); set SWELL_API_KEY")
+            out.print("API key: created earlier (only its hash is kept; `swell keys create` makes another); set SWELL_API_KEY")
         if demo_dir is not None:
             await _push_demo(plane, demo_dir, url, new_key or env_key, out, log)
 
@@ -248,7 +268,7 @@ async def _push_demo(plane: Any, demo_dir: Path, url: str, key: str | None, out:
         except ApiError as exc:
             log.error("demo push failed: %s", _describe_error(exc.payload, exc.status))
             return
-    plane.patch_settings(result.model_id, result.deployment_id, {"autoscaling_window": 10, "scale_down_delay": 15})
+    await plane.patch_settings(result.model_id, result.deployment_id, {"autoscaling_window": 10, "scale_down_delay": 15})
     shown_key = key or "$SWELL_API_KEY"
     record = plane.registry.deployments[result.deployment_id]
     body = json.dumps(record.config.model_metadata.get("example_model_input", {}))

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from swell import __version__
-from swell.control._plane import ApiError, ControlPlane
+from swell.control._plane import ApiError, ControlPlane, key_view
 from swell.control._registry import NotFound
+from swell.control._store import StoreError
 from swell.serving import render_metrics
 from swell.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -37,7 +39,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json")]
 _UNAUTHORIZED = json.dumps(
-    {"error": "unauthorized", "reason": "send the header 'Authorization: Api-Key <key>' with a workspace key"}
+    {"error": "unauthorized", "reason": "send the header 'Authorization: Api-Key <key>' with a live API key"}
+).encode()
+_FORBIDDEN = json.dumps(
+    {"error": "forbidden", "reason": "this is an invoke key: it may only call predict; manage with a workspace key"}
 ).encode()
 
 
@@ -71,8 +76,12 @@ class SwellApp:
             if path == "/health":
                 await _json(send, 200, {"status": "ok", "version": __version__})
                 return
-            if not self.plane.keys.check_header(_header(scope, b"authorization")):
+            key = self.plane.keys.authenticate(_header(scope, b"authorization"))
+            if key is None:
                 await _json(send, 401, _UNAUTHORIZED)
+                return
+            if not key.can_manage():
+                await _json(send, 403, _FORBIDDEN)
                 return
             if path == "/metrics":
                 body = render_metrics(self.plane.controller)
@@ -98,6 +107,10 @@ class SwellApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.plane.start()
+                except StoreError as exc:  # a bad --database-url: say so, no traceback
+                    log.error("%s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -111,7 +124,8 @@ class SwellApp:
                 return
 
     async def _predict(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.plane.keys.check_header(_header(scope, b"authorization")):
+        key = self.plane.keys.authenticate(_header(scope, b"authorization"))
+        if key is None:
             await _json(send, 401, _UNAUTHORIZED)
             return
         parts = scope["path"].split("/")
@@ -137,6 +151,9 @@ class SwellApp:
             return
         except ApiError as exc:
             await _json(send, exc.status, exc.payload)
+            return
+        if key.model_ids is not None and not key.can_invoke(self.plane.registry.deployments[router.deployment_id].model_id):
+            await _json(send, 403, {"error": "forbidden", "reason": f"this key may not call model {parts[2]!r}"})
             return
         timeout: float | None = None
         raw_timeout = _header(scope, b"x-swell-timeout")
@@ -164,6 +181,31 @@ class SwellApp:
                 chunks.append(message.get("body", b""))
             body = b"".join(chunks)
         await router.serve(scope["headers"], body, send, timeout, receive)
+
+
+class ModelCreate(BaseModel):
+    name: str
+
+
+class EnvironmentCreate(BaseModel):
+    name: str
+
+
+class PromoteRequest(BaseModel):
+    environment: str = "production"
+    autoscaling_settings: dict[str, Any] | None = None
+
+
+class EnvironmentPromote(BaseModel):
+    deployment_id: str
+    autoscaling_settings: dict[str, Any] | None = None
+
+
+SETTINGS_BODY = Body(
+    ..., examples=[{"min_replica": 1, "max_replica": 4, "concurrency_target": 2, "scale_down_delay": 600}]
+)
+KEY_BODY = Body(..., examples=[{"type": "invoke", "name": "ci", "model_ids": ["my-model"]}])
+SECRET_BODY = Body(..., examples=[{"name": "hf_access_token", "value": "hf_…"}])
 
 
 def _management_app(plane: ControlPlane) -> FastAPI:
@@ -198,10 +240,17 @@ def _management_app(plane: ControlPlane) -> FastAPI:
         ]
         return JSONResponse({"error": "invalid request", "detail": jsonable(detail)}, status_code=422)
 
+    # ------------------------------------------------------------------ models
+
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
         """Every model with its deployments and environments."""
         return {"models": [plane.model_view(m) for m in plane.registry.models.values()]}
+
+    @app.post("/v1/models", status_code=201)
+    async def create_model(body: ModelCreate) -> dict[str, Any]:
+        """An empty model (a push creates one too)."""
+        return plane.model_view(await plane.create_model(body.name))
 
     @app.post("/v1/models/push")
     async def push(
@@ -230,6 +279,13 @@ def _management_app(plane: ControlPlane) -> FastAPI:
     async def get_model(model_id: str) -> dict[str, Any]:
         return plane.model_view(plane.registry.model(model_id))
 
+    @app.delete("/v1/models/{model_id}")
+    async def delete_model(model_id: str) -> dict[str, Any]:
+        """The model, every deployment of it (their replicas stop) and its environments."""
+        return await plane.delete_model(model_id)
+
+    # ------------------------------------------------------------------ deployments
+
     @app.get("/v1/models/{model_id}/deployments")
     async def list_deployments(model_id: str) -> dict[str, Any]:
         model = plane.registry.model(model_id)
@@ -247,34 +303,92 @@ def _management_app(plane: ControlPlane) -> FastAPI:
         model = plane.registry.model(model_id)
         return plane.deployment_view(plane.registry.deployment(model, deployment_id))
 
+    @app.delete("/v1/models/{model_id}/deployments/{deployment_id}")
+    async def delete_deployment(model_id: str, deployment_id: str) -> dict[str, Any]:
+        """Refused while an environment points at the deployment."""
+        return await plane.delete_deployment(model_id, deployment_id)
+
+    @app.post("/v1/models/{model_id}/deployments/{deployment_id}/activate")
+    async def activate(model_id: str, deployment_id: str) -> dict[str, Any]:
+        """Let a deactivated deployment scale again (from min_replica)."""
+        return await plane.activate(model_id, deployment_id)
+
+    @app.post("/v1/models/{model_id}/deployments/{deployment_id}/deactivate")
+    async def deactivate(model_id: str, deployment_id: str) -> dict[str, Any]:
+        """Stop every replica; predict answers 409 until the deployment is activated."""
+        return await plane.deactivate(model_id, deployment_id)
+
     @app.get("/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings")
     async def get_settings(model_id: str, deployment_id: str) -> dict[str, Any]:
         model = plane.registry.model(model_id)
         return plane.registry.deployment(model, deployment_id).settings.model_dump()
 
     @app.patch("/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings")
-    async def patch_settings(model_id: str, deployment_id: str, request: Request) -> dict[str, Any]:
-        """Change some settings; all are validated together and nothing is half-applied."""
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError as exc:
-            raise ApiError(
-                422, "invalid settings", detail=[{"field": "(body)", "value": raw.decode("utf-8", "replace")[:200], "allowed": f"a JSON object ({exc})"}]
-            ) from None
-        return plane.patch_settings(model_id, deployment_id, body)
+    async def patch_settings(
+        model_id: str, deployment_id: str, body: dict[str, Any] = SETTINGS_BODY
+    ) -> dict[str, Any]:
+        """Change some settings: ``ACCEPTED`` or ``UNCHANGED`` with the settings now in force.
+        All are validated together; nothing is half-applied."""
+        return await plane.patch_settings(model_id, deployment_id, body)
 
     @app.post("/v1/models/{model_id}/deployments/{deployment_id}/promote")
-    async def promote(model_id: str, deployment_id: str, request: Request) -> dict[str, Any]:
-        """Point an environment (``{"environment": "production"}`` by default) at a deployment."""
-        raw = await request.body()
-        environment = "production"
-        if raw:
-            try:
-                environment = str(json.loads(raw).get("environment", "production"))
-            except (ValueError, AttributeError):
-                raise ApiError(422, "invalid body", reason='send {"environment": "production"} or nothing') from None
-        return plane.promote(model_id, deployment_id, environment)
+    async def promote(model_id: str, deployment_id: str, body: PromoteRequest | None = None) -> dict[str, Any]:
+        """Point an environment (production by default) at this deployment, once it is warm."""
+        body = body or PromoteRequest()
+        return await plane.promote(
+            model_id, deployment_id, body.environment, settings=body.autoscaling_settings
+        )
+
+    # ------------------------------------------------------------------ environments
+
+    @app.get("/v1/models/{model_id}/environments")
+    async def list_environments(model_id: str) -> dict[str, Any]:
+        model = plane.registry.model(model_id)
+        return {"environments": [plane.environment_view(model, name) for name in model.environments]}
+
+    @app.post("/v1/models/{model_id}/environments", status_code=201)
+    async def create_environment(model_id: str, body: EnvironmentCreate) -> dict[str, Any]:
+        """A new environment, pointing at nothing until a deployment is promoted into it."""
+        return await plane.create_environment(model_id, body.name)
+
+    @app.get("/v1/models/{model_id}/environments/{environment}")
+    async def get_environment(model_id: str, environment: str) -> dict[str, Any]:
+        return plane.environment_view(plane.registry.model(model_id), environment)
+
+    @app.post("/v1/models/{model_id}/environments/{environment}/promote")
+    async def promote_into(model_id: str, environment: str, body: EnvironmentPromote) -> dict[str, Any]:
+        """Point this environment at a published deployment, once it is warm."""
+        return await plane.promote(model_id, body.deployment_id, environment, settings=body.autoscaling_settings)
+
+    # ------------------------------------------------------------------ API keys and secrets
+
+    @app.get("/v1/api_keys")
+    async def list_keys() -> dict[str, Any]:
+        """Live keys, without their secrets (shown once, at creation)."""
+        return {"api_keys": [key_view(r) for r in plane.keys.live()]}
+
+    @app.post("/v1/api_keys", status_code=201)
+    async def create_key(body: dict[str, Any] = KEY_BODY) -> dict[str, Any]:
+        """``type`` workspace (every route) or invoke (predict only; ``model_ids`` limits which models)."""
+        return await plane.create_key(body)
+
+    @app.delete("/v1/api_keys/{key_id}")
+    async def revoke_key(key_id: str) -> dict[str, Any]:
+        return await plane.revoke_key(key_id)
+
+    @app.get("/v1/secrets")
+    async def list_secrets() -> dict[str, Any]:
+        """Names and dates; values are never shown."""
+        return {"secrets": await plane.list_secrets()}
+
+    @app.post("/v1/secrets")
+    async def set_secret(body: dict[str, Any] = SECRET_BODY) -> dict[str, Any]:
+        """Create or replace a secret; replicas that declare it see the new value."""
+        return await plane.set_secret(body)
+
+    @app.delete("/v1/secrets/{name}")
+    async def delete_secret(name: str) -> dict[str, Any]:
+        return await plane.delete_secret(name)
 
     return app
 

@@ -1,87 +1,161 @@
-"""Workspace API keys: only their sha256 is kept on disk."""
+"""API keys: workspace keys manage everything, invoke keys only call predict.
+
+Only a key's sha256 is stored.  The table lives in the store; this object is
+its in-memory index, asked once per request: a header value seen before is one
+dict lookup, a new one is hashed and compared in constant time.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import os
 import secrets
 import time
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
 
-__all__ = ["ApiKeys"]
+from swell.control._ids import new_id
+
+__all__ = ["ApiKeys", "KeyRecord", "KeyType", "digest", "new_secret"]
 
 _SCHEMES = (b"api-key ", b"bearer ")
-_CACHE_LIMIT = 256
+_CACHE_LIMIT = 1024
 
 
-def _digest(key: str) -> str:
+class KeyType(str, Enum):
+    WORKSPACE = "workspace"  # every route
+    INVOKE = "invoke"  # predict only, optionally on some models
+
+
+def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class ApiKeys:
-    """The keys of the workspace, stored as ``{"keys": [{"id", "sha256", "created_at"}]}``."""
+def new_secret() -> str:
+    return "sw_" + secrets.token_urlsafe(24)
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._digests: list[str] = []
-        self._accepted: set[bytes] = set()  # header values already checked
-        if path.is_file():
-            data = json.loads(path.read_text() or "{}")
-            self._digests = [entry["sha256"] for entry in data.get("keys", [])]
+
+@dataclass
+class KeyRecord:
+    id: str
+    type: KeyType
+    sha256: str
+    created_at: float
+    name: str | None = None
+    model_ids: list[str] | None = None  # invoke keys: the models they may call; None: all
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+
+    @classmethod
+    def create(
+        cls, *, type: KeyType, name: str | None, model_ids: list[str] | None, now: float
+    ) -> tuple[KeyRecord, str]:
+        """A new record and its secret (shown once, never stored)."""
+        secret = new_secret()
+        return cls(new_id(10), type, digest(secret), now, name, model_ids), secret
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> KeyRecord:
+        return cls(
+            id=row["id"],
+            type=KeyType(row["type"]),
+            sha256=row["sha256"],
+            created_at=row["created_at"],
+            name=row["name"],
+            model_ids=row["model_ids"],
+            last_used_at=row["last_used_at"],
+            revoked_at=row["revoked_at"],
+        )
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": self.type.value,
+            "model_ids": self.model_ids,
+            "sha256": self.sha256,
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+            "revoked_at": self.revoked_at,
+        }
+
+    def can_manage(self) -> bool:
+        return self.type is KeyType.WORKSPACE
+
+    def can_invoke(self, model_id: str) -> bool:
+        return self.type is KeyType.WORKSPACE or self.model_ids is None or model_id in self.model_ids
+
+
+class ApiKeys:
+    """The workspace's live keys, by digest."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, KeyRecord] = {}  # by id, revoked ones included
+        self._by_digest: dict[str, KeyRecord] = {}
+        self._accepted: dict[bytes, KeyRecord] = {}  # header values already checked
+        self._used: dict[str, float] = {}  # key id -> last use, not yet written to the store
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return len(self._by_digest)
 
-    def _save(self, entries: list[dict[str, object]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"keys": entries}, indent=2))
-        os.chmod(tmp, 0o600)
-        tmp.replace(self.path)
+    def load(self, records: Iterable[KeyRecord]) -> None:
+        for record in records:
+            self.add(record)
 
-    def _entries(self) -> list[dict[str, object]]:
-        if self.path.is_file():
-            return list(json.loads(self.path.read_text() or "{}").get("keys", []))
-        return []
+    def add(self, record: KeyRecord) -> None:
+        self.records[record.id] = record
+        if record.revoked_at is None:
+            self._by_digest[record.sha256] = record
 
-    def add(self, key: str) -> None:
-        digest = _digest(key)
-        if digest in self._digests:
-            return
-        entries = self._entries()
-        entries.append({"id": "k_" + digest[:8], "sha256": digest, "created_at": time.time()})
-        self._save(entries)
-        self._digests.append(digest)
+    def revoke(self, key_id: str, now: float) -> KeyRecord:
+        record = self.records[key_id]
+        record.revoked_at = now
+        self._by_digest.pop(record.sha256, None)
+        self._accepted.clear()  # a cached header must not outlive its key
+        self._used.pop(key_id, None)
+        return record
 
-    def ensure(self, env_key: str | None) -> str | None:
-        """Make sure the workspace has a key; return a newly created one (shown once)."""
-        if env_key:
-            self.add(env_key)
-            return None
-        if self._digests:
-            return None
-        key = "sw_" + secrets.token_urlsafe(24)
-        self.add(key)
-        return key
+    def live(self) -> list[KeyRecord]:
+        return [r for r in self.records.values() if r.revoked_at is None]
 
-    def check_header(self, value: bytes | None) -> bool:
-        """True if ``Authorization: Api-Key <key>`` names a workspace key."""
+    def find(self, secret: str) -> KeyRecord | None:
+        return self._by_digest.get(digest(secret))
+
+    def authenticate(self, value: bytes | None) -> KeyRecord | None:
+        """The key that ``Authorization: Api-Key <key>`` (or ``Bearer``) names, if live."""
         if not value:
-            return False
-        if value in self._accepted:
-            return True
+            return None
+        record = self._accepted.get(value)
+        if record is None:
+            record = self._check(value)
+            if record is None:
+                return None
+            if len(self._accepted) >= _CACHE_LIMIT:
+                self._accepted.clear()
+            self._accepted[value] = record
+        self._used[record.id] = time.time()
+        return record
+
+    def _check(self, value: bytes) -> KeyRecord | None:
         lowered = value[:8].lower()
         for scheme in _SCHEMES:
             if lowered.startswith(scheme):
                 key = value[len(scheme):].strip().decode("latin-1")
                 break
         else:
-            return False
-        digest = _digest(key)
-        if any(hmac.compare_digest(digest, known) for known in self._digests):
-            if len(self._accepted) < _CACHE_LIMIT:
-                self._accepted.add(value)
-            return True
-        return False
+            return None
+        wanted = digest(key)
+        for known, record in self._by_digest.items():
+            if hmac.compare_digest(wanted, known):
+                return record
+        return None
+
+    def take_used(self) -> dict[str, float]:
+        """Last-use times since the previous call, for the store."""
+        used, self._used = self._used, {}
+        for key_id, at in used.items():
+            if key_id in self.records:
+                self.records[key_id].last_used_at = at
+        return used

@@ -1,7 +1,7 @@
 """Models, deployments and environments: the control plane's records.
 
-In memory for now, behind :class:`Registry` so a SQL store can take its place
-without its callers changing.
+The store (:mod:`swell.control._store`) is where they last; this is their
+in-memory index, which the request path reads without touching the database.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from swell.serving import BuildState
 
 __all__ = [
     "DEFAULT_ENVIRONMENTS",
+    "NAME_RULE",
     "DeploymentKind",
     "DeploymentRecord",
     "ModelRecord",
@@ -27,6 +28,7 @@ __all__ = [
 
 DEFAULT_ENVIRONMENTS = ("production", "staging")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RULE = "letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit"
 
 
 def valid_model_name(name: str) -> bool:
@@ -55,7 +57,29 @@ class DeploymentRecord:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     python: str = ""
-    retired: bool = False  # a replaced development deployment
+    active: bool = True  # a deactivated deployment has no replicas and answers predict with 409
+    revision: int = 1  # development deployments: bumped by every push (live reload)
+    last_request_at: float | None = None  # wall-clock time of the last request seen
+    activated_at: float | None = None
+
+    def row(self) -> dict[str, object]:
+        """The store's row."""
+        return {
+            "id": self.id,
+            "model_id": self.model_id,
+            "kind": self.kind.value,
+            "package_dir": str(self.package_dir),
+            "python": self.python,
+            "settings": self.settings.model_dump(),
+            "build": self.build.value,
+            "error": self.error,
+            "warnings": list(self.warnings),
+            "active": self.active,
+            "revision": self.revision,
+            "created_at": self.created_at,
+            "last_request_at": self.last_request_at,
+            "activated_at": self.activated_at,
+        }
 
 
 @dataclass
@@ -91,11 +115,17 @@ class Registry:
         model_id = self._by_name.get(name)
         return self.models.get(model_id) if model_id else None
 
-    def add_model(self, model_id: str, name: str) -> ModelRecord:
-        model = ModelRecord(model_id, name)
-        self.models[model_id] = model
-        self._by_name[name] = model_id
+    def add_model(self, model: ModelRecord) -> ModelRecord:
+        self.models[model.id] = model
+        self._by_name[model.name] = model.id
         return model
+
+    def remove_model(self, model: ModelRecord) -> None:
+        for deployment_id in list(model.deployments):
+            self.deployments.pop(deployment_id, None)
+        self.models.pop(model.id, None)
+        if self._by_name.get(model.name) == model.id:
+            del self._by_name[model.name]
 
     # ------------------------------------------------------------------ deployments
 
@@ -103,7 +133,9 @@ class Registry:
         """Record a deployment.  Pointers (development, environments) move only
         once it has built, so a failed build leaves the model's URLs as they were."""
         self.deployments[record.id] = record
-        self.models[record.model_id].deployments.append(record.id)
+        deployments = self.models[record.model_id].deployments
+        if record.id not in deployments:
+            deployments.append(record.id)
 
     def remove_deployment(self, deployment_id: str) -> None:
         record = self.deployments.pop(deployment_id, None)

@@ -10,13 +10,16 @@ reports READY through the backend's callback, never by being polled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 from bisect import bisect_left
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from swell.autoscaling import (
+    Action,
     Clock,
     ConcurrencyWindow,
     Decision,
@@ -26,7 +29,7 @@ from swell.autoscaling import (
     decide,
 )
 from swell.config import AutoscalingSettings, ServerSettings
-from swell.serving._backend import Replica, ReplicaBackend, ReplicaState
+from swell.serving._backend import Replica, ReplicaBackend, ReplicaSpec, ReplicaState
 from swell.serving._router import DeploymentRouter, ReplicaHandle, Unavailable
 from swell.serving._status import (
     BuildState,
@@ -60,6 +63,9 @@ class ScaledDeployment:
     retiring: bool = False
     cold_start_counts: list[int] = field(default_factory=lambda: [0] * (len(COLD_START_BUCKETS) + 1))
     cold_start_sum: float = 0.0
+    floor: int = 0  # hold at least this many replicas (a promotion warming up) ...
+    floor_until: float = 0.0  # ... until this time
+    last_active: float | None = None  # the last tick that saw a request (the clock's time)
 
     @property
     def id(self) -> str:
@@ -116,6 +122,54 @@ class Controller:
             scaled.retiring = True
             self._retire_step(scaled)
 
+    def unretire(self, deployment_id: str) -> ScaledDeployment | None:
+        """Keep a retiring deployment after all (activated again before it had gone)."""
+        scaled = self._deployments.get(deployment_id)
+        if scaled is not None:
+            scaled.retiring = False
+        return scaled
+
+    def hold(self, deployment_id: str, replicas: int, *, until: float = math.inf) -> None:
+        """Keep at least ``replicas`` running until ``until`` (the clock's time),
+        whatever the rule says: a promotion warms the new deployment up to the
+        old one's size, and holds it there while the window fills with traffic."""
+        scaled = self._deployments[deployment_id]
+        scaled.floor = min(replicas, scaled.router.settings.max_replica)
+        scaled.floor_until = until
+        self._decide(scaled, self.clock.now())
+
+    def reload(self, deployment_id: str, spec: ReplicaSpec) -> int:
+        """Replace every replica with one running ``spec`` (a development push).
+
+        Requests queued or arriving meanwhile wait in the router, as they do
+        on a cold start; requests in flight finish on the old replicas, which
+        then stop.  Returns how many replicas were started.
+        """
+        scaled = self._deployments[deployment_id]
+        router = scaled.router
+        router.spec = spec
+        router.slots = spec.config.runtime.predict_concurrency
+        old = [h for h in router.handles.values() if h.serving]
+        replace = len(old) + router.pending_starts
+        for handle in old:
+            self._drain(scaled, handle)
+        # Starts already under way run the old code: count them out, start anew.
+        scaled.failures = 0
+        scaled.load_failing = False
+        scaled.retry_at = 0.0
+        router.unavailable = None
+        start = replace or (1 if router.queued else 0)
+        for _ in range(start):
+            self._start(scaled)
+        log.info("%s: reloading with new code (%d replica(s) replaced)", router.name, len(old))
+        return start
+
+    def ready_count(self, deployment_id: str) -> int:
+        scaled = self._deployments.get(deployment_id)
+        if scaled is None:
+            return 0
+        return sum(1 for h in scaled.router.handles.values() if h.serving and h.ready)
+
     def update_settings(self, deployment_id: str, settings: AutoscalingSettings) -> None:
         """New settings; the rule uses them from the next tick."""
         scaled = self._deployments[deployment_id]
@@ -148,7 +202,10 @@ class Controller:
 
     def _tick_one(self, scaled: ScaledDeployment, now: float) -> None:
         router = scaled.router
-        scaled.window.record(now, router.take_mean(now))
+        mean = router.take_mean(now)
+        scaled.window.record(now, mean)
+        if mean > 0 or router.concurrency:
+            scaled.last_active = now
         if scaled.retiring:
             self._retire_step(scaled)
             return
@@ -166,6 +223,16 @@ class Controller:
         serving = router.serving_count
         observation = Observation(now, router.concurrency, serving)
         decision, scaled.state = decide(router.settings, scaled.window, scaled.state, observation)
+        if scaled.floor and decision.target < scaled.floor:
+            if now < scaled.floor_until:
+                decision = dataclasses.replace(
+                    decision,
+                    target=scaled.floor,
+                    action=Action.SCALE_UP if scaled.floor > serving else Action.HOLD,
+                    reason=f"held at {scaled.floor} replica(s) for a promotion ({decision.reason})",
+                )
+            else:
+                scaled.floor = 0
         scaled.decision = decision
         scaled.decided_at = now
         if decision.target != serving:
@@ -218,8 +285,9 @@ class Controller:
 
     async def _start_one(self, scaled: ScaledDeployment) -> None:
         router = scaled.router
+        spec = router.spec
         try:
-            replica = await self.backend.start(router.spec, self._on_change)
+            replica = await self.backend.start(spec, self._on_change)
         except Exception as exc:
             router.pending_starts -= 1
             log.exception("%s: could not start a replica", router.name)
@@ -232,6 +300,10 @@ class Controller:
             self._load_failed(scaled, replica.error or f"the replica {replica.state.value} as it started")
             return
         self._on_change(replica)
+        if router.spec is not spec:  # reloaded while this one started: it runs the old code
+            handle = router.handles.get(replica.id)
+            if handle is not None and handle.serving:
+                self._drain(scaled, handle)
 
     def _drain(self, scaled: ScaledDeployment, handle: ReplicaHandle) -> None:
         if scaled.router.drain(handle):

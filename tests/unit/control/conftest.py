@@ -36,10 +36,34 @@ def make_archive(tmp_path: Path) -> MakeArchive:
     return make
 
 
+class WallClock:
+    """The plane's wall clock, moved by hand (days pass in a test without waiting)."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
 @pytest.fixture
-async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
+def wall() -> WallClock:
+    return WallClock()
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+async def plane(tmp_path: Path, backend: FakeBackend, wall: WallClock) -> AsyncIterator[ControlPlane]:
+    """A started plane over a real SQLite file, a fake backend and injected clocks."""
     settings = ServerSettings(data_dir=tmp_path / "data", max_replica_cap=5)
-    p = ControlPlane(settings, FakeBackend(), clock=VirtualClock())
-    (tmp_path / "data").mkdir()
+    p = ControlPlane(settings, backend, clock=VirtualClock(), wall_clock=wall, api_key="k1")
+    await p.start(background=False)  # tests tick the loop and run housekeeping themselves
     yield p
     await p.close()

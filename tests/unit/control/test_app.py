@@ -16,7 +16,6 @@ KEY = {"Authorization": "Api-Key k1"}
 
 @pytest.fixture
 async def client(plane: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
-    plane.keys.ensure("k1")
     transport = httpx.ASGITransport(app=SwellApp(plane))
     async with httpx.AsyncClient(transport=transport, base_url="http://swell") as c:
         yield c

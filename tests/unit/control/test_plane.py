@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import Callable
 from pathlib import Path
+
+from swell.serving._testing import FakeBackend
 
 import pytest
 
@@ -26,15 +30,23 @@ async def test_first_published_deployment_goes_to_production(plane: ControlPlane
     assert plane.router("m", "deployment", first.deployment_id).deployment_id == first.deployment_id
 
 
-async def test_development_push_replaces_the_development_deployment(plane: ControlPlane, make_archive: MakeArchive) -> None:
+async def test_development_push_reloads_the_development_deployment_in_place(
+    plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
+) -> None:
     first = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
     record = plane.registry.deployments[first.deployment_id]
     assert record.settings == DEVELOPMENT_AUTOSCALING and first.kind == "development"
+    router = plane.router("m", "development", None)
+    plane.controller.hold(record.id, 1)  # a replica is up, as after a predict
+    await asyncio.sleep(0)
+    backend.ready(backend.started[0].id)
+    old_dir = record.package_dir
     second = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
-    model = plane.registry.model("m")
-    assert model.development == second.deployment_id
-    assert first.deployment_id not in plane.registry.deployments
-    assert plane.router("m", "development", None).deployment_id == second.deployment_id
+    await asyncio.sleep(0)
+    assert second.deployment_id == first.deployment_id and record.revision == 2
+    assert record.package_dir != old_dir and router.spec.package_dir == record.package_dir
+    assert plane.router("m", "development", None) is router  # same queue, same URL
+    assert backend.stopped == [backend.started[0].id] and len(backend.started) == 2  # replaced
 
 
 async def test_autoscaling_comes_from_config_yaml(plane: ControlPlane, make_archive: MakeArchive) -> None:
@@ -46,7 +58,7 @@ async def test_autoscaling_comes_from_config_yaml(plane: ControlPlane, make_arch
 
 async def test_promoted_deployment_inherits_settings(plane: ControlPlane, make_archive: MakeArchive) -> None:
     first = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    plane.patch_settings("m", first.deployment_id, {"max_replica": 4})
+    await plane.patch_settings("m", first.deployment_id, {"max_replica": 4})
     second = await plane.push(make_archive(), model_name="m", publish=True, promote=True)
     assert plane.registry.deployments[second.deployment_id].settings.max_replica == 4
 
@@ -86,13 +98,13 @@ async def test_patch_validates_everything_and_changes_nothing_on_error(plane: Co
     result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     before = plane.registry.deployments[result.deployment_id].settings
     with pytest.raises(ApiError) as info:
-        plane.patch_settings("m", result.deployment_id, {"max_replica": 2, "autoscaling_window": 5})
+        await plane.patch_settings("m", result.deployment_id, {"max_replica": 2, "autoscaling_window": 5})
     assert info.value.status == 422
     detail = info.value.payload["detail"]
     assert detail == [{"field": "autoscaling_window", "value": 5, "allowed": "must be between 10 and 3600 seconds"}]
     assert plane.registry.deployments[result.deployment_id].settings == before
     with pytest.raises(ApiError) as info:
-        plane.patch_settings("m", result.deployment_id, {"max_replica": 6})
+        await plane.patch_settings("m", result.deployment_id, {"max_replica": 6})
     assert info.value.payload["detail"][0]["allowed"] == "must be between 1 and 5"
 
 
@@ -102,7 +114,7 @@ async def test_patch_validates_everything_and_changes_nothing_on_error(plane: Co
 )
 async def test_patch_answers_accepted_or_unchanged(plane: ControlPlane, make_archive: MakeArchive, body: dict, status: str) -> None:
     result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    answer = plane.patch_settings("m", result.deployment_id, body)
+    answer = await plane.patch_settings("m", result.deployment_id, body)
     assert answer["status"] == status
     router = plane.controller.get(result.deployment_id).router  # type: ignore[union-attr]
     assert router.settings == AutoscalingSettings.model_validate(answer["settings"])
@@ -111,7 +123,7 @@ async def test_patch_answers_accepted_or_unchanged(plane: ControlPlane, make_arc
 async def test_patch_of_a_development_deployment_is_refused(plane: ControlPlane, make_archive: MakeArchive) -> None:
     result = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
     with pytest.raises(ApiError) as info:
-        plane.patch_settings("m", result.deployment_id, {"max_replica": 2})
+        await plane.patch_settings("m", result.deployment_id, {"max_replica": 2})
     assert info.value.status == 422 and "publish" in info.value.payload["reason"]
 
 

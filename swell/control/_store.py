@@ -1,0 +1,237 @@
+"""The control plane's durable store: SQLAlchemy 2 (async) over SQLite or PostgreSQL.
+
+SQLite (aiosqlite, WAL) in the data dir is the embedded default;
+``postgresql+asyncpg://…`` runs the same code against PostgreSQL.  The store
+is written through, never read on the request path: the control plane keeps
+its records in memory (:class:`~swell.control._registry.Registry`) and changes
+the database first, in one transaction per change, so a failed write leaves
+both as they were.
+
+Schema migrations are Alembic's (``swell/control/migrations``), run at start-up
+against the connection the store already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, delete, event, insert, inspect, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from swell.control._schema import api_keys, deployments, environments, models, secrets
+
+__all__ = ["MIGRATIONS_DIR", "Snapshot", "Store", "StoreError", "Transaction", "sqlite_url"]
+
+log = logging.getLogger("swell.store")
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+HEAD_REVISION = "0001"
+
+
+class StoreError(RuntimeError):
+    """The database could not be opened or migrated."""
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{Path(data_dir).resolve() / 'swell.db'}"
+
+
+@dataclass
+class Snapshot:
+    """Every row, as plain mappings, for the control plane to rebuild its records."""
+
+    models: list[Mapping[str, Any]]
+    deployments: list[Mapping[str, Any]]
+    environments: list[Mapping[str, Any]]
+    api_keys: list[Mapping[str, Any]]
+
+
+class Transaction:
+    """The writes the control plane makes, inside one database transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _upsert(self, table: Any, key: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+        where = [table.c[name] == value for name, value in key.items()]
+        result = await self.conn.execute(update(table).where(*where).values(**values))
+        if result.rowcount == 0:
+            await self.conn.execute(insert(table).values(**key, **values))
+
+    async def add_model(self, model_id: str, name: str, created_at: float) -> None:
+        await self.conn.execute(insert(models).values(id=model_id, name=name, created_at=created_at))
+
+    async def delete_model(self, model_id: str) -> None:
+        # Explicit children first: SQLite enforces ON DELETE CASCADE only with
+        # its foreign_keys pragma, which a hand-opened database may lack.
+        await self.conn.execute(delete(environments).where(environments.c.model_id == model_id))
+        await self.conn.execute(delete(deployments).where(deployments.c.model_id == model_id))
+        await self.conn.execute(delete(models).where(models.c.id == model_id))
+
+    async def save_deployment(self, row: Mapping[str, Any]) -> None:
+        values = dict(row)
+        await self._upsert(deployments, {"id": values.pop("id")}, values)
+
+    async def update_deployment(self, deployment_id: str, **values: Any) -> None:
+        await self.conn.execute(update(deployments).where(deployments.c.id == deployment_id).values(**values))
+
+    async def delete_deployment(self, deployment_id: str) -> None:
+        await self.conn.execute(
+            update(environments).where(environments.c.deployment_id == deployment_id).values(deployment_id=None)
+        )
+        await self.conn.execute(delete(deployments).where(deployments.c.id == deployment_id))
+
+    async def set_environment(self, model_id: str, name: str, deployment_id: str | None, created_at: float) -> None:
+        result = await self.conn.execute(
+            update(environments)
+            .where(environments.c.model_id == model_id, environments.c.name == name)
+            .values(deployment_id=deployment_id)
+        )
+        if result.rowcount == 0:
+            await self.conn.execute(
+                insert(environments).values(
+                    model_id=model_id, name=name, deployment_id=deployment_id, created_at=created_at
+                )
+            )
+
+    async def add_key(self, row: Mapping[str, Any]) -> None:
+        await self.conn.execute(insert(api_keys).values(**row))
+
+    async def revoke_key(self, key_id: str, at: float) -> None:
+        await self.conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=at))
+
+    async def touch_keys(self, used: Mapping[str, float]) -> None:
+        for key_id, at in used.items():
+            await self.conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
+
+    async def touch_deployments(self, used: Mapping[str, float]) -> None:
+        for deployment_id, at in used.items():
+            await self.update_deployment(deployment_id, last_request_at=at)
+
+    async def put_secret(self, name: str, ciphertext: bytes, now: float) -> float:
+        """Create or replace; returns the secret's created_at."""
+        row = (await self.conn.execute(select(secrets.c.created_at).where(secrets.c.name == name))).first()
+        if row is None:
+            await self.conn.execute(insert(secrets).values(name=name, ciphertext=ciphertext, created_at=now, updated_at=now))
+            return now
+        await self.conn.execute(update(secrets).where(secrets.c.name == name).values(ciphertext=ciphertext, updated_at=now))
+        return float(row.created_at)
+
+    async def delete_secret(self, name: str) -> bool:
+        result = await self.conn.execute(delete(secrets).where(secrets.c.name == name))
+        return bool(result.rowcount)
+
+
+class Store:
+    """One database; :meth:`transaction` for writes, :meth:`snapshot` at start-up."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def dialect(self) -> str:
+        return make_url(self.url).get_backend_name()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StoreError("the store is not started")
+        return self._engine
+
+    def describe(self) -> str:
+        """The URL without its password, for logs."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    async def start(self) -> None:
+        """Open the database and bring its schema to the code's version."""
+        url = make_url(self.url)
+        kwargs: dict[str, Any] = {}
+        if url.get_backend_name() == "sqlite":
+            database = url.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
+        try:
+            engine = create_async_engine(url, **kwargs)
+        except Exception as exc:  # a driver that is not installed, a malformed URL
+            raise StoreError(f"cannot open the database {self.describe()}: {exc}") from exc
+        if url.get_backend_name() == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        self._engine = engine
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(_migrate)
+        except Exception as exc:
+            await engine.dispose()
+            self._engine = None
+            raise StoreError(f"cannot open or migrate the database {self.describe()}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self.engine.begin() as conn:
+            yield Transaction(conn)
+
+    async def snapshot(self) -> Snapshot:
+        async with self.engine.connect() as conn:
+
+            async def rows(query: Any) -> list[Mapping[str, Any]]:
+                return [dict(r._mapping) for r in (await conn.execute(query))]
+
+            return Snapshot(
+                models=await rows(select(models).order_by(models.c.created_at)),
+                deployments=await rows(select(deployments).order_by(deployments.c.created_at)),
+                environments=await rows(select(environments).order_by(environments.c.created_at)),
+                api_keys=await rows(select(api_keys).order_by(api_keys.c.created_at)),
+            )
+
+    async def secret_rows(self, names: Iterable[str] | None = None) -> list[Mapping[str, Any]]:
+        query = select(secrets).order_by(secrets.c.name)
+        if names is not None:
+            query = query.where(secrets.c.name.in_(list(names)))
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query))]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _current_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+    return str(row[0]) if row else None
+
+
+def _migrate(conn: Connection) -> None:
+    """Upgrade to head.  Alembic (and Mako under it) is imported only when
+    there is something to do, so a server at head does not carry it."""
+    current = _current_revision(conn)
+    if current == HEAD_REVISION:
+        return
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = conn
+    log.info("migrating the database from %s to %s", current or "empty", HEAD_REVISION)
+    command.upgrade(config, "head")
