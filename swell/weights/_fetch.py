@@ -125,6 +125,8 @@ class Downloader:
             # Probe with the first part still missing: it tells the size and the
             # validator, and its bytes are kept.
             first = contiguous_done(record.done, 0) if record else 0
+            if record is not None and first * part_size >= record.size:
+                first = 0  # every part is on disk: any part will do to check the object
             start = first * part_size
             headers = {"Range": f"bytes={start}-{start + part_size - 1}"}
             response = self._send(remote.fetch_url, headers)

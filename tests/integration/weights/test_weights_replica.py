@@ -104,3 +104,53 @@ async def test_process_backend_gives_replicas_the_shared_cache(server: FileServe
         assert list((tmp_path / "data" / "weights" / "blobs" / "sha256").iterdir())
     finally:
         await backend.close()
+
+
+RESUME_MODEL = '''
+import hashlib
+from pathlib import Path
+
+
+class Model:
+    def load(self):
+        self._sha = hashlib.sha256(Path("data/model.bin").read_bytes()).hexdigest()
+
+    def predict(self, model_input):
+        return {"sha256": self._sha}
+'''
+
+
+def test_a_killed_replica_s_download_resumes_in_the_next_one(
+    tmp_path: Path, weights_file: tuple[Path, str]
+) -> None:
+    origin, digest = weights_file
+    size = origin.stat().st_size
+    pkg = tmp_path / "pkg"
+    (pkg / "model").mkdir(parents=True)
+    (pkg / "model" / "model.py").write_text(RESUME_MODEL)
+    env = {"SWELL_WEIGHTS_CACHE": str(tmp_path / "cache"), "SWELL_WEIGHTS_PART_SIZE": "256Ki",
+           "SWELL_WEIGHTS_PARALLELISM": "2"}
+    from swell.weights._testing import ServerBehaviour
+
+    with FileServer({"model.bin": origin}, ServerBehaviour(rate=2 << 20)) as slow:
+        (pkg / "config.yaml").write_text(yaml.safe_dump(
+            {"model_name": "resume", "weights": [{"source": slow.url("model.bin"), "sha256": digest}]}))
+        with ReplicaProcess(pkg, env=env) as doomed:
+            deadline = 200
+            while deadline:  # kill -9 once a good part of the file is on disk
+                doomed.wait_event("weights_progress", timeout=30)
+                if max(e.get("bytes_fetched", 0) for e in doomed.events) > size // 3:
+                    break
+                doomed._read_events(0.1)
+                deadline -= 1
+            doomed.proc.kill()
+            doomed.proc.wait(10)
+        before = slow.stats.body_bytes
+        assert 0 < before < size
+        with ReplicaProcess(pkg, env=env) as replica:
+            replica.wait_ready(timeout=60)
+            fetched = replica.wait_event("weights_ready")["bytes_fetched"]
+            assert fetched < size - size // 4  # only what the first one had not finished
+            with replica.client() as client:
+                assert client.post("/v1/models/resume:predict", json={}).json() == {"sha256": digest}
+            assert replica.terminate() == 0
