@@ -49,7 +49,7 @@ def credentials_from_env(env: Mapping[str, str]) -> S3Credentials | None:
         return S3Credentials(key, secret, env.get("AWS_SESSION_TOKEN") or None)
     if env.get("AWS_PROFILE") or os.path.exists(os.path.expanduser("~/.aws/credentials")):
         try:
-            import botocore.session  # lazy: only a replica that needs a profile pays for it
+            import botocore.session  # type: ignore[import-untyped]  # lazy: only when a profile is needed
         except ImportError:
             return None
         found = botocore.session.Session(profile=env.get("AWS_PROFILE") or None).get_credentials()

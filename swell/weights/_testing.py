@@ -206,7 +206,7 @@ class MotoS3:
                 "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.endpoint}
 
     def client(self) -> Any:
-        import boto3
+        import boto3  # type: ignore[import-untyped]
 
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
                             aws_access_key_id=self.ACCESS_KEY, aws_secret_access_key=self.SECRET_KEY)
