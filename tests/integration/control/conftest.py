@@ -60,9 +60,11 @@ def backend() -> FakeBackend:
 
 
 @pytest.fixture
-async def plane(tmp_path: Path, backend: FakeBackend, wall: WallClock) -> AsyncIterator[ControlPlane]:
-    """A started plane over a real SQLite file, a fake backend and injected clocks."""
-    settings = ServerSettings(data_dir=tmp_path / "data", max_replica_cap=5)
+async def plane(
+    tmp_path: Path, backend: FakeBackend, wall: WallClock, database_url: str
+) -> AsyncIterator[ControlPlane]:
+    """A started plane over a real database (SQLite, then PostgreSQL), a fake backend and injected clocks."""
+    settings = ServerSettings(data_dir=tmp_path / "data", max_replica_cap=5, database_url=database_url)
     p = ControlPlane(settings, backend, clock=VirtualClock(), wall_clock=wall, api_key="k1")
     await p.start(background=False)  # tests tick the loop and run housekeeping themselves
     yield p

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,13 +178,17 @@ async def test_concurrent_patches_apply_whole_one_after_the_other(plane: Control
 async def test_secrets_are_encrypted_at_rest_and_only_declared_ones_reach_a_replica(
     plane: ControlPlane, make_archive: MakeArchive, tmp_path: Path
 ) -> None:
+    from sqlalchemy import text
+
     await plane.set_secret({"name": "hf_token", "value": "hunter2-value"})
     await plane.set_secret({"name": "other", "value": "not-for-m"})
     pushed = await plane.push(
         make_archive({"model_name": "m", "secrets": {"hf_token": None}}), model_name=None, publish=True, promote=False
     )
-    dump = "\n".join(sqlite3.connect(tmp_path / "data" / "swell.db").iterdump())
-    assert "hunter2" not in dump and "hf_token" in dump
+    async with plane.store.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT name, ciphertext FROM secrets"))).all()
+    assert {r[0] for r in rows} == {"hf_token", "other"}
+    assert not any(b"hunter2" in bytes(r[1]) or b"not-for-m" in bytes(r[1]) for r in rows)
     folder = plane.router("m", "deployment", pushed.deployment_id).spec.secrets_dir
     assert folder is not None and not str(folder).startswith(str(tmp_path))  # memory, not the data dir
     assert sorted(p.name for p in folder.iterdir()) == ["hf_token"]
@@ -200,8 +203,10 @@ async def test_secrets_are_encrypted_at_rest_and_only_declared_ones_reach_a_repl
     assert {d["field"] for d in info.value.payload["detail"]} == {"name", "value"}
 
 
-async def test_everything_survives_a_restart(tmp_path: Path, make_archive: MakeArchive, wall: Any) -> None:
-    settings = ServerSettings(data_dir=tmp_path / "data", max_replica_cap=5)
+async def test_everything_survives_a_restart(
+    tmp_path: Path, make_archive: MakeArchive, wall: Any, database_url: str
+) -> None:
+    settings = ServerSettings(data_dir=tmp_path / "data", max_replica_cap=5, database_url=database_url)
     first = ControlPlane(settings, FakeBackend(), clock=VirtualClock(), wall_clock=wall, api_key="k1")
     await first.start(background=False)
     published = await first.push(make_archive(), model_name="m", publish=True, promote=False)

@@ -1,0 +1,68 @@
+"""The store on each database: migrations build exactly the schema the code uses, and upgrades keep data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from swell.control._schema import metadata
+from swell.control._store import HEAD_REVISION, Store, StoreError
+
+
+async def test_migrations_build_the_schema_the_code_uses(database_url: str) -> None:
+    store = Store(database_url)
+    await store.start()
+    try:
+        async with store.engine.connect() as conn:
+
+            def diff(sync_conn):  # type: ignore[no-untyped-def]
+                return compare_metadata(MigrationContext.configure(sync_conn), metadata)
+
+            assert await conn.run_sync(diff) == []
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        assert version == HEAD_REVISION
+    finally:
+        await store.close()
+
+
+async def test_reopening_keeps_rows_and_does_not_migrate_again(database_url: str) -> None:
+    store = Store(database_url)
+    await store.start()
+    async with store.transaction() as tx:
+        await tx.add_model("m1", "name", 1.0)
+        await tx.set_environment("m1", "production", None, 1.0)
+    await store.close()
+    again = Store(database_url)
+    await again.start()
+    try:
+        snapshot = await again.snapshot()
+        assert [m["name"] for m in snapshot.models] == ["name"]
+        assert snapshot.environments[0]["name"] == "production"
+    finally:
+        await again.close()
+
+
+async def test_a_failed_transaction_writes_nothing(database_url: str) -> None:
+    store = Store(database_url)
+    await store.start()
+    try:
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as tx:
+                await tx.add_model("m1", "name", 1.0)
+                raise RuntimeError("boom")
+        assert (await store.snapshot()).models == []
+    finally:
+        await store.close()
+
+
+async def test_a_bad_url_is_a_clear_error(tmp_path: Path) -> None:
+    store = Store("postgresql+asyncpg://nobody@/nothing?host=" + str(tmp_path / "no-socket"))
+    with pytest.raises(StoreError) as info:
+        await store.start()
+    assert "cannot open" in str(info.value)
+    with pytest.raises(StoreError):
+        await Store("nosuchdriver://x").start()
