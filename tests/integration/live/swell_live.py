@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
+import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -28,6 +31,47 @@ def package_archive(directory: Path) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(directory, arcname=".", filter=lambda i: None if "__pycache__" in i.name else i)
     return buffer.getvalue()
+
+
+def start_server(data_dir: Path, *args: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], Swell]:
+    """``swell serve`` on 127.0.0.1 with a short tick, ready to serve (or the test fails with its log)."""
+    port = port or free_port()
+    log = data_dir / "server.log"
+    env = {**os.environ, "SWELL_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-c", "from swell.cli import main; main()", "serve",
+                "--port", str(port), "--data-dir", str(data_dir),
+                "--tick-seconds", "0.2", "--drain-grace-seconds", "5", "--log-level", "debug", *args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=data_dir,
+        )
+    server = Swell(f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if server.http.get("/health").status_code == 200:
+                return process, server
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"swell serve did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def stop_server(process: subprocess.Popen[bytes], server: Swell) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    server.http.close()
 
 
 class Swell:
