@@ -308,6 +308,11 @@ def _management_app(plane: ControlPlane) -> FastAPI:
         """Refused while an environment points at the deployment."""
         return await plane.delete_deployment(model_id, deployment_id)
 
+    @app.get("/v1/models/{model_id}/deployments/{deployment_id}/traffic")
+    async def traffic(model_id: str, deployment_id: str) -> dict[str, Any]:
+        """Recorded traffic, one bucket a second: ``arrivals`` and mean ``concurrency`` (input of `swell advise`)."""
+        return plane.traffic(model_id, deployment_id)
+
     @app.post("/v1/models/{model_id}/deployments/{deployment_id}/activate")
     async def activate(model_id: str, deployment_id: str) -> dict[str, Any]:
         """Let a deactivated deployment scale again (from min_replica)."""

@@ -111,7 +111,7 @@ class ControlPlane:
         self.registry = Registry()
         self.clock = clock or RealClock()
         self.wall = wall_clock  # records' timestamps and idle times: survives restarts
-        self.controller = Controller(backend, settings=settings, clock=self.clock)
+        self.controller = Controller(backend, settings=settings, clock=self.clock, wall_clock=wall_clock)
         self.store = Store(settings.database_url or sqlite_url(self.data_dir))
         self.keys = ApiKeys()
         self.secret_box = SecretBox(self.data_dir / "secrets.key")
@@ -882,6 +882,14 @@ class ControlPlane:
         return self.settings.deactivate_published_after_days
 
     # ------------------------------------------------------------------ views
+
+    def traffic(self, model_ref: str, deployment_ref: str) -> dict[str, Any]:
+        """The deployment's per-second arrivals and concurrency (what `swell advise` replays)."""
+        record = self.registry.deployment(self.registry.model(model_ref), deployment_ref)
+        scaled = self.controller.get(record.id)
+        if scaled is None:
+            return {"start": None, "interval": 1.0, "arrivals": [], "concurrency": []}
+        return scaled.history.as_dict()
 
     def status(self, record: DeploymentRecord) -> DeploymentStatus:
         if record.build is not BuildState.BUILT:

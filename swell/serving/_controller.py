@@ -13,8 +13,9 @@ import asyncio
 import dataclasses
 import logging
 import math
+import time
 from bisect import bisect_left
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from swell.autoscaling import (
     Observation,
     RealClock,
     ScalerState,
+    TrafficHistory,
     decide,
 )
 from swell.config import AutoscalingSettings, ServerSettings
@@ -66,6 +68,8 @@ class ScaledDeployment:
     floor: int = 0  # hold at least this many replicas (a promotion warming up) ...
     floor_until: float = 0.0  # ... until this time
     last_active: float | None = None  # the last tick that saw a request (the clock's time)
+    history: TrafficHistory = field(default_factory=TrafficHistory)  # for `swell advise`
+    arrivals_seen: int = 0
 
     @property
     def id(self) -> str:
@@ -90,10 +94,12 @@ class Controller:
         *,
         settings: ServerSettings | None = None,
         clock: Clock | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
         self.settings = settings or ServerSettings()
         self.clock: Clock = clock or RealClock()
+        self.wall = wall_clock  # the traffic history's timestamps (unix seconds)
         self._deployments: dict[str, ScaledDeployment] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -204,6 +210,9 @@ class Controller:
         router = scaled.router
         mean = router.take_mean(now)
         scaled.window.record(now, mean)
+        arrivals = router.arrivals - scaled.arrivals_seen
+        scaled.arrivals_seen = router.arrivals
+        scaled.history.record(self.wall(), arrivals, mean)
         if mean > 0 or router.concurrency:
             scaled.last_active = now
         if scaled.retiring:

@@ -143,6 +143,7 @@ class DeploymentRouter:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.retries = 0
+        self.arrivals = 0  # requests ever received (the control loop reads the difference)
 
     # ------------------------------------------------------------------ counting
 
@@ -367,6 +368,7 @@ class DeploymentRouter:
         the queue instead of taking a replica's time.
         """
         started = perf_counter()
+        self.arrivals += 1
         head = self.request_head(headers, len(body))
         watch: _DisconnectWatch | None = None
         if receive is not None and (self._queue or self._pick() is None):

@@ -170,3 +170,17 @@ def test_restart_after_kill_9_leaves_no_orphan_and_restores_min_replica(
         assert server.http.post(server.predict_path(pushed), json={}).json() == {"version": 1}
     finally:
         stop_server(process, server)
+
+
+def test_traffic_is_recorded_for_advise(swell: Swell, make_model: Callable[..., Path]) -> None:
+    pushed = swell.push(make_model(VERSIONED.format(version=1)), name="recorded")
+    for _ in range(3):
+        assert swell.http.post(swell.predict_path(pushed), json={}).status_code == 200
+    url = f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}/traffic"
+    deadline = time.monotonic() + 10
+    traffic = swell.http.get(url).json()
+    while sum(traffic["arrivals"]) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        traffic = swell.http.get(url).json()
+    assert sum(traffic["arrivals"]) == 3 and traffic["interval"] == 1.0
+    assert len(traffic["arrivals"]) == len(traffic["concurrency"]) and traffic["start"] > 1.7e9
