@@ -83,9 +83,36 @@ async def test_predict_errors_are_json(client: httpx.AsyncClient, make_archive: 
     assert wrong_method.status_code == 405
 
 
-async def test_openapi_documents_management(client: httpx.AsyncClient) -> None:
+ROUTES = {
+    ("GET", "/v1/models"), ("POST", "/v1/models"), ("POST", "/v1/models/push"),
+    ("GET", "/v1/models/{model_id}"), ("DELETE", "/v1/models/{model_id}"),
+    ("GET", "/v1/models/{model_id}/deployments"),
+    ("GET", "/v1/models/{model_id}/deployments/{deployment_id}"),
+    ("DELETE", "/v1/models/{model_id}/deployments/{deployment_id}"),
+    ("POST", "/v1/models/{model_id}/deployments/{deployment_id}/activate"),
+    ("POST", "/v1/models/{model_id}/deployments/{deployment_id}/deactivate"),
+    ("POST", "/v1/models/{model_id}/deployments/{deployment_id}/promote"),
+    ("GET", "/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings"),
+    ("PATCH", "/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings"),
+    ("GET", "/v1/models/{model_id}/deployments/{deployment_id}/traffic"),
+    ("GET", "/v1/models/{model_id}/environments"), ("POST", "/v1/models/{model_id}/environments"),
+    ("GET", "/v1/models/{model_id}/environments/{environment}"),
+    ("POST", "/v1/models/{model_id}/environments/{environment}/promote"),
+    ("GET", "/v1/api_keys"), ("POST", "/v1/api_keys"), ("DELETE", "/v1/api_keys/{key_id}"),
+    ("GET", "/v1/secrets"), ("POST", "/v1/secrets"), ("DELETE", "/v1/secrets/{name}"),
+}
+
+
+async def test_openapi_documents_exactly_the_management_routes(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json", headers=KEY)).json()
-    assert "/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings" in spec["paths"]
+    documented = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
+    assert documented == ROUTES
+    for method, path in ROUTES:  # and each one answers (with a key) rather than 404 for the route itself
+        filled = path.format(model_id="nope", deployment_id="d", environment="e", key_id="k", name="n")
+        response = await client.request(method, filled, headers=KEY)
+        assert response.status_code != 405, (method, path)
+        if response.status_code == 404:
+            assert "no route" not in response.json().get("reason", ""), (method, path)
 
 
 async def test_unknown_routes_and_methods_say_what_was_wrong(client: httpx.AsyncClient) -> None:
