@@ -36,6 +36,7 @@ class ServerBehaviour:
     etag: bool = True
     fail_status: int | None = None  # answer every GET with this status
     rate: float | None = None  # bytes/s per connection, as CDNs and object stores cap a stream
+    token: str | None = None  # answer 401 unless `Authorization: Bearer <token>`
 
 
 @dataclass
@@ -74,6 +75,11 @@ class FileServer:
                 with server.stats.lock:
                     server.stats.requests.append((self.command, self.path, self.headers.get("Range")))
                 path = server.files.get(self.path.lstrip("/").split("?")[0])
+                if b.token is not None and self.headers.get("Authorization") != f"Bearer {b.token}":
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if path is None or b.fail_status:
                     self.send_response(404 if path is None else b.fail_status or 500)
                     self.send_header("Content-Length", "0")

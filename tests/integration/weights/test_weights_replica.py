@@ -154,3 +154,19 @@ def test_a_killed_replica_s_download_resumes_in_the_next_one(
             with replica.client() as client:
                 assert client.post("/v1/models/resume:predict", json={}).json() == {"sha256": digest}
             assert replica.terminate() == 0
+
+
+def test_auth_secret_name_sends_the_secret_as_a_bearer_token(tmp_path: Path) -> None:
+    from swell.weights._testing import ServerBehaviour
+
+    with FileServer({"mlp.npy": WEIGHTS}, ServerBehaviour(token="s3cr3t")) as private:
+        pkg = package_copy(tmp_path, private, auth_secret_name="weights_token")
+        config = yaml.safe_load((pkg / "config.yaml").read_text())
+        config["secrets"] = {"weights_token": None}
+        (pkg / "config.yaml").write_text(yaml.safe_dump(config))
+        env = {"SWELL_WEIGHTS_CACHE": str(tmp_path / "cache"), "SWELL_SECRETS_DIR": str(tmp_path / "none")}
+        with ReplicaProcess(pkg, env={**env, "TRUSS_SECRET_weights_token": "wrong"}) as refused:
+            assert "HTTP 401 unauthorized" in refused.wait_event("failed", timeout=60)["error"]
+        with ReplicaProcess(pkg, env={**env, "TRUSS_SECRET_weights_token": "s3cr3t"}) as replica:
+            replica.wait_ready(timeout=60)
+            assert replica.terminate() == 0
