@@ -137,7 +137,7 @@ def hold_for_scale_down(
     while held[start].until <= horizon:
         start += 1
     kept = tuple(held[start:])
-    return kept[0].wanted, ScalerState(kept)
+    return kept[0].wanted, replace(state, held=kept)
 
 
 def clamp(settings: AutoscalingSettings, target: int, floor: int = 0) -> int:

@@ -438,8 +438,8 @@ def _check_min_replica_one(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, An
         "min_replica_one",
         "min_replica 1 is one failure away from a cold start",
         "One replica kept warm means a crash, a node drain or a rollout leaves the deployment with none, "
-        "and every request then waits a cold start. For production keep at least 2; the simulated cost "
-        f"of the second is {_num(m, COST) - _num(m0, COST):,.0f} replica-seconds over this traffic.",
+        "and every request then waits a cold start. For production keep at least 2; on this traffic the "
+        f"second changes the simulated cost by {_num(m, COST) - _num(m0, COST):+,.0f} replica-seconds.",
         _patch(s),
         _effect(m0, m),
     )

@@ -1,0 +1,111 @@
+"""The policy comparison of issue 8 on the shared Azure traces.
+
+Same mechanics for every policy: the token service-time model 0.0002 s/context
+token + 0.02 s/generated token + 0.05 s, 4 slots per replica, 30 s cold start,
+max 10 replicas.  Rows: the peers (Knative KPA, Ray Serve), Swell with the
+default settings, Swell with what ``swell advise`` recommends (and the extras it
+turns on), and the clairvoyant oracle.  Prints the table and writes
+bench/results/policy_compare.json, with the issue's bar checked per trace:
+replica-seconds ≤ the cheaper peer's, ≥ 30 % fewer delayed requests than the
+better peer, replica-seconds ≤ 1.5 × the oracle's.
+
+    python bench/policy_compare.py [--traces ../shared/traces] [--out bench/results/policy_compare.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from swell.config import parse_autoscaling
+from swell.sim import ColdStart, ServiceTime, SimConfig, read_csv_trace, replay
+from swell.sim._advise import AdviseSetup, advise
+
+SERVICE = "tokens:0.0002,0.02,0.05"
+COLD = 30.0
+SLOTS = 4
+MAX = 10
+KEYS = ("replica_seconds", "requests_delayed_by_cold_start", "queue_wait_p99", "cold_starts", "mean_replicas")
+
+
+def _row(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in KEYS}
+
+
+def run(path: Path) -> dict[str, Any]:
+    trace = read_csv_trace(path)
+    service = ServiceTime.parse(SERVICE).durations(trace)
+    settings = parse_autoscaling({"max_replica": MAX})
+    cold = ColdStart("fixed", COLD)
+    config = SimConfig(settings=settings, predict_concurrency=SLOTS, cold_start=cold)
+    rows: dict[str, Any] = {}
+    for name in ("knative", "ray-serve", "swell", "oracle"):
+        rows[name if name != "swell" else "swell (defaults)"] = _row(replay(trace.arrivals, service, name, config).metrics)
+    t = time.perf_counter()
+    advice = advise(AdviseSetup(trace.arrivals, service, settings, SLOTS, cold, MAX))
+    took = time.perf_counter() - t
+    recommended = parse_autoscaling(advice.recommended)
+    from swell.autoscaling import Extras
+
+    extras = Extras(
+        burst=advice.extras.get("burst", False),
+        trend=advice.extras.get("trend", False),
+        cold_start=COLD,
+        service_time=float(service.mean()),
+        predict_concurrency=SLOTS,
+    )
+    tuned = SimConfig(settings=recommended, predict_concurrency=SLOTS, cold_start=cold, extras=extras)
+    rows["swell (advised)"] = _row(replay(trace.arrivals, service, "swell", tuned).metrics)
+    kpa, ray, oracle, ours = rows["knative"], rows["ray-serve"], rows["oracle"], rows["swell (advised)"]
+    cheaper = min(kpa["replica_seconds"], ray["replica_seconds"])
+    better = min(kpa["requests_delayed_by_cold_start"], ray["requests_delayed_by_cold_start"])
+    bar = {
+        "replica_seconds_at_most_cheaper_peer": ours["replica_seconds"] <= cheaper,
+        "delayed_at_least_30pct_below_better_peer": ours["requests_delayed_by_cold_start"] <= 0.7 * better,
+        "within_1_5x_oracle_replica_seconds": ours["replica_seconds"] <= 1.5 * oracle["replica_seconds"],
+    }
+    return {
+        "trace": path.name,
+        "requests": len(trace),
+        "policies": rows,
+        "advised_settings": advice.recommended,
+        "advised_extras": advice.extras,
+        "findings": [f.id for f in advice.findings],
+        "advise_seconds": round(took, 2),
+        "advise_replays": advice.simulations,
+        "bar": bar,
+        "bar_targets": {"replica_seconds_max": min(cheaper, 1.5 * oracle["replica_seconds"]), "delayed_max": 0.7 * better},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    here = Path(__file__).resolve().parent
+    parser.add_argument("--traces", type=Path, default=here.parent.parent / "shared" / "traces")
+    parser.add_argument("--out", type=Path, default=here / "results" / "policy_compare.json")
+    args = parser.parse_args()
+    results = [run(args.traces / f"AzureLLMInferenceTrace_{n}.csv") for n in ("code", "conv")]
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for r in results:
+        table = Table(title=f"{r['trace']} ({r['requests']:,} requests)", title_justify="left")
+        table.add_column("policy")
+        for k in KEYS:
+            table.add_column(k.replace("requests_delayed_by_cold_start", "delayed"), justify="right")
+        for name, row in r["policies"].items():
+            table.add_row(name, *(f"{row[k]:,.2f}" if isinstance(row[k], float) else f"{row[k]:,}" for k in KEYS))
+        console.print(table)
+        console.print(f"advised: {r['advised_settings']} extras {r['advised_extras']}; findings {r['findings']}")
+        console.print(f"bar: {r['bar']} (targets {r['bar_targets']})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"setup": {"service_time": SERVICE, "cold_start_s": COLD, "predict_concurrency": SLOTS,
+                                              "max_replica": MAX}, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
