@@ -230,7 +230,7 @@ class Controller:
     def _decide(self, scaled: ScaledDeployment, now: float) -> None:
         router = scaled.router
         serving = router.serving_count
-        observation = Observation(now, router.concurrency, serving)
+        observation = Observation(now, router.concurrency, serving, wall=self.wall())  # wall: for schedules
         decision, scaled.state = decide(router.settings, scaled.window, scaled.state, observation)
         if scaled.floor and decision.target < scaled.floor:
             if now < scaled.floor_until:
