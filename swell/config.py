@@ -748,7 +748,11 @@ class ServerSettings(BaseModel):
     tick_seconds: float = Field(1.0, gt=0, le=60)
     queue_limit: int | None = Field(None, ge=1)
     drain_grace_seconds: float = Field(30.0, ge=0)
-    load_timeout_seconds: float = Field(1800.0, gt=0)
+    load_timeout_seconds: float = Field(1800.0, gt=0)  # start to ready, however busy the load
+    # A starting replica with no sign of progress (no event, no bytes of
+    # weights, no log line) for this long has failed; a slow one that shows
+    # progress runs up to load_timeout_seconds.
+    load_stall_seconds: float = Field(300.0, gt=0)
     # The store: SQLite in data_dir when unset, else e.g. postgresql+asyncpg://user@host/db.
     database_url: str | None = None
     # A deployment with no request for this long is deactivated (None: never).
