@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -209,12 +210,21 @@ class ReplicaServer(uvicorn.Server):
     def _load(self, loop: asyncio.AbstractEventLoop) -> None:
         wrapper, events = self.wrapper, self.events
         events.emit("loading")
-        if fetch_weights(wrapper, events) and wrapper.load():
+        fetch_started = time.perf_counter()
+        fetched = fetch_weights(wrapper, events)
+        weights_seconds = time.perf_counter() - fetch_started
+        if fetched and wrapper.load():
             # The model and the runtime live as long as the replica: keep the
             # collector's full passes off them (they cost every request a share).
             gc.collect()
             gc.freeze()
-            events.emit("ready", load_seconds=round(wrapper.load_seconds or 0.0, 3))
+            load_seconds = wrapper.load_seconds or 0.0
+            # How this process came to be: forked from the prewarmed fork
+            # server, or a fresh interpreter (set by the process backend).
+            start_mode = os.environ.get("SWELL_START_MODE")
+            if start_mode:
+                logger.info("[%s] model.load() completed in %d ms", start_mode, load_seconds * 1000)
+            events.emit("ready", load_seconds=round(load_seconds, 3), weights_seconds=round(weights_seconds, 3))
             return
         self.load_failed = True
         events.emit("failed", error=wrapper.error)

@@ -54,6 +54,17 @@ class Replica:
     ready_at: float | None = None
     load_seconds: float | None = None  # the model's own load() time, as the replica reports it
     pid: int | None = None
+    # Cold-start bookkeeping (see swell/serving/_cold_start.py): monotonic
+    # times of "spawned" (the process exists) and "live" (its server accepts),
+    # the seconds the replica spent fetching weights, and how it was started.
+    marks: dict[str, float] = field(default_factory=dict)
+    weights_seconds: float | None = None
+    start_mode: str = ""  # "prewarmed" (from the standby pool), "forked" or "spawned"
+    # Bumped on every sign of life while it starts and loads (an event on its
+    # pipe, bytes of weights fetched, a line in its log): the controller fails
+    # a load that makes no progress, not one that is merely slow.
+    progress: int = 0
+    reason: str | None = None  # why it is pending (waiting for CPU, memory or a GPU)
 
 
 #: Called by the backend on every state change, on the event loop.

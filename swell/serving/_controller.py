@@ -32,6 +32,7 @@ from swell.autoscaling import (
 )
 from swell.config import AutoscalingSettings, ServerSettings
 from swell.serving._backend import Replica, ReplicaBackend, ReplicaSpec, ReplicaState
+from swell.serving._cold_start import ColdStartHistograms, cold_start_of
 from swell.serving._router import DeploymentRouter, ReplicaHandle, Unavailable
 from swell.serving._status import (
     BuildState,
@@ -65,6 +66,7 @@ class ScaledDeployment:
     retiring: bool = False
     cold_start_counts: list[int] = field(default_factory=lambda: [0] * (len(COLD_START_BUCKETS) + 1))
     cold_start_sum: float = 0.0
+    cold_phases: ColdStartHistograms = field(default_factory=ColdStartHistograms)
     floor: int = 0  # hold at least this many replicas (a promotion warming up) ...
     floor_until: float = 0.0  # ... until this time
     last_active: float | None = None  # the last tick that saw a request (the clock's time)
@@ -74,6 +76,14 @@ class ScaledDeployment:
     @property
     def id(self) -> str:
         return self.router.deployment_id
+
+    @property
+    def pending_reason(self) -> str | None:
+        """Why a replica waits as ``pending`` (for resources), if one does."""
+        for handle in self.router.handles.values():
+            if handle.serving and handle.state is ReplicaState.PENDING:
+                return handle.replica.reason or "waiting for resources"
+        return None
 
     def status(self) -> DeploymentStatus:
         states = [h.state for h in self.router.handles.values() if h.serving]
@@ -110,6 +120,7 @@ class Controller:
     def add(self, router: DeploymentRouter) -> ScaledDeployment:
         scaled = ScaledDeployment(router, ConcurrencyWindow(self.clock.now()))
         router.on_wake = self._wake
+        router.on_wake_for = self._wake_for
         router.on_broken = self._broken
         router.on_drained = self._drained
         self._deployments[router.deployment_id] = scaled
@@ -227,10 +238,10 @@ class Controller:
         """Let the starts this tick asked for reach the backend."""
         await asyncio.sleep(0)
 
-    def _decide(self, scaled: ScaledDeployment, now: float) -> None:
+    def _decide(self, scaled: ScaledDeployment, now: float, demand: int = 0) -> None:
         router = scaled.router
         serving = router.serving_count
-        observation = Observation(now, router.concurrency, serving, wall=self.wall())  # wall: for schedules
+        observation = Observation(now, max(router.concurrency, demand), serving, wall=self.wall())  # wall: for schedules
         decision, scaled.state = decide(router.settings, scaled.window, scaled.state, observation)
         if scaled.floor and decision.target < scaled.floor:
             if now < scaled.floor_until:
@@ -254,6 +265,13 @@ class Controller:
         # A retiring deployment still serves the requests it holds (its
         # replicas stop only once its queue is empty), so it may wake too.
         self._decide(scaled, self.clock.now())
+
+    def _wake_for(self, router: DeploymentRouter) -> None:
+        """A caller asked not to wait (202): wake as for one waiting request."""
+        scaled = self._deployments.get(router.deployment_id)
+        if scaled is None or self._closing or scaled.retiring:
+            return
+        self._decide(scaled, self.clock.now(), demand=1)
 
     # ------------------------------------------------------------------ acting
 
@@ -357,12 +375,26 @@ class Controller:
             self._deployments.pop(scaled.id, None)
 
     def _check_load_timeouts(self, scaled: ScaledDeployment, now: float) -> None:
-        limit = self.settings.load_timeout_seconds
+        """Fail a start that makes no progress for ``load_stall_seconds``, or
+        that has not finished within ``load_timeout_seconds`` however busy.
+
+        Progress is the replica's counter, which its backend bumps on every
+        sign of life (an event, bytes of weights, a log line); time spent
+        ``pending`` (waiting for resources) counts toward neither limit.
+        """
         for handle in list(scaled.router.handles.values()):
-            if handle.serving and not handle.ready and now - handle.started_at > limit:
-                log.warning("%s: replica %s did not load within %g s", scaled.router.name, handle.id, limit)
+            if not handle.serving or handle.ready:
+                continue
+            if handle.state is ReplicaState.PENDING:
+                handle.started_at = handle.progress_at = now
+                continue
+            reason = load_verdict(
+                handle, now, stall=self.settings.load_stall_seconds, total=self.settings.load_timeout_seconds
+            )
+            if reason is not None:
+                log.warning("%s: replica %s %s", scaled.router.name, handle.id, reason)
                 self._stop(scaled, handle, grace=0)
-                self._load_failed(scaled, f"the model did not finish loading within {limit:g} s")
+                self._load_failed(scaled, f"the model {reason}")
 
     # ------------------------------------------------------------------ backend news
 
@@ -379,7 +411,8 @@ class Controller:
         handle = router.replica_changed(replica)
         now = self.clock.now()
         if handle is not None and before is None:
-            handle.started_at = now
+            handle.started_at = handle.progress_at = now
+            handle.progress_seen = replica.progress
             if replica.state is ReplicaState.READY:
                 was_ready = False
         state = replica.state
@@ -408,14 +441,23 @@ class Controller:
         scaled.load_failing = False
         scaled.error = None
         router.unavailable = None
-        if replica.ready_at is not None and replica.created_at:
-            seconds = max(0.0, replica.ready_at - replica.created_at)
-        else:
-            seconds = max(0.0, now - handle.started_at)
+        cold = cold_start_of(replica, fallback_total=now - handle.started_at)
+        assert cold is not None
+        handle.cold_start = cold
+        seconds = cold.total
         scaled.cold_start_counts[bisect_left(COLD_START_BUCKETS, seconds)] += 1
         scaled.cold_start_sum += seconds
-        load = f", load() {replica.load_seconds:.2f} s" if replica.load_seconds is not None else ""
-        log.info("%s: replica %s ready in %.2f s%s", router.name, replica.id, seconds, load)
+        scaled.cold_phases.observe(cold)
+        router.cold_start_estimate = seconds
+        detail = cold.describe()
+        log.info(
+            "%s: replica %s ready in %.2f s%s%s",
+            router.name,
+            replica.id,
+            seconds,
+            f" ({detail})" if detail else "",
+            f" [{cold.start}]" if cold.start else "",
+        )
 
     def _load_failed(self, scaled: ScaledDeployment, error: str) -> None:
         router = scaled.router
@@ -466,6 +508,26 @@ class Controller:
             log.exception("closing the backend failed")
         for task in list(self._tasks):
             task.cancel()
+
+
+def load_verdict(handle: ReplicaHandle, now: float, *, stall: float, total: float) -> str | None:
+    """Why a starting replica has failed (``None``: let it go on).
+
+    Updates the handle's record of its progress: a change of the replica's
+    counter since the last look restarts the stall clock.
+    """
+    progress = handle.replica.progress
+    if progress != handle.progress_seen:
+        handle.progress_seen = progress
+        handle.progress_at = now
+    if now - handle.progress_at > stall:
+        return (
+            f"made no progress while starting for {now - handle.progress_at:.0f} s "
+            f"(no event, no bytes of weights, no log line; load_stall_seconds is {stall:g})"
+        )
+    if now - handle.started_at > total:
+        return f"did not finish loading within {total:g} s (load_timeout_seconds)"
+    return None
 
 
 def _last_line(text: str | None) -> str:

@@ -8,6 +8,7 @@ lookup sits on a request.
 from __future__ import annotations
 
 from swell.serving._backend import ReplicaState
+from swell.serving._cold_start import COLD_START_PHASES, PHASE_BUCKETS
 from swell.serving._controller import COLD_START_BUCKETS, Controller
 from swell.serving._router import LATENCY_BUCKETS
 
@@ -70,6 +71,12 @@ def render_metrics(controller: Controller) -> bytes:
     replicas = _Family("swell_replicas", "gauge", "Replicas by state")
     target = _Family("swell_replicas_target", "gauge", "Replicas the scaling rule wants")
     cold = _Family("swell_cold_start_seconds", "histogram", "Replica start to ready (model load included)")
+    phases = _Family(
+        "swell_cold_start_phase_seconds",
+        "histogram",
+        "Replica cold starts by phase: pending (waiting for resources), process (until its server "
+        "accepts), weights (fetching), load (the model's load()), total (start to ready)",
+    )
     for scaled in controller:
         router = scaled.router
         labels: Labels = (("model", router.name), ("deployment", router.deployment_id))
@@ -88,5 +95,12 @@ def render_metrics(controller: Controller) -> bytes:
         if scaled.decision is not None:
             target.add(labels, scaled.decision.target)
         cold.add_histogram(labels, COLD_START_BUCKETS, scaled.cold_start_counts, scaled.cold_start_sum)
-    families = (requests, retries, latency, queue, in_flight, replicas, target, cold)
+        for phase in COLD_START_PHASES:
+            phases.add_histogram(
+                (*labels, ("phase", phase)),
+                PHASE_BUCKETS,
+                scaled.cold_phases.counts[phase],
+                scaled.cold_phases.sums[phase],
+            )
+    families = (requests, retries, latency, queue, in_flight, replicas, target, cold, phases)
     return ("\n".join(line for family in families for line in family.lines) + "\n").encode()

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
+from urllib.parse import parse_qs
 
 from swell.config import AutoscalingSettings
 from swell.serving._backend import Replica, ReplicaSpec, ReplicaState
+from swell.serving._cold_start import ColdStart
 from swell.serving._http_client import ReplicaGone, ReplicaPool, UpstreamResponse
 
 __all__ = ["LATENCY_BUCKETS", "DeploymentRouter", "ReplicaHandle", "Unavailable"]
@@ -49,6 +52,7 @@ _DROP_REQUEST_HEADERS = frozenset(
 )
 _PREDICT_HEAD = b"POST /v1/models/model:predict HTTP/1.1\r\nhost: replica\r\n"
 _JSON = [(b"content-type", b"application/json")]
+_DEFAULT_RETRY_AFTER = 5.0  # seconds, before any replica of the deployment has started
 
 
 class Unavailable(Exception):
@@ -67,7 +71,10 @@ class Unavailable(Exception):
 class ReplicaHandle:
     """The router's view of one replica: its slots and its connections."""
 
-    __slots__ = ("broken", "draining", "in_flight", "pool", "replica", "slots", "started_at", "stopping")
+    __slots__ = (
+        "broken", "cold_start", "draining", "in_flight", "pool", "progress_at", "progress_seen",
+        "replica", "slots", "started_at", "stopping",
+    )
 
     def __init__(self, replica: Replica, slots: int) -> None:
         self.replica = replica
@@ -76,7 +83,10 @@ class ReplicaHandle:
         self.draining = False
         self.broken = False  # dropped a connection; routed no more, being replaced
         self.stopping = False  # the backend has been told to stop it
-        self.started_at = 0.0  # when the controller first saw it (its clock)
+        self.started_at = 0.0  # when the controller first saw it out of pending (its clock)
+        self.progress_seen = -1  # the replica's progress counter at the last tick ...
+        self.progress_at = 0.0  # ... and when it last changed (the controller's clock)
+        self.cold_start: ColdStart | None = None  # once ready: where its start went
         self.pool: ReplicaPool | None = None
 
     @property
@@ -136,6 +146,10 @@ class DeploymentRouter:
         self.pending_starts = 0
         self.unavailable: str | None = None  # answer 503 with this while no replica serves
         self.on_wake: Callable[[DeploymentRouter], None] = lambda _d: None
+        # Wake with nobody queued (a caller that asked not to wait): demand of one.
+        self.on_wake_for: Callable[[DeploymentRouter], None] = lambda d: d.on_wake(d)
+        self.status_url: str | None = None  # where a caller told 202 can watch the deployment
+        self.cold_start_estimate: float | None = None  # the last replica's start to ready (s)
         self.on_broken: Callable[[DeploymentRouter, ReplicaHandle], None] = lambda _d, _h: None
         self.on_drained: Callable[[DeploymentRouter, ReplicaHandle], None] = lambda _d, _h: None
         # statistics, read by /metrics at scrape time
@@ -322,18 +336,25 @@ class DeploymentRouter:
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    async def _exchange(self, head: bytes, body: bytes) -> tuple[UpstreamResponse, ReplicaHandle]:
-        """Send to a replica; retry once elsewhere (front of the queue) if it drops us."""
+    async def _exchange(self, head: bytes, body: bytes) -> tuple[UpstreamResponse, ReplicaHandle, float]:
+        """Send to a replica; retry once elsewhere (front of the queue) if it drops us.
+
+        Also returns the seconds it waited for its first replica slot.
+        """
         front = False
+        asked = perf_counter()
+        waited = 0.0
         for attempt in (1, 2):
             handle = await self.acquire(front=front)
+            if attempt == 1:
+                waited = perf_counter() - asked
             response: UpstreamResponse | None = None
             try:
                 assert handle.pool is not None
                 response = await handle.pool.request(head, body)
                 if not response.chunked:
                     await response.body()
-                return response, handle
+                return response, handle, waited
             except ReplicaGone as exc:
                 self.release(handle)
                 if not handle.broken:
@@ -360,26 +381,38 @@ class DeploymentRouter:
         send: Send,
         timeout: float | None,
         receive: Receive | None = None,
+        query: bytes = b"",
     ) -> None:
         """Forward one predict request and copy the answer back to ``send``.
 
         With ``receive``, a caller that hangs up while its request waits in
         the queue is noticed (after a second of waiting) and the request leaves
         the queue instead of taking a replica's time.
+
+        A request that finds no ready replica waits for a cold start; its answer
+        carries ``x-swell-cold-start-wait`` (seconds).  If instead its caller
+        asked not to wait (``Prefer: respond-async`` or ``?wait=false`` in
+        ``query``), it is answered ``202`` at once, the deployment wakes, and
+        the request is *not* kept: the caller sends it again once the
+        deployment is ready (the body says where to look, and when).
         """
         started = perf_counter()
         self.arrivals += 1
+        cold = not self._ready
+        if cold and _wants_no_wait(headers, query):
+            await self._accepted(send, started)
+            return
         head = self.request_head(headers, len(body))
         watch: _DisconnectWatch | None = None
         if receive is not None and (self._queue or self._pick() is None):
             watch = _DisconnectWatch(receive)
         try:
             if timeout is None:
-                response, handle = await self._exchange(head, body)
+                response, handle, waited = await self._exchange(head, body)
             else:
                 try:
                     async with asyncio.timeout(timeout):
-                        response, handle = await self._exchange(head, body)
+                        response, handle, waited = await self._exchange(head, body)
                 except TimeoutError:
                     raise Unavailable(
                         504, "timed out", f"no answer within the caller's timeout of {timeout:g} s"
@@ -398,6 +431,8 @@ class DeploymentRouter:
             if watch is not None:
                 watch.close()
         status = response.status
+        if cold:
+            response.headers.append((b"x-swell-cold-start-wait", b"%.3f" % waited))
         if not response.chunked:
             self.release(handle)
             out = response.headers
@@ -434,6 +469,34 @@ class DeploymentRouter:
                 stream_watch.close()
             self.release(handle)
             self._count(status, started)
+
+    async def _accepted(self, send: Send, started: float) -> None:
+        """``202``: the deployment wakes; the caller comes back after ``Retry-After``."""
+        if self.unavailable is not None and self.serving_count == 0:
+            error = Unavailable(503, "deployment unavailable", self.unavailable)
+            await _answer(send, error.status, error.body())
+            self._count(error.status, started)
+            return
+        if self.serving_count == 0:
+            self.on_wake_for(self)
+        retry = max(1, math.ceil(self.cold_start_estimate or _DEFAULT_RETRY_AFTER))
+        body = json.dumps(
+            {
+                "status": "accepted",
+                "deployment_id": self.deployment_id,
+                "status_url": self.status_url,
+                "retry_after": retry,
+                "detail": "no replica is ready; one is starting. This request was not run and is not "
+                "kept: send it again once the deployment is Active (status_url shows it), "
+                "or without Prefer: respond-async / wait=false to wait for it.",
+            }
+        ).encode()
+        headers = [*_JSON, (b"retry-after", b"%d" % retry), (b"preference-applied", b"respond-async")]
+        if self.status_url:
+            headers.append((b"location", self.status_url.encode()))
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self._count(202, started)
 
     def _count(self, status: int, started: float) -> None:
         elapsed = perf_counter() - started
@@ -478,6 +541,18 @@ class _DisconnectWatch:
         self._timer.cancel()
         if self._watcher is not None and not self._watcher.done():
             self._watcher.cancel()
+
+
+def _wants_no_wait(headers: list[tuple[bytes, bytes]], query: bytes) -> bool:
+    """``Prefer: respond-async`` (RFC 7240) or ``wait=false`` in the query."""
+    for name, value in headers:
+        if name == b"prefer" and b"respond-async" in value.lower():
+            return True
+    if query and b"wait=" in query:
+        for value in parse_qs(query.decode("latin-1")).get("wait", ()):
+            if value.lower() in ("false", "0", "no"):
+                return True
+    return False
 
 
 async def _answer(send: Send, status: int, body: bytes) -> None:

@@ -42,6 +42,8 @@ _EVENT_LINE_LIMIT = 4 * 1024 * 1024
 #: After the process exits, how long to wait for the rest of its events.
 _EVENTS_DRAIN_SECONDS = 1.0
 _LOG_TAIL_LINES = 40
+#: How often a starting replica's log is looked at for progress.
+_LOG_POLL_SECONDS = 1.0
 #: How often a fork server is started (again, after it died) before replicas
 #: are only spawned.
 _FORK_SERVER_STARTS = 3
@@ -234,14 +236,16 @@ class ProcessBackend:
             process: _Process | None = None
             if await self._forkable(spec, env):
                 process = await self._fork(replica_id, spec, env, log_fd, events_w, lifeline_r)
+                replica.start_mode = "prewarmed"
             if process is None:
+                replica.start_mode = "spawned"
                 process = await asyncio.create_subprocess_exec(
                     *argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log_fd,
                     stderr=subprocess.STDOUT,
                     pass_fds=(events_w, lifeline_r),
-                    env=env,
+                    env={**env, "SWELL_START_MODE": "spawned"},
                     cwd=str(spec.package_dir),
                     start_new_session=False,
                     preexec_fn=die_with_parent_hook(),
@@ -261,6 +265,7 @@ class ProcessBackend:
                 os.close(fd)
 
         replica.pid = process.pid
+        replica.marks["spawned"] = time.monotonic()
         handle = _Handle(
             replica=replica,
             process=process,
@@ -282,6 +287,7 @@ class ProcessBackend:
             raise
         handle.reader = self._spawn(handle, self._read_events(handle, reader, address))
         self._spawn(handle, self._watch(handle, transport))
+        self._spawn(handle, self._watch_log(handle))
         logger.debug("replica %s (pid %s) starting: %s", replica_id, process.pid, address)
         return replica
 
@@ -354,6 +360,7 @@ class ProcessBackend:
     ) -> _Process | None:
         assert self._fork_server is not None
         child_env = {k: v for k, v in env.items() if k not in ("SWELL_EVENTS_FD", "SWELL_LIFELINE_FD")}
+        child_env["SWELL_START_MODE"] = "prewarmed"
         try:
             return await self._fork_server.fork(
                 replica_id,
@@ -412,6 +419,9 @@ class ProcessBackend:
 
     def _apply(self, handle: _Handle, event: ReplicaEvent, address: str) -> None:
         replica = handle.replica
+        replica.progress += 1  # any event is a sign of life (weights_progress most of all)
+        if event.kind == "live":
+            replica.marks.setdefault("live", time.monotonic())
         state = next_state(replica.state, event)
         if state is replica.state:
             return
@@ -419,12 +429,34 @@ class ProcessBackend:
             replica.address = address
         if state is ReplicaState.READY:
             replica.ready_at = time.monotonic()
+            replica.marks.setdefault("live", replica.ready_at)
             replica.load_seconds = event.load_seconds
+            replica.weights_seconds = event.weights_seconds
         if state is ReplicaState.FAILED:
             replica.error = event.error or "the replica reported a failure without a traceback"
             # A replica that cannot load serves nothing; free what it holds.
             self._spawn(handle, self._terminate(handle, self._failed_grace))
         self._set(handle, state)
+
+    async def _watch_log(self, handle: _Handle) -> None:
+        """While it starts, a line in its log is progress (print, logging, a
+        library's progress bar): bump the counter when the file grows."""
+        replica = handle.replica
+        size = -1
+        while replica.state in (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.LOADING):
+            try:
+                now_size = os.stat(handle.log_path).st_size
+            except OSError:
+                now_size = size
+            if now_size != size:
+                if size >= 0:
+                    replica.progress += 1
+                size = now_size
+            try:
+                await asyncio.wait_for(handle.exited.wait(), _LOG_POLL_SECONDS)
+                return
+            except TimeoutError:
+                pass
 
     async def _terminate(self, handle: _Handle, grace_seconds: float) -> None:
         if handle.exited.is_set():

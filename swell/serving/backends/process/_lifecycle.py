@@ -29,9 +29,10 @@ _SERVER_ONLY_PREFIXES = ("SWELL_",)
 class ReplicaEvent:
     """One JSON line the replica wrote on its events pipe."""
 
-    kind: str  # "live" | "loading" | "ready" | "failed" (others are ignored)
+    kind: str  # "live" | "loading" | "ready" | "failed"; others (weights_progress, ...) are progress only
     load_seconds: float | None = None
     error: str | None = None
+    weights_seconds: float | None = None  # on "ready": time spent fetching weights
 
 
 def parse_event(line: bytes | str) -> ReplicaEvent | None:
@@ -46,13 +47,21 @@ def parse_event(line: bytes | str) -> ReplicaEvent | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("event"), str):
         return None
-    load_seconds = data.get("load_seconds")
-    if isinstance(load_seconds, bool) or not isinstance(load_seconds, (int, float)):
-        load_seconds = None
     error = data.get("error")
     if error is not None and not isinstance(error, str):
         error = str(error)
-    return ReplicaEvent(kind=data["event"], load_seconds=load_seconds, error=error)
+    return ReplicaEvent(
+        kind=data["event"],
+        load_seconds=_seconds(data.get("load_seconds")),
+        error=error,
+        weights_seconds=_seconds(data.get("weights_seconds")),
+    )
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return float(value)
 
 
 _FROM_EVENT: dict[str, tuple[frozenset[ReplicaState], ReplicaState]] = {
