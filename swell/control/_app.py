@@ -180,7 +180,7 @@ class SwellApp:
                 message = await receive()
                 chunks.append(message.get("body", b""))
             body = b"".join(chunks)
-        await router.serve(scope["headers"], body, send, timeout, receive)
+        await router.serve(scope["headers"], body, send, timeout, receive, scope.get("query_string", b""))
 
 
 class ModelCreate(BaseModel):

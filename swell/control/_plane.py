@@ -472,6 +472,7 @@ class ControlPlane:
             now=self.clock.now,
             queue_limit=self.settings.queue_limit,
         )
+        router.status_url = f"/v1/models/{model.id}/deployments/{record.id}"  # for a 202's caller
         self.controller.add(router)
 
     def _unpack_and_validate(self, archive: Path, package_dir: Path) -> tuple[ModelConfig, list[str]]:
@@ -869,8 +870,8 @@ class ControlPlane:
             if days is None or not record.active or record.build is not BuildState.BUILT:
                 continue
             since = max(t for t in (record.last_request_at, record.activated_at, record.created_at) if t is not None)
-            scaled = self.controller.get(record.id)
-            busy = scaled is not None and scaled.router.concurrency > 0
+            live = self.controller.get(record.id)
+            busy = live is not None and live.router.concurrency > 0
             if now - since >= days * 86400 and not busy:
                 async with self._lock:
                     if record.active:
@@ -957,6 +958,9 @@ class ControlPlane:
                         "pid": replica.pid,
                         "load_seconds": replica.load_seconds,
                         "error": replica.error,
+                        # serving's: why it is pending; where its cold start went (once ready)
+                        "reason": replica.reason,
+                        "cold_start": handle.cold_start.as_dict() if handle.cold_start is not None else None,
                     }
                 )
             if scaled.decision is not None:
@@ -973,6 +977,7 @@ class ControlPlane:
                 "replicas": replicas,
                 "last_decision": decision,
                 "error": error,
+                "pending_reason": scaled.pending_reason if scaled is not None else None,
                 "warnings": record.warnings,
                 "predict_concurrency": record.config.runtime.predict_concurrency,
                 **concurrency,
