@@ -542,13 +542,26 @@ def _settings_text(settings: dict[str, Any]) -> str:
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def status(model: str | None, as_json: bool) -> None:
+@click.option(
+    "--replicas",
+    "show_replicas",
+    is_flag=True,
+    help="Also list each replica: its state and where its cold start went "
+    "(pending, process, weights, load(), total seconds).",
+)
+def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
     """Deployments with their status, replicas and autoscaling settings."""
     client = _Client(as_json)
     if model:
         models = [client.request_object("GET", f"/v1/models/{model}")]
     else:
         models = client.request_object("GET", "/v1/models").get("models", [])
+    if show_replicas:
+        for entry in models:
+            for dep in entry.get("deployments", []):
+                view = client.request_object("GET", f"/v1/models/{entry['id']}/deployments/{dep['id']}")
+                dep["replicas"] = view.get("replicas", [])
+                dep["pending_reason"] = view.get("pending_reason")
     if as_json:
         click.echo(json.dumps({"models": models}))
         return
@@ -592,6 +605,49 @@ def status(model: str | None, as_json: bool) -> None:
         _stderr().print("no models yet; push one with `swell push DIR`")
         return
     Console().print(table)
+    if show_replicas:
+        Console().print(_replicas_table(models))
+
+
+def _replicas_table(models: list[dict[str, Any]]) -> Any:
+    """One row per replica: state and cold start seconds by phase."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title="Replicas (cold start, seconds)",
+        caption="pending: waiting for resources · process: until its server accepts · start: prewarmed or spawned",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    for name, justify in (("deployment", "left"), ("replica", "left"), ("state", "left"), ("pending", "right"),
+                          ("process", "right"), ("weights", "right"), ("load", "right"), ("total", "right"),
+                          ("start", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+
+    def seconds(value: Any) -> str:
+        return "—" if value is None else f"{float(value):.2f}"
+
+    for entry in models:
+        for dep in entry.get("deployments", []):
+            for replica in dep.get("replicas") or []:
+                cold = replica.get("cold_start") or {}
+                state = str(replica.get("state", ""))
+                if state == "pending" and replica.get("reason"):
+                    state = f"pending: {replica['reason']}"
+                table.add_row(
+                    escape(str(dep["id"])),
+                    escape(str(replica.get("id", ""))),
+                    escape(state),
+                    seconds(cold.get("pending_seconds")),
+                    seconds(cold.get("process_seconds")),
+                    seconds(cold.get("weights_seconds")),
+                    seconds(cold.get("load_seconds")),
+                    seconds(cold.get("total_seconds")),
+                    escape(str(cold.get("start") or "")),
+                )
+    return table
 
 
 # --------------------------------------------------------------------------- entry point
