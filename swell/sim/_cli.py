@@ -107,6 +107,9 @@ def _setting(name: str) -> Callable[[_F], _F]:
               help="CSV t,replicas,ready,concurrency (of --policy), a row per tick where one changed.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Replicas and concurrency over time: PNG, or HTML if FILE ends in .html.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="One self-contained HTML page to share: the table, replicas and queue over time per "
+                   "policy, the cost/latency Pareto chart (with --compare: every policy).")
 @click.option("--tick-by-tick", is_flag=True, hidden=True, help="Do not jump over idle stretches (for checking).")
 def simulate(
     trace: str,
@@ -123,10 +126,13 @@ def simulate(
     as_json: bool,
     timeline_path: Path | None,
     plot_path: Path | None,
+    report_path: Path | None,
     tick_by_tick: bool,
     **overrides: Any,
 ) -> None:
     given = {k: v for k, v in overrides.items() if k in _SETTINGS and v is not None}
+    if report_path is not None and report_path.suffix.lower() not in (".html", ".htm"):
+        raise _Refused(f"--report {report_path}: the report is one HTML page; name a .html file")
     try:
         settings = parse_autoscaling(given, max_replica_cap=max_replica_cap)
     except SettingsError as exc:
@@ -146,7 +152,7 @@ def simulate(
         queue_limit=queue_limit,
         seed=seed,
         skip_idle=not tick_by_tick,
-        timeline=timeline_path is not None or plot_path is not None,
+        timeline=timeline_path is not None or plot_path is not None or report_path is not None,
     )
     names = list(POLICIES) if compare else [policy_name]
     if compare and policy_name in names:  # the primary policy first: its timeline is written
@@ -180,6 +186,10 @@ def simulate(
             from swell.sim._report import write_plot
 
             write_plot(plot_path, results, f"{loaded.source}: {', '.join(r.policy for r in results)}")
+        if report_path is not None:
+            from swell.sim._report import write_report
+
+            write_report(report_path, results, header, f"Autoscaling policies on {loaded.source}")
     except SimulationError as exc:
         raise _Refused(str(exc)) from None
     except OSError as exc:

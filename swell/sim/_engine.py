@@ -83,12 +83,17 @@ class SimConfig:
 
 @dataclass(frozen=True, eq=False)
 class Timeline:
-    """At each tick where something changed: replicas (existing), ready, concurrency."""
+    """At each tick where something changed: replicas (existing), ready, concurrency, queued.
+
+    ``queued`` is the part of ``concurrency`` that has not started: requests that
+    arrived by the tick and wait in the queue (not dropped).
+    """
 
     t: Floats
     replicas: NDArray[np.int64]
     ready: NDArray[np.int64]
     concurrency: NDArray[np.int64]
+    queued: NDArray[np.int64]
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +157,7 @@ class _Replay:
         self.new_ends: list[Any] = []
         self.last_end = -math.inf
 
-        self.rows: list[tuple[float, int, int, int]] | None = [] if config.timeline else None
+        self.rows: list[tuple[float, int, int, int, int]] | None = [] if config.timeline else None
         self.ticks = 0
 
     # ------------------------------------------------------------------ accounting
@@ -423,7 +428,7 @@ class _Replay:
         # A bound for a policy that never settles: far past any sensible delay.
         horizon = (float(self.arr[-1]) if self.n else 0.0) + float(self.svc.sum()) + 10 * 86400.0
         rows = self.rows
-        last_row: tuple[int, int, int] | None = None
+        last_row: tuple[int, int, int, int] | None = None
         k = 1
         while True:
             T = t0 + k * dt
@@ -436,7 +441,9 @@ class _Replay:
             self.ticks += 1
             view = self._view(T)
             if rows is not None:
-                row = (self._alive(T), view.ready, view.concurrency)
+                # After the commit to T every request committed has started by T: the rest wait.
+                queued = self.q_unc if self.limit is not None else self.seen - self.h
+                row = (self._alive(T), view.ready, view.concurrency, queued)
                 if row != last_row:
                     rows.append((T, *row))
                     last_row = row
@@ -469,12 +476,13 @@ class _Replay:
         metrics = _metrics(self, end, replica_seconds)
         timeline = None
         if self.rows is not None:
-            data = np.array(self.rows, dtype=np.float64).reshape(-1, 4)
+            data = np.array(self.rows, dtype=np.float64).reshape(-1, 5)
             timeline = Timeline(
                 t=data[:, 0],
                 replicas=data[:, 1].astype(np.int64),
                 ready=data[:, 2].astype(np.int64),
                 concurrency=data[:, 3].astype(np.int64),
+                queued=data[:, 4].astype(np.int64),
             )
         return SimResult(self.policy.name, metrics, timeline)
 

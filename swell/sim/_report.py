@@ -13,7 +13,7 @@ import numpy as np
 from swell.sim._engine import SimResult, Timeline
 from swell.sim._errors import SimulationError
 
-__all__ = ["TABLE_ROWS", "metrics_table", "write_plot", "write_timeline"]
+__all__ = ["REPORT_COLUMNS", "TABLE_ROWS", "metrics_table", "pareto_front", "render_report", "write_plot", "write_report", "write_timeline"]
 
 #: (key, label, unit) in the order the table shows them.
 TABLE_ROWS: list[tuple[str, str, str]] = [
@@ -71,6 +71,7 @@ def write_timeline(path: Path, timeline: Timeline) -> None:
     """CSV ``t,replicas,ready,concurrency``: a row at each tick where one of them changed."""
     with path.open("w", encoding="utf-8", newline="") as out:
         out.write("t,replicas,ready,concurrency\n")
+        last: tuple[int, int, int] | None = None
         for t, r, ready, c in zip(
             timeline.t.tolist(),
             timeline.replicas.tolist(),
@@ -78,6 +79,9 @@ def write_timeline(path: Path, timeline: Timeline) -> None:
             timeline.concurrency.tolist(),
             strict=True,
         ):
+            if (r, ready, c) == last:
+                continue  # only the queue changed (the timeline has that column too)
+            last = (r, ready, c)
             out.write(f"{_fmt_t(t)},{r},{ready},{c}\n")
 
 
@@ -237,3 +241,256 @@ def _html(results: Sequence[SimResult], title: str) -> str:
         + f"\n<p style=\"font-family:sans-serif;font-size:12px\">Concurrency (in flight + queued) is "
         f"{html.escape(results[0].policy)}'s.</p>\n</body></html>\n"
     )
+
+
+# --------------------------------------------------------------------------- the shareable report
+
+#: (key, label) of the report's table, one row per policy.
+REPORT_COLUMNS: list[tuple[str, str]] = [
+    ("replica_seconds", "replica-seconds"),
+    ("replica_hours", "replica-hours"),
+    ("mean_replicas", "mean replicas"),
+    ("max_replicas", "max replicas"),
+    ("cold_starts", "cold starts"),
+    ("requests_delayed_by_cold_start", "delayed by cold start"),
+    ("queue_wait_p50", "queue wait p50 (s)"),
+    ("queue_wait_p99", "queue wait p99 (s)"),
+    ("queue_wait_max", "queue wait max (s)"),
+    ("latency_p99", "latency p99 (s)"),
+    ("dropped", "dropped"),
+]
+
+_COST = "replica_seconds"
+_DELAYED = "requests_delayed_by_cold_start"
+
+
+def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
+    """Names of the points no other point beats on both axes (lower is better on each)."""
+    front = []
+    for name, (x, y) in points.items():
+        dominated = any(
+            (x2 <= x and y2 <= y) and (x2 < x or y2 < y) for other, (x2, y2) in points.items() if other != name
+        )
+        if not dominated:
+            front.append(name)
+    return front
+
+
+_ORACLE = "oracle"
+
+
+def _front(points: Mapping[str, tuple[float, float]]) -> set[str]:
+    """The Pareto front of the policies one can run: the clairvoyant oracle is a bound, left out."""
+    return set(pareto_front({n: p for n, p in points.items() if n != _ORACLE}))
+
+
+def _fmt_clock(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 600:
+        return f"{seconds:.0f} s"
+    h, rem = divmod(int(round(seconds)), 3600)
+    return f"{h}:{rem // 60:02d} h"
+
+
+def _x_axis(box: tuple[int, int, int, int], x0: float, x1: float) -> str:
+    left, top, width, height = box
+    parts = []
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = left + frac * width
+        parts.append(
+            f'<text x="{x:.0f}" y="{top + height + 14}" text-anchor="middle">{_fmt_clock(x0 + frac * (x1 - x0))}</text>'
+        )
+    return "".join(parts)
+
+
+def _timeline_svg(result: SimResult, colour: str, start: float, end: float, rmax: float) -> str:
+    """One policy: replicas (existing, and ready dashed) over time, and the queue under them.
+
+    Replicas share one scale across policies; each queue has its own (one policy's
+    long queue would flatten every other's to nothing).
+    """
+    tl = result.timeline
+    assert tl is not None
+    qmax = max(1.0, float(tl.queued.max())) * 1.05
+    width, height = 1000, 300
+    top_box = (70, 28, 880, 150)
+    bottom_box = (70, 208, 880, 66)
+    t, replicas = _steps(tl.t, tl.replicas, end)
+    tr, ready = _steps(tl.t, tl.ready, end)
+    tq, queued = _steps(tl.t, tl.queued, end)
+    name = html.escape(result.policy)
+    return "".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+            f'height="{height}" role="img" aria-label="{name}: replicas and queue over time" '
+            'font-family="sans-serif" font-size="11">',
+            f'<text x="70" y="16" font-size="13" fill="{colour}">{name}</text>',
+            f'<text x="950" y="16" text-anchor="end" fill="#555">— replicas (existing)  ┅ ready</text>',
+            _axis(top_box, rmax, "replicas"),
+            _axis(bottom_box, qmax, "queued"),
+            f'<polyline fill="none" stroke="{colour}" stroke-width="1.4" '
+            f'points="{_polyline(t, replicas, start, end, rmax, top_box)}"/>',
+            f'<polyline fill="none" stroke="{colour}" stroke-width="1" stroke-dasharray="3 2" opacity="0.7" '
+            f'points="{_polyline(tr, ready, start, end, rmax, top_box)}"/>',
+            f'<polyline fill="none" stroke="#777" stroke-width="1" '
+            f'points="{_polyline(tq, queued, start, end, qmax, bottom_box)}"/>',
+            _x_axis(bottom_box, start, end),
+            "</svg>",
+        ]
+    )
+
+
+def _pareto_svg(metrics: Mapping[str, Mapping[str, Any]], colours: Mapping[str, str]) -> str:
+    """Replica-seconds (cost, x) against requests delayed by a cold start (y); the Pareto front joined."""
+    points = {n: (float(m.get(_COST) or 0.0), float(m.get(_DELAYED) or 0.0)) for n, m in metrics.items()}
+    front = _front(points)
+    width, height = 1000, 440
+    box = (90, 30, 640, 360)
+    left, top, w, h = box
+    xmax = max(1.0, max(x for x, _ in points.values())) * 1.08
+    ymax = max(1.0, max(y for _, y in points.values())) * 1.12
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return left + x / xmax * w, top + h - y / ymax * h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        'role="img" aria-label="cost against requests delayed by a cold start" font-family="sans-serif" font-size="11">',
+        _axis(box, ymax, "requests delayed by a cold start"),
+    ]
+    step = _nice_step(xmax)
+    v = 0.0
+    while v <= xmax + 1e-9:
+        x, _ = at(v, 0)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + h}" stroke="#f2f2f2"/>')
+        parts.append(f'<text x="{x:.1f}" y="{top + h + 14}" text-anchor="middle">{v:,.0f}</text>')
+        v += step
+    parts.append(f'<text x="{left + w / 2}" y="{top + h + 34}" text-anchor="middle">replica-seconds (cost)</text>')
+    ordered = sorted((points[n], n) for n in front)
+    if len(ordered) > 1:
+        coords = " ".join("{:.1f},{:.1f}".format(*at(x, y)) for (x, y), _ in ordered)
+        parts.append(f'<polyline fill="none" stroke="#999" stroke-dasharray="4 3" points="{coords}"/>')
+    for i, (name, (x, y)) in enumerate(points.items()):
+        px, py = at(x, y)
+        colour = colours[name]
+        fill = colour if name in front else "white"
+        label = html.escape(name)
+        tip = f"<title>{label}: {x:,.0f} replica-seconds, {y:,.0f} delayed</title>"
+        if name == _ORACLE:  # a bound, not a policy: a diamond
+            parts.append(f'<path d="M{px:.1f},{py - 7:.1f} l7,7 l-7,7 l-7,-7 z" fill="white" stroke="{colour}" '
+                         f'stroke-width="2">{tip}</path>')
+        else:
+            parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="6" fill="{fill}" stroke="{colour}" '
+                         f'stroke-width="2">{tip}</circle>')
+        parts.append(f'<text x="{px + 9:.1f}" y="{py - 7 - 11 * (i % 2):.1f}" fill="{colour}">{label}</text>')
+    legend_x = left + w + 30
+    parts.append(f'<text x="{legend_x}" y="{top + 10}" font-weight="bold">lower left is better</text>')
+    parts.append(f'<circle cx="{legend_x + 5}" cy="{top + 30}" r="5" fill="#555"/>'
+                 f'<text x="{legend_x + 16}" y="{top + 34}">on the Pareto front</text>')
+    parts.append(f'<circle cx="{legend_x + 5}" cy="{top + 50}" r="5" fill="white" stroke="#555" stroke-width="2"/>'
+                 f'<text x="{legend_x + 16}" y="{top + 54}">beaten on both axes</text>')
+    if _ORACLE in points:
+        parts.append(f'<path d="M{legend_x + 5},{top + 63} l6,6 l-6,6 l-6,-6 z" fill="white" stroke="#555" '
+                     f'stroke-width="2"/><text x="{legend_x + 16}" y="{top + 74}">oracle: knows the future,</text>'
+                     f'<text x="{legend_x + 16}" y="{top + 88}">a bound, not on the front</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _report_cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}"
+    return html.escape(str(value))
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1060px; }
+h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 28px; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+td.front { font-weight: bold; }
+p.note, dl { font-size: 13px; color: #444; }
+dt { font-weight: bold; float: left; width: 160px; } dd { margin-left: 170px; }
+svg { display: block; margin: 8px 0; max-width: 100%; height: auto; }
+"""
+
+
+def render_report(results: Sequence[SimResult], header: Mapping[str, Any], title: str) -> str:
+    """One self-contained HTML page: the policies' table, replicas and queue per policy, the Pareto chart.
+
+    Inline SVG and CSS only: no script, nothing fetched, so it opens offline and can be mailed.
+    """
+    timed = [r for r in results if r.timeline is not None and r.timeline.t.size]
+    if not timed:
+        raise SimulationError("nothing to report: no timeline was recorded")
+    colours = {r.policy: _COLOURS[i % len(_COLOURS)] for i, r in enumerate(results)}
+    metrics = {r.policy: r.metrics for r in results}
+    front = _front({n: (float(m.get(_COST) or 0.0), float(m.get(_DELAYED) or 0.0)) for n, m in metrics.items()})
+    start = min(float(r.timeline.t[0]) for r in timed if r.timeline is not None)
+    end = max(float(r.timeline.t[-1]) for r in timed if r.timeline is not None)
+    rmax = max(1.0, max(float(r.timeline.replicas.max()) for r in timed if r.timeline is not None)) * 1.05
+
+    out = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    trace = header.get("trace")
+    model = header.get("model")
+    settings = header.get("settings")
+    out.append("<dl>")
+    if isinstance(trace, Mapping):
+        out.append(f"<dt>trace</dt><dd>{html.escape(str(trace.get('source', '')))}: "
+                   f"{_report_cell(trace.get('requests'))} requests over {_fmt_clock(float(trace.get('span_s') or 0.0))}</dd>")
+    if isinstance(model, Mapping):
+        out.append("<dt>model</dt><dd>" + html.escape(
+            f"service {model.get('service_time')} (mean {float(model.get('service_time_mean_s') or 0.0):.3g} s); "
+            f"cold start {model.get('cold_start')}; predict_concurrency {model.get('predict_concurrency')}"
+        ) + "</dd>")
+    if isinstance(settings, Mapping):
+        shown = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "schedules" or v)
+        out.append(f"<dt>settings</dt><dd>{html.escape(shown)}</dd>")
+    out.append("</dl>")
+
+    out.append('<h2>Policies</h2><table id="policies"><thead><tr><th>policy</th>')
+    out.extend(f'<th data-metric="{key}">{html.escape(label)}</th>' for key, label in REPORT_COLUMNS)
+    out.append("</tr></thead><tbody>")
+    for name, m in metrics.items():
+        cls = ' class="front"' if name in front else ""
+        out.append(f'<tr data-policy="{html.escape(name)}"><td{cls}>{html.escape(name)}</td>')
+        out.extend(f'<td data-metric="{key}" data-value="{m.get(key)}">{_report_cell(m.get(key))}</td>'
+                   for key, _ in REPORT_COLUMNS)
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    out.append('<p class="note">Bold: on the cost/latency Pareto front (no other policy has both fewer '
+               "replica-seconds and fewer requests delayed by a cold start; the oracle, which knows every "
+               "arrival in advance, is the bound, not a contender). Replica-seconds count starting, "
+               "ready and draining replicas: what you pay for.</p>")
+
+    out.append("<h2>Cost against cold-start delays</h2>")
+    out.append(_pareto_svg(metrics, colours))
+
+    out.append("<h2>Replicas and queue over time</h2>")
+    out.append('<p class="note">Per policy, on the same axes: replicas that exist (solid) and ready ones (dashed); '
+               "below, requests waiting in the queue (each on its own scale).</p>")
+    out.extend(_timeline_svg(r, colours[r.policy], start, end, rmax) for r in timed)
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_report(path: Path, results: Sequence[SimResult], header: Mapping[str, Any], title: str) -> None:
+    """Write :func:`render_report` to ``path`` (HTML)."""
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise SimulationError(f"--report writes one HTML page: name a .html file (got {path.name!r})")
+    path.write_text(render_report(results, header, title), encoding="utf-8")
