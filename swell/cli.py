@@ -100,6 +100,23 @@ def _describe_error(payload: Any, status: int) -> str:
     help="Fork replicas from a process that has already imported their runtime: a wake costs "
     "~15 ms instead of ~150 ms, for ~8 MiB more memory with one replica (less per replica after).",
 )
+@click.option(
+    "--load-stall-seconds",
+    default=300.0,
+    show_default=True,
+    type=float,
+    envvar="SWELL_LOAD_STALL_SECONDS",
+    help="A starting replica that shows no progress (no event, no bytes of weights, no log line) "
+    "for this long has failed.",
+)
+@click.option(
+    "--load-timeout-seconds",
+    default=1800.0,
+    show_default=True,
+    type=float,
+    envvar="SWELL_LOAD_TIMEOUT_SECONDS",
+    help="A replica not ready this long after it started has failed, however busy its load.",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -113,6 +130,8 @@ def serve(
     queue_limit: int | None,
     demo: bool,
     fork_server: bool,
+    load_stall_seconds: float,
+    load_timeout_seconds: float,
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -144,6 +163,8 @@ def serve(
             tick_seconds=tick_seconds,
             drain_grace_seconds=drain_grace_seconds,
             fork_server=fork_server,
+            load_stall_seconds=load_stall_seconds,
+            load_timeout_seconds=load_timeout_seconds,
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
