@@ -171,8 +171,11 @@ class ControlPlane:
                 continue
             record = self._record_from_row(row)
             self.registry.add_deployment(record)
-            if record.kind is DeploymentKind.DEVELOPMENT:
-                self.registry.models[record.model_id].development = record.id
+            model = self.registry.models[record.model_id]
+            if record.kind is DeploymentKind.DEVELOPMENT and (
+                model.development is None or row["build"] == BuildState.BUILT.value
+            ):
+                model.development = record.id  # the one that built, if one did
         self.keys.load(KeyRecord.from_row(row) for row in snapshot.api_keys)
         if snapshot.models:
             log.info(
@@ -362,6 +365,7 @@ class ControlPlane:
                         await tx.set_environment(model.id, "production", record.id, self.wall())
                 if kind is DeploymentKind.DEVELOPMENT:
                     model.development = record.id
+                    await self._drop_failed_development(model, keep=record.id)
                 elif first_published:
                     model.environments["production"] = record.id
                     promoted = "production"
@@ -379,6 +383,20 @@ class ControlPlane:
             f", {promoted} points at it" if promoted else "",
         )
         return PushResult(model.id, name, record.id, kind.value, self.status(record).value, promoted, warnings)
+
+    async def _drop_failed_development(self, model: ModelRecord, *, keep: str) -> None:
+        """A model has one development deployment: earlier pushes whose build failed go."""
+        stale = [
+            d
+            for d in model.deployments
+            if d != keep and (r := self.registry.deployments.get(d)) is not None and r.kind is DeploymentKind.DEVELOPMENT
+        ]
+        if stale:
+            async with self.store.transaction() as tx:
+                for deployment_id in stale:
+                    await tx.delete_deployment(deployment_id)
+            for deployment_id in stale:
+                self._forget_deployment(deployment_id)
 
     async def _create_model(self, name: str) -> ModelRecord:
         model = ModelRecord(new_id(), name, created_at=self.wall())

@@ -250,3 +250,24 @@ async def test_a_revoked_key_stops_working_and_the_last_workspace_key_stays(plan
     with pytest.raises(ApiError) as info:
         await plane.create_key({"type": "admin", "model_ids": ["nope"], "colour": 1})
     assert {d["field"] for d in info.value.payload["detail"]} == {"type", "model_ids", "colour"}
+
+
+async def test_a_failed_development_build_is_replaced_by_the_next_good_push(
+    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import swell.control._plane as plane_module
+    from swell.modelserver import RequirementsInstallError
+
+    def broken(*_args: Any, **_kwargs: Any) -> Path:
+        raise RequirementsInstallError("No matching distribution found for nosuchpackage==0")
+
+    monkeypatch.setattr(plane_module, "ensure_environment", broken)
+    with pytest.raises(ApiError) as info:
+        await plane.push(make_archive({"model_name": "m", "requirements": ["nosuchpackage==0"]}), model_name=None, publish=False, promote=False)
+    assert info.value.status == 422 and "nosuchpackage" in info.value.payload["reason"]
+    failed = info.value.payload["deployment_id"]
+    assert plane.registry.deployments[failed].build.value == "failed"
+    good = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
+    model = plane.registry.model("m")
+    assert model.development == good.deployment_id and failed not in plane.registry.deployments
+    assert model.deployments == [good.deployment_id]

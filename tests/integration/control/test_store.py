@@ -66,3 +66,14 @@ async def test_a_bad_url_is_a_clear_error(tmp_path: Path) -> None:
     assert "cannot open" in str(info.value)
     with pytest.raises(StoreError):
         await Store("nosuchdriver://x").start()
+
+
+def test_the_head_revision_the_code_expects_is_alembic_s_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from swell.control._store import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
