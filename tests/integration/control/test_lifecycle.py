@@ -259,7 +259,7 @@ async def test_a_failed_development_build_is_replaced_by_the_next_good_push(
     from swell.modelserver import RequirementsInstallError
 
     def broken(*_args: Any, **_kwargs: Any) -> Path:
-        raise RequirementsInstallError("No matching distribution found for nosuchpackage==0")
+        raise RequirementsInstallError(["nosuchpackage==0"], "ERROR: No matching distribution found for nosuchpackage==0")
 
     monkeypatch.setattr(plane_module, "ensure_environment", broken)
     with pytest.raises(ApiError) as info:
