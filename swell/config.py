@@ -763,3 +763,6 @@ class ServerSettings(BaseModel):
     # Fork replicas from a process that has imported their runtime already:
     # a wake costs ~15 ms instead of ~150 ms, for ~8 MiB with one replica.
     fork_server: bool = True
+    # Heavy libraries the fork server imports (those installed) before it
+    # forks replicas, so a replica's cold start does not import them again.
+    prewarm_modules: list[str] = Field(default_factory=lambda: ["numpy", "torch"])
