@@ -117,6 +117,14 @@ def _describe_error(payload: Any, status: int) -> str:
     envvar="SWELL_LOAD_TIMEOUT_SECONDS",
     help="A replica not ready this long after it started has failed, however busy its load.",
 )
+@click.option(
+    "--prewarm-modules",
+    default="numpy,torch",
+    show_default=True,
+    envvar="SWELL_PREWARM_MODULES",
+    help="Libraries the fork server imports before it forks replicas (those installed; "
+    "comma-separated, empty for none), so a replica's cold start does not import them.",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -132,6 +140,7 @@ def serve(
     fork_server: bool,
     load_stall_seconds: float,
     load_timeout_seconds: float,
+    prewarm_modules: str,
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -165,6 +174,7 @@ def serve(
             fork_server=fork_server,
             load_stall_seconds=load_stall_seconds,
             load_timeout_seconds=load_timeout_seconds,
+            prewarm_modules=[m.strip() for m in prewarm_modules.split(",") if m.strip()],
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -201,7 +211,9 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"data_dir": data_dir})
-    backend = ProcessBackend(log_dir=data_dir / "logs", warm_start=settings.fork_server)
+    backend = ProcessBackend(
+        log_dir=data_dir / "logs", warm_start=settings.fork_server, prewarm_modules=settings.prewarm_modules
+    )
     env_key = os.environ.get("SWELL_API_KEY") or None
     plane = ControlPlane(settings, backend, api_key=env_key)
     app = SwellApp(plane)
