@@ -422,6 +422,8 @@ class Controller:
             if was_leaving:
                 log.debug("%s: replica %s %s", router.name, replica.id, state.value)
             elif was_ready:
+                if replica.error and state is ReplicaState.FAILED:
+                    scaled.error = replica.error  # e.g. it exceeded its memory limit while serving
                 log.warning(
                     "%s: replica %s %s while serving%s",
                     router.name,

@@ -78,10 +78,14 @@ class ForkedProcess:
 class ForkServer:
     """One ``_zygote.py`` process for one interpreter."""
 
-    def __init__(self, python: str, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, python: str, env: Mapping[str, str], log_path: Path, preload: Sequence[str] = ()
+    ) -> None:
         self.python = python
         self.env = dict(env)
         self.log_path = log_path
+        self.preload = tuple(preload)  # heavy libraries to import before forking (numpy, torch)
+        self.preloaded: list[str] = []  # those it could
         self.ready = False
         self.pid: int | None = None
         self._sock: socket.socket | None = None
@@ -92,7 +96,7 @@ class ForkServer:
         self._children: dict[int, ForkedProcess] = {}
         self._watch: asyncio.Task[None] | None = None
 
-    async def start(self, timeout: float = 30.0) -> bool:
+    async def start(self, timeout: float = 60.0) -> bool:
         """Start it and wait until it has imported the runtime; False if it could not."""
         loop = self._loop = asyncio.get_running_loop()
         self._started = loop.create_future()
@@ -101,7 +105,7 @@ class ForkServer:
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             self._process = await asyncio.create_subprocess_exec(
-                self.python, str(ZYGOTE_SCRIPT), str(theirs.fileno()),
+                self.python, str(ZYGOTE_SCRIPT), str(theirs.fileno()), ",".join(self.preload),
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
                 pass_fds=(theirs.fileno(),), env=self.env, cwd=str(self.log_path.parent),
                 preexec_fn=die_with_parent_hook(),
@@ -200,6 +204,7 @@ class ForkServer:
         op = message.get("op")
         if op == "ready":
             self.pid = int(message["pid"])
+            self.preloaded = [str(m) for m in message.get("preloaded") or []]
             if self._started is not None and not self._started.done():
                 self._started.set_result(True)
         elif op == "refused":

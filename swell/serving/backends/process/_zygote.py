@@ -12,7 +12,7 @@ Protocol, one JSON object per SOCK_SEQPACKET message on fd ``FD``:
 - backend → here: ``{"op": "fork", "id", "module", "args", "env", "cwd",
   "fd_env": [name, name]}`` with three descriptors attached (log, then the
   two named in ``fd_env``);
-- here → backend: ``{"op": "ready", "pid"}`` once imported;
+- here → backend: ``{"op": "ready", "pid", "preloaded"}`` once imported;
   ``{"op": "forked", "id", "pid"}`` or ``{"op": "error", "id", "error"}``;
   ``{"op": "exit", "pid", "returncode"}`` (negative: killed by that signal).
 
@@ -148,8 +148,13 @@ def _become_replica(sock: socket.socket, message: dict[str, Any], fds: list[int]
     return _Job(message["module"], list(message["args"]))
 
 
-def serve(fd: int) -> _Job:
-    """Fork replicas until the server hangs up; returns only in a child."""
+def serve(fd: int, heavy: tuple[str, ...] = ()) -> _Job:
+    """Fork replicas until the server hangs up; returns only in a child.
+
+    ``heavy`` are the libraries the deployments need (numpy, torch, ...):
+    imported here once, a replica forked after finds them in ``sys.modules``
+    instead of spending its cold start importing them.
+    """
     sock = socket.socket(fileno=fd)
     prctl = _load_prctl()
     _set_name(prctl, "swell-forksrv")
@@ -158,6 +163,17 @@ def serve(fd: int) -> _Job:
             __import__(name)
         except Exception:  # noqa: BLE001, S110 - a missing optional piece is imported later, in the replica
             pass
+    preloaded = []
+    for name in heavy:
+        before = threading.active_count()
+        try:
+            __import__(name)
+        except Exception as exc:  # noqa: BLE001 - the replica imports it itself, and says why it failed
+            print(f"swell fork server: could not preload {name}: {exc!r}", file=sys.stderr, flush=True)
+            continue
+        if threading.active_count() != before:
+            print(f"swell fork server: preloading {name} started a thread", file=sys.stderr, flush=True)
+        preloaded.append(name)
     if threading.active_count() != 1:
         # fork() copies only the calling thread: a replica forked from here
         # would miss the others.  Refuse; the backend spawns instead.
@@ -170,7 +186,7 @@ def serve(fd: int) -> _Job:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the server, which ends us
     signal.signal(signal.SIGCHLD, lambda *_: _reap(sock))
     zygote = os.getpid()
-    _send(sock, {"op": "ready", "pid": zygote})
+    _send(sock, {"op": "ready", "pid": zygote, "preloaded": preloaded})
     while True:
         received = _receive(sock)
         if received is None:
@@ -198,7 +214,7 @@ def serve(fd: int) -> _Job:
 
 
 if __name__ == "__main__":
-    job = serve(int(sys.argv[1]))
+    job = serve(int(sys.argv[1]), tuple(m for m in (sys.argv[2] if len(sys.argv) > 2 else "").split(",") if m))
     import runpy
 
     sys.argv = ["-m", *job.args]
