@@ -123,7 +123,7 @@ def _describe_error(payload: Any, status: int) -> str:
     show_default=True,
     envvar="SWELL_PREWARM_MODULES",
     help="Libraries the fork server imports before it forks replicas (those installed; "
-    "comma-separated, empty for none), so a replica's cold start does not import them.",
+    "comma-separated, 'none' for none), so a replica's cold start does not import them.",
 )
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
@@ -174,7 +174,7 @@ def serve(
             fork_server=fork_server,
             load_stall_seconds=load_stall_seconds,
             load_timeout_seconds=load_timeout_seconds,
-            prewarm_modules=[m.strip() for m in prewarm_modules.split(",") if m.strip()],
+            prewarm_modules=[m.strip() for m in prewarm_modules.split(",") if m.strip() not in ("", "none")],
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
