@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +15,10 @@ CODE_TRACE = TRACES / "AzureLLMInferenceTrace_code.csv"
 
 
 def _swell() -> list[str]:
-    found = shutil.which("swell")
-    if found:
-        return [found]
+    # The command of the interpreter running the tests (CI's venv), never another one on PATH.
+    found = Path(sys.executable).with_name("swell")
+    if found.exists():
+        return [str(found)]
     return [sys.executable, "-c", "from swell.cli import main; main()"]
 
 
