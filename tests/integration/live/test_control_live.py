@@ -184,3 +184,38 @@ def test_traffic_is_recorded_for_advise(swell: Swell, make_model: Callable[..., 
         traffic = swell.http.get(url).json()
     assert sum(traffic["arrivals"]) == 3 and traffic["interval"] == 1.0
     assert len(traffic["arrivals"]) == len(traffic["concurrency"]) and traffic["start"] > 1.7e9
+
+
+@pytest.mark.slow
+def test_a_server_on_postgresql_keeps_its_models_across_a_restart(
+    tmp_path: Path, make_model: Callable[..., Path], postgres_database: str
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    process, server = start_server(data, "--database-url", postgres_database)
+    try:
+        pushed = server.push(make_model(VERSIONED.format(version=7)), name="on-postgres")
+        assert server.patch(pushed, max_replica=2).json()["status"] == "ACCEPTED"
+    finally:
+        stop_server(process, server)
+    assert not (data / "swell.db").exists()  # nothing went to SQLite
+    process, server = start_server(data, "--database-url", postgres_database)
+    try:
+        view = server.deployment(pushed)
+        assert view["autoscaling_settings"]["max_replica"] == 2 and view["environments"] == ["production"]
+        assert server.http.post(server.predict_path(pushed), json={}).json() == {"version": 7}
+    finally:
+        stop_server(process, server)
+
+
+def test_a_bad_database_url_stops_the_server_with_one_clear_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", "from swell.cli import main; main()", "serve", "--port", "0",
+         "--data-dir", str(tmp_path), "--database-url", "postgresql+asyncpg://nobody@/x?host=/nonexistent"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "SWELL_API_KEY": KEY},
+    )
+    assert run.returncode != 0
+    assert "cannot open" in run.stderr and "Traceback" not in run.stderr
