@@ -687,9 +687,10 @@ def _replicas_table(models: list[dict[str, Any]]) -> Any:
 
 
 def _register() -> None:
+    from swell._cli_lifecycle import activate, deactivate, environments, promote
     from swell._cli_manage import keys, secrets, watch
 
-    for command in (keys, secrets, watch):
+    for command in (keys, secrets, watch, promote, activate, deactivate, environments):
         cli.add_command(command)
     try:
         from swell.sim._cli import simulate

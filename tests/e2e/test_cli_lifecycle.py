@@ -1,0 +1,97 @@
+"""`swell promote`, `activate`, `deactivate` and `environments` as a user runs them, against a real `swell serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SWELL = [sys.executable, "-c", "from swell.cli import main; main()"]
+KEY = "e2e-lifecycle-key"
+
+
+def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SWELL, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, f"rc {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    data_dir = tmp_path_factory.mktemp("e2e-lifecycle")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "SWELL_API_KEY": KEY, "SWELL_URL": f"http://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"}
+    log_path = data_dir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*SWELL, "serve", "--port", str(port), "--data-dir", str(data_dir / "data"), "--tick-seconds", "0.2"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{env['SWELL_URL']}/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(log_path.read_text())
+        time.sleep(0.1)
+    try:
+        yield env
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_promote_into_a_new_environment_then_deactivate_and_activate(server: dict[str, str]) -> None:
+    echo = str(REPO / "examples" / "echo")
+    first = ok_json(run("push", echo, "--publish", "--json", env=server))
+    second = ok_json(run("push", echo, "--publish", "--json", env=server))
+    model = first["model_id"]
+
+    created = ok_json(run("environments", "create", "echo", "canary", "--json", env=server))
+    assert created["name"] == "canary" and created["deployment_id"] is None
+    promoted = ok_json(
+        run("promote", "echo", second["deployment_id"], "--environment", "canary", "--set", "max_replica=2", "--json", env=server)
+    )
+    assert promoted["environments"] == ["canary"] and promoted["autoscaling_settings"]["max_replica"] == 2
+    listed = ok_json(run("environments", "list", "echo", "--json", env=server))["environments"]
+    assert {e["name"]: e["deployment_id"] for e in listed} == {
+        "production": first["deployment_id"], "staging": None, "canary": second["deployment_id"],
+    }
+    table = run("environments", "list", "echo", env=server)
+    assert table.returncode == 0 and "canary" in table.stdout and second["deployment_id"] in table.stdout
+
+    assert ok_json(run("deactivate", model, second["deployment_id"], "--json", env=server))["status"] == "Inactive"
+    refused = run("predict", "echo", "--environment", "canary", "-d", '{"x": 1}', "--json", env=server)
+    assert refused.returncode == 1 and "activate" in refused.stdout and "Traceback" not in refused.stderr
+    assert ok_json(run("activate", model, second["deployment_id"], "--json", env=server))["active"] is True
+    answer = ok_json(run("predict", "echo", "--environment", "canary", "-d", '{"x": 1}', "--json", env=server))
+    assert answer == {"echo": {"x": 1}}
+
+
+def test_bad_input_is_one_clear_line(server: dict[str, str]) -> None:
+    missing = run("promote", "no-such-model", "abc", env=server)
+    assert missing.returncode == 1 and "no-such-model" in missing.stderr and "Traceback" not in missing.stderr
+    bad_set = run("promote", "echo", "abc", "--set", "max_replica", env=server)
+    assert bad_set.returncode == 2 and "NAME=VALUE" in bad_set.stderr
