@@ -766,3 +766,7 @@ class ServerSettings(BaseModel):
     # Heavy libraries the fork server imports (those installed) before it
     # forks replicas, so a replica's cold start does not import them again.
     prewarm_modules: list[str] = Field(default_factory=lambda: ["numpy", "torch"])
+    # Replicas' `resources.cpu` may add up to this many times the machine's
+    # cores (CPU only slows down when short; each replica is still capped at
+    # its own cpu).  Memory and GPUs are never promised twice.
+    cpu_overcommit: float = Field(4.0, ge=1.0, le=100.0)
