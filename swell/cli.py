@@ -212,7 +212,10 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"data_dir": data_dir})
     backend = ProcessBackend(
-        log_dir=data_dir / "logs", warm_start=settings.fork_server, prewarm_modules=settings.prewarm_modules
+        log_dir=data_dir / "logs",
+        warm_start=settings.fork_server,
+        prewarm_modules=settings.prewarm_modules,
+        cpu_overcommit=settings.cpu_overcommit,
     )
     env_key = os.environ.get("SWELL_API_KEY") or None
     plane = ControlPlane(settings, backend, api_key=env_key)
