@@ -162,6 +162,7 @@ class ProcessBackend:
         capacity: Capacity | None = None,
         enforcer: Enforcer | None = None,
         prewarm_modules: Sequence[str] = DEFAULT_PREWARM_MODULES,
+        cpu_overcommit: float = 1.0,
     ) -> None:
         if transport not in ("unix", "tcp"):
             raise ValueError(f"transport: {transport!r} is not allowed; must be 'unix' or 'tcp'")
@@ -185,6 +186,7 @@ class ProcessBackend:
         # machine has, enforced by ``_resources``; found out at first use.
         self._enforce = enforce_resources
         self._prewarm_modules = tuple(prewarm_modules)
+        self._cpu_overcommit = cpu_overcommit
         self._capacity = capacity
         self._enforcer = enforcer
         self._enforcer_said = False
@@ -251,7 +253,7 @@ class ProcessBackend:
         reservation: _Reservation | None = None
         if not request.empty:
             capacity = await self._machine()
-            fits, why, gpus = place(request, capacity, self._used)
+            fits, why, gpus = place(request, capacity, self._used, self._cpu_overcommit)
             if why is not None and why.startswith("never: "):
                 replica.state = ReplicaState.FAILED
                 replica.error = f"this replica can not run on this machine: {why.removeprefix('never: ')}"
@@ -473,7 +475,7 @@ class ProcessBackend:
         if self._closed or not self._pending or self._capacity is None:
             return
         for waiting in list(self._pending):
-            fits, why, gpus = place(waiting.request, self._capacity, self._used)
+            fits, why, gpus = place(waiting.request, self._capacity, self._used, self._cpu_overcommit)
             if not fits:
                 if waiting.replica.reason != why:
                     waiting.replica.reason = why

@@ -119,12 +119,15 @@ def _gpu_matches(gpu: Gpu, kind: str | None) -> bool:
 
 
 def place(
-    request: ResourceRequest, capacity: Capacity, used: Placement
+    request: ResourceRequest, capacity: Capacity, used: Placement, cpu_overcommit: float = 1.0
 ) -> tuple[bool, str | None, tuple[int, ...]]:
     """(fits now, why not / why never, GPU indices to give it).
 
     ``why`` starting with ``never:`` means it can not fit on this machine at
     all (fail it); otherwise it waits as ``pending`` with that reason.
+    Memory and GPUs are never given twice; CPU, which only slows a replica
+    down when short, may be promised ``cpu_overcommit`` times over (each
+    replica is still limited to its own ``cpu``).
     """
     never: list[str] = []
     if request.cpu is not None and request.cpu > capacity.cpu + 1e-9:
@@ -139,8 +142,10 @@ def place(
     if never:
         return False, "never: it needs " + " and ".join(never), ()
     short: list[str] = []
-    if request.cpu is not None and used.cpu + request.cpu > capacity.cpu + 1e-9:
-        short.append(f"{request.cpu:g} CPU, {max(0.0, capacity.cpu - used.cpu):g} of {capacity.cpu:g} free")
+    cpus = capacity.cpu * cpu_overcommit
+    if request.cpu is not None and used.cpu + request.cpu > cpus + 1e-9:
+        over = f" ({capacity.cpu:g} cores × cpu_overcommit {cpu_overcommit:g})" if cpu_overcommit != 1 else ""
+        short.append(f"{request.cpu:g} CPU, {max(0.0, cpus - used.cpu):g} of {cpus:g}{over} free")
     if request.memory is not None and used.memory + request.memory > capacity.memory:
         free = format_memory(max(0, capacity.memory - used.memory))
         short.append(f"{request.memory_text} of memory, {free} of {format_memory(capacity.memory)} free")
