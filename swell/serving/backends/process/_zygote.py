@@ -45,6 +45,8 @@ PRELOAD = (
     "swell.modelserver._config",
     "swell.modelserver._httptools",
     "swell.modelserver._fastpath",
+    "swell.modelserver._weights",
+    "swell.weights",  # the weights fetcher and its HTTP client: ~0.1 s of a cold start that has weights
     "yaml",
     "uvicorn",
     "uvicorn.config",
@@ -163,6 +165,12 @@ def serve(fd: int, heavy: tuple[str, ...] = ()) -> _Job:
             __import__(name)
         except Exception:  # noqa: BLE001, S110 - a missing optional piece is imported later, in the replica
             pass
+    try:  # the first HTTP client costs ~60 ms of lazy imports and certificates: pay it here, once
+        import httpx
+
+        httpx.Client().close()
+    except Exception:  # noqa: BLE001, S110 - the replica pays it, then
+        pass
     preloaded = []
     for name in heavy:
         before = threading.active_count()
