@@ -10,8 +10,8 @@ the cache, noticing ready, proxying).
 Legs:
 
 - ``spawned``: ``--no-fork-server``, each replica a fresh interpreter;
-- ``fork server``: replicas forked from a process that imported Swell's
-  runtime only (``--prewarm-modules none``);
+- ``forkserver``: replicas forked from a process that imported Swell's
+  runtime and weights fetcher, not numpy (``--prewarm-modules none``);
 - ``pool``: the default: forked from a fork server that has also imported the
   heavy libraries (numpy; torch when installed);
 - ``ray``: Ray Serve on the same model file (``min_replicas: 0``), in a

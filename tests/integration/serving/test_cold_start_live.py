@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
-from swell_live import KEY, Swell, start_server, stop_server  # type: ignore[import-not-found]  # noqa: E402
+from swell_live import KEY, Swell, start_server, stop_server  # type: ignore[import-not-found]
 
 pytestmark = [pytest.mark.timeout(90)]
 

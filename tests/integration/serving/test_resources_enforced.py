@@ -21,7 +21,12 @@ import yaml
 from swell.config import load_model_config
 from swell.serving import Replica, ReplicaSpec, ReplicaState
 from swell.serving.backends import ProcessBackend
-from swell.serving.backends.process._resources import AffinityRlimit, Capacity, detect_enforcer, machine_capacity
+from swell.serving.backends.process._resources import (
+    AffinityRlimit,
+    Capacity,
+    detect_enforcer,
+    machine_capacity,
+)
 
 pytestmark = [pytest.mark.timeout(60)]
 S = ReplicaState

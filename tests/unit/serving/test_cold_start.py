@@ -16,7 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from swell.autoscaling import VirtualClock
 from swell.config import AutoscalingSettings, ModelConfig, ServerSettings
-from swell.serving import Controller, DeploymentRouter, DeploymentStatus, ReplicaSpec, ReplicaState, render_metrics
+from swell.serving import (
+    Controller,
+    DeploymentRouter,
+    DeploymentStatus,
+    ReplicaSpec,
+    ReplicaState,
+    render_metrics,
+)
 from swell.serving._backend import Replica
 from swell.serving._cold_start import ColdStart, ColdStartHistograms, cold_start_of
 from swell.serving._controller import load_verdict
@@ -160,7 +167,7 @@ async def test_time_pending_counts_toward_no_limit() -> None:
 
 
 async def test_ready_replica_gets_its_breakdown_in_the_metrics_and_the_estimate() -> None:
-    controller, router, backend, clock = setup()
+    controller, router, backend, _clock = setup()
     task = asyncio.create_task(router.acquire())
     await settle()
     replica = backend.replicas["r0"]
@@ -236,7 +243,7 @@ def test_who_asks_not_to_wait(headers: list[tuple[bytes, bytes]], query: bytes, 
 
 
 async def test_request_that_waited_on_a_cold_start_says_how_long() -> None:
-    controller, router, backend, clock = setup()
+    _controller, router, backend, _clock = setup()
     send = Recorder()
     serving = asyncio.create_task(router.serve([], b"{}", send, None))
     await settle()
@@ -252,7 +259,7 @@ async def test_request_that_waited_on_a_cold_start_says_how_long() -> None:
 
 
 async def test_caller_that_asks_not_to_wait_gets_202_and_the_deployment_wakes() -> None:
-    controller, router, backend, clock = setup()
+    controller, router, backend, _clock = setup()
     router.status_url = "/v1/models/m1/deployments/dep1"
     send = Recorder()
     await router.serve([(b"prefer", b"respond-async")], b"{}", send, None)
