@@ -549,8 +549,8 @@ def _wants_no_wait(headers: list[tuple[bytes, bytes]], query: bytes) -> bool:
         if name == b"prefer" and b"respond-async" in value.lower():
             return True
     if query and b"wait=" in query:
-        for value in parse_qs(query.decode("latin-1")).get("wait", ()):
-            if value.lower() in ("false", "0", "no"):
+        for wait in parse_qs(query.decode("latin-1")).get("wait", ()):
+            if wait.lower() in ("false", "0", "no"):
                 return True
     return False
 
