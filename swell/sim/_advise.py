@@ -62,6 +62,11 @@ class AdviseSetup:
     epoch: float = 0.0  # unix seconds at arrivals' time 0 (for schedules)
     timezone: str = "UTC"
     seed: int = 0
+    # The p99 queue wait the operator accepts (s); None: the current settings' (×1.2 + 0.5 s).
+    queue_wait_p99: float | None = None
+    # False: only the single checks (each searches the settings that bear on its mistake), without
+    # the joint search and the extras; a few replays instead of a few hundred.
+    joint_search: bool = True
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,11 @@ class Advice:
     metrics: dict[str, Any]  # current metrics (EFFECT_METRICS)
     recommended: dict[str, Any]  # every finding's change at once
     recommended_metrics: dict[str, Any]
-    extras: dict[str, bool]
+    extras: dict[str, bool]  # the opt-in extras offered (empty: none is Pareto-better here)
     summary: str
     simulations: int
+    extras_recommended: dict[str, Any] | None = None  # settings tuned with ``extras`` on
+    extras_metrics: dict[str, Any] | None = None
 
     @property
     def good(self) -> bool:
@@ -106,11 +113,12 @@ class Advice:
             "findings": [f.as_dict() for f in self.findings],
             "summary": self.summary,
             "current": {"settings": self.current, "metrics": self.metrics},
-            "recommended": {
-                "settings": self.recommended,
-                "extras": self.extras,
-                "metrics": self.recommended_metrics,
-            },
+            "recommended": {"settings": self.recommended, "metrics": self.recommended_metrics},
+            "with_extras": (
+                {"extras": self.extras, "settings": self.extras_recommended, "metrics": self.extras_metrics}
+                if self.extras
+                else None
+            ),
             "simulations": self.simulations,
         }
 
@@ -513,6 +521,164 @@ def _check_schedule(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: 
     )
 
 
+# --------------------------------------------------------------------------- the joint search
+
+#: Values the joint search tries per setting (besides the current ones); ``min_replica`` and
+#: ``concurrency_target`` also get values from the traffic and the model.
+_TUNE_UTILIZATION = (50, 70, 85, 100)
+_TUNE_DELAY = (0, 60, 300, 600, 900, 1800)
+_TUNE_WINDOW = (30, 60, 120, 300)
+_TUNE_SEEDS = 2
+_TUNE_PASSES = 3  # a pass that moves nothing ends the descent before
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """What a tuned candidate may not exceed: the latency the operator has now (with a little slack)."""
+
+    delayed: float
+    p99: float
+
+    def violation(self, m: dict[str, Any]) -> float:
+        over_d = max(0.0, _num(m, DELAYED) - self.delayed) / max(self.delayed, 1.0)
+        over_w = max(0.0, _num(m, P99) - self.p99) / max(self.p99, 0.1)
+        return over_d + over_w
+
+
+def _bounds(lab: _Lab, m: dict[str, Any]) -> _Bounds:
+    """No more cold-start delays than ``m`` plus max(3, 0.5 % of requests); p99 queue wait as the
+    operator accepts it (``queue_wait_p99``) or, not given, ``m``'s ×1.2 + 0.5 s."""
+    n = float(lab.setup.arrivals.shape[0])
+    given = lab.setup.queue_wait_p99
+    p99 = given if given is not None else _num(m, P99) * 1.2 + 0.5
+    return _Bounds(delayed=_num(m, DELAYED) + max(3.0, 0.005 * n), p99=p99)
+
+
+def _score(m: dict[str, Any], bounds: _Bounds) -> tuple[float, float, float]:
+    """Lower is better: feasible before infeasible, then the cheapest (or the least infeasible)."""
+    v = bounds.violation(m)
+    if v > 0:
+        return (1.0, v, _num(m, COST))
+    return (0.0, _num(m, COST), _num(m, DELAYED))
+
+
+def _axes(lab: _Lab, cur: AutoscalingSettings, t: _Traffic) -> dict[str, list[dict[str, int]]]:
+    """The moves of the descent, per axis: each a set of setting changes.
+
+    ``concurrency_target`` and ``target_utilization_percentage`` enter the rule only through their
+    product (a replica's capacity), so they are one axis; each capacity is written with the largest
+    target (a replica's slots, at most ``predict_concurrency``) that reaches it.
+    """
+    pc = lab.setup.predict_concurrency
+    hi = cur.max_replica
+    # A replica's slots and half of them, at each utilisation (and the current capacity).
+    targets = sorted({pc, max(1, pc // 2)})
+    capacity: dict[float, dict[str, int]] = {}
+    for target in targets:  # ascending: a larger target that reaches the same capacity wins
+        for util in _TUNE_UTILIZATION:
+            capacity[round(target * util / 100, 6)] = {"concurrency_target": target, "target_utilization_percentage": util}
+    capacity[round(cur.replica_capacity, 6)] = {
+        "concurrency_target": cur.concurrency_target,
+        "target_utilization_percentage": cur.target_utilization_percentage,
+    }
+    keep = set(capacity)
+    # Floors from 0 to the peak's replicas (at most 6, spread evenly).
+    top = min(hi, max(t.peak, 1))
+    floors = sorted({cur.min_replica, *np.unique(np.linspace(0, top, min(top + 1, 6)).round().astype(int)).tolist()})
+    delays = sorted({cur.scale_down_delay, *_TUNE_DELAY})
+    windows = sorted({cur.autoscaling_window, *_TUNE_WINDOW})
+    # Two blocks, each searched as a grid: capacity and floor trade against each other (a fuller
+    # replica is only as quick at equal latency with a floor under it), and so do delay and window.
+    return {
+        "capacity × min_replica": [{**capacity[c], "min_replica": f} for c in sorted(keep) for f in floors if f <= hi],
+        "scale_down_delay × autoscaling_window": [
+            {"scale_down_delay": d, "autoscaling_window": w} for d in delays for w in windows
+        ],
+    }
+
+
+def _descend(
+    lab: _Lab,
+    start: AutoscalingSettings,
+    axes: dict[str, list[dict[str, int]]],
+    bounds: _Bounds,
+    extras: Extras,
+    seen: list[tuple[AutoscalingSettings, dict[str, Any]]],
+    passes: int = _TUNE_PASSES,
+) -> tuple[AutoscalingSettings, dict[str, Any]]:
+    """Block coordinate descent: one block of settings at a time over its grid, the others held, until
+    no block moves.
+
+    Every replay is kept in ``seen`` (the caller looks for Pareto-better points among them).
+    """
+    best, best_m = start, lab.run(start, extras)
+    seen.append((best, best_m))
+    for _ in range(passes):
+        moved = False
+        for moves in axes.values():
+            for change in moves:
+                if all(getattr(best, k) == v for k, v in change.items()):
+                    continue
+                s = lab.settings(best, **change)
+                if s is None:
+                    continue
+                m = lab.run(s, extras)
+                seen.append((s, m))
+                if _score(m, bounds) < _score(best_m, bounds):
+                    best, best_m, moved = s, m, True
+        if not moved:
+            break
+    return best, best_m
+
+
+def _seeds(lab: _Lab, cur: AutoscalingSettings, t: _Traffic, *more: AutoscalingSettings) -> list[AutoscalingSettings]:
+    """Where descents start: the given settings, and a replica's full slots with the steady level kept warm.
+
+    Coordinate descent alone stays near its start when two settings must move together (a higher
+    ``concurrency_target`` is only cheap at equal latency with a floor under it): the second seed
+    starts it there.
+    """
+    pc = lab.setup.predict_concurrency
+    seeds = [*more]
+    full = lab.settings(cur, concurrency_target=max(cur.concurrency_target, pc),
+                        min_replica=max(cur.min_replica, min(t.steady, cur.max_replica)), scale_down_delay=300)
+    if full is not None:
+        seeds.append(full)
+    unique: dict[str, AutoscalingSettings] = {}
+    for s in seeds:
+        unique.setdefault(s.model_dump_json(), s)
+    return list(unique.values())
+
+
+def _tune(
+    lab: _Lab, cur: AutoscalingSettings, t: _Traffic, start: AutoscalingSettings, bounds: _Bounds, extras: Extras
+) -> tuple[AutoscalingSettings, dict[str, Any], list[tuple[AutoscalingSettings, dict[str, Any]]]]:
+    """The cheapest settings the descents find within ``bounds``, and every candidate replayed."""
+    axes = _axes(lab, cur, t)
+    seen: list[tuple[AutoscalingSettings, dict[str, Any]]] = []
+    found = [_descend(lab, seed, axes, bounds, extras, seen) for seed in _seeds(lab, cur, t, start)[:_TUNE_SEEDS]]
+    best = min(found, key=lambda c: _score(c[1], bounds))
+    return best[0], best[1], seen
+
+
+def _near(axes: dict[str, list[dict[str, int]]], base: AutoscalingSettings) -> dict[str, list[dict[str, int]]]:
+    """The blocks cut to the neighbourhood of ``base``: capacity within 1.5×, the floor within 2."""
+
+    def close(change: dict[str, int]) -> bool:
+        target = change.get("concurrency_target", base.concurrency_target)
+        util = change.get("target_utilization_percentage", base.target_utilization_percentage)
+        ratio = target * util / 100 / base.replica_capacity
+        return 1 / 1.5 <= ratio <= 1.5 and abs(change.get("min_replica", base.min_replica) - base.min_replica) <= 2
+
+    return {name: [c for c in moves if close(c)] for name, moves in axes.items()}
+
+
+def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``a`` is Pareto-better than ``b``: no more replica-seconds, no more delayed, fewer of one."""
+    ca, cb, da, db = _num(a, COST), _num(b, COST), _num(a, DELAYED), _num(b, DELAYED)
+    return ca <= cb and da <= db and (ca < cb or da < db)
+
+
 _CHECKS = (
     _check_max_replica,
     _check_spike,
@@ -557,39 +723,108 @@ def advise(setup: AdviseSetup, *, progress: Callable[[int], None] | None = None)
     findings = [f for check in _CHECKS if (f := check(lab, cur, m0, traffic)) is not None]
     combined = lab.settings(cur, **_combine(cur, findings)) or cur
     m1 = lab.run(combined)
-    # The extras, judged on this traffic: offered only when Pareto-better.
-    extras: dict[str, bool] = {}
-    best = m1
-    for name in ("trend", "burst"):
-        trial = {**extras, name: True}
-        m = lab.run(combined, lab.extras(**trial))
-        no_more_cost = _num(m, COST) <= _num(best, COST)
-        fewer_delayed = _num(m, DELAYED) < _num(best, DELAYED)
-        if (no_more_cost and _num(m, DELAYED) <= _num(best, DELAYED) and (fewer_delayed or _num(m, COST) < _num(best, COST))) or (
-            fewer_delayed and _num(m, COST) <= _num(best, COST) * 1.0
-        ):
-            extras, best = trial, m
-    if extras:
+    # The joint search: every setting at once, as cheap as it gets at the latency of the
+    # recommendation so far (the current settings' when there is no finding).
+    bounds = _bounds(lab, m1)
+    tuned, mt = combined, m1
+    if setup.joint_search:
+        tuned, mt, _ = _tune(lab, cur, traffic, combined, bounds, Extras())
+    if tuned is not combined and bounds.violation(mt) == 0 and (_num(mt, COST) <= 0.9 * _num(m1, COST) or bounds.violation(m1) > 0):
+        findings.append(_tuned_finding(cur, combined, tuned, m1, mt, bounds))
+        base, mb = tuned, mt
+    else:
+        base, mb = combined, m1
+    # The extras, judged on this traffic: offered only when Pareto-better than the best without them.
+    extras, with_extras, me = _best_extras(lab, cur, traffic, base, mb, bounds) if setup.joint_search else (None, None, None)
+    if extras is not None and with_extras is not None and me is not None:
         names = " and ".join(extras)
         findings.append(
             Finding(
                 "extras",
                 f"The {names} extra{'s' if len(extras) > 1 else ''} would do better on this traffic",
-                f"Replayed with the recommended settings, {names} uses no more replica-seconds and delays fewer "
-                f"requests ({_describe(best)} instead of {_describe(m1)}).",
-                _patch(combined),
-                _effect(m1, best),
+                f"With {names} on (opt-in), settings tuned for it use no more replica-seconds and delay no "
+                f"more requests than the best without it ({_describe(me)} instead of {_describe(mb)}). "
+                "Without the extra, keep the settings recommended without it.",
+                _patch(with_extras),
+                _effect(mb, me),
                 dict(extras),
             )
         )
     if findings:
-        summary = f"{len(findings)} finding{'s' if len(findings) > 1 else ''}; with every recommendation: {_describe(best)} (now {_describe(m0)})"
+        shown = me if me is not None else mb
+        summary = (
+            f"{len(findings)} finding{'s' if len(findings) > 1 else ''}; with every recommendation: {_describe(mb)}"
+            + (f" ({_describe(shown)} with the extras)" if me is not None else "")
+            + f" (now {_describe(m0)})"
+        )
     else:
         summary = (
             f"The settings are good for this traffic: no candidate the search tried was measurably better "
             f"({lab.count} replays; now {_describe(m0)})."
         )
-    return Advice(findings, _patch(cur), m0, _patch(combined), best, extras, summary, lab.count)
+    return Advice(
+        findings,
+        _patch(cur),
+        m0,
+        _patch(base),
+        mb,
+        dict(extras or {}),
+        summary,
+        lab.count,
+        _patch(with_extras) if with_extras is not None else None,
+        me,
+    )
+
+
+def _changes(before: AutoscalingSettings, after: AutoscalingSettings) -> str:
+    names = ("min_replica", "max_replica", "autoscaling_window", "scale_down_delay", "concurrency_target",
+             "target_utilization_percentage")
+    moved = [f"{n} {getattr(before, n)} → {getattr(after, n)}" for n in names if getattr(before, n) != getattr(after, n)]
+    return ", ".join(moved) or "no change"
+
+
+def _tuned_finding(
+    cur: AutoscalingSettings, combined: AutoscalingSettings, tuned: AutoscalingSettings,
+    m1: dict[str, Any], mt: dict[str, Any], bounds: _Bounds,
+) -> Finding:
+    saved = 1 - _num(mt, COST) / max(_num(m1, COST), 1e-9)
+    if bounds.violation(m1) > 0:
+        title = f"Tuned together, the settings keep the p99 queue wait within {bounds.p99:g} s"
+    else:
+        title = f"Tuned together, the settings cost {100 * saved:.0f} % less at the same latency"
+    return Finding(
+        "settings_tuned_together",
+        title,
+        "Changed one at a time, each setting looks right; searched together (a replica's slots, the headroom, "
+        "a warm floor, the delay and the window trade against each other) they do the same work for fewer "
+        f"replica-seconds: {_changes(cur, tuned)}. Simulated: {_describe(mt)}, against {_describe(m1)}"
+        + (" with the other findings' changes." if combined != cur else "."),
+        _patch(tuned),
+        _effect(m1, mt),
+    )
+
+
+def _best_extras(
+    lab: _Lab, cur: AutoscalingSettings, t: _Traffic, base: AutoscalingSettings, mb: dict[str, Any], bounds: _Bounds
+) -> tuple[dict[str, bool] | None, AutoscalingSettings | None, dict[str, Any] | None]:
+    """Each extra with settings tuned for it; kept only when Pareto-better than ``mb`` (the best without)."""
+    # No more delayed requests than the best without extras: the search then looks for cheaper.
+    tight = _Bounds(delayed=_num(mb, DELAYED), p99=max(bounds.p99, _num(mb, P99)))
+    best: tuple[dict[str, bool], AutoscalingSettings, dict[str, Any]] | None = None
+    for name in ("trend", "burst"):
+        trial = {name: True}
+        extras = lab.extras(**trial)
+        seen: list[tuple[AutoscalingSettings, dict[str, Any]]] = []
+        _descend(lab, base, _near(_axes(lab, cur, t), base), tight, extras, seen, passes=1)
+        better = [(s, m) for s, m in seen if _dominates(m, mb) and tight.violation(m) == 0]
+        if not better:
+            continue
+        s, m = min(better, key=lambda c: (_num(c[1], COST), _num(c[1], DELAYED)))
+        if best is None or _dominates(m, best[2]) or _num(m, COST) < _num(best[2], COST):
+            best = (trial, s, m)
+    if best is None:
+        return None, None, None
+    return best
 
 
 # --------------------------------------------------------------------------- recorded traffic

@@ -98,6 +98,9 @@ def _fetch(deployment: str, path: str) -> Any:
 @click.option("--start", "start", default=None, metavar="ISO",
               help="Wall-clock time of the trace's first request, for daily peaks (default: 1970-01-01T00:00Z).")
 @click.option("--timezone", "zone", default="UTC", show_default=True, help="Time zone of a proposed schedule.")
+@click.option("--queue-wait-p99", "queue_wait_p99", type=click.FloatRange(min=0), default=None, metavar="S",
+              help="The p99 queue wait you accept (s): the joint search looks for the cheapest settings within "
+                   "it. Default: the current settings' (×1.2 + 0.5 s).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic traces and cold starts.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.option("--patch", "as_patch", is_flag=True, help="Print only the recommended settings (PATCH body).")
@@ -111,6 +114,7 @@ def advise_command(
     model_name: str | None,
     start: str | None,
     zone: str,
+    queue_wait_p99: float | None,
     seed: int,
     as_json: bool,
     as_patch: bool,
@@ -167,6 +171,7 @@ def advise_command(
         epoch=epoch or 0.0,
         timezone=zone,
         seed=seed,
+        queue_wait_p99=queue_wait_p99,
     )
     show_progress = not (as_json or as_patch) and sys.stderr.isatty()
     if show_progress:
@@ -243,3 +248,7 @@ def _print(result: Advice, current: dict[str, Any]) -> None:
         console.print(table)
     console.print(f"\n{result.summary}", highlight=False)
     console.print(f"PATCH body: {json.dumps(result.recommended)}", highlight=False, soft_wrap=True)
+    if result.extras and result.extras_recommended is not None:
+        names = ", ".join(result.extras)
+        console.print(f"With the opt-in extra {names}: {json.dumps(result.extras_recommended)}",
+                      highlight=False, soft_wrap=True)

@@ -16,7 +16,17 @@ from swell.sim import ColdStart, SimConfig, replay, synthetic_trace
 from swell.sim._advise import EFFECT_METRICS, Advice, AdviseSetup, advise, service_from_history, traffic_to_arrivals
 
 
-def _advise(spec: str, settings: dict[str, Any], *, service: float = 1.0, pc: int = 1, cap: int = 10) -> tuple[Advice, AdviseSetup]:
+def _advise(
+    spec: str,
+    settings: dict[str, Any],
+    *,
+    service: float = 1.0,
+    pc: int = 1,
+    cap: int = 10,
+    joint: bool = False,
+    budget: float | None = None,
+) -> tuple[Advice, AdviseSetup]:
+    """Advise on a seeded synthetic trace; the single checks only unless ``joint`` (hundreds of replays)."""
     trace = synthetic_trace(spec, seed=0)
     setup = AdviseSetup(
         trace.arrivals,
@@ -25,6 +35,8 @@ def _advise(spec: str, settings: dict[str, Any], *, service: float = 1.0, pc: in
         predict_concurrency=pc,
         cold_start=ColdStart("fixed", 30.0),
         max_replica_cap=cap,
+        joint_search=joint,
+        queue_wait_p99=budget,
     )
     return advise(setup), setup
 
@@ -101,16 +113,74 @@ def test_min_replica_1_is_told_to_keep_2_for_redundancy() -> None:
 
 
 def test_a_well_tuned_deployment_is_told_its_settings_are_good() -> None:
+    # What advise itself recommends for this traffic (from min 2, target 4, utilisation 70, window 60):
+    # two replicas of four slots hold ~5 in flight; utilisation 85 and a 30 s window keep a third away.
     advice, _ = _advise(
-        "poisson:rate=5,duration=30m",
-        {"min_replica": 2, "max_replica": 10, "concurrency_target": 4, "scale_down_delay": 900},
+        "poisson:rate=5,duration=15m",
+        {"min_replica": 2, "max_replica": 10, "concurrency_target": 4, "scale_down_delay": 900,
+         "target_utilization_percentage": 85, "autoscaling_window": 30},
         pc=4,
+        joint=True,
     )
     assert advice.findings == []
     assert advice.good
     assert "good" in advice.summary
     out = advice.as_dict()
     assert out["findings"] == [] and out["recommended"]["settings"] == out["current"]["settings"]
+    assert out["with_extras"] is None
+
+
+# --------------------------------------------------------------------------- the joint search
+
+BURSTS = "steps:rates=0.5/4/0.5/4,step=3m"
+
+
+@pytest.fixture(scope="module")
+def bursts_advice() -> tuple[Advice, AdviseSetup]:
+    return _advise(BURSTS, {"max_replica": 10}, pc=4, joint=True)
+
+
+def test_the_joint_search_finds_cheaper_settings_at_the_same_latency(bursts_advice: tuple[Advice, AdviseSetup]) -> None:
+    # Baseten's defaults on a 4-slot model: each setting alone looks fine, together they overpay.
+    advice, setup = bursts_advice
+    finding = _finding(advice, "settings_tuned_together")
+    before = _replayed(setup, {"max_replica": 10})
+    after = _replayed(setup, finding.recommended)
+    assert after == {**after, **finding.effect["recommended"]}
+    assert after["replica_seconds"] <= 0.9 * before["replica_seconds"]
+    # "The same latency": the bounds the search keeps.
+    assert after["requests_delayed_by_cold_start"] <= before["requests_delayed_by_cold_start"] + max(3, 0.005 * len(setup.arrivals))
+    assert after["queue_wait_p99"] <= before["queue_wait_p99"] * 1.2 + 0.5
+    assert advice.recommended == finding.recommended  # the PATCH body is the tuned settings
+    parse_autoscaling(advice.recommended)
+
+
+def test_a_queue_wait_budget_buys_cheaper_settings(bursts_advice: tuple[Advice, AdviseSetup]) -> None:
+    strict, setup = bursts_advice
+    loose, _ = _advise(BURSTS, {"max_replica": 10}, pc=4, joint=True, budget=10.0)
+    a, b = _replayed(setup, strict.recommended), _replayed(setup, loose.recommended)
+    assert b["replica_seconds"] <= a["replica_seconds"]
+    assert b["queue_wait_p99"] <= 10.0
+
+
+def test_an_extra_is_offered_only_with_settings_where_it_is_pareto_better() -> None:
+    from swell.sim._advise import _best_extras, _bounds, _Lab, _traffic
+
+    trace = synthetic_trace("steps:rates=0.5/1/2/4/8/16/0.5,step=2m", seed=0)
+    base = parse_autoscaling({"max_replica": 10, "concurrency_target": 4, "autoscaling_window": 300, "scale_down_delay": 300})
+    setup = AdviseSetup(trace.arrivals, np.full(len(trace), 1.0), base, predict_concurrency=4, cold_start=ColdStart("fixed", 30.0))
+    lab = _Lab(setup, None)
+    plain = lab.run(base)
+    extras, settings, metrics = _best_extras(lab, base, _traffic(setup), base, plain, _bounds(lab, plain))
+    assert extras and settings is not None and metrics is not None
+    # Pareto-better than the plain rule: no more replica-seconds, no more delayed, fewer of one.
+    cost, delayed = "replica_seconds", "requests_delayed_by_cold_start"
+    assert metrics[cost] <= plain[cost] and metrics[delayed] <= plain[delayed]
+    assert metrics[cost] < plain[cost] or metrics[delayed] < plain[delayed]
+    # And it is what the replay with the extra on gives.
+    replayed = replay(setup.arrivals, setup.service, "swell", SimConfig(
+        settings=settings, predict_concurrency=4, cold_start=setup.cold_start, extras=lab.extras(**extras))).metrics
+    assert replayed[cost] == metrics[cost] and replayed[delayed] == metrics[delayed]
 
 
 def test_json_shape_uses_simulate_metric_names() -> None:
