@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
-from swell_live import Swell, start_server, stop_server  # type: ignore[import-not-found]  # noqa: E402
+from swell_live import Swell, start_server, stop_server  # type: ignore[import-not-found]
 
-from swell.serving.backends.process._resources import machine_capacity  # noqa: E402
+from swell.serving.backends.process._resources import machine_capacity
 
 pytestmark = [pytest.mark.timeout(90)]
 
