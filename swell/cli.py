@@ -125,6 +125,15 @@ def _describe_error(payload: Any, status: int) -> str:
     help="Libraries the fork server imports before it forks replicas (those installed; "
     "comma-separated, 'none' for none), so a replica's cold start does not import them.",
 )
+@click.option(
+    "--pool-size",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 32),
+    envvar="SWELL_POOL_SIZE",
+    help="Standby replica processes kept forked and set up ahead of time (with the fork server); "
+    "a wake takes one and the pool refills in the background. 0: fork each replica on demand.",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -141,6 +150,7 @@ def serve(
     load_stall_seconds: float,
     load_timeout_seconds: float,
     prewarm_modules: str,
+    pool_size: int,
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -175,6 +185,7 @@ def serve(
             load_stall_seconds=load_stall_seconds,
             load_timeout_seconds=load_timeout_seconds,
             prewarm_modules=[m.strip() for m in prewarm_modules.split(",") if m.strip() not in ("", "none")],
+            pool_size=pool_size,
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -215,6 +226,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
         log_dir=data_dir / "logs",
         warm_start=settings.fork_server,
         prewarm_modules=settings.prewarm_modules,
+        pool_size=settings.pool_size,
         cpu_overcommit=settings.cpu_overcommit,
     )
     env_key = os.environ.get("SWELL_API_KEY") or None

@@ -766,6 +766,9 @@ class ServerSettings(BaseModel):
     # Heavy libraries the fork server imports (those installed) before it
     # forks replicas, so a replica's cold start does not import them again.
     prewarm_modules: list[str] = Field(default_factory=lambda: ["numpy", "torch"])
+    # Standby replicas forked from the fork server ahead of time, set up as far
+    # as a replica gets without its model; a wake takes one (0: fork on demand).
+    pool_size: int = Field(1, ge=0, le=32)
     # Replicas' `resources.cpu` may add up to this many times the machine's
     # cores (CPU only slows down when short; each replica is still capped at
     # its own cpu).  Memory and GPUs are never promised twice.

@@ -33,6 +33,7 @@ from swell.serving.backends.process._lifecycle import (
     tail_lines,
 )
 from swell.serving.backends.process._pdeathsig import die_with_parent_hook
+from swell.serving.backends.process._pool import Standby, StandbyPool, pool_room
 from swell.serving.backends.process._resources import (
     Capacity,
     Enforcer,
@@ -65,6 +66,11 @@ _FORK_SERVER_STARTS = 3
 #: Heavy libraries the fork server imports (when installed) so that replicas
 #: forked from it do not: a model importing numpy starts ~0.1 s sooner, torch ~1-2 s.
 DEFAULT_PREWARM_MODULES = ("numpy", "torch")
+#: Standby replicas kept ready (``swell serve --pool-size``; docs/serving.md
+#: has the idle memory each costs).
+DEFAULT_POOL_SIZE = 1
+#: How long the fork server's start waits for the pool's first standby.
+_POOL_FIRST_FILL_SECONDS = 5.0
 
 
 class _Process(Protocol):
@@ -139,6 +145,12 @@ class ProcessBackend:
     whose environment changes how the interpreter starts (``PYTHON*``,
     ``LD_*``), are always spawned.
 
+    With ``pool_size`` > 0 (and ``warm_start``), that many *standby* replicas
+    are forked ahead of time and set up as far as a replica gets without its
+    model (``_pool.py``); a wake takes one (``start_mode`` "prewarmed") and
+    the pool refills in the background, when the placement has room.  With
+    the pool empty or 0, a replica is forked on demand ("forked").
+
     ``weights_cache`` is the folder where replicas keep the weights they fetch,
     shared by all of them (default: ``$SWELL_WEIGHTS_CACHE``, else ``weights``
     next to ``log_dir``, which is ``DATA_DIR/weights`` under ``swell serve``).
@@ -163,6 +175,7 @@ class ProcessBackend:
         enforcer: Enforcer | None = None,
         prewarm_modules: Sequence[str] = DEFAULT_PREWARM_MODULES,
         cpu_overcommit: float = 1.0,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         if transport not in ("unix", "tcp"):
             raise ValueError(f"transport: {transport!r} is not allowed; must be 'unix' or 'tcp'")
@@ -192,6 +205,10 @@ class ProcessBackend:
         self._enforcer_said = False
         self._used = Placement()
         self._pending: list[_Pending] = []
+        self._pool: StandbyPool | None = None
+        if pool_size < 0:
+            raise ValueError(f"pool_size: {pool_size} is not allowed; must be 0 or more")
+        self._pool_size = pool_size if warm_start else 0
 
     # ------------------------------------------------------------------ public
 
@@ -295,16 +312,23 @@ class ProcessBackend:
 
         log_path = self.log_path(replica)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        events_r, events_w = os.pipe()
-        lifeline_r, lifeline_w = os.pipe()
-        swell_vars["SWELL_EVENTS_FD"] = str(events_w)
-        swell_vars["SWELL_LIFELINE_FD"] = str(lifeline_r)
         env = replica_env(os.environ, spec, swell_vars)
         if reservation is not None and reservation.request.gpus:
             env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(reservation.gpus)
         env.setdefault("PYTHONUNBUFFERED", "1")  # logs reach the file as they happen
         log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         argv = [spec.python, "-m", self._module, "--model-dir", str(spec.package_dir)]
+        forkable = await self._forkable(spec, env)
+        standby = self._pool.take() if forkable and self._pool is not None else None
+        if standby is not None and standby.events_r is not None and standby.lifeline_w is not None:
+            # The standby already holds the replica's pipes: use our ends.
+            events_r, lifeline_w = standby.events_r, standby.lifeline_w
+            events_w = lifeline_r = -1
+        else:
+            events_r, events_w = os.pipe()
+            lifeline_r, lifeline_w = os.pipe()
+        env["SWELL_EVENTS_FD"] = str(events_w)
+        env["SWELL_LIFELINE_FD"] = str(lifeline_r)
         try:
             os.write(
                 log_fd,
@@ -312,9 +336,17 @@ class ProcessBackend:
                 f"at {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode(),
             )
             process: _Process | None = None
-            if await self._forkable(spec, env):
-                process = await self._fork(replica_id, spec, env, log_fd, events_w, lifeline_r)
+            if standby is not None:
+                process = self._assign(standby, replica_id, spec, env, log_fd)
                 replica.start_mode = "prewarmed"
+                if process is None:  # it died standing by: the plumbing it held is gone
+                    events_r, events_w = os.pipe()
+                    lifeline_r, lifeline_w = os.pipe()
+                    env["SWELL_EVENTS_FD"] = str(events_w)
+                    env["SWELL_LIFELINE_FD"] = str(lifeline_r)
+            if process is None and forkable:
+                process = await self._fork(replica_id, spec, env, log_fd, events_w, lifeline_r)
+                replica.start_mode = "forked"
             if process is None:
                 replica.start_mode = "spawned"
                 process = await asyncio.create_subprocess_exec(
@@ -342,7 +374,8 @@ class ProcessBackend:
         finally:
             # The child holds its own copies now; ours would hide its EOF.
             for fd in (events_w, lifeline_r, log_fd):
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
 
         replica.pid = process.pid
         replica.marks["spawned"] = time.monotonic()
@@ -415,6 +448,8 @@ class ProcessBackend:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._fork_server_task is not None:
             await asyncio.gather(self._fork_server_task, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
         if self._fork_server is not None:
             await self._fork_server.close()
             self._fork_server = None
@@ -457,6 +492,8 @@ class ProcessBackend:
         if self._enforcer is not None:
             self._enforcer.release(reservation.group)
         self._place_pending()
+        if self._pool is not None and not self._pending:
+            self._pool.refill()  # the room it held may let the pool refill
 
     def _limit(self, replica: Replica, pid: int, reservation: _Reservation) -> None:
         if self._enforcer is None:
@@ -540,7 +577,36 @@ class ProcessBackend:
         old, self._fork_server = self._fork_server, server
         if old is not None:
             await old.close()
+        if self._pool_size > 0:
+            if self._pool is None:
+                self._pool = StandbyPool(
+                    self._pool_size, self.log_dir / "pool.log", lambda: self._fork_server, self._pool_room
+                )
+            self._pool.refill()
+            # The first wake right after start-up finds a standby (a fork: milliseconds).
+            await self._pool.filled(_POOL_FIRST_FILL_SECONDS)
         return True
+
+    async def _pool_room(self) -> str | None:
+        capacity = await self._machine() if self._enforce else None
+        return pool_room(capacity, self._used, len(self._pending), self._cpu_overcommit)
+
+    @property
+    def standby_pids(self) -> list[int]:
+        """The standby replicas' processes (none without a pool)."""
+        return self._pool.pids() if self._pool is not None else []
+
+    def _assign(
+        self, standby: Standby, replica_id: str, spec: ReplicaSpec, env: dict[str, str], log_fd: int
+    ) -> _Process | None:
+        assert self._pool is not None
+        child_env = {**env, "SWELL_START_MODE": "prewarmed"}
+        if not self._pool.assign(standby, replica_id, self._module, ["--model-dir", str(spec.package_dir)],
+                                 child_env, str(spec.package_dir), log_fd):
+            return None
+        # The replica's pipes are its own now; the backend keeps its ends through the handle.
+        standby.events_r = standby.lifeline_w = None
+        return standby.process
 
     async def _fork(
         self, replica_id: str, spec: ReplicaSpec, env: dict[str, str], log_fd: int,
@@ -548,7 +614,7 @@ class ProcessBackend:
     ) -> _Process | None:
         assert self._fork_server is not None
         child_env = {k: v for k, v in env.items() if k not in ("SWELL_EVENTS_FD", "SWELL_LIFELINE_FD")}
-        child_env["SWELL_START_MODE"] = "prewarmed"
+        child_env["SWELL_START_MODE"] = "forked"
         try:
             return await self._fork_server.fork(
                 replica_id,

@@ -142,15 +142,28 @@ class ForkServer:
         timeout: float = 10.0,
     ) -> ForkedProcess:
         """A new replica process; raises ``RuntimeError`` if the fork server cannot."""
-        if not self.ready or self._sock is None or self._loop is None:
-            raise RuntimeError("the fork server is not running")
-        future: asyncio.Future[ForkedProcess] = self._loop.create_future()
-        self._pending[replica_id] = future
         message = {
             "op": "fork", "id": replica_id, "module": module, "args": list(args),
             "env": dict(env), "cwd": cwd, "fd_env": list(fds),
         }
-        passed = array.array("i", [log_fd, *fds.values()])
+        return await self._request(replica_id, message, [log_fd, *fds.values()], timeout)
+
+    async def standby(
+        self, standby_id: str, log_fd: int, fds: Mapping[str, int], channel_fd: int, timeout: float = 10.0
+    ) -> ForkedProcess:
+        """A new standby replica, waiting for its assignment on ``channel_fd``
+        (see ``_zygote.py``); raises ``RuntimeError`` if the fork server cannot."""
+        message = {"op": "standby", "id": standby_id, "fd_env": list(fds)}
+        return await self._request(standby_id, message, [log_fd, *fds.values(), channel_fd], timeout)
+
+    async def _request(
+        self, replica_id: str, message: dict[str, Any], fds: list[int], timeout: float
+    ) -> ForkedProcess:
+        if not self.ready or self._sock is None or self._loop is None:
+            raise RuntimeError("the fork server is not running")
+        future: asyncio.Future[ForkedProcess] = self._loop.create_future()
+        self._pending[replica_id] = future
+        passed = array.array("i", fds)
         try:
             self._sock.sendmsg(
                 [json.dumps(message).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, passed)]

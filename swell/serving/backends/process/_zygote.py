@@ -16,9 +16,17 @@ Protocol, one JSON object per SOCK_SEQPACKET message on fd ``FD``:
   ``{"op": "forked", "id", "pid"}`` or ``{"op": "error", "id", "error"}``;
   ``{"op": "exit", "pid", "returncode"}`` (negative: killed by that signal).
 
+- backend → here: ``{"op": "standby", "id", "fd_env": [name, name]}`` with
+  four descriptors (log, the two named in ``fd_env``, then the standby's end
+  of its assignment socket): fork a *standby* replica, which does every step
+  of a replica's start that does not depend on the model and then waits for
+  ``{"op": "assign", "id", "module", "args", "env", "cwd"}`` (with the
+  replica's log attached) on that socket; answered like a fork.
+
 EOF on the socket (the server is gone) ends this process, and with it every
 replica it forked: each has ``PR_SET_PDEATHSIG`` = SIGKILL towards it, as it
-has towards the server.
+has towards the server.  A standby also exits on EOF of its assignment
+socket, whose other end only the server holds.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ PRELOAD = (
 )
 
 _MAX_MESSAGE = 1 << 20
-_FDS = 3
+_FDS = 3  # log and two named ones; a standby's request has its assignment socket too
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15  # what ps -o comm and top show: tells replicas from the fork server
 
@@ -107,7 +115,7 @@ def _reap(sock: socket.socket) -> None:
 
 def _receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
     fds = array.array("i")
-    data, ancdata, _flags, _addr = sock.recvmsg(_MAX_MESSAGE, socket.CMSG_SPACE(_FDS * fds.itemsize))
+    data, ancdata, _flags, _addr = sock.recvmsg(_MAX_MESSAGE, socket.CMSG_SPACE((_FDS + 1) * fds.itemsize))
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
@@ -118,10 +126,9 @@ def _receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
     return json.loads(data), list(fds)
 
 
-def _become_replica(sock: socket.socket, message: dict[str, Any], fds: list[int], zygote: int,
-                    prctl: Any) -> _Job:
-    """In the forked child: take the replica's descriptors, environment and
-    directory, then hand back what to run."""
+def _after_fork(sock: socket.socket, zygote: int, prctl: Any, name: str, log_fd: int) -> None:
+    """In a forked child: the fork server's signal set-up undone, die with it,
+    its socket closed, stdio onto ``log_fd``."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
@@ -129,25 +136,68 @@ def _become_replica(sock: socket.socket, message: dict[str, Any], fds: list[int]
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != zygote:
         os._exit(1)
-    _set_name(prctl, f"swell {message['id']}")
+    _set_name(prctl, name)
     sock.close()
-    log_fd, *passed = fds
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    _onto_stdio(log_fd)
+
+
+def _onto_stdio(log_fd: int) -> None:
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+
+
+def _become(message: dict[str, Any], fd_env: dict[str, str], prctl: Any) -> _Job:
+    """Take the replica's environment and directory, then hand back what to run."""
+    _set_name(prctl, f"swell {message['id']}")
     env = dict(message["env"])
-    for name, fd in zip(message["fd_env"], passed, strict=True):
-        os.set_inheritable(fd, True)
-        env[name] = str(fd)
+    env.update(fd_env)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(message["cwd"])
     # As ``python -m`` would have it: the working directory first on the path.
     sys.path[0] = os.getcwd()
     return _Job(message["module"], list(message["args"]))
+
+
+def _inherit(names: list[str], fds: list[int]) -> dict[str, str]:
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    return {name: str(fd) for name, fd in zip(names, fds, strict=True)}
+
+
+def _become_replica(sock: socket.socket, message: dict[str, Any], fds: list[int], zygote: int,
+                    prctl: Any) -> _Job:
+    """In the forked child: take the replica's descriptors, environment and
+    directory, then hand back what to run."""
+    log_fd, *passed = fds
+    _after_fork(sock, zygote, prctl, f"swell {message['id']}", log_fd)
+    return _become(message, _inherit(message["fd_env"], passed), prctl)
+
+
+def _stand_by(sock: socket.socket, message: dict[str, Any], fds: list[int], zygote: int,
+              prctl: Any) -> _Job:
+    """In a forked standby: the replica's start-up up to its model, then wait
+    for the assignment; exit if the server hangs up first."""
+    log_fd, *passed, channel_fd = fds
+    _after_fork(sock, zygote, prctl, "swell-standby", log_fd)
+    fd_env = _inherit(message["fd_env"], passed)
+    channel = socket.socket(fileno=channel_fd)
+    try:
+        received = _receive(channel)
+    except (OSError, ValueError):
+        received = None
+    channel.close()
+    if received is None:
+        os._exit(0)
+    assignment, assigned_fds = received
+    if assignment.get("op") != "assign" or len(assigned_fds) != 1:
+        os._exit(3)
+    _onto_stdio(assigned_fds[0])
+    return _become(assignment, fd_env, prctl)
 
 
 def serve(fd: int, heavy: tuple[str, ...] = ()) -> _Job:
@@ -200,7 +250,8 @@ def serve(fd: int, heavy: tuple[str, ...] = ()) -> _Job:
         if received is None:
             os._exit(0)
         message, fds = received
-        if message.get("op") != "fork" or len(fds) != _FDS:
+        op = message.get("op")
+        if op not in ("fork", "standby") or len(fds) != _FDS + (op == "standby"):
             for passed_fd in fds:
                 os.close(passed_fd)
             _send(sock, {"op": "error", "id": message.get("id"), "error": "bad fork request"})
@@ -213,6 +264,8 @@ def serve(fd: int, heavy: tuple[str, ...] = ()) -> _Job:
             _send(sock, {"op": "error", "id": message["id"], "error": f"fork failed: {exc}"})
             pid = -1
         if pid == 0:
+            if op == "standby":
+                return _stand_by(sock, message, fds, zygote, prctl)
             return _become_replica(sock, message, fds, zygote, prctl)
         for passed_fd in fds:
             os.close(passed_fd)
