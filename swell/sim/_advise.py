@@ -453,8 +453,9 @@ def _check_min_replica_one(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, An
     )
 
 
-def _daily_peak(setup: AdviseSetup, t: _Traffic) -> tuple[int, int, int] | None:
-    """(start minute, end minute, replicas needed) of a peak that recurs daily, in the setup's timezone."""
+def _daily_peak(setup: AdviseSetup, t: _Traffic) -> tuple[int, int, int, int] | None:
+    """(start minute, end minute, replicas the peak needs on average, at its busiest 5 %) of a peak
+    that recurs daily, in the setup's timezone."""
     a = setup.arrivals
     if a.size == 0 or float(a[-1] - a[0]) < 1.5 * 86400:
         return None
@@ -483,17 +484,19 @@ def _daily_peak(setup: AdviseSetup, t: _Traffic) -> tuple[int, int, int] | None:
     if length == 0:
         return None
     need = int(math.ceil(float(max(by_hour[(start + i) % 24] for i in range(length)))))
+    in_peak = np.isin(hours, [(start + i) % 24 for i in range(length)])
+    busy = int(math.ceil(float(np.percentile(t.demand[in_peak], 95)))) if in_peak.any() else need
     lead = math.ceil(setup.cold_start.nominal / 300) * 5  # minutes, in steps of 5
-    return (start * 60 - lead) % 1440, ((start + length) % 24) * 60, max(1, need)
+    return (start * 60 - lead) % 1440, ((start + length) % 24) * 60, max(1, need), max(1, need, busy)
 
 
 def _check_schedule(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
     peak = _daily_peak(lab.setup, t)
     if peak is None:
         return None
-    start, end, need = peak
+    start, end, need, busy = peak
     cands = []
-    for floor in sorted({max(1, need // 2), need, need * 2}):
+    for floor in sorted({max(1, need // 2), need, busy, need * 2}):
         schedule = Schedule.model_validate(
             {
                 "min_replica": min(floor, cur.max_replica),
@@ -528,7 +531,6 @@ def _check_schedule(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: 
 _TUNE_UTILIZATION = (50, 70, 85, 100)
 _TUNE_DELAY = (0, 60, 300, 600, 900, 1800)
 _TUNE_WINDOW = (30, 60, 120, 300)
-_TUNE_SEEDS = 2
 _TUNE_PASSES = 3  # a pass that moves nothing ends the descent before
 
 
@@ -656,9 +658,29 @@ def _tune(
     """The cheapest settings the descents find within ``bounds``, and every candidate replayed."""
     axes = _axes(lab, cur, t)
     seen: list[tuple[AutoscalingSettings, dict[str, Any]]] = []
-    found = [_descend(lab, seed, axes, bounds, extras, seen) for seed in _seeds(lab, cur, t, start)[:_TUNE_SEEDS]]
-    best = min(found, key=lambda c: _score(c[1], bounds))
+    # One descent, from the better seed.
+    seed = min(_seeds(lab, cur, t, start), key=lambda s: _score(lab.run(s, extras), bounds))
+    best = _descend(lab, seed, axes, bounds, extras, seen)
+    # The grids are coarse: polish the best one setting at a time over the values between.
+    polished = _descend(lab, best[0], _finer(best[0]), bounds, extras, seen, passes=2)
+    best = min((best, polished), key=lambda c: _score(c[1], bounds))
     return best[0], best[1], seen
+
+
+def _finer(s: AutoscalingSettings) -> dict[str, list[dict[str, int]]]:
+    """Single-setting moves between the grids' values, around ``s``."""
+    return {
+        "min_replica": [{"min_replica": v} for v in range(max(0, s.min_replica - 2), min(s.max_replica, s.min_replica + 2) + 1)],
+        "target_utilization_percentage": [
+            {"target_utilization_percentage": v}
+            for v in range(max(1, s.target_utilization_percentage - 10), min(100, s.target_utilization_percentage + 10) + 1, 5)
+        ],
+        "scale_down_delay": [{"scale_down_delay": v} for v in sorted({s.scale_down_delay * 3 // 4, s.scale_down_delay * 3 // 2,
+                                                                       max(0, s.scale_down_delay - 60), min(3600, s.scale_down_delay + 60)})
+                             if 0 <= v <= 3600],
+        "autoscaling_window": [{"autoscaling_window": v} for v in sorted({s.autoscaling_window * 3 // 4, s.autoscaling_window * 3 // 2})
+                               if 10 <= v <= 3600],
+    }
 
 
 def _near(axes: dict[str, list[dict[str, int]]], base: AutoscalingSettings) -> dict[str, list[dict[str, int]]]:

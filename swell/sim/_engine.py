@@ -428,6 +428,9 @@ class _Replay:
         # A bound for a policy that never settles: far past any sensible delay.
         horizon = (float(self.arr[-1]) if self.n else 0.0) + float(self.svc.sum()) + 10 * 86400.0
         rows = self.rows
+        settings = self.config.settings
+        schedules = bool(settings.schedules)
+        settle = float(settings.autoscaling_window + settings.scale_down_delay) + dt
         last_row: tuple[int, int, int, int] | None = None
         k = 1
         while True:
@@ -456,6 +459,13 @@ class _Replay:
                 )
                 if until == math.inf or T > horizon:
                     break
+                if self.h >= self.n and schedules:
+                    # A schedule opens again every day, forever: the run ends where the rule
+                    # without it settles, a window and a delay after the last request is done.
+                    stop = self.last_end + settle
+                    if T >= stop:
+                        break
+                    until = min(until, stop)
                 if self.config.skip_idle:
                     k_next = max(k + 1, math.ceil((until - t0) / dt - 1e-9))
                     if k_next > k + 1:

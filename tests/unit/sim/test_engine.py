@@ -170,3 +170,20 @@ def test_scale_down_drains_the_least_loaded_and_a_draining_replica_finishes() ->
     assert tl is not None
     at60 = int(np.flatnonzero(tl.t == 60.0)[0])
     assert tl.replicas[at60] == 1 and tl.ready[at60] == 0  # draining: exists, takes no work
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_a_daily_schedule_does_not_keep_the_run_going_forever(skip: bool) -> None:
+    # One request at 10:00 UTC; a schedule holds 2 replicas 09:00-12:00 every day. Without
+    # the end rule the replay would run (and bill the schedule) for ten more days.
+    settings = parse_autoscaling({
+        "max_replica": 3, "autoscaling_window": 60, "scale_down_delay": 60,
+        "schedules": [{"start": "09:00", "end": "12:00", "min_replica": 2}],
+    })
+    config = _config(settings=settings, epoch=10 * 3600.0, skip_idle=skip)
+    m = replay(*ONE, "swell", config).metrics
+    # The floor of 2 holds from the start (the window is open) until the rule without the
+    # schedule would have settled: request done at 1, + window + delay + a tick.
+    assert m["simulated_seconds"] == 1 + 60 + 60 + 1
+    assert m["replica_seconds"] == 2 * 122
+    assert m["requests_delayed_by_cold_start"] == 0
