@@ -752,7 +752,7 @@ def advise(setup: AdviseSetup, *, progress: Callable[[int], None] | None = None)
     if setup.joint_search:
         tuned, mt, _ = _tune(lab, cur, traffic, combined, bounds, Extras())
     if tuned is not combined and bounds.violation(mt) == 0 and (_num(mt, COST) <= 0.9 * _num(m1, COST) or bounds.violation(m1) > 0):
-        findings.append(_tuned_finding(cur, combined, tuned, m1, mt, bounds))
+        findings.append(_tuned_finding(cur, combined, tuned, m1, mt, bounds, setup.queue_wait_p99 is not None))
         base, mb = tuned, mt
     else:
         base, mb = combined, m1
@@ -807,11 +807,13 @@ def _changes(before: AutoscalingSettings, after: AutoscalingSettings) -> str:
 
 def _tuned_finding(
     cur: AutoscalingSettings, combined: AutoscalingSettings, tuned: AutoscalingSettings,
-    m1: dict[str, Any], mt: dict[str, Any], bounds: _Bounds,
+    m1: dict[str, Any], mt: dict[str, Any], bounds: _Bounds, budget: bool,
 ) -> Finding:
     saved = 1 - _num(mt, COST) / max(_num(m1, COST), 1e-9)
     if bounds.violation(m1) > 0:
         title = f"Tuned together, the settings keep the p99 queue wait within {bounds.p99:g} s"
+    elif budget:
+        title = f"Tuned together, the settings cost {100 * saved:.0f} % less within a p99 queue wait of {bounds.p99:g} s"
     else:
         title = f"Tuned together, the settings cost {100 * saved:.0f} % less at the same latency"
     return Finding(
