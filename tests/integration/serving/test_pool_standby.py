@@ -81,7 +81,7 @@ def test_a_wake_takes_a_standby_and_the_pool_refills(tmp_path: Path) -> None:
             assert await _pid_of(replica) == standby
             assert "[prewarmed] model.load() completed in" in backend.log_path(replica).read_text()
             # Refilled in the background with a new process.
-            await _until(lambda: len(backend.standby_pids) == 1 and backend.standby_pids != [standby])
+            await _until(lambda: len(backend.standby_pids) == 1 and backend.standby_pids != (standby,))
             # A second replica takes the new standby.
             [second_standby] = backend.standby_pids
             second = await _ready(backend, _spec(tmp_path / "pkg"))
@@ -90,7 +90,7 @@ def test_a_wake_takes_a_standby_and_the_pool_refills(tmp_path: Path) -> None:
             assert replica.state is ReplicaState.STOPPED
         finally:
             await backend.close()
-        assert backend.standby_pids == []
+        assert backend.standby_pids == ()
 
     asyncio.run(asyncio.wait_for(body(), 50))
 
@@ -100,11 +100,11 @@ def test_pool_of_zero_forks_on_demand(tmp_path: Path) -> None:
         backend = ProcessBackend(log_dir=tmp_path / "logs", prewarm_modules=(), pool_size=0)
         try:
             assert await backend.prewarm()
-            assert backend.standby_pids == []
+            assert backend.standby_pids == ()
             replica = await _ready(backend, _spec(tmp_path / "pkg"))
             assert replica.start_mode == "forked"
             assert "[forked] model.load() completed in" in backend.log_path(replica).read_text()
-            assert backend.standby_pids == []
+            assert backend.standby_pids == ()
         finally:
             await backend.close()
 
@@ -117,10 +117,10 @@ def test_no_refill_while_the_placement_has_no_room(tmp_path: Path) -> None:
         backend = ProcessBackend(log_dir=tmp_path / "logs", prewarm_modules=(), pool_size=2, capacity=tiny)
         try:
             assert await backend.prewarm()
-            assert backend.standby_pids == []
+            assert backend.standby_pids == ()
             replica = await _ready(backend, _spec(tmp_path / "pkg"))
             assert replica.start_mode == "forked"
-            assert backend.standby_pids == []
+            assert backend.standby_pids == ()
         finally:
             await backend.close()
 
@@ -141,7 +141,7 @@ def test_a_deployment_on_its_own_interpreter_bypasses_the_pool(tmp_path: Path) -
             [standby] = backend.standby_pids
             replica = await _ready(backend, _spec(tmp_path / "pkg", python=python))
             assert replica.start_mode == "spawned" and replica.pid != standby
-            assert backend.standby_pids == [standby]  # untouched
+            assert backend.standby_pids == (standby,)  # untouched
             assert "[spawned] model.load() completed in" in backend.log_path(replica).read_text()
         finally:
             await backend.close()
@@ -167,7 +167,7 @@ async def main():
         await asyncio.sleep(0.02)
     while len(backend.standby_pids) < 2:
         await asyncio.sleep(0.02)
-    pids = {{"fork_server": backend._fork_server.pid, "standbys": backend.standby_pids, "replica": replica.pid}}
+    pids = {{"fork_server": backend._fork_server.pid, "standbys": list(backend.standby_pids), "replica": replica.pid}}
     print(json.dumps(pids), flush=True)
     await asyncio.sleep(600)
 

@@ -492,8 +492,6 @@ class ProcessBackend:
         if self._enforcer is not None:
             self._enforcer.release(reservation.group)
         self._place_pending()
-        if self._pool is not None and not self._pending:
-            self._pool.refill()  # the room it held may let the pool refill
 
     def _limit(self, replica: Replica, pid: int, reservation: _Reservation) -> None:
         if self._enforcer is None:
@@ -592,9 +590,9 @@ class ProcessBackend:
         return pool_room(capacity, self._used, len(self._pending), self._cpu_overcommit)
 
     @property
-    def standby_pids(self) -> list[int]:
+    def standby_pids(self) -> tuple[int, ...]:
         """The standby replicas' processes (none without a pool)."""
-        return self._pool.pids() if self._pool is not None else []
+        return tuple(self._pool.pids()) if self._pool is not None else ()
 
     def _assign(
         self, standby: Standby, replica_id: str, spec: ReplicaSpec, env: dict[str, str], log_fd: int
@@ -686,6 +684,8 @@ class ProcessBackend:
             replica.marks.setdefault("live", replica.ready_at)
             replica.load_seconds = event.load_seconds
             replica.weights_seconds = event.weights_seconds
+        if state in (ReplicaState.READY, ReplicaState.FAILED) and self._pool is not None:
+            self._pool.refill()  # the wake is over: make the next standby now
         if state is ReplicaState.FAILED:
             replica.error = event.error or "the replica reported a failure without a traceback"
             exceeded = self._memory_error(handle, replica.error)
@@ -756,6 +756,8 @@ class ProcessBackend:
             logger.warning("replica %s %s", replica.id, exceeded or describe_exit(returncode))
         self._handles.pop(replica.id, None)
         handle.exited.set()
+        if self._pool is not None and not self._closed:
+            self._pool.refill()  # a wake that never got ready, or room the replica held
         if handle.reservation is not None:
             self._unreserve(handle.reservation)
         if state is not replica.state:

@@ -144,14 +144,17 @@ class StandbyPool:
         return [s.process.pid for s in self._standing]
 
     def take(self) -> Standby | None:
-        """A live standby, out of the pool (refilled in the background), or ``None``."""
+        """A live standby, out of the pool, or ``None``.
+
+        It does not refill: the caller calls :meth:`refill` once the wake is
+        over, so that making the next standby (a fork of the whole fork
+        server, on the same cores) does not slow the replica that is starting.
+        """
         while self._standing:
             standby = self._standing.pop(0)
             if standby.process.returncode is None and standby.channel is not None:
-                self.refill()
                 return standby
             standby.release()
-        self.refill()
         return None
 
     def assign(

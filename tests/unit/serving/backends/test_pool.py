@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from swell.serving.backends.process._pool import STANDBY_MEMORY, assignment, pool_room, to_make
+from swell.serving.backends.process._pool import (
+    STANDBY_MEMORY,
+    assignment,
+    pool_room,
+    to_make,
+)
 from swell.serving.backends.process._resources import Capacity, Placement
 
 GIB = 1024**3
