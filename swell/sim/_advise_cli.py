@@ -32,7 +32,10 @@ unless settings flags are given.
 Each finding says what is wrong, why, the recommended settings and their
 simulated effect next to the current (replica-seconds, requests delayed by a
 cold start, p99 queue wait). Recommendations come from replaying the traffic
-through the live rule over candidate settings. --json prints one object
+through the live rule over candidate settings: checks for known mistakes, then
+a joint search over every setting for the fewest replica-seconds at the current
+latency (or within --queue-wait-p99), then the opt-in extras, offered only when
+Pareto-better. A few hundred replays: seconds to a minute on a day-long trace. --json prints one object
 {{"findings": [...], "summary", "current", "recommended"}}; --patch prints only
 the recommended settings as the body for PATCH .../autoscaling_settings.
 """
