@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from swell.autoscaling import Extras
 from swell.config import parse_autoscaling
 from swell.sim import ColdStart, ServiceTime, SimConfig, read_csv_trace, replay
-from swell.autoscaling import Extras
 from swell.sim._advise import AdviseSetup, advise
 
 SERVICE = "tokens:0.0002,0.02,0.05"

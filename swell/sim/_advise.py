@@ -483,9 +483,9 @@ def _daily_peak(setup: AdviseSetup, t: _Traffic) -> tuple[int, int, int, int] | 
     start, length = best
     if length == 0:
         return None
-    need = int(math.ceil(float(max(by_hour[(start + i) % 24] for i in range(length)))))
+    need = math.ceil(float(max(by_hour[(start + i) % 24] for i in range(length))))
     in_peak = np.isin(hours, [(start + i) % 24 for i in range(length)])
-    busy = int(math.ceil(float(np.percentile(t.demand[in_peak], 95)))) if in_peak.any() else need
+    busy = math.ceil(float(np.percentile(t.demand[in_peak], 95))) if in_peak.any() else need
     lead = math.ceil(setup.cold_start.nominal / 300) * 5  # minutes, in steps of 5
     return (start * 60 - lead) % 1440, ((start + length) % 24) * 60, max(1, need), max(1, need, busy)
 

@@ -288,7 +288,7 @@ def _fmt_clock(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 600:
         return f"{seconds:.0f} s"
-    h, rem = divmod(int(round(seconds)), 3600)
+    h, rem = divmod(round(seconds), 3600)
     return f"{h}:{rem // 60:02d} h"
 
 
@@ -321,19 +321,27 @@ def _timeline_svg(result: SimResult, colour: str, start: float, end: float, rmax
     name = html.escape(result.policy)
     return "".join(
         [
-            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-            f'height="{height}" role="img" aria-label="{name}: replicas and queue over time" '
-            'font-family="sans-serif" font-size="11">',
+            (
+                f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+                f'height="{height}" role="img" aria-label="{name}: replicas and queue over time" '
+                'font-family="sans-serif" font-size="11">'
+            ),
             f'<text x="70" y="16" font-size="13" fill="{colour}">{name}</text>',
-            f'<text x="950" y="16" text-anchor="end" fill="#555">— replicas (existing)  ┅ ready</text>',
+            '<text x="950" y="16" text-anchor="end" fill="#555">— replicas (existing)  ┅ ready</text>',
             _axis(top_box, rmax, "replicas"),
             _axis(bottom_box, qmax, "queued"),
-            f'<polyline fill="none" stroke="{colour}" stroke-width="1.4" '
-            f'points="{_polyline(t, replicas, start, end, rmax, top_box)}"/>',
-            f'<polyline fill="none" stroke="{colour}" stroke-width="1" stroke-dasharray="3 2" opacity="0.7" '
-            f'points="{_polyline(tr, ready, start, end, rmax, top_box)}"/>',
-            f'<polyline fill="none" stroke="#777" stroke-width="1" '
-            f'points="{_polyline(tq, queued, start, end, qmax, bottom_box)}"/>',
+            (
+                f'<polyline fill="none" stroke="{colour}" stroke-width="1.4" '
+                f'points="{_polyline(t, replicas, start, end, rmax, top_box)}"/>'
+            ),
+            (
+                f'<polyline fill="none" stroke="{colour}" stroke-width="1" stroke-dasharray="3 2" opacity="0.7" '
+                f'points="{_polyline(tr, ready, start, end, rmax, top_box)}"/>'
+            ),
+            (
+                '<polyline fill="none" stroke="#777" stroke-width="1" '
+                f'points="{_polyline(tq, queued, start, end, qmax, bottom_box)}"/>'
+            ),
             _x_axis(bottom_box, start, end),
             "</svg>",
         ]
@@ -354,8 +362,11 @@ def _pareto_svg(metrics: Mapping[str, Mapping[str, Any]], colours: Mapping[str, 
         return left + x / xmax * w, top + h - y / ymax * h
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        'role="img" aria-label="cost against requests delayed by a cold start" font-family="sans-serif" font-size="11">',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+            f'height="{height}" role="img" aria-label="cost against requests delayed by a cold start" '
+            'font-family="sans-serif" font-size="11">'
+        ),
         _axis(box, ymax, "requests delayed by a cold start"),
     ]
     step = _nice_step(xmax)

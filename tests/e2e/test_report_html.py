@@ -31,7 +31,7 @@ def test_the_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     run = subprocess.run(
         [*_swell(), "simulate", "steps:rates=0.2/3/0.2,step=5m", "--compare", "--max-replica", "5",
          "--predict-concurrency", "2", "--report", str(page)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
     assert run.returncode == 0, run.stderr
     shot = tmp_path / "shot.png"
@@ -40,7 +40,7 @@ def test_the_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
          "--window-size=1100,2400", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,14 @@ import pytest
 
 from swell.config import parse_autoscaling
 from swell.sim import ColdStart, SimConfig, replay, synthetic_trace
-from swell.sim._advise import EFFECT_METRICS, Advice, AdviseSetup, advise, service_from_history, traffic_to_arrivals
+from swell.sim._advise import (
+    EFFECT_METRICS,
+    Advice,
+    AdviseSetup,
+    advise,
+    service_from_history,
+    traffic_to_arrivals,
+)
 
 
 def _advise(

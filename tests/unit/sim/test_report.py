@@ -8,7 +8,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from swell.sim import POLICIES, ColdStart, SimConfig, replay
