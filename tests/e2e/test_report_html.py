@@ -21,8 +21,9 @@ CHROMIUM = next(
 
 
 def _swell() -> list[str]:
-    found = shutil.which("swell")
-    return [found] if found else [sys.executable, "-c", "from swell.cli import main; main()"]
+    # The command of the interpreter running the tests (CI's venv), never another one on PATH.
+    found = Path(sys.executable).with_name("swell")
+    return [str(found)] if found.exists() else [sys.executable, "-c", "from swell.cli import main; main()"]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (/usr/bin/chromium)")
