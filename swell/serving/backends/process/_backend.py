@@ -71,6 +71,9 @@ DEFAULT_PREWARM_MODULES = ("numpy", "torch")
 DEFAULT_POOL_SIZE = 1
 #: How long the fork server's start waits for the pool's first standby.
 _POOL_FIRST_FILL_SECONDS = 5.0
+#: After a wake's replica is ready, how long before the pool makes the next
+#: standby: the queued requests go first (a fork on the same cores slows them).
+_POOL_REFILL_DELAY_SECONDS = 0.5
 
 
 class _Process(Protocol):
@@ -685,7 +688,9 @@ class ProcessBackend:
             replica.load_seconds = event.load_seconds
             replica.weights_seconds = event.weights_seconds
         if state in (ReplicaState.READY, ReplicaState.FAILED) and self._pool is not None:
-            self._pool.refill()  # the wake is over: make the next standby now
+            # The wake is over: make the next standby once the requests that
+            # waited for it have been answered.
+            self._pool.refill(_POOL_REFILL_DELAY_SECONDS)
         if state is ReplicaState.FAILED:
             replica.error = event.error or "the replica reported a failure without a traceback"
             exceeded = self._memory_error(handle, replica.error)
@@ -757,7 +762,7 @@ class ProcessBackend:
         self._handles.pop(replica.id, None)
         handle.exited.set()
         if self._pool is not None and not self._closed:
-            self._pool.refill()  # a wake that never got ready, or room the replica held
+            self._pool.refill(_POOL_REFILL_DELAY_SECONDS)  # a wake that never got ready, or room it held
         if handle.reservation is not None:
             self._unreserve(handle.reservation)
         if state is not replica.state:

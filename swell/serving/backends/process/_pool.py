@@ -135,6 +135,7 @@ class StandbyPool:
         self._closed = False
         self._watchers: set[asyncio.Task[None]] = set()
         self._said: str | None = None  # the last reason not to refill, said once
+        self._later: asyncio.TimerHandle | None = None
 
     @property
     def standing(self) -> int:
@@ -183,14 +184,23 @@ class StandbyPool:
         standby.channel = None
         return True
 
-    def refill(self) -> None:
-        """Top the pool up in the background (again, if a refill runs now)."""
+    def refill(self, delay: float = 0.0) -> None:
+        """Top the pool up in the background (again, if a refill runs now),
+        after ``delay`` seconds if given."""
         if self._closed or self.size <= 0:
+            return
+        if delay > 0:
+            if self._later is None or self._later.cancelled():
+                self._later = asyncio.get_running_loop().call_later(delay, self._refill_later)
             return
         if self._refill_task is not None and not self._refill_task.done():
             self._again = True
             return
         self._refill_task = asyncio.get_running_loop().create_task(self._refill())
+
+    def _refill_later(self) -> None:
+        self._later = None
+        self.refill()
 
     async def filled(self, timeout: float) -> None:
         """Wait (at most ``timeout``) for the refill under way, if any."""
@@ -202,6 +212,8 @@ class StandbyPool:
     async def close(self) -> None:
         """Stop refilling and end every standby."""
         self._closed = True
+        if self._later is not None:
+            self._later.cancel()
         if self._refill_task is not None:
             self._refill_task.cancel()
             await asyncio.gather(self._refill_task, return_exceptions=True)
