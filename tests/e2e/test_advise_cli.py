@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from swell_command import swell_command  # type: ignore[import-not-found]
 
 from swell.config import parse_autoscaling
 from swell.sim._advise import EFFECT_METRICS
-
-
-def _swell() -> list[str]:
-    found = shutil.which("swell")
-    return [found] if found else [sys.executable, "-c", "from swell.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +33,7 @@ def trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _advise(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*_swell(), "advise", *args], capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run([*swell_command(), "advise", *args], capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_advise_json_is_one_object_of_findings(trace: Path) -> None:

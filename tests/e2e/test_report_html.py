@@ -9,10 +9,10 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from swell_command import swell_command  # type: ignore[import-not-found]
 
 CHROMIUM = next(
     (p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")) if p and Path(p).exists()),
@@ -20,17 +20,11 @@ CHROMIUM = next(
 )
 
 
-def _swell() -> list[str]:
-    # The command of the interpreter running the tests (CI's venv), never another one on PATH.
-    found = Path(sys.executable).with_name("swell")
-    return [str(found)] if found.exists() else [sys.executable, "-c", "from swell.cli import main; main()"]
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (/usr/bin/chromium)")
 def test_the_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     page = tmp_path / "report.html"
     run = subprocess.run(
-        [*_swell(), "simulate", "steps:rates=0.2/3/0.2,step=5m", "--compare", "--max-replica", "5",
+        [*swell_command(), "simulate", "steps:rates=0.2/3/0.2,step=5m", "--compare", "--max-replica", "5",
          "--predict-concurrency", "2", "--report", str(page)],
         capture_output=True, text=True, timeout=120, check=False,
     )

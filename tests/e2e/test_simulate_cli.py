@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from swell_command import swell_command  # type: ignore[import-not-found]
 
 # The shared folder is the repository's sibling: ../shared/traces.
 TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces"
 CODE_TRACE = TRACES / "AzureLLMInferenceTrace_code.csv"
 
 
-def _swell() -> list[str]:
-    # The command of the interpreter running the tests (CI's venv), never another one on PATH.
-    found = Path(sys.executable).with_name("swell")
-    if found.exists():
-        return [str(found)]
-    return [sys.executable, "-c", "from swell.cli import main; main()"]
-
-
 @pytest.mark.skipif(not CODE_TRACE.exists(), reason=f"shared traces not found at {TRACES}")
 def test_simulate_compare_json_on_the_azure_code_trace() -> None:
     run = subprocess.run(
-        [*_swell(), "simulate", str(CODE_TRACE), "--compare", "--json"],
+        [*swell_command(), "simulate", str(CODE_TRACE), "--compare", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
