@@ -95,3 +95,14 @@ def test_bad_input_is_one_clear_line(server: dict[str, str]) -> None:
     assert missing.returncode == 1 and "no-such-model" in missing.stderr and "Traceback" not in missing.stderr
     bad_set = run("promote", "echo", "abc", "--set", "max_replica", env=server)
     assert bad_set.returncode == 2 and "NAME=VALUE" in bad_set.stderr
+
+
+def test_advise_reads_a_deployment_s_recorded_traffic(server: dict[str, str]) -> None:
+    pushed = ok_json(run("push", str(REPO / "examples" / "echo"), "--model-name", "advised", "--publish", "--json", env=server))
+    for i in range(5):
+        ok_json(run("predict", "advised", "-d", json.dumps({"i": i}), "--json", env=server))
+    time.sleep(0.5)  # the loop records the last second at its next tick (0.2 s)
+    advice = ok_json(
+        run("advise", "--deployment", f"advised/{pushed['deployment_id']}", "--service-time", "0.01", "--json", env=server)
+    )
+    assert isinstance(advice["findings"], list) and "current" in advice
