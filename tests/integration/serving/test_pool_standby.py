@@ -1,6 +1,6 @@
 """The standby pool with real processes: a wake takes a standby (its pid
-becomes the replica's, the log says ``[prewarmed]``), the pool refills, a
-pool of 0 forks on demand (``[forked]``), no room in the placement means no
+becomes the replica's, the log says ``[prewarmed]``), the pool refills (also
+after a standby dies standing by), a pool of 0 forks on demand (``[forked]``), no room in the placement means no
 refill, a deployment on its own interpreter (requirements) is spawned, and
 the fork server and its standbys die with a server killed with SIGKILL."""
 
@@ -91,6 +91,22 @@ def test_a_wake_takes_a_standby_and_the_pool_refills(tmp_path: Path) -> None:
         finally:
             await backend.close()
         assert backend.standby_pids == ()
+
+    asyncio.run(asyncio.wait_for(body(), 50))
+
+
+def test_a_standby_that_dies_standing_by_is_replaced(tmp_path: Path) -> None:
+    async def body() -> None:
+        backend = ProcessBackend(log_dir=tmp_path / "logs", prewarm_modules=(), pool_size=1)
+        try:
+            assert await backend.prewarm()
+            [standby] = backend.standby_pids
+            os.kill(standby, signal.SIGKILL)
+            await _until(lambda: len(backend.standby_pids) == 1 and backend.standby_pids != (standby,))
+            replica = await _ready(backend, _spec(tmp_path / "pkg"))
+            assert replica.start_mode == "prewarmed" and replica.pid != standby
+        finally:
+            await backend.close()
 
     asyncio.run(asyncio.wait_for(body(), 50))
 

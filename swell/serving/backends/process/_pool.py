@@ -41,6 +41,9 @@ logger = logging.getLogger("swell.serving.backends.process")
 #: this leaves room for the pages a replica's start-up dirties).
 STANDBY_MEMORY = 32 * 1024 * 1024
 
+#: After a standby died standing by, how long before the pool makes another.
+_RETRY_SECONDS = 1.0
+
 #: The descriptors a standby holds for its replica-to-be, by the variable that names them.
 EVENTS_FD = "SWELL_EVENTS_FD"
 LIFELINE_FD = "SWELL_LIFELINE_FD"
@@ -290,4 +293,5 @@ class StandbyPool:
             if not self._closed:
                 logger.warning("standby %s (pid %s) exited (%s) before a wake took it",
                                standby.id, standby.process.pid, returncode)
-                self.refill()
+                # Not at once: standbys that die as soon as made would fork in a loop.
+                self.refill(_RETRY_SECONDS)
