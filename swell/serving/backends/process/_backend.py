@@ -365,7 +365,13 @@ class ProcessBackend:
                 )
         except (OSError, subprocess.SubprocessError) as exc:
             for fd in (events_r, lifeline_w):
-                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if standby is not None and standby.channel is not None:  # taken, never assigned: end it
+                standby.events_r = standby.lifeline_w = None  # closed just above
+                standby.release()
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    standby.process.kill()
             replica.state = ReplicaState.FAILED
             replica.error = f"could not start the replica process ({' '.join(argv)}): {exc}"
             with contextlib.suppress(OSError):
