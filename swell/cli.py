@@ -25,7 +25,35 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 _EXCLUDED = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".DS_Store"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands defined in other modules, imported only when run (or listed by --help):
+# `swell serve` then never carries the simulator (numpy) or the client commands.
+_LAZY_COMMANDS = {
+    "simulate": "swell.sim._cli:simulate",
+    "advise": "swell.sim._advise_cli:advise_command",
+    "watch": "swell._cli_manage:watch",
+    "keys": "swell._cli_manage:keys",
+    "secrets": "swell._cli_manage:secrets",
+    "promote": "swell._cli_lifecycle:promote",
+    "activate": "swell._cli_lifecycle:activate",
+    "deactivate": "swell._cli_lifecycle:deactivate",
+    "environments": "swell._cli_lifecycle:environments",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
+            import importlib
+
+            module, _, attr = _LAZY_COMMANDS[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="swell")
 def cli() -> None:
     """Swell: serve models that scale with their traffic, down to zero and back."""
@@ -701,24 +729,5 @@ def _replicas_table(models: list[dict[str, Any]]) -> Any:
 # --------------------------------------------------------------------------- entry point
 
 
-def _register() -> None:
-    from swell._cli_lifecycle import activate, deactivate, environments, promote
-    from swell._cli_manage import keys, secrets, watch
-
-    for command in (keys, secrets, watch, promote, activate, deactivate, environments):
-        cli.add_command(command)
-    try:
-        from swell.sim._cli import simulate
-    except ModuleNotFoundError as exc:  # the simulator's CLI is not there yet
-        if exc.name not in ("swell.sim._cli",):
-            raise
-        return
-    cli.add_command(simulate)
-    from swell.sim._advise_cli import advise_command
-
-    cli.add_command(advise_command)
-
-
 def main() -> None:
-    _register()
     cli()

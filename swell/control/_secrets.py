@@ -21,8 +21,10 @@ import re
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken
+if TYPE_CHECKING:  # imported when a secret is first used: the server's idle memory stays lean
+    from cryptography.fernet import Fernet
 
 __all__ = [
     "MAX_SECRET_BYTES",
@@ -57,6 +59,7 @@ class SecretBox:
     def _key(self) -> Fernet:
         if self._fernet is not None:
             return self._fernet
+        from cryptography.fernet import Fernet
         raw = os.environ.get(KEY_ENV)
         if raw is None:
             if not self.key_file.exists():
@@ -76,6 +79,8 @@ class SecretBox:
         return self._key().encrypt(value.encode())
 
     def decrypt(self, token: bytes) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._key().decrypt(bytes(token)).decode()
         except InvalidToken:
