@@ -692,7 +692,7 @@ def _replicas_table(models: list[dict[str, Any]]) -> Any:
 
     table = Table(
         title="Replicas (cold start, seconds)",
-        caption="pending: waiting for resources · process: until its server accepts · start: prewarmed or spawned",
+        caption="pending: waiting for resources · process: until its server accepts · start: prewarmed (a standby), forked (from the fork server) or spawned",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         padding=(0, 1, 0, 0),
