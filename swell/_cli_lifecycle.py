@@ -68,24 +68,22 @@ def promote(model: str, deployment: str, environment: str, overrides: tuple[str,
     _report(client.request_object("POST", _path(model, "deployments", deployment, "promote"), json=body), "promoted", as_json)
 
 
-@click.command()
-@click.argument("model")
-@click.argument("deployment")
-@_json_option
-def activate(model: str, deployment: str, as_json: bool) -> None:
-    """Let a deactivated deployment serve again (it scales from min_replica)."""
-    client = _Client(as_json)
-    _report(client.request_object("POST", _path(model, "deployments", deployment, "activate")), "activated", as_json)
+def _switch(verb: str, done: str, summary: str) -> click.Command:
+    """``swell activate`` / ``swell deactivate``: POST …/deployments/ID/{verb}."""
+
+    @click.command(verb, help=summary)
+    @click.argument("model")
+    @click.argument("deployment")
+    @_json_option
+    def command(model: str, deployment: str, as_json: bool) -> None:
+        client = _Client(as_json)
+        _report(client.request_object("POST", _path(model, "deployments", deployment, verb)), done, as_json)
+
+    return command
 
 
-@click.command()
-@click.argument("model")
-@click.argument("deployment")
-@_json_option
-def deactivate(model: str, deployment: str, as_json: bool) -> None:
-    """Stop a deployment's replicas; predict answers 409 until it is activated."""
-    client = _Client(as_json)
-    _report(client.request_object("POST", _path(model, "deployments", deployment, "deactivate")), "deactivated", as_json)
+activate = _switch("activate", "activated", "Let a deactivated deployment serve again (it scales from min_replica).")
+deactivate = _switch("deactivate", "deactivated", "Stop a deployment's replicas; predict answers 409 until it is activated.")
 
 
 @click.group()

@@ -12,9 +12,9 @@ from typing import Any
 import click
 import numpy as np
 
-from swell.config import DEFAULT_MAX_REPLICA_CAP, SettingsError, parse_autoscaling
+from swell.config import SettingsError, parse_autoscaling
 from swell.sim._advise import Advice, AdviseSetup, advise, service_from_history, traffic_to_arrivals
-from swell.sim._cli import _SETTINGS, _Refused, _setting
+from swell.sim._cli import _SETTINGS, _Refused, settings_options
 from swell.sim._errors import SimulationError
 from swell.sim._models import ColdStart, ServiceTime
 from swell.sim._trace import SYNTHETIC_GRAMMAR, load_trace
@@ -84,16 +84,7 @@ def _fetch(deployment: str, path: str) -> Any:
 @click.argument("trace", metavar="[TRACE]", required=False)
 @click.option("--deployment", metavar="MODEL/DEPLOYMENT", default=None,
               help="Advise on the traffic the server recorded for this deployment.")
-@_setting("min_replica")
-@_setting("max_replica")
-@_setting("autoscaling_window")
-@_setting("scale_down_delay")
-@_setting("concurrency_target")
-@_setting("target_utilization_percentage")
-@click.option("--max-replica-cap", type=click.IntRange(min=1), default=DEFAULT_MAX_REPLICA_CAP, show_default=True,
-              help="The server's cap on max_replica.")
-@click.option("--predict-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Requests one replica serves at once.")
+@settings_options
 @click.option("--cold-start", default="30", show_default=True, metavar="SPEC", help="Seconds, or a distribution.")
 @click.option("--service-time", default=None, metavar="SPEC",
               help="Seconds, column, or tokens (default: as simulate; for --deployment, measured by Little's law).")

@@ -81,18 +81,25 @@ def _setting(name: str) -> Callable[[_F], _F]:
     return click.option(flag, name, callback=_number, default=None, metavar="N", help=f"{name}  [default: {default}]")
 
 
+def settings_options(command: _F) -> _F:
+    """The six settings, the server's cap and the replica's slots: shared by simulate and advise."""
+    # click lists options in the reverse order of application.
+    command = click.option(
+        "--predict-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+        help="Requests one replica serves at once.",
+    )(command)
+    command = click.option(
+        "--max-replica-cap", type=click.IntRange(min=1), default=DEFAULT_MAX_REPLICA_CAP, show_default=True,
+        help="The server's cap on max_replica.",
+    )(command)
+    for name in reversed(_SETTINGS):
+        command = _setting(name)(command)
+    return command
+
+
 @click.command("simulate", help=_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("trace", metavar="TRACE")
-@_setting("min_replica")
-@_setting("max_replica")
-@_setting("autoscaling_window")
-@_setting("scale_down_delay")
-@_setting("concurrency_target")
-@_setting("target_utilization_percentage")
-@click.option("--max-replica-cap", type=click.IntRange(min=1), default=DEFAULT_MAX_REPLICA_CAP, show_default=True,
-              help="The server's cap on max_replica.")
-@click.option("--predict-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Requests one replica serves at once.")
+@settings_options
 @click.option("--cold-start", default="10", show_default=True, metavar="SPEC", help="Seconds, or a distribution.")
 @click.option("--service-time", default="auto", show_default=True, metavar="SPEC", help="Seconds, column, or tokens.")
 @click.option("--queue-limit", type=click.IntRange(min=0), default=None, metavar="N",
