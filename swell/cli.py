@@ -450,7 +450,7 @@ def _model_name(directory: Path) -> str:
 
 @cli.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--publish", is_flag=True, help="Create a new published deployment (else: replace the development one).")
+@click.option("--publish", is_flag=True, help="Create a new published deployment (else: reload the development one in place).")
 @click.option("--promote", is_flag=True, help="Point the environment (production) at the new published deployment.")
 @click.option("--environment", default="production", show_default=True, help="The environment --promote moves.")
 @click.option("--model-name", default=None, help="Model name [default: config.yaml's model_name, else the directory's name].")
