@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from swell_command import free_port, running_server  # type: ignore[import-not-found]
 
 REPO = Path(__file__).resolve().parents[2]
 SWELL = [sys.executable, "-c", "from swell.cli import main; main()"]
 KEY = "e2e-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -32,36 +23,10 @@ def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Com
 @pytest.fixture(scope="module", params=["--fork-server", "--no-fork-server"])
 def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     data_dir = tmp_path_factory.mktemp("e2e")
-    port = _free_port()
-    env = {**os.environ, "SWELL_API_KEY": KEY, "SWELL_URL": f"http://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"}
-    log = (data_dir / "server.log").open("wb")
-    process = subprocess.Popen(
-        [*SWELL, "serve", "--port", str(port), "--data-dir", str(data_dir / "data"), request.param],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{env['SWELL_URL']}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail((data_dir / "server.log").read_text())
-        time.sleep(0.1)
-    try:
+    with running_server(data_dir, KEY, request.param) as env:
         yield env
-    finally:
-        process.send_signal(2)  # SIGINT, as Ctrl-C: replicas must stop with the server
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        text = (data_dir / "server.log").read_text()
-        assert "serving on" in text and "API key: the one in $SWELL_API_KEY" in text
+    text = (data_dir / "server.log").read_text()
+    assert "serving on" in text and "API key: the one in $SWELL_API_KEY" in text
 
 
 def test_push_predict_status(server: dict[str, str]) -> None:
@@ -109,5 +74,5 @@ def test_errors_are_messages_not_tracebacks(server: dict[str, str], tmp_path: Pa
     assert bad_config.returncode != 0
     assert json.loads(bad_config.stdout)["detail"][0]["field"] == "autoscaling.max_replica"
 
-    nowhere = run("status", "--json", env={**server, "SWELL_URL": f"http://127.0.0.1:{_free_port()}"})
+    nowhere = run("status", "--json", env={**server, "SWELL_URL": f"http://127.0.0.1:{free_port()}"})
     assert nowhere.returncode != 0 and json.loads(nowhere.stdout)["error"] == "server unreachable"

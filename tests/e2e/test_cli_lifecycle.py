@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from swell_command import running_server  # type: ignore[import-not-found]
 
 REPO = Path(__file__).resolve().parents[2]
 SWELL = [sys.executable, "-c", "from swell.cli import main; main()"]
@@ -31,36 +29,8 @@ def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    data_dir = tmp_path_factory.mktemp("e2e-lifecycle")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "SWELL_API_KEY": KEY, "SWELL_URL": f"http://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"}
-    log_path = data_dir / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*SWELL, "serve", "--port", str(port), "--data-dir", str(data_dir / "data"), "--tick-seconds", "0.2"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{env['SWELL_URL']}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(log_path.read_text())
-        time.sleep(0.1)
-    try:
+    with running_server(tmp_path_factory.mktemp("e2e-lifecycle"), KEY, "--tick-seconds", "0.2") as env:
         yield env
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def test_promote_into_a_new_environment_then_deactivate_and_activate(server: dict[str, str]) -> None:

@@ -9,7 +9,6 @@ import queue
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,19 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
 import pytest
+from swell_command import running_server  # type: ignore[import-not-found]
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SWELL = [sys.executable, "-c", "from swell.cli import main; main()"]
 KEY = "e2e-manage-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(*args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -55,36 +48,8 @@ def user_error(result: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     data_dir = tmp_path_factory.mktemp("e2e-manage")
-    port = _free_port()
-    env = {**os.environ, "SWELL_API_KEY": KEY, "SWELL_URL": f"http://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"}
-    log_path = data_dir / "server.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [*SWELL, "serve", "--port", str(port), "--data-dir", str(data_dir / "data"),
-         "--tick-seconds", "0.2", "--drain-grace-seconds", "5"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{env['SWELL_URL']}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(log_path.read_text())
-        time.sleep(0.1)
-    try:
+    with running_server(data_dir, KEY, "--tick-seconds", "0.2", "--drain-grace-seconds", "5") as env:
         yield env
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def _package(root: Path, name: str, model: str, config: dict[str, Any] | None = None) -> Path:
