@@ -11,7 +11,7 @@ import pytest
 
 from swell.autoscaling import VirtualClock
 from swell.config import ServerSettings
-from swell.control import ApiError, ControlPlane, NotFound
+from swell.control import ApiError, ControlPlane, NotFound, PushResult
 from swell.serving._testing import FakeBackend
 
 
@@ -40,14 +40,22 @@ def _ready_all(backend: FakeBackend) -> None:
             backend.ready(replica.id, address=f"unix:/nonexistent/{replica.id}.sock")
 
 
-async def test_promotion_warms_the_new_deployment_before_switching(
-    plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
-) -> None:
-    old = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    await plane.patch_settings("m", old.deployment_id, {"min_replica": 2, "max_replica": 4, "scale_down_delay": 120})
+async def _published_and_ready(
+    plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive, **settings: int
+) -> PushResult:
+    """A published deployment with these settings, its min_replica replicas started and ready."""
+    pushed = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    await plane.patch_settings("m", pushed.deployment_id, settings)
     await plane.controller.tick()
     await _settle()
     _ready_all(backend)
+    return pushed
+
+
+async def test_promotion_warms_the_new_deployment_before_switching(
+    plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
+) -> None:
+    old = await _published_and_ready(plane, backend, make_archive, min_replica=2, max_replica=4, scale_down_delay=120)
     assert plane.controller.ready_count(old.deployment_id) == 2
     new = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     promotion = asyncio.create_task(plane.promote("m", new.deployment_id, "production"))
@@ -64,11 +72,7 @@ async def test_promotion_warms_the_new_deployment_before_switching(
 async def test_promotion_that_cannot_warm_leaves_the_environment_alone(
     plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
 ) -> None:
-    old = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    await plane.patch_settings("m", old.deployment_id, {"min_replica": 1})
-    await plane.controller.tick()
-    await _settle()
-    _ready_all(backend)
+    old = await _published_and_ready(plane, backend, make_archive, min_replica=1)
     new = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     promotion = asyncio.create_task(plane.promote("m", new.deployment_id))
     await eventually(lambda: len(backend.alive(new.deployment_id)) == 1)
@@ -110,11 +114,7 @@ async def test_new_environments_can_be_promoted_into(plane: ControlPlane, make_a
 async def test_a_deactivated_deployment_has_no_replicas_and_says_so(
     plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
 ) -> None:
-    pushed = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    await plane.patch_settings("m", pushed.deployment_id, {"min_replica": 1})
-    await plane.controller.tick()
-    await _settle()
-    _ready_all(backend)
+    pushed = await _published_and_ready(plane, backend, make_archive, min_replica=1)
     view = await plane.deactivate("m", pushed.deployment_id)
     await _settle()
     assert view["status"] == "Inactive" and backend.alive(pushed.deployment_id) == []
