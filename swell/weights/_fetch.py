@@ -282,11 +282,15 @@ class Downloader:
             except (httpx.TransportError, httpx.StreamError) as exc:
                 response = None
                 failures += 1
-                if failures > self.options.retries:
-                    raise WeightsError(f"{remote.url}: bytes {offset}-{end} failed {failures} times; "
-                                       f"last error: {exc!r}") from exc
-                logger.info("weights: %s part %d dropped at byte %d (%s); retrying", remote.url, index, offset, exc)
-                time.sleep(self.options.retry_backoff * failures)
+                self._after_drop(exc, failures, f"{remote.url}: bytes {offset}-{end}",
+                                 f"{remote.url} part {index} dropped at byte {offset}")
+
+    def _after_drop(self, exc: Exception, failures: int, what: str, where: str) -> None:
+        """A dropped connection: give up after the last retry, else log it and back off."""
+        if failures > self.options.retries:
+            raise WeightsError(f"{what} failed {failures} times; last error: {exc!r}") from exc
+        logger.info("weights: %s (%s); retrying", where, exc)
+        time.sleep(self.options.retry_backoff * failures)
 
     # ------------------------------------------------------------------ single stream
 
@@ -344,11 +348,8 @@ class Downloader:
                 except (httpx.TransportError, httpx.StreamError) as exc:
                     response = None
                     failures += 1
-                    if failures > self.options.retries:
-                        raise WeightsError(f"{remote.url}: the download failed {failures} times; "
-                                           f"last error: {exc!r}") from exc
-                    logger.info("weights: %s dropped at byte %d (%s); retrying", remote.url, offset, exc)
-                    time.sleep(self.options.retry_backoff * failures)
+                    self._after_drop(exc, failures, f"{remote.url}: the download",
+                                     f"{remote.url} dropped at byte {offset}")
         if size is not None and offset != size:
             raise WeightsIntegrityError(f"{remote.url}: expected {size} bytes, got {offset}")
         return Downloaded(size=offset, sha256=hasher.hexdigest(), validator=validator,
