@@ -58,11 +58,18 @@ class Transaction:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def _upsert(self, table: Any, key: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    async def _upsert(
+        self,
+        table: Any,
+        key: Mapping[str, Any],
+        values: Mapping[str, Any],
+        on_insert: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Update the row with ``key``, or insert it (with ``on_insert`` too, e.g. a creation time)."""
         where = [table.c[name] == value for name, value in key.items()]
         result = await self.conn.execute(update(table).where(*where).values(**values))
         if result.rowcount == 0:
-            await self.conn.execute(insert(table).values(**key, **values))
+            await self.conn.execute(insert(table).values(**key, **values, **(on_insert or {})))
 
     async def add_model(self, model_id: str, name: str, created_at: float) -> None:
         await self.conn.execute(insert(models).values(id=model_id, name=name, created_at=created_at))
@@ -88,17 +95,12 @@ class Transaction:
         await self.conn.execute(delete(deployments).where(deployments.c.id == deployment_id))
 
     async def set_environment(self, model_id: str, name: str, deployment_id: str | None, created_at: float) -> None:
-        result = await self.conn.execute(
-            update(environments)
-            .where(environments.c.model_id == model_id, environments.c.name == name)
-            .values(deployment_id=deployment_id)
+        await self._upsert(
+            environments,
+            {"model_id": model_id, "name": name},
+            {"deployment_id": deployment_id},
+            on_insert={"created_at": created_at},
         )
-        if result.rowcount == 0:
-            await self.conn.execute(
-                insert(environments).values(
-                    model_id=model_id, name=name, deployment_id=deployment_id, created_at=created_at
-                )
-            )
 
     async def add_key(self, row: Mapping[str, Any]) -> None:
         await self.conn.execute(insert(api_keys).values(**row))
