@@ -183,11 +183,9 @@ class SwellApp:
         await router.serve(scope["headers"], body, send, timeout, receive, scope.get("query_string", b""))
 
 
-class ModelCreate(BaseModel):
-    name: str
+class NameRequest(BaseModel):
+    """A new model's or environment's name."""
 
-
-class EnvironmentCreate(BaseModel):
     name: str
 
 
@@ -248,7 +246,7 @@ def _management_app(plane: ControlPlane) -> FastAPI:
         return {"models": [plane.model_view(m) for m in plane.registry.models.values()]}
 
     @app.post("/v1/models", status_code=201)
-    async def create_model(body: ModelCreate) -> dict[str, Any]:
+    async def create_model(body: NameRequest) -> dict[str, Any]:
         """An empty model (a push creates one too)."""
         return plane.model_view(await plane.create_model(body.name))
 
@@ -352,7 +350,7 @@ def _management_app(plane: ControlPlane) -> FastAPI:
         return {"environments": [plane.environment_view(model, name) for name in model.environments]}
 
     @app.post("/v1/models/{model_id}/environments", status_code=201)
-    async def create_environment(model_id: str, body: EnvironmentCreate) -> dict[str, Any]:
+    async def create_environment(model_id: str, body: NameRequest) -> dict[str, Any]:
         """A new environment, pointing at nothing until a deployment is promoted into it."""
         return await plane.create_environment(model_id, body.name)
 

@@ -561,11 +561,7 @@ class ControlPlane:
         return self.environment_view(model, name)
 
     def environment_view(self, model: ModelRecord, name: str) -> dict[str, Any]:
-        if name not in model.environments:
-            raise NotFound(
-                f"model {model.name!r} has no environment {name!r}; it has: {', '.join(sorted(model.environments))}"
-            )
-        target = model.environments[name]
+        target = self.registry.environment(model, name)
         record = self.registry.deployments.get(target or "")
         return {
             "name": name,
@@ -851,10 +847,16 @@ class ControlPlane:
         return {"name": name, "deleted": True}
 
     async def _refresh_secret_folders(self, name: str) -> None:
-        for record in self.registry.deployments.values():
-            if name in record.config.secrets and self.controller.get(record.id) is not None:
-                values = await self._secret_values(record.config.secrets)
-                self.secret_folders.write(record.id, record.config.secrets, values)
+        affected = [
+            record
+            for record in self.registry.deployments.values()
+            if name in record.config.secrets and self.controller.get(record.id) is not None
+        ]
+        if not affected:
+            return
+        values = await self._secret_values({n for record in affected for n in record.config.secrets})
+        for record in affected:  # each folder keeps only what its package declares
+            self.secret_folders.write(record.id, record.config.secrets, values)
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -938,9 +940,8 @@ class ControlPlane:
         scaled = self.controller.get(record.id)
         ready = total = 0
         if scaled is not None:
-            handles = [h for h in scaled.router.handles.values() if h.serving]
-            total = len(handles) + scaled.router.pending_starts
-            ready = sum(1 for h in handles if h.state is ReplicaState.READY)
+            total = scaled.router.serving_count
+            ready = self.controller.ready_count(record.id)
         return {
             "id": record.id,
             "model_id": record.model_id,

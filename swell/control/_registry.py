@@ -167,13 +167,17 @@ class Registry:
             raise NotFound(f"model {model.name!r} has no deployment {ref!r}")
         return record
 
-    def environment_target(self, model: ModelRecord, environment: str) -> DeploymentRecord:
+    def environment(self, model: ModelRecord, environment: str) -> str | None:
+        """The deployment id ``environment`` points at (None: nothing yet); NotFound if it does not exist."""
         if environment not in model.environments:
             raise NotFound(
                 f"model {model.name!r} has no environment {environment!r}; "
                 f"it has: {', '.join(sorted(model.environments))}"
             )
-        target = model.environments[environment]
+        return model.environments[environment]
+
+    def environment_target(self, model: ModelRecord, environment: str) -> DeploymentRecord:
+        target = self.environment(model, environment)
         if target is None:
             raise NotFound(
                 f"environment {environment!r} of model {model.name!r} points at no deployment; "
