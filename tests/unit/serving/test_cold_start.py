@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from serving_harness import Recorder, settle, setup, tick  # type: ignore[import-not-found]
 
-from swell.autoscaling import VirtualClock
-from swell.config import AutoscalingSettings, ModelConfig, ServerSettings
+from swell.config import AutoscalingSettings
 from swell.serving import (
-    Controller,
-    DeploymentRouter,
     DeploymentStatus,
-    ReplicaSpec,
     ReplicaState,
     render_metrics,
 )
@@ -28,34 +24,9 @@ from swell.serving._backend import Replica
 from swell.serving._cold_start import ColdStart, ColdStartHistograms, cold_start_of
 from swell.serving._controller import load_verdict
 from swell.serving._router import ReplicaHandle, _wants_no_wait
-from swell.serving._testing import FakeBackend
 
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
-
-
-def setup(**server: Any) -> tuple[Controller, DeploymentRouter, FakeBackend, VirtualClock]:
-    clock = VirtualClock(100.0)
-    backend = FakeBackend()
-    settings = ServerSettings(tick_seconds=1.0, drain_grace_seconds=0, **server)
-    controller = Controller(backend, settings=settings, clock=clock)
-    router = DeploymentRouter(
-        "dep1",
-        name="m",
-        spec=ReplicaSpec("dep1", Path("/nowhere"), ModelConfig(), python="python"),
-        settings=AutoscalingSettings(autoscaling_window=10, scale_down_delay=0, max_replica=1),
-        now=clock.now,
-    )
-    controller.add(router)
-    return controller, router, backend, clock
-
-
-async def tick(controller: Controller, clock: VirtualClock, seconds: float = 1.0) -> None:
-    clock.advance(seconds)
-    await controller.tick()
-    await settle()
+# One replica at most: these tests follow a single start.
+SETTINGS = AutoscalingSettings(autoscaling_window=10, scale_down_delay=0, max_replica=1)
 
 
 # ---------------------------------------------------------------- the breakdown
@@ -129,7 +100,7 @@ def test_load_verdict(now: float, progress_at: float, new_progress: bool, verdic
 
 
 async def test_slow_load_with_progress_lives_and_a_stalled_one_fails() -> None:
-    controller, router, backend, clock = setup(load_stall_seconds=5.0, load_timeout_seconds=100.0)
+    controller, router, backend, clock = setup(SETTINGS, load_stall_seconds=5.0, load_timeout_seconds=100.0)
     waiter = asyncio.create_task(router.acquire())
     await settle()
     replica = backend.set_state("r0", ReplicaState.LOADING)
@@ -147,7 +118,7 @@ async def test_slow_load_with_progress_lives_and_a_stalled_one_fails() -> None:
 
 
 async def test_time_pending_counts_toward_no_limit() -> None:
-    controller, router, backend, clock = setup(load_stall_seconds=5.0, load_timeout_seconds=10.0)
+    controller, router, backend, clock = setup(SETTINGS, load_stall_seconds=5.0, load_timeout_seconds=10.0)
     task = asyncio.create_task(router.acquire())
     await settle()
     replica = backend.replicas["r0"]
@@ -167,7 +138,7 @@ async def test_time_pending_counts_toward_no_limit() -> None:
 
 
 async def test_ready_replica_gets_its_breakdown_in_the_metrics_and_the_estimate() -> None:
-    controller, router, backend, _clock = setup()
+    controller, router, backend, _clock = setup(SETTINGS)
     task = asyncio.create_task(router.acquire())
     await settle()
     replica = backend.replicas["r0"]
@@ -189,18 +160,6 @@ async def test_ready_replica_gets_its_breakdown_in_the_metrics_and_the_estimate(
 
 
 # ---------------------------------------------------------------- requests
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-    @property
-    def headers(self) -> dict[bytes, bytes]:
-        return dict(self.messages[0]["headers"])
 
 
 class FakeResponse:
@@ -243,7 +202,7 @@ def test_who_asks_not_to_wait(headers: list[tuple[bytes, bytes]], query: bytes, 
 
 
 async def test_request_that_waited_on_a_cold_start_says_how_long() -> None:
-    _controller, router, backend, _clock = setup()
+    _controller, router, backend, _clock = setup(SETTINGS)
     send = Recorder()
     serving = asyncio.create_task(router.serve([], b"{}", send, None))
     await settle()
@@ -259,7 +218,7 @@ async def test_request_that_waited_on_a_cold_start_says_how_long() -> None:
 
 
 async def test_caller_that_asks_not_to_wait_gets_202_and_the_deployment_wakes() -> None:
-    controller, router, backend, _clock = setup()
+    controller, router, backend, _clock = setup(SETTINGS)
     router.status_url = "/v1/models/m1/deployments/dep1"
     send = Recorder()
     await router.serve([(b"prefer", b"respond-async")], b"{}", send, None)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from serving_harness import settle, setup, tick  # type: ignore[import-not-found]
 
-from swell.autoscaling import VirtualClock
-from swell.config import AutoscalingSettings, ModelConfig, ServerSettings
+from swell.config import AutoscalingSettings, ModelConfig
 from swell.serving import (
-    Controller,
     DeploymentRouter,
     DeploymentStatus,
     ReplicaSpec,
@@ -20,34 +19,6 @@ from swell.serving import (
     render_metrics,
 )
 from swell.serving._metrics import CONTENT_TYPE
-from swell.serving._testing import FakeBackend
-
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
-
-
-def setup(settings: AutoscalingSettings | None = None, slots: int = 1) -> tuple[Controller, DeploymentRouter, FakeBackend, VirtualClock]:
-    clock = VirtualClock(100.0)
-    backend = FakeBackend()
-    controller = Controller(backend, settings=ServerSettings(tick_seconds=1.0, drain_grace_seconds=0), clock=clock)
-    config = ModelConfig.model_validate({"runtime": {"predict_concurrency": slots}})
-    router = DeploymentRouter(
-        "dep1",
-        name="m",
-        spec=ReplicaSpec("dep1", Path("/nowhere"), config, python="python"),
-        settings=settings or AutoscalingSettings(autoscaling_window=10, scale_down_delay=0, max_replica=3),
-        now=clock.now,
-    )
-    controller.add(router)
-    return controller, router, backend, clock
-
-
-async def tick(controller: Controller, clock: VirtualClock, seconds: float = 1.0) -> None:
-    clock.advance(seconds)
-    await controller.tick()
-    await settle()
 
 
 async def test_request_wakes_a_scaled_to_zero_deployment_at_once() -> None:

@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from pathlib import Path
 
-from swell.autoscaling import VirtualClock
-from swell.config import AutoscalingSettings, ModelConfig, ServerSettings
-from swell.serving import Controller, DeploymentRouter, ReplicaSpec
-from swell.serving._testing import FakeBackend
+from serving_harness import settle, setup  # type: ignore[import-not-found]
 
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
-
-
-def setup(settings: AutoscalingSettings, wall: list[float]) -> tuple[Controller, DeploymentRouter, FakeBackend, VirtualClock]:
-    clock = VirtualClock(100.0)
-    backend = FakeBackend()
-    controller = Controller(
-        backend, settings=ServerSettings(tick_seconds=1.0, drain_grace_seconds=0), clock=clock, wall_clock=lambda: wall[0]
-    )
-    router = DeploymentRouter(
-        "dep1",
-        name="m",
-        spec=ReplicaSpec("dep1", Path("/v1"), ModelConfig(), python="python"),
-        settings=settings,
-        now=clock.now,
-    )
-    controller.add(router)
-    return controller, router, backend, clock
+from swell.config import AutoscalingSettings, ModelConfig
+from swell.serving import ReplicaSpec
 
 
 async def test_a_hold_keeps_replicas_until_it_expires() -> None:
     wall = [1_800_000_000.0]
-    controller, _router, backend, clock = setup(AutoscalingSettings(max_replica=3, scale_down_delay=0), wall)
+    controller, _router, backend, clock = setup(AutoscalingSettings(max_replica=3, scale_down_delay=0), wall_clock=lambda: wall[0])
     controller.hold("dep1", 2, until=math.inf)
     await settle()
     assert len(backend.alive("dep1")) == 2
@@ -57,7 +34,7 @@ async def test_a_hold_keeps_replicas_until_it_expires() -> None:
 
 async def test_reload_replaces_running_replicas_with_the_new_spec() -> None:
     wall = [1_800_000_000.0]
-    controller, router, backend, _clock = setup(AutoscalingSettings(max_replica=2), wall)
+    controller, router, backend, _clock = setup(AutoscalingSettings(max_replica=2), wall_clock=lambda: wall[0])
     controller.hold("dep1", 1)
     await settle()
     old = backend.alive("dep1")[0]
@@ -75,7 +52,7 @@ async def test_a_schedule_holds_min_replica_during_its_window() -> None:
     settings = AutoscalingSettings.model_validate(
         {"max_replica": 3, "scale_down_delay": 0, "schedules": [{"start": "09:00", "end": "10:00", "min_replica": 2}]}
     )
-    controller, _router, backend, clock = setup(settings, wall)
+    controller, _router, backend, clock = setup(settings, wall_clock=lambda: wall[0])
     clock.advance(1)
     await controller.tick()
     await settle()
@@ -89,7 +66,7 @@ async def test_a_schedule_holds_min_replica_during_its_window() -> None:
 
 async def test_each_tick_records_arrivals_for_advise() -> None:
     wall = [1_800_000_000.0]
-    controller, router, _backend, clock = setup(AutoscalingSettings(), wall)
+    controller, router, _backend, clock = setup(AutoscalingSettings(), wall_clock=lambda: wall[0])
     router.arrivals += 3  # as serve() counts them
     clock.advance(1)
     await controller.tick()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serving_harness import Recorder  # type: ignore[import-not-found]
 
 from swell.autoscaling import VirtualClock
 from swell.config import AutoscalingSettings, ModelConfig
@@ -216,22 +217,6 @@ class FakePool:
 
     def close(self) -> None:
         pass
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-    @property
-    def status(self) -> int:
-        return int(self.messages[0]["status"])
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(m.get("body", b"") for m in self.messages[1:])
 
 
 async def test_dropped_request_is_retried_on_another_replica() -> None:
