@@ -14,7 +14,7 @@ from urllib.parse import quote
 import click
 from rich.markup import escape
 
-from swell.cli import _Client, _stderr
+from swell.cli import _Client, _print_table, _stderr, _table
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
@@ -101,11 +101,7 @@ def environments_list(model: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"environments": found}))
         return
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    table = _table()
     for column in ("environment", "deployment", "status", "predict"):
         table.add_column(column)
     for env in found:
@@ -116,7 +112,7 @@ def environments_list(model: str, as_json: bool) -> None:
             escape(str(target.get("status") or "—")),
             escape(str(env.get("predict_url"))),
         )
-    Console(highlight=False, soft_wrap=True).print(table)
+    _print_table(table, soft_wrap=True)
 
 
 @environments.command("create")

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import click
 from rich.markup import escape
 
-from swell.cli import _EXCLUDED, _Client, _fail, _print_pushed, _push_directory, _stderr
+from swell.cli import _EXCLUDED, _Client, _fail, _print_pushed, _print_table, _push_directory, _stderr, _table
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
@@ -47,19 +47,6 @@ def _when(value: Any) -> str:
 def _say(text: str) -> None:
     """One message on stderr, never wrapped: it may hold a path or an id to paste."""
     _stderr().print(text, soft_wrap=True)
-
-
-def _table(title: str) -> Any:
-    from rich import box
-    from rich.table import Table
-
-    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-
-
-def _print_table(table: Any) -> None:
-    from rich.console import Console
-
-    Console(highlight=False).print(table)
 
 
 # --------------------------------------------------------------------------- keys

@@ -685,17 +685,25 @@ def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
         Console().print(_replicas_table(models))
 
 
-def _replicas_table(models: list[dict[str, Any]]) -> Any:
-    """One row per replica: state and cold start seconds by phase."""
+def _table(title: str | None = None, caption: str | None = None) -> Any:
+    """The client commands' table look: a rule under the header, no outer edge."""
     from rich import box
     from rich.table import Table
 
-    table = Table(
-        title="Replicas (cold start, seconds)",
+    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+
+
+def _print_table(table: Any, *, soft_wrap: bool = False) -> None:
+    from rich.console import Console
+
+    Console(highlight=False, soft_wrap=soft_wrap).print(table)
+
+
+def _replicas_table(models: list[dict[str, Any]]) -> Any:
+    """One row per replica: state and cold start seconds by phase."""
+    table = _table(
+        "Replicas (cold start, seconds)",
         caption="pending: waiting for resources · process: until its server accepts · start: prewarmed (a standby), forked (from the fork server) or spawned",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        padding=(0, 1, 0, 0),
     )
     for name, justify in (("deployment", "left"), ("replica", "left"), ("state", "left"), ("pending", "right"),
                           ("process", "right"), ("weights", "right"), ("load", "right"), ("total", "right"),
