@@ -359,9 +359,7 @@ class ControlPlane:
                 first_published = kind is DeploymentKind.PUBLISHED and len(self.registry.published(model)) == 1
                 async with self.store.transaction() as tx:
                     await tx.update_deployment(record.id, build=record.build.value, python=python)
-                    if kind is DeploymentKind.DEVELOPMENT:
-                        pass  # the development pointer is the deployment's kind itself
-                    elif first_published:
+                    if first_published:  # (the development pointer is the deployment's kind itself)
                         await tx.set_environment(model.id, "production", record.id, self.wall())
                 if kind is DeploymentKind.DEVELOPMENT:
                     model.development = record.id
@@ -456,14 +454,10 @@ class ControlPlane:
             )
         record.package_dir, record.config, record.python = package_dir, config, python
         record.revision, record.warnings, record.build, record.error = revision, warnings, BuildState.BUILT, None
-        scaled = self.controller.get(record.id)
-        if not record.active or scaled is None or scaled.retiring:
-            record.active = True
-            if scaled is not None:
-                self.controller.unretire(record.id)
-                self.controller.reload(record.id, await self._spec(record))
-            else:
-                await self._add_router(record)
+        record.active = True
+        # A deactivated deployment still under the loop (retiring) is kept and reloaded too.
+        if self.controller.unretire(record.id) is None:
+            await self._add_router(record)
         else:
             self.controller.reload(record.id, await self._spec(record))
         # Draining replicas may still read files of the old package for a while.
