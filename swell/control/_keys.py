@@ -120,9 +120,6 @@ class ApiKeys:
     def live(self) -> list[KeyRecord]:
         return [r for r in self.records.values() if r.revoked_at is None]
 
-    def find(self, secret: str) -> KeyRecord | None:
-        return self._by_digest.get(digest(secret))
-
     def authenticate(self, value: bytes | None) -> KeyRecord | None:
         """The key that ``Authorization: Api-Key <key>`` (or ``Bearer``) names, if live."""
         if not value:

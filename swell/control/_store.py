@@ -138,10 +138,6 @@ class Store:
         self._engine: AsyncEngine | None = None
 
     @property
-    def dialect(self) -> str:
-        return make_url(self.url).get_backend_name()
-
-    @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
             raise StoreError("the store is not started")
