@@ -4,17 +4,14 @@ that does not fit waits as pending and the deployment says why."""
 
 from __future__ import annotations
 
-import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
-from swell_live import Swell, start_server, stop_server  # type: ignore[import-not-found]
+from swell_live import Swell  # type: ignore[import-not-found]
 
 from swell.serving.backends.process._resources import machine_capacity
 
@@ -36,15 +33,6 @@ class Model:
     def predict(self, model_input):
         return {"ok": True}
 """
-
-
-@pytest.fixture(scope="module")
-def swell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swell]:
-    process, server = start_server(tmp_path_factory.mktemp("swell-data"))
-    try:
-        yield server
-    finally:
-        stop_server(process, server)
 
 
 def _push(swell: Swell, root: Path, source: str, resources: dict[str, Any]) -> dict[str, Any]:
