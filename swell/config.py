@@ -246,7 +246,7 @@ class AutoscalingSettings(BaseModel):
     max_replica: int = Field(1, ge=1)
     autoscaling_window: int = Field(60, ge=10, le=3600)
     scale_down_delay: int = Field(900, ge=0, le=3600)
-    concurrency_target: int = Field(1, ge=1)
+    concurrency_target: int = Field(1, ge=1, le=10_000)
     target_utilization_percentage: int = Field(70, ge=1, le=100)
     schedules: tuple[Schedule, ...] = ()
 
@@ -259,6 +259,10 @@ class AutoscalingSettings(BaseModel):
             return value
         if isinstance(value, bool):
             raise ValueError(f"must be a whole number; {_AUTOSCALING_RANGES[info.field_name or '']}")
+        if isinstance(value, str):  # "3" is a typo or a bug in the caller; say so, do not guess
+            raise ValueError(
+                f"must be a whole number, not a string; {_AUTOSCALING_RANGES[info.field_name or '']}"
+            )
         if isinstance(value, float):
             if not math.isfinite(value) or value != int(value):
                 raise ValueError(
@@ -299,7 +303,9 @@ _AUTOSCALING_RANGES = {
     "max_replica": f"must be between 1 and the server's cap (default {DEFAULT_MAX_REPLICA_CAP})",
     "autoscaling_window": "must be between 10 and 3600 seconds",
     "scale_down_delay": "must be between 0 and 3600 seconds",
-    "concurrency_target": "must be a whole number ≥ 1",
+    # Bounded so an absurd value is refused, not stored: 10000 requests per
+    # replica is far beyond any model server's parallelism.
+    "concurrency_target": "must be a whole number ≥ 1 and ≤ 10000",
     "target_utilization_percentage": "must be between 1 and 100",
     "schedules": "must be a list of {min_replica, start, end | cron, duration, timezone}",
 }
@@ -466,12 +472,23 @@ class Resources(BaseModel):
 
 
 class RuntimeConfig(BaseModel):
-    """``runtime:`` of config.yaml.  Only ``predict_concurrency`` is acted on."""
+    """``runtime:`` of config.yaml.
+
+    Acted on: ``predict_concurrency``, and Swell's own ``predict_idempotent``
+    and ``load_timeout_seconds``.
+    """
 
     model_config = ConfigDict(extra="allow")
 
     predict_concurrency: int = Field(1, ge=1, le=10_000)
     streaming_read_timeout: int = 60
+    # Running predict twice on the same input is harmless: a sync request
+    # whose replica died under it is sent once more to another replica
+    # instead of being answered 502.
+    predict_idempotent: bool = False
+    # Start to ready, however busy the load; overrides the server's
+    # load_timeout_seconds for this model (None: the server's).
+    load_timeout_seconds: float | None = Field(None, gt=0)
 
 
 #: URL schemes a weights ``source`` may use (fetched by ``swell.weights``).
@@ -773,3 +790,12 @@ class ServerSettings(BaseModel):
     # cores (CPU only slows down when short; each replica is still capped at
     # its own cpu).  Memory and GPUs are never promised twice.
     cpu_overcommit: float = Field(4.0, ge=1.0, le=100.0)
+    # Largest body of a predict, async_predict or management request; over it
+    # the answer is 413.  32 MiB holds a few images or seconds of audio as
+    # base64 JSON -- above SageMaker's real-time limit (25 MB) and far above
+    # Vertex AI's (1.5 MB) -- while a bigger input belongs in object storage,
+    # passed by URL, as hosted platforms advise.
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    # Largest package upload (`swell push`).  Packages carry code and small
+    # files; weights come through `weights:` and are fetched by the replica.
+    max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1)

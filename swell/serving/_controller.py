@@ -48,6 +48,15 @@ log = logging.getLogger("swell.scaler")
 COLD_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
+# A replica that dies while serving (a crash, kill -9, its memory limit)
+# within this long of becoming ready counts toward a crash loop, as
+# Kubernetes' CrashLoopBackOff counts restarts; one that served longer starts
+# the count afresh, and so does any replica that stays ready this long.
+CRASH_LOOP_WINDOW_SECONDS = 60.0
+# From this many such deaths in a row, with no replica left to serve, the
+# deployment answers 503 (as for a failed load) instead of holding requests
+# through the back-off; a single death only delays them by one start.
+CRASH_LOOP_FAIL_FAST = 2
 
 
 @dataclass(eq=False)
@@ -62,6 +71,8 @@ class ScaledDeployment:
     failures: int = 0  # consecutive replicas that failed before becoming ready
     retry_at: float = 0.0  # no new replica before this time (back-off)
     load_failing: bool = False
+    crashes: int = 0  # consecutive replicas that died within CRASH_LOOP_WINDOW_SECONDS of being ready
+    ready_since: dict[str, float] = field(default_factory=dict)  # replica id -> when it became ready
     error: str | None = None
     retiring: bool = False
     cold_start_counts: list[int] = field(default_factory=lambda: [0] * (len(COLD_START_BUCKETS) + 1))
@@ -92,7 +103,13 @@ class ScaledDeployment:
             replicas=states,
             pending_starts=self.router.pending_starts,
             load_failing=self.load_failing,
+            crash_looping=self.crash_looping,
         )
+
+    @property
+    def crash_looping(self) -> bool:
+        """Its last replica to die died soon after becoming ready, and none has served long since."""
+        return self.crashes > 0
 
 
 class Controller:
@@ -173,6 +190,7 @@ class Controller:
         # Starts already under way run the old code: count them out, start anew.
         scaled.failures = 0
         scaled.load_failing = False
+        scaled.crashes = 0
         scaled.retry_at = 0.0
         router.unavailable = None
         start = replace or (1 if router.queued else 0)
@@ -232,6 +250,8 @@ class Controller:
         if router.unavailable is not None and now >= scaled.retry_at:
             router.unavailable = None  # the next request may try again
         self._check_load_timeouts(scaled, now)
+        if scaled.crashes:
+            self._check_crash_loop(scaled, now)
         self._decide(scaled, now)
 
     async def _settle(self) -> None:
@@ -290,10 +310,14 @@ class Controller:
             if need <= 0:
                 log.info("%s: %s (kept draining replicas)", router.name, decision.reason)
                 return
-            if scaled.load_failing and router.concurrency == 0 and router.settings.min_replica == 0:
+            if (
+                (scaled.load_failing or scaled.crashes)
+                and router.concurrency == 0
+                and router.settings.min_replica == 0
+            ):
                 return  # nobody is waiting: a failing model is not retried for the window's memory
             if now < scaled.retry_at:
-                return  # back-off after a failed load
+                return  # back-off after a failed load or a crash loop
             log.info("%s: %s", router.name, decision.reason)
             for _ in range(need):
                 self._start(scaled)
@@ -378,10 +402,14 @@ class Controller:
         """Fail a start that makes no progress for ``load_stall_seconds``, or
         that has not finished within ``load_timeout_seconds`` however busy.
 
-        Progress is the replica's counter, which its backend bumps on every
+        ``runtime.load_timeout_seconds`` in the model's config.yaml overrides
+        the server's total.  Progress is the replica's counter, which its backend bumps on every
         sign of life (an event, bytes of weights, a log line); time spent
         ``pending`` (waiting for resources) counts toward neither limit.
         """
+        own = scaled.router.spec.config.runtime.load_timeout_seconds
+        total = own or self.settings.load_timeout_seconds
+        total_name = "runtime.load_timeout_seconds" if own else "load_timeout_seconds"
         for handle in list(scaled.router.handles.values()):
             if not handle.serving or handle.ready:
                 continue
@@ -389,7 +417,7 @@ class Controller:
                 handle.started_at = handle.progress_at = now
                 continue
             reason = load_verdict(
-                handle, now, stall=self.settings.load_stall_seconds, total=self.settings.load_timeout_seconds
+                handle, now, stall=self.settings.load_stall_seconds, total=total, total_name=total_name
             )
             if reason is not None:
                 log.warning("%s: replica %s %s", scaled.router.name, handle.id, reason)
@@ -419,21 +447,12 @@ class Controller:
         if state is ReplicaState.READY and not was_ready and handle is not None:
             self._became_ready(scaled, handle, now)
         elif state in (ReplicaState.STOPPED, ReplicaState.FAILED) and before is not None:
-            if was_leaving:
+            ready_since = scaled.ready_since.pop(replica.id, None)
+            if was_leaving and not before.broken:  # a stop we asked for (a broken one died first)
                 log.debug("%s: replica %s %s", router.name, replica.id, state.value)
             elif was_ready:
-                if replica.error and state is ReplicaState.FAILED:
-                    scaled.error = replica.error  # e.g. it exceeded its memory limit while serving
-                log.warning(
-                    "%s: replica %s %s while serving%s",
-                    router.name,
-                    replica.id,
-                    state.value,
-                    f": {_last_line(replica.error)}" if replica.error else "",
-                )
-                if router.queued and router.serving_count == 0:
-                    self._wake(router)
-            elif not was_leaving:
+                self._crashed(scaled, replica, now - ready_since if ready_since is not None else 0.0, now)
+            else:
                 self._load_failed(scaled, replica.error or f"the replica {state.value} before it was ready")
 
     def _became_ready(self, scaled: ScaledDeployment, handle: ReplicaHandle, now: float) -> None:
@@ -441,7 +460,9 @@ class Controller:
         replica = handle.replica
         scaled.failures = 0
         scaled.load_failing = False
-        scaled.error = None
+        if not scaled.crashes:  # a crash loop's error stays until a replica has served a while
+            scaled.error = None
+        scaled.ready_since[replica.id] = now
         router.unavailable = None
         cold = cold_start_of(replica, fallback_total=now - handle.started_at)
         assert cold is not None
@@ -460,6 +481,75 @@ class Controller:
             f" ({detail})" if detail else "",
             f" [{cold.start}]" if cold.start else "",
         )
+
+    def _crashed(self, scaled: ScaledDeployment, replica: Replica, uptime: float, now: float) -> None:
+        """A ready replica died without being asked to (crash, kill -9, memory limit).
+
+        Its requests in flight have been answered by the router (502, or sent
+        elsewhere); here it is counted and replaced: at once if it had served
+        for :data:`CRASH_LOOP_WINDOW_SECONDS`, else, when no replica is left
+        ready, after :func:`crash_backoff` (the first at once, then the same
+        exponential back-off as a failed load).  With a
+        ready sibling the deployment still serves, so the replacement starts
+        at once: a poison request or a stray kill costs one start, not a
+        minute of capacity.
+        """
+        router = scaled.router
+        detail = replica.error or (
+            f"it {replica.state.value} after dropping a connection"
+            if replica.state is ReplicaState.STOPPED
+            else "it exited"
+        )
+        scaled.error = f"replica {replica.id} failed while serving: {detail}"
+        if uptime >= CRASH_LOOP_WINDOW_SECONDS:
+            scaled.crashes = 0
+            log.warning(
+                "%s: replica %s failed after serving %.0f s: %s; replacing it",
+                router.name,
+                replica.id,
+                uptime,
+                _first_line(detail),
+            )
+        else:
+            scaled.crashes += 1
+            ready = any(h.ready and h.serving for h in router.handles.values())
+            backoff = 0.0
+            if not ready:
+                backoff = crash_backoff(scaled.crashes)
+                scaled.retry_at = max(scaled.retry_at, now + backoff)
+            log.warning(
+                "%s: replica %s failed %.0f s after becoming ready (%d in a row): %s; %s",
+                router.name,
+                replica.id,
+                uptime,
+                scaled.crashes,
+                _first_line(detail),
+                f"next start in {backoff:g} s" if backoff else "replacing it",
+            )
+            if not ready and scaled.crashes >= CRASH_LOOP_FAIL_FAST and router.serving_count == 0:
+                router.unavailable = (
+                    f"the model keeps failing soon after it is ready ({scaled.crashes} replicas in a row; "
+                    f"next start in {backoff:g} s): {_first_line(detail)}"
+                )
+                failed = router.fail_queued(Unavailable(503, "deployment unhealthy", scaled.error))
+                if failed:
+                    log.warning("%s: answered %d waiting request(s) with 503", router.name, failed)
+                return
+        if not scaled.retiring or (router.queued and router.serving_count == 0):
+            self._wake(router)  # the replacement starts now, or at the first tick after the back-off
+
+    def _check_crash_loop(self, scaled: ScaledDeployment, now: float) -> None:
+        """A replica that has stayed ready for the crash-loop window ends the loop."""
+        for replica_id, since in scaled.ready_since.items():
+            handle = scaled.router.handles.get(replica_id)
+            if handle is not None and handle.serving and handle.ready and now - since >= CRASH_LOOP_WINDOW_SECONDS:
+                log.info(
+                    "%s: replica %s has served %.0f s: the crash loop is over", scaled.router.name, replica_id, now - since
+                )
+                scaled.crashes = 0
+                if not scaled.load_failing:
+                    scaled.error = None
+                return
 
     def _load_failed(self, scaled: ScaledDeployment, error: str) -> None:
         router = scaled.router
@@ -512,7 +602,18 @@ class Controller:
             task.cancel()
 
 
-def load_verdict(handle: ReplicaHandle, now: float, *, stall: float, total: float) -> str | None:
+def crash_backoff(crashes: int) -> float:
+    """Seconds before replacing the ``crashes``-th replica in a row that died
+    soon after becoming ready: the first at once (it may have been a stray
+    kill or a poison request), then 1, 2, 4 … up to :data:`BACKOFF_MAX_SECONDS`."""
+    if crashes <= 1:
+        return 0.0
+    return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (crashes - 2))
+
+
+def load_verdict(
+    handle: ReplicaHandle, now: float, *, stall: float, total: float, total_name: str = "load_timeout_seconds"
+) -> str | None:
     """Why a starting replica has failed (``None``: let it go on).
 
     Updates the handle's record of its progress: a change of the replica's
@@ -528,8 +629,13 @@ def load_verdict(handle: ReplicaHandle, now: float, *, stall: float, total: floa
             f"(no event, no bytes of weights, no log line; load_stall_seconds is {stall:g})"
         )
     if now - handle.started_at > total:
-        return f"did not finish loading within {total:g} s (load_timeout_seconds)"
+        return f"did not finish loading within {total:g} s ({total_name})"
     return None
+
+
+def _first_line(text: str) -> str:
+    """How a replica died: the backend's error leads with it (its log's tail follows)."""
+    return text.strip().split("\n", 1)[0].strip()
 
 
 def _last_line(text: str | None) -> str:

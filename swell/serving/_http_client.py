@@ -30,7 +30,18 @@ _LOW_WATER = 1 << 16
 
 
 class ReplicaGone(ConnectionError):
-    """The replica closed or refused the connection before answering."""
+    """The replica closed or refused the connection before answering.
+
+    ``sent`` is False only when the request provably never reached the replica
+    (the connection could not be made, or the kernel refused the write because
+    the replica had already closed its end), so the caller may send it
+    elsewhere whatever the model's predict does; True means the replica may
+    have run it.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class UpstreamResponse:
@@ -153,7 +164,10 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost(ReplicaGone(f"replica closed the connection ({exc or 'EOF'})"))
+        # EPIPE on our write, before any answer: the replica's end was closed
+        # before the whole request reached it, so it cannot have run it.
+        refused = isinstance(exc, BrokenPipeError) and not self.got_bytes
+        self._lost(ReplicaGone(f"replica closed the connection ({exc or 'EOF'})", sent=not refused))
 
     def _lost(self, exc: BaseException) -> None:
         self.closed = True
@@ -246,7 +260,7 @@ class ReplicaPool:
         try:
             _, conn = await self.loop.create_unix_connection(lambda: _Connection(self), self.path)
         except OSError as exc:
-            raise ReplicaGone(f"cannot connect to replica at {self.path}: {exc}") from None
+            raise ReplicaGone(f"cannot connect to replica at {self.path}: {exc}", sent=False) from None
         return conn
 
     def _release(self, conn: _Connection) -> None:
@@ -267,9 +281,14 @@ class ReplicaPool:
             if not candidate.closed:
                 conn = candidate
                 break
+        reached = False  # an attempt on a reused connection may have reached the replica
         for fresh in (conn is None, True):
             if fresh:
-                conn = await self._connect()
+                try:
+                    conn = await self._connect()
+                except ReplicaGone as exc:
+                    exc.sent = reached
+                    raise
             assert conn is not None
             response = UpstreamResponse(conn)
             if data is not None:
@@ -285,10 +304,14 @@ class ReplicaPool:
                 # connection nobody reads, so the connection cannot be reused.
                 conn.close()
                 raise
-            except ReplicaGone:
+            except ReplicaGone as exc:
                 # A reused connection the replica had closed while idle: try a
                 # fresh one once.  A fresh one that fails means the replica is gone.
+                # (Once to the same replica is safe: if the first try ran and
+                # killed it, the second cannot connect.)
+                reached = reached or exc.sent
                 if fresh or conn.got_bytes:
+                    exc.sent = reached
                     raise
         raise AssertionError("unreachable")
 

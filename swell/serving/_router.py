@@ -14,6 +14,7 @@ import logging
 import math
 from bisect import bisect_left
 from collections import deque
+from heapq import heappop, heappush
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
@@ -58,13 +59,16 @@ _DEFAULT_RETRY_AFTER = 5.0  # seconds, before any replica of the deployment has 
 class Unavailable(Exception):
     """A request that will not be served, with the status and reason to answer."""
 
-    def __init__(self, status: int, error: str, reason: str | None = None) -> None:
+    def __init__(self, status: int, error: str, reason: str | None = None, *, replica: str | None = None) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.reason = reason
+        self.replica = replica  # the replica that failed, for a 502
 
     def body(self) -> bytes:
+        if self.replica is not None:
+            return json.dumps({"error": self.error, "reason": self.reason, "replica": self.replica}).encode()
         return json.dumps({"error": self.error, "reason": self.reason}).encode()
 
 
@@ -136,6 +140,12 @@ class DeploymentRouter:
         self.handles: dict[str, ReplicaHandle] = {}
         self._ready: list[ReplicaHandle] = []
         self._queue: deque[asyncio.Future[ReplicaHandle]] = deque()
+        # Async requests wait in a lane of their own, by priority then arrival:
+        # entries are [priority, seq, future]; a cancelled entry's future is
+        # set to None and skipped (it was counted out when it left).
+        self._lane: list[list[Any]] = []
+        self._lane_seq = 0
+        self._lane_turn = False  # both lanes waiting: the next free slot alternates
         # counting
         self.in_flight = 0
         self.queued = 0
@@ -247,6 +257,16 @@ class DeploymentRouter:
             if not fut.done():
                 fut.set_exception(error)
                 failed += 1
+        while self._lane:
+            entry = heappop(self._lane)
+            lane_fut = entry[2]
+            if lane_fut is None:
+                continue
+            entry[2] = None
+            self.queued -= 1
+            if not lane_fut.done():
+                lane_fut.set_exception(error)
+                failed += 1
         return failed
 
     # ------------------------------------------------------------------ dispatch
@@ -262,11 +282,22 @@ class DeploymentRouter:
 
     def _pump(self) -> None:
         queue = self._queue
-        while queue:
+        lane = self._lane
+        while queue or lane:
             handle = self._pick()
             if handle is None:
                 return
-            fut = queue.popleft()
+            if lane and (self._lane_turn or not queue):
+                entry = heappop(lane)
+                lane_fut: asyncio.Future[ReplicaHandle] | None = entry[2]
+                if lane_fut is None:  # cancelled while it waited; counted out then
+                    continue
+                entry[2] = None
+                fut = lane_fut
+                self._lane_turn = False
+            else:
+                fut = queue.popleft()
+                self._lane_turn = True
             self._mark()
             self.queued -= 1
             if fut.done():  # its caller gave up; it is counted out here
@@ -275,9 +306,14 @@ class DeploymentRouter:
             handle.in_flight += 1
             fut.set_result(handle)
 
-    async def acquire(self, *, front: bool = False) -> ReplicaHandle:
-        """A replica slot for one request: at once if free and nobody waits, else queued."""
-        if not self._queue:
+    async def acquire(self, *, front: bool = False, priority: int | None = None) -> ReplicaHandle:
+        """A replica slot for one request: at once if free and nobody waits, else queued.
+
+        ``priority`` (lower first) puts an async request in the async lane,
+        which shares free slots turn about with the FIFO queue of sync ones
+        and is not subject to the queue limit (its requests are already kept).
+        """
+        if not self._queue and not self._lane:
             handle = self._pick()
             if handle is not None:
                 self._mark()
@@ -286,24 +322,36 @@ class DeploymentRouter:
                 return handle
         if self.unavailable is not None and self.serving_count == 0:
             raise Unavailable(503, "deployment unavailable", self.unavailable)
-        if not front and self.queue_limit is not None and self.queued >= self.queue_limit:
+        if priority is None and not front and self.queue_limit is not None and self.queued >= self.queue_limit:
             raise Unavailable(
                 429, "queue full", f"{self.queued} requests are waiting; the server's queue limit is {self.queue_limit}"
             )
         fut: asyncio.Future[ReplicaHandle] = asyncio.get_running_loop().create_future()
         self._mark()
         self.queued += 1
-        if front:
+        entry: list[Any] | None = None
+        if priority is not None:
+            self._lane_seq += 1
+            entry = [priority, self._lane_seq, fut]
+            heappush(self._lane, entry)
+        elif front:
             self._queue.appendleft(fut)
         else:
             self._queue.append(fut)
         if self.serving_count == 0:
             self.on_wake(self)
+        elif self._lane and self._pick() is not None:
+            self._pump()  # a free slot behind cancelled lane entries: they go, this one runs
         try:
             return await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self.release(fut.result())
+            elif entry is not None:
+                if entry[2] is not None:  # still in the lane: count it out now
+                    entry[2] = None
+                    self._mark()
+                    self.queued -= 1
             else:
                 try:
                     self._queue.remove(fut)
@@ -314,6 +362,68 @@ class DeploymentRouter:
                     self.queued -= 1
             raise
 
+    async def call(
+        self,
+        body: bytes,
+        *,
+        priority: int,
+        queue_timeout: float | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> tuple[int, bytes]:
+        """Run one async request: wait in the async lane, send, read the whole answer.
+
+        Raises TimeoutError if no slot is free within ``queue_timeout``;
+        ``on_start`` runs when one is.  A replica that drops the request is
+        replaced and the request goes once more to the head of the lane (async
+        requests are delivered at least once by contract).  Returns the
+        model's status and body.
+        """
+        started = perf_counter()
+        self.arrivals += 1
+        head = self.request_head(_JSON, len(body))
+        for attempt in (1, 2):
+            if attempt == 1:
+                async with asyncio.timeout(queue_timeout):
+                    handle = await self.acquire(priority=priority)
+                if on_start is not None:
+                    on_start()
+            else:
+                handle = await self.acquire(priority=-1)
+            response: UpstreamResponse | None = None
+            try:
+                assert handle.pool is not None
+                response = await handle.pool.request(head, body)
+                if response.chunked:
+                    parts = []
+                    while (chunk := await response.next_chunk()) is not None:
+                        parts.append(chunk)
+                    out = b"".join(parts)
+                else:
+                    out = await response.body()
+            except ReplicaGone as exc:
+                self._lost(handle)
+                if attempt == 2:
+                    self._count(502, started)
+                    raise Unavailable(502, "replica failed", f"replica {handle.id} failed: {exc}") from None
+                self.retries += 1
+                continue
+            except BaseException:
+                if response is not None and not response.complete:
+                    response.abort()
+                self.release(handle)
+                raise
+            self.release(handle)
+            self._count(response.status, started)
+            return response.status, out
+        raise AssertionError("unreachable")
+
+    def _lost(self, handle: ReplicaHandle) -> None:
+        """``handle`` dropped a request: free its slot, route no more to it, have it replaced."""
+        self.release(handle)
+        if not handle.broken:
+            self.mark_broken(handle)
+            self.on_broken(self, handle)
+
     def release(self, handle: ReplicaHandle) -> None:
         self._mark()
         self.in_flight -= 1
@@ -321,7 +431,7 @@ class DeploymentRouter:
         if handle.draining:
             if handle.in_flight == 0:
                 self.on_drained(self, handle)
-        elif self._queue:
+        elif self._queue or self._lane:
             self._pump()
 
     # ------------------------------------------------------------------ the byte pipe
@@ -337,13 +447,19 @@ class DeploymentRouter:
         return b"".join(parts)
 
     async def _exchange(self, head: bytes, body: bytes) -> tuple[UpstreamResponse, ReplicaHandle, float]:
-        """Send to a replica; retry once elsewhere (front of the queue) if it drops us.
+        """Send to a replica; if it drops us, retry once elsewhere (front of the queue)
+        when that is safe, else answer 502 naming the replica.
 
-        Also returns the seconds it waited for its first replica slot.
+        Safe means the request provably never reached the replica (the
+        connection or the write was refused), or the model declares predict idempotent
+        (``runtime.predict_idempotent``): a request that may have run is not
+        run twice behind its caller's back.  Also returns the seconds it
+        waited for its first replica slot.
         """
         front = False
         asked = perf_counter()
         waited = 0.0
+        first: str | None = None
         for attempt in (1, 2):
             handle = await self.acquire(front=front)
             if attempt == 1:
@@ -356,16 +472,33 @@ class DeploymentRouter:
                     await response.body()
                 return response, handle, waited
             except ReplicaGone as exc:
-                self.release(handle)
-                if not handle.broken:
-                    self.mark_broken(handle)
-                    self.on_broken(self, handle)
+                self._lost(handle)
                 if attempt == 2:
                     raise Unavailable(
-                        502, "replica failed", f"the request failed on two replicas; last: {exc}"
+                        502,
+                        "replica failed",
+                        f"the request failed on two replicas: {first}, then replica {handle.id} "
+                        f"failed while serving it ({exc})",
+                        replica=handle.id,
+                    ) from None
+                if exc.sent and not self.spec.config.runtime.predict_idempotent:
+                    raise Unavailable(
+                        502,
+                        "replica failed",
+                        f"replica {handle.id} failed while serving this request ({exc}); the request "
+                        "was not retried because predict is not declared idempotent "
+                        "(runtime.predict_idempotent in config.yaml)",
+                        replica=handle.id,
                     ) from None
                 self.retries += 1
-                log.warning("%s: replica %s dropped a request (%s); retrying it", self.name, handle.id, exc)
+                first = f"replica {handle.id} ({exc})"
+                log.warning(
+                    "%s: replica %s dropped a request (%s); retrying it%s",
+                    self.name,
+                    handle.id,
+                    exc,
+                    "" if exc.sent else " (it never reached the replica)",
+                )
                 front = True
             except BaseException:
                 if response is not None and not response.complete:

@@ -40,13 +40,17 @@ def deployment_status(
     replicas: Iterable[ReplicaState] = (),
     pending_starts: int = 0,
     load_failing: bool = False,
+    crash_looping: bool = False,
 ) -> DeploymentStatus:
     """Derive a deployment's status from its build, its flag and its replicas.
 
     ``replicas`` are the states of the replicas that serve or will serve (not
     the draining ones); ``pending_starts`` counts starts asked of the backend
     that have not returned a replica yet; ``load_failing`` says the last
-    replica failed to load and none has become ready since.
+    replica failed to load and none has become ready since; ``crash_looping``
+    says replicas died soon after becoming ready and none has served long
+    since: with no replica ready that is ``Unhealthy`` even while a
+    replacement starts (it is expected to die as well).
     """
     if not active:
         return DeploymentStatus.INACTIVE
@@ -57,6 +61,8 @@ def deployment_status(
     states = list(replicas)
     if ReplicaState.READY in states:
         return DeploymentStatus.ACTIVE
+    if crash_looping:
+        return DeploymentStatus.UNHEALTHY
     if ReplicaState.LOADING in states:
         return DeploymentStatus.LOADING_MODEL
     if pending_starts or any(s in _STARTING for s in states):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -126,18 +127,77 @@ async def test_reconnects_when_the_replica_closed_an_idle_connection(sock_dir: P
 
 async def test_refused_connection_is_replica_gone(sock_dir: Path) -> None:
     pool = ReplicaPool(f"unix:{sock_dir / 'missing.sock'}")
-    with pytest.raises(ReplicaGone):
+    with pytest.raises(ReplicaGone) as info:
         await pool.request(HEAD % 0, b"")
+    assert not info.value.sent  # never reached a replica: safe to send elsewhere
 
 
 async def test_eof_before_answer_is_replica_gone(sock_dir: Path) -> None:
     server = Server(sock_dir / "r.sock", lambda body: [], close_after=1)
     await server.start()
     pool = ReplicaPool(f"unix:{server.path}")
-    with pytest.raises(ReplicaGone):
+    with pytest.raises(ReplicaGone) as info:
         await pool.request(HEAD % 1, b"x")
+    assert info.value.sent  # the replica read it: it may have run
     pool.close()
     await server.close()
+
+
+async def test_replica_dying_on_a_reused_connection_may_have_run_it(sock_dir: Path) -> None:
+    # The pool tries a fresh connection once when a kept-alive one fails
+    # without an answer; that one is refused (the replica is gone), but the
+    # first try reached it: the error must not say "never sent".
+    path = sock_dir / "r.sock"
+    served = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+            served += 1
+            if served == 2:  # dies on the second request, and its socket with it
+                server.close()
+                path.unlink()
+                writer.close()
+                return
+            for piece in echo(body):
+                writer.write(piece)
+
+    server = await asyncio.start_unix_server(serve, str(path))
+    pool = ReplicaPool(f"unix:{path}")
+    response = await pool.request(HEAD % 1, b"a")
+    assert await response.body() == b"a"
+    with pytest.raises(ReplicaGone) as info:
+        await pool.request(HEAD % 1, b"b")
+    assert info.value.sent and served == 2
+    pool.close()
+
+
+async def test_write_refused_by_a_closed_replica_is_never_sent(sock_dir: Path) -> None:
+    # The replica closed its end (killed) before the router's loop noticed:
+    # the kernel refuses the write (EPIPE), so the request never reached it.
+    path = sock_dir / "r.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    listener.setblocking(False)
+    pool = ReplicaPool(f"unix:{path}")
+    first = asyncio.create_task(pool.request(HEAD % 1, b"a"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    peer, _ = listener.accept()
+    peer.setblocking(True)
+    assert peer.recv(4096).endswith(b"a")
+    peer.sendall(b"".join(echo(b"a")))
+    response = await first
+    assert await response.body() == b"a"  # the connection is back in the pool
+    peer.close()
+    listener.close()  # no loop iteration since: the pooled connection looks open
+    with pytest.raises(ReplicaGone) as info:
+        await pool.request(HEAD % 1, b"b")
+    assert not info.value.sent
+    pool.close()
 
 
 async def test_large_body_is_sent_whole(sock_dir: Path) -> None:

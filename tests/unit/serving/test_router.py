@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from swell.serving import (
 from swell.serving._backend import Replica
 
 
-def make_router(clock: VirtualClock, *, slots: int = 1, queue_limit: int | None = None) -> DeploymentRouter:
-    config = ModelConfig.model_validate({"runtime": {"predict_concurrency": slots}})
+def make_router(
+    clock: VirtualClock, *, slots: int = 1, queue_limit: int | None = None, idempotent: bool = False
+) -> DeploymentRouter:
+    config = ModelConfig.model_validate({"runtime": {"predict_concurrency": slots, "predict_idempotent": idempotent}})
     spec = ReplicaSpec("dep1", Path("/nowhere"), config, python="python")
     return DeploymentRouter(
         "dep1", name="m", spec=spec, settings=AutoscalingSettings(), now=clock.now, queue_limit=queue_limit
@@ -219,23 +222,41 @@ class FakePool:
         pass
 
 
-async def test_dropped_request_is_retried_on_another_replica() -> None:
-    router = make_router(VirtualClock())
+@pytest.mark.parametrize(
+    ("idempotent", "sent", "retried"),
+    [
+        (False, False, True),  # never reached the replica (connect refused): always safe to resend
+        (True, False, True),
+        (True, True, True),  # may have run, but predict is declared idempotent
+        (False, True, False),  # may have run, not idempotent: 502, not run twice
+    ],
+)
+async def test_dropped_request_is_retried_only_when_safe(idempotent: bool, sent: bool, retried: bool) -> None:
+    router = make_router(VirtualClock(), idempotent=idempotent)
     broken: list[str] = []
     router.on_broken = lambda r, h: broken.append(h.id)
     ready(router, "a")
     ready(router, "b")
-    router.handles["a"].pool = FakePool(ReplicaGone("EOF"))  # type: ignore[assignment]
-    router.handles["b"].pool = FakePool(FakeResponse())  # type: ignore[assignment]
+    router.handles["a"].pool = FakePool(ReplicaGone("EOF", sent=sent))  # type: ignore[assignment]
+    second = router.handles["b"].pool = FakePool(FakeResponse())  # type: ignore[assignment]
     send = Recorder()
     await router.serve([], b"{}", send, None)
-    assert send.status == 200 and send.body == b'{"ok": true}'
-    assert broken == ["a"] and router.retries == 1
-    assert router.in_flight == 0
+    assert broken == ["a"]  # replaced either way
+    assert router.in_flight == 0 and router.queued == 0
+    if retried:
+        assert send.status == 200 and send.body == b'{"ok": true}'
+        assert router.retries == 1 and second.calls == 1
+    else:
+        assert send.status == 502 and router.retries == 0 and second.calls == 0
+        body = json.loads(send.body)
+        assert body["error"] == "replica failed" and body["replica"] == "a"
+        assert "replica a failed while serving this request (EOF)" in body["reason"]
+        assert "runtime.predict_idempotent" in body["reason"]
+        assert router.responses == {502: 1}
 
 
 async def test_request_failing_twice_gets_502_json() -> None:
-    router = make_router(VirtualClock())
+    router = make_router(VirtualClock(), idempotent=True)
     ready(router, "a")
     ready(router, "b")
     for rid in "ab":
@@ -243,7 +264,9 @@ async def test_request_failing_twice_gets_502_json() -> None:
     send = Recorder()
     await router.serve([], b"{}", send, None)
     assert send.status == 502
-    assert b"replica failed" in send.body
+    body = json.loads(send.body)
+    assert body["error"] == "replica failed" and body["replica"] == "b"
+    assert "two replicas" in body["reason"] and "replica a" in body["reason"]
     assert router.in_flight == 0 and router.queued == 0
 
 

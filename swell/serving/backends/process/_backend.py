@@ -101,6 +101,7 @@ class _Handle:
     socket: Path | None
     stopping: bool = False
     terminated: bool = False  # SIGTERM sent; a second one could force-quit uvicorn
+    killed: bool = False  # SIGKILL sent by us (after the grace period)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -736,6 +737,7 @@ class ProcessBackend:
         try:
             await asyncio.wait_for(handle.exited.wait(), timeout=max(grace_seconds, 0.0))
         except TimeoutError:
+            handle.killed = True
             with contextlib.suppress(ProcessLookupError):
                 handle.process.kill()
             await handle.exited.wait()
@@ -755,7 +757,7 @@ class ProcessBackend:
             with contextlib.suppress(OSError):
                 handle.socket.unlink()
         replica = handle.replica
-        state = exit_state(replica.state, stopping=handle.stopping)
+        state = exit_state(replica.state, stopping=handle.stopping, returncode=returncode, killed=handle.killed)
         if state is ReplicaState.FAILED and replica.state is not ReplicaState.FAILED:
             tail = tail_lines(handle.log_path, _LOG_TAIL_LINES)
             exceeded = self._memory_error(handle, tail)

@@ -89,16 +89,22 @@ def next_state(current: ReplicaState, event: ReplicaEvent) -> ReplicaState:
     return target if current in sources else current
 
 
-def exit_state(current: ReplicaState, *, stopping: bool) -> ReplicaState:
+def exit_state(
+    current: ReplicaState, *, stopping: bool, returncode: int | None = 0, killed: bool = False
+) -> ReplicaState:
     """The state once the process has exited.
 
     An exit we asked for ends in STOPPED; any other exit of a live replica is a
     failure (the router must replace it).  A replica that already reported
-    ``failed`` keeps that state and its traceback.
+    ``failed`` keeps that state and its traceback.  A stop ends in status 0
+    (SIGTERM, handled) or in our own SIGKILL (``killed``, after the grace
+    period); any other end while a stop was on its way -- a crash, kill -9,
+    the kernel's OOM killer -- is a failure all the same (the router asks for
+    a stop when a replica drops a request, often because it just died).
     """
     if current is ReplicaState.FAILED:
         return current
-    if stopping:
+    if stopping and (killed or returncode in (0, -signal.SIGTERM)):
         return ReplicaState.STOPPED
     if current is ReplicaState.STOPPED:
         return current

@@ -96,6 +96,23 @@ def test_exit_state(current: ReplicaState, stopping: bool, expected: ReplicaStat
 
 
 @pytest.mark.parametrize(
+    ("returncode", "killed", "expected"),
+    [
+        (0, False, S.STOPPED),  # SIGTERM handled: the stop we asked for
+        (-signal.SIGTERM, False, S.STOPPED),
+        (-signal.SIGKILL, True, S.STOPPED),  # our SIGKILL after the grace period
+        (-signal.SIGKILL, False, S.FAILED),  # kill -9 or the OOM killer, before our stop landed
+        (3, False, S.FAILED),  # it crashed (the router noticed first and asked for a stop)
+        (-signal.SIGSEGV, False, S.FAILED),
+    ],
+)
+def test_a_replica_that_dies_while_being_stopped_failed(
+    returncode: int, killed: bool, expected: ReplicaState
+) -> None:
+    assert exit_state(S.DRAINING, stopping=True, returncode=returncode, killed=killed) is expected
+
+
+@pytest.mark.parametrize(
     ("code", "text"),
     [
         (0, "exited with code 0"),
