@@ -37,6 +37,7 @@ _LAZY_COMMANDS = {
     "activate": "swell._cli_lifecycle:activate",
     "deactivate": "swell._cli_lifecycle:deactivate",
     "environments": "swell._cli_lifecycle:environments",
+    "request": "swell._cli_async:request_command",
 }
 
 
@@ -162,6 +163,22 @@ def _describe_error(payload: Any, status: int) -> str:
     help="Standby replica processes kept forked and set up ahead of time (with the fork server); "
     "a wake takes one and the pool refills in the background. 0: fork each replica on demand.",
 )
+@click.option(
+    "--max-request-mb",
+    default=32.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="SWELL_MAX_REQUEST_MB",
+    help="Largest predict, async_predict or management request body, in MiB; a larger one is answered 413.",
+)
+@click.option(
+    "--max-upload-mb",
+    default=2048.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="SWELL_MAX_UPLOAD_MB",
+    help="Largest model package upload (swell push), in MiB; a larger one is answered 413.",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -179,6 +196,8 @@ def serve(
     load_timeout_seconds: float,
     prewarm_modules: str,
     pool_size: int,
+    max_request_mb: float,
+    max_upload_mb: float,
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -196,6 +215,10 @@ def serve(
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    # Drivers' own debug logs name every statement: Swell's debug is about Swell.
+    # httpx logs every webhook it sends at INFO.
+    for noisy in ("aiosqlite", "asyncpg", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     data_dir = data_dir or Path(os.environ.get("SWELL_DATA_DIR", "swell-data"))
     try:
         settings = ServerSettings(
@@ -214,6 +237,8 @@ def serve(
             load_timeout_seconds=load_timeout_seconds,
             prewarm_modules=[m.strip() for m in prewarm_modules.split(",") if m.strip() not in ("", "none")],
             pool_size=pool_size,
+            max_request_bytes=_mib_to_bytes(max_request_mb, "--max-request-mb"),
+            max_upload_bytes=_mib_to_bytes(max_upload_mb, "--max-upload-mb"),
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -225,6 +250,14 @@ def serve(
             as_json=False,
         )
     _run_server(settings, demo_dir)
+
+
+def _mib_to_bytes(mib: float, flag: str) -> int:
+    import math
+
+    if not math.isfinite(mib):  # FloatRange lets nan and inf through
+        raise click.BadParameter(f"{mib} is not a size; give MiB > 0, e.g. 32 or 0.5", param_hint=flag)
+    return max(1, int(mib * 1024 * 1024))
 
 
 def _examples_dir() -> Path:
@@ -544,6 +577,10 @@ def _read_data(data: str | None, *, as_json: bool) -> bytes:
 @click.option("--environment", default=None, help="Call the deployment this environment points at.")
 @click.option("--development", is_flag=True, help="Call the development deployment.")
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds (504).")
+@click.option("--async", "run_async", is_flag=True, help="Queue it as an async request; prints its request id.")
+@click.option("--webhook", default=None, help="With --async: POST the result to this http(s) URL.")
+@click.option("--priority", type=click.IntRange(0, 2), default=None, help="With --async: 0 runs first, 2 last [default: 1].")
+@click.option("--wait", is_flag=True, help="With --async: wait for the result and print it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def predict(
     model: str,
@@ -552,9 +589,18 @@ def predict(
     environment: str | None,
     development: bool,
     timeout: float | None,
+    run_async: bool,
+    webhook: str | None,
+    priority: int | None,
+    wait: bool,
     as_json: bool,
 ) -> None:
-    """Call a model (by name or id); streamed answers print as they come."""
+    """Call a model (by name or id); streamed answers print as they come.
+
+    With --async the request is kept by the server and run when a replica is
+    free; `swell request ID` shows it later."""
+    if not run_async and (webhook is not None or priority is not None or wait):
+        raise click.UsageError("--webhook, --priority and --wait go with --async")
     chosen = sum(bool(x) for x in (deployment_id, environment, development))
     if chosen > 1:
         raise click.UsageError("give at most one of --deployment, --environment, --development")
@@ -581,6 +627,11 @@ def predict(
             path = f"/model/{model}/development/predict"
         else:
             _fail(f"model {model!r} has no production or development deployment to call", as_json=as_json)
+    if run_async:
+        from swell._cli_async import submit_async
+
+        submit_async(client, path, body, webhook=webhook, priority=priority, wait=wait)
+        return
     headers = {"content-type": "application/json"}
     if timeout is not None:
         headers["x-swell-timeout"] = str(timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,13 +20,20 @@ from urllib.parse import parse_qs
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from swell import __version__
+from swell.control._limits import BodyLimit, BodyTooLarge, Limit, read_body
+from swell.control._async import AsyncPredictRequest
+from swell.control._keys import KeyRecord
 from swell.control._plane import ApiError, ControlPlane, key_view
 from swell.control._registry import NotFound
 from swell.control._store import StoreError
+from swell.control._webhooks import SIGNATURE_HEADER
 from swell.serving import render_metrics
 from swell.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -64,7 +72,16 @@ class SwellApp:
 
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
-        self.management = _management_app(plane)
+        settings = plane.settings
+        self.request_limit = Limit(settings.max_request_bytes)
+        upload = Limit(settings.max_upload_bytes, "package upload", "--max-upload-mb")
+        self.management = BodyLimit(
+            _management_app(plane),  # type: ignore[arg-type]
+            lambda scope: upload if scope["path"] == "/v1/models/push" else self.request_limit,
+        )
+        # The fast path buffers a predict body before the app sees it: one
+        # declared over the limit goes to uvicorn, and from there to the 413.
+        self.max_request_bytes = settings.max_request_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -79,6 +96,10 @@ class SwellApp:
             key = self.plane.keys.authenticate(_header(scope, b"authorization"))
             if key is None:
                 await _json(send, 401, _UNAUTHORIZED)
+                return
+            if path.startswith("/async_request/"):  # invoke keys may follow their requests
+                scope.setdefault("state", {})["key"] = key
+                await self.management(scope, receive, send)  # type: ignore[arg-type]
                 return
             if not key.can_manage():
                 await _json(send, 403, _FORBIDDEN)
@@ -138,8 +159,14 @@ class SwellApp:
         else:
             await _json(send, 404, {"error": "not found", "reason": f"no route {scope['path']}"})
             return
+        if verb == "async_predict":  # not the hot path: the management app parses and validates it
+            scope.setdefault("state", {})["key"] = key
+            await self.management(scope, receive, send)  # type: ignore[arg-type]
+            return
         if verb != "predict":
-            await _json(send, 404, {"error": "not found", "reason": f"no route {scope['path']} (use …/predict)"})
+            await _json(
+                send, 404, {"error": "not found", "reason": f"no route {scope['path']} (use …/predict or …/async_predict)"}
+            )
             return
         if scope["method"] != "POST":
             await _json(send, 405, {"error": "method not allowed", "reason": "predict takes POST"})
@@ -172,14 +199,11 @@ class SwellApp:
                     {"error": "invalid timeout", "reason": f"timeout must be seconds > 0, got {raw_timeout.decode('latin-1')!r}"},
                 )
                 return
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        if message.get("more_body"):
-            chunks = [body]
-            while message.get("more_body"):
-                message = await receive()
-                chunks.append(message.get("body", b""))
-            body = b"".join(chunks)
+        try:
+            body = await read_body(scope, receive, self.request_limit)
+        except BodyTooLarge as exc:
+            await _json(send, 413, exc.payload)
+            return
         await router.serve(scope["headers"], body, send, timeout, receive, scope.get("query_string", b""))
 
 
@@ -211,32 +235,60 @@ def _management_app(plane: ControlPlane) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.payload, status_code=exc.status)
+        return JSONResponse(jsonable(exc.payload), status_code=exc.status)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse(exc.payload, status_code=413)
 
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"error": "not found", "reason": str(exc)}, status_code=404)
 
+    @app.exception_handler(SQLAlchemyError)
+    async def _store_down(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # Every change writes the store first, so nothing was changed (and no
+        # async request was accepted): the caller may simply try again.
+        log.error("%s %s: the store failed: %s", request.method, request.url.path, str(exc).splitlines()[0])
+        return JSONResponse(
+            {
+                "error": "store unavailable",
+                "reason": f"the database could not be reached or written ({type(exc).__name__}); "
+                "nothing was changed: try again shortly",
+            },
+            status_code=503,
+            headers={"retry-after": "1"},
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         route = f"{request.method} {request.url.path}"
-        payload: dict[str, Any] = {"error": str(exc.detail).lower(), "reason": None}
+        payload: dict[str, Any] = {"error": str(exc.detail).lower(), "reason": str(exc.detail)}
         headers = dict(exc.headers or {})
         if exc.status_code == 404:
             payload["reason"] = f"no route {route}"
+        elif exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not read the body
+            cause = exc.__cause__
+            payload["error"] = "invalid JSON"
+            if isinstance(cause, UnicodeDecodeError):
+                payload["reason"] = f"the body is not UTF-8 encoded JSON: {cause.reason} at byte {cause.start}"
+            else:
+                payload["reason"] = f"the body could not be read as JSON: {type(cause).__name__}: {cause}"
         elif exc.status_code == 405:
-            allowed = headers.get("Allow") or headers.get("allow") or ""
+            # Starlette names the methods of the first route with this path only.
+            allowed = ", ".join(_methods_for(request)) or headers.get("Allow") or headers.get("allow") or ""
+            if allowed:
+                headers["Allow"] = allowed
             payload["reason"] = f"{route} is not allowed" + (f"; allowed: {allowed}" if allowed else "")
             payload["allowed"] = [m.strip() for m in allowed.split(",") if m.strip()]
         return JSONResponse(payload, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [
-            {"field": ".".join(str(p) for p in e.get("loc", ())), "value": e.get("input"), "allowed": e.get("msg")}
-            for e in exc.errors()
-        ]
-        return JSONResponse({"error": "invalid request", "detail": jsonable(detail)}, status_code=422)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        detail = [_field_error(e, request.headers.get("content-type"), exc.body) for e in errors]
+        error = "invalid JSON" if any(e.get("type") == "json_invalid" for e in errors) else "invalid request"
+        return JSONResponse({"error": error, "detail": jsonable(detail)}, status_code=422)
 
     # ------------------------------------------------------------------ models
 
@@ -363,6 +415,53 @@ def _management_app(plane: ControlPlane) -> FastAPI:
         """Point this environment at a published deployment, once it is warm."""
         return await plane.promote(model_id, body.deployment_id, environment, settings=body.autoscaling_settings)
 
+    # ------------------------------------------------------------------ async predict
+
+    def caller(request: Request) -> KeyRecord:
+        key: KeyRecord | None = getattr(request.state, "key", None)
+        if key is None:  # only reached through SwellApp, which authenticates first
+            raise ApiError(401, "unauthorized", reason="send the header 'Authorization: Api-Key <key>' with a live API key")
+        return key
+
+    async def submit(request: Request, model_id: str, kind: str, ref: str | None, body: AsyncPredictRequest) -> JSONResponse:
+        accepted = await plane.async_predict(caller(request), model_id, kind, ref, body)
+        return JSONResponse(accepted, status_code=201)
+
+    @app.post("/model/{model_id}/environments/{environment}/async_predict", status_code=201, tags=["async"])
+    async def async_predict_environment(
+        request: Request, model_id: str, environment: str, body: AsyncPredictRequest
+    ) -> JSONResponse:
+        """Queue a request for the deployment an environment points at: ``201 {"request_id"}``.
+        It is kept before the answer is sent, and survives a restart of the server."""
+        return await submit(request, model_id, "environments", environment, body)
+
+    @app.post("/model/{model_id}/deployment/{deployment_id}/async_predict", status_code=201, tags=["async"])
+    async def async_predict_deployment(
+        request: Request, model_id: str, deployment_id: str, body: AsyncPredictRequest
+    ) -> JSONResponse:
+        """Queue a request for one deployment: ``201 {"request_id"}``."""
+        return await submit(request, model_id, "deployment", deployment_id, body)
+
+    @app.post("/model/{model_id}/development/async_predict", status_code=201, tags=["async"])
+    async def async_predict_development(request: Request, model_id: str, body: AsyncPredictRequest) -> JSONResponse:
+        """Queue a request for the model's development deployment: ``201 {"request_id"}``."""
+        return await submit(request, model_id, "development", None, body)
+
+    @app.get("/async_request/{request_id}", tags=["async"])
+    async def get_async_request(request: Request, request_id: str) -> dict[str, Any]:
+        """Status (QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, EXPIRED, CANCELED), the result and the webhook's delivery."""
+        return await plane.async_request(caller(request), request_id)
+
+    @app.delete("/async_request/{request_id}", tags=["async"])
+    async def cancel_async_request(request: Request, request_id: str) -> dict[str, Any]:
+        """Cancel a QUEUED request (409 once it runs or has finished)."""
+        return await plane.cancel_async_request(caller(request), request_id)
+
+    @app.get("/v1/webhook_secret", tags=["async"])
+    async def webhook_secret() -> dict[str, Any]:
+        """The secret that signs webhooks: ``X-Swell-Signature: v1=<hex HMAC-SHA256 of the body>``."""
+        return {"webhook_secret": await plane.async_queue.webhook_secret(), "header": SIGNATURE_HEADER, "scheme": "v1=hex(hmac_sha256(secret, body))"}
+
     # ------------------------------------------------------------------ API keys and secrets
 
     @app.get("/v1/api_keys")
@@ -396,12 +495,53 @@ def _management_app(plane: ControlPlane) -> FastAPI:
     return app
 
 
+def _methods_for(request: Request) -> list[str]:
+    """Every method some route serves at this request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
+def _field_error(error: Any, content_type: str | None, body: Any) -> dict[str, Any]:
+    """One validation error as {field, value, allowed}, saying where a body went wrong."""
+    loc = [str(p) for p in error.get("loc", ())]
+    value = error.get("input")
+    allowed = str(error.get("msg", ""))
+    kind = error.get("type")
+    if kind == "json_invalid":  # loc is ("body", offset)
+        offset = int(loc[1]) if len(loc) > 1 and loc[1].isdigit() else 0
+        text = body if isinstance(body, str) else ""
+        loc = loc[:1]
+        value = text[max(0, offset - 40) : offset + 40]
+        reason = (error.get("ctx") or {}).get("error", "not JSON")
+        allowed = f"a JSON body; {reason} at character {offset}"
+    elif isinstance(value, (bytes, bytearray)):  # a body that was not sent as JSON
+        value = bytes(value[:200]).decode("utf-8", "replace")
+        allowed = f"{allowed}: send JSON with 'content-type: application/json' (got {content_type or 'none'!r})"
+    elif kind == "missing":
+        allowed = "required"
+    return {"field": ".".join(loc), "value": value, "allowed": allowed}
+
+
 def jsonable(value: Any) -> Any:
+    """``value`` as JSON can carry it: odd objects as their repr, NaN and infinities as text."""
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
         return value
     except (TypeError, ValueError):
-        return json.loads(json.dumps(value, default=repr))
+        return _finite(json.loads(json.dumps(value, default=repr)))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 def create_app(plane: ControlPlane) -> SwellApp:

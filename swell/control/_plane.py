@@ -27,6 +27,7 @@ from swell.config import (
     load_model_config,
     parse_autoscaling,
 )
+from swell.control._async import AsyncPredictRequest, AsyncQueue, AsyncStatus
 from swell.control._ids import new_id
 from swell.control._keys import ApiKeys, KeyRecord, KeyType, digest
 from swell.control._registry import (
@@ -117,6 +118,7 @@ class ControlPlane:
         self.secret_box = SecretBox(self.data_dir / "secrets.key")
         self.secret_folders = SecretFolders(self.data_dir)
         self.new_key: str | None = None  # a key created at start-up, to show the operator once
+        self.async_queue = AsyncQueue(self.store, self._async_router, self.secret_box, wall=wall_clock)
         self._env_key = api_key
         self._lock = asyncio.Lock()  # one change at a time: last write wins, nothing torn
         self._housekeeping: asyncio.Task[None] | None = None
@@ -138,6 +140,7 @@ class ControlPlane:
         for record in list(self.registry.deployments.values()):
             if record.active and record.build is BuildState.BUILT:
                 await self._add_router(record)
+        await self.async_queue.start()
         if background:
             await self.controller.start()
             self._housekeeping = asyncio.create_task(self._housekeeping_loop(), name="swell-housekeeping")
@@ -150,6 +153,9 @@ class ControlPlane:
                 await self._housekeeping
             except asyncio.CancelledError:
                 pass
+        # First: requests still queued or running stay so in the store (the next
+        # start runs them) instead of being failed by the stopping controller.
+        await self.async_queue.close()
         await self.controller.close()
         if self._started:
             try:
@@ -282,6 +288,45 @@ class ControlPlane:
             if record.build is BuildState.BUILDING:
                 raise ApiError(503, "deployment is building", reason="its requirements are being installed; try again shortly")
             raise ApiError(503, "deployment unavailable", reason=record.error or f"status {self.status(record).value}")
+        return scaled.router
+
+    # ------------------------------------------------------------------ async predict
+
+    async def async_predict(
+        self, key: KeyRecord, model_ref: str, kind: str, ref: str | None, request: AsyncPredictRequest
+    ) -> dict[str, Any]:
+        """Accept an async request for the deployment the route names (kept before this returns)."""
+        router = self.router(model_ref, kind, ref)
+        record = self.registry.deployments[router.deployment_id]
+        if not key.can_invoke(record.model_id):
+            raise ApiError(403, "forbidden", reason=f"this key may not call model {model_ref!r}")
+        return await self.async_queue.submit(record.model_id, record.id, request)
+
+    async def async_request(self, key: KeyRecord, request_id: str) -> dict[str, Any]:
+        view = await self.async_queue.view(request_id)
+        if view is None or not key.can_invoke(view["model_id"]):
+            raise NotFound(f"no async request {request_id!r}")
+        return view
+
+    async def cancel_async_request(self, key: KeyRecord, request_id: str) -> dict[str, Any]:
+        """Cancel a queued request; one that runs or has finished is not cancelled (409)."""
+        await self.async_request(key, request_id)  # exists, and this key may see it
+        status, canceled = await self.async_queue.cancel(request_id)
+        if not canceled:
+            raise ApiError(
+                409,
+                "request not cancelable",
+                reason=f"request {request_id} is {status.value if status else 'unknown'}; only a QUEUED request can be canceled",
+                status=status.value if status else None,
+            )
+        return {"request_id": request_id, "canceled": True, "status": AsyncStatus.CANCELED.value}
+
+    def _async_router(self, deployment_id: str) -> DeploymentRouter | None:
+        """Where a kept async request runs: None once its deployment is deleted or deactivated."""
+        record = self.registry.deployments.get(deployment_id)
+        scaled = self.controller.get(deployment_id)
+        if record is None or not record.active or scaled is None or scaled.retiring:
+            return None
         return scaled.router
 
     # ------------------------------------------------------------------ push

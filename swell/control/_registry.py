@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 DEFAULT_ENVIRONMENTS = ("production", "staging")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline through
 NAME_RULE = "letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit"
 
 

@@ -21,9 +21,19 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    Index,
 )
 
-__all__ = ["api_keys", "deployments", "environments", "metadata", "models", "secrets"]
+__all__ = [
+    "api_keys",
+    "async_requests",
+    "deployments",
+    "environments",
+    "metadata",
+    "models",
+    "secrets",
+    "workspace",
+]
 
 metadata = MetaData()
 
@@ -83,5 +93,44 @@ secrets = Table(
     Column("name", String(128), primary_key=True),
     Column("ciphertext", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# One row per accepted async request, written before its 201 is sent.  The
+# server keeps only the unfinished ones in memory; after a restart it reads
+# back every row that is QUEUED or IN_PROGRESS, or whose webhook is pending.
+async_requests = Table(
+    "async_requests",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("model_id", String(32), nullable=False),
+    Column("deployment_id", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # QUEUED IN_PROGRESS SUCCEEDED FAILED EXPIRED CANCELED
+    Column("priority", Integer, nullable=False),
+    Column("model_input", LargeBinary, nullable=False),  # JSON bytes, sent to the model as they are
+    Column("webhook_endpoint", Text, nullable=True),
+    Column("retry", JSON, nullable=False),  # inference_retry_config, with its defaults filled in
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),  # still queued then: EXPIRED
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("result", LargeBinary, nullable=True),  # the model's answer, as it sent it
+    Column("result_status", Integer, nullable=True),  # the model's HTTP status
+    Column("error", Text, nullable=True),
+    Column("webhook_status", String(32), nullable=False),  # NO_WEBHOOK_PROVIDED PENDING SUCCEEDED FAILED
+    Column("webhook_attempts", Integer, nullable=False, default=0),
+    Column("webhook_error", Text, nullable=True),
+    Column("webhook_at", Float, nullable=True),
+    Index("ix_async_requests_status", "status"),
+    Index("ix_async_requests_webhook_status", "webhook_status"),
+)
+
+# Workspace-wide values (the webhook signing secret, encrypted), by name.
+workspace = Table(
+    "workspace",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
     Column("updated_at", Float, nullable=False),
 )

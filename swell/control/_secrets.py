@@ -37,7 +37,7 @@ __all__ = [
 log = logging.getLogger("swell.secrets")
 
 MAX_SECRET_BYTES = 64 * 1024
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}\Z")  # \Z: "$" would let a trailing newline through
 KEY_ENV = "SWELL_SECRETS_KEY"
 
 

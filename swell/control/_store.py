@@ -20,18 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, event, insert, inspect, select, text, update
+from sqlalchemy import Connection, delete, event, insert, inspect, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from swell.control._schema import api_keys, deployments, environments, models, secrets
+from swell.control._schema import api_keys, async_requests, deployments, environments, models, secrets, workspace
 
 __all__ = ["MIGRATIONS_DIR", "Snapshot", "Store", "StoreError", "Transaction", "sqlite_url"]
 
 log = logging.getLogger("swell.store")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 class StoreError(RuntimeError):
@@ -129,6 +129,24 @@ class Transaction:
         result = await self.conn.execute(delete(secrets).where(secrets.c.name == name))
         return bool(result.rowcount)
 
+    async def put_workspace_value(self, name: str, value: bytes, now: float) -> None:
+        await self._upsert(workspace, {"name": name}, {"value": value, "updated_at": now})
+
+    async def add_async_request(self, row: Mapping[str, Any]) -> None:
+        await self.conn.execute(insert(async_requests).values(**row))
+
+    async def update_async_request(
+        self, request_id: str, *, only_if: Iterable[str] | None = None, **values: Any
+    ) -> bool:
+        """Change one request; with ``only_if``, only while its status is one of
+        those (so a result is stored once, and a late write never undoes a
+        later one).  True if the row changed."""
+        query = update(async_requests).where(async_requests.c.id == request_id)
+        if only_if is not None:
+            query = query.where(async_requests.c.status.in_(list(only_if)))
+        result = await self.conn.execute(query.values(**values))
+        return bool(result.rowcount)
+
 
 class Store:
     """One database; :meth:`transaction` for writes, :meth:`snapshot` at start-up."""
@@ -199,6 +217,27 @@ class Store:
         query = select(secrets).order_by(secrets.c.name)
         if names is not None:
             query = query.where(secrets.c.name.in_(list(names)))
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query))]
+
+
+    async def workspace_value(self, name: str) -> bytes | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(workspace.c.value).where(workspace.c.name == name))).first()
+        return None if row is None else bytes(row.value)
+
+    async def async_request(self, request_id: str) -> Mapping[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(async_requests).where(async_requests.c.id == request_id))).first()
+        return None if row is None else dict(row._mapping)
+
+    async def unfinished_async_requests(self, *, unfinished: Iterable[str], webhook_pending: str) -> list[Mapping[str, Any]]:
+        """Rows with a status in ``unfinished``, or whose webhook is still to send, oldest first."""
+        query = (
+            select(async_requests)
+            .where(or_(async_requests.c.status.in_(list(unfinished)), async_requests.c.webhook_status == webhook_pending))
+            .order_by(async_requests.c.priority, async_requests.c.created_at)
+        )
         async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in (await conn.execute(query))]
 

@@ -36,6 +36,7 @@ __all__ = ["FastPathProtocol", "fast_path_protocol"]
 logger = logging.getLogger("uvicorn.error")
 
 _MAX_HEAD = 1 << 16
+_NO_LIMIT = 1 << 62
 # What uvicorn refuses in a response header's name and value.
 _BAD_NAME = HEADER_RE.search
 _BAD_VALUE = HEADER_VALUE_RE.search
@@ -192,6 +193,9 @@ class FastPathProtocol(asyncio.Protocol):
         self.app_state = app_state
         self.loop = _loop or asyncio.get_event_loop()
         self.keep_alive_timeout = config.timeout_keep_alive
+        # The largest body buffered here: the app's limit, where it has one.
+        limit = getattr(self.app, "max_request_bytes", None)
+        self.max_body = limit if isinstance(limit, int) and limit > 0 else _NO_LIMIT
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # writes, corked
         self.raw_transport: asyncio.Transport = None  # type: ignore[assignment]
         self.buffer: bytes | bytearray = b""
@@ -305,6 +309,10 @@ class FastPathProtocol(asyncio.Protocol):
             except httptools.HttpParserError:
                 return self._hand_off()
             if self._unusual or self._length < 0 or parser.get_http_version() != "1.1" or parser.should_upgrade():
+                return self._hand_off()
+            if self._length > self.max_body:
+                # Not buffered here: uvicorn streams it and the app refuses it
+                # (413) without reading it into memory.
                 return self._hand_off()
             pending = self._pending = (head_end, head_end + self._length)
         head_end, total = pending

@@ -22,10 +22,11 @@ ALLOWED: dict[str, set[str]] = {
     "serving": {"autoscaling", "config", "modelserver"},
     "control": {"serving", "autoscaling", "config", "modelserver"},
     "dashboard": {"control", "serving", "autoscaling", "config"},
-    "cli": {"control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard", "_cli_manage", "_cli_lifecycle"},
+    "cli": {"control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard", "_cli_manage", "_cli_lifecycle", "_cli_async"},
     # The CLI's `keys`, `secrets` and `watch`: part of the CLI, built on its client.
     "_cli_manage": {"cli", "control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard"},
     "_cli_lifecycle": {"cli"},
+    "_cli_async": {"cli"},
 }
 
 

@@ -100,6 +100,11 @@ ROUTES = {
     ("POST", "/v1/models/{model_id}/environments/{environment}/promote"),
     ("GET", "/v1/api_keys"), ("POST", "/v1/api_keys"), ("DELETE", "/v1/api_keys/{key_id}"),
     ("GET", "/v1/secrets"), ("POST", "/v1/secrets"), ("DELETE", "/v1/secrets/{name}"),
+    ("POST", "/model/{model_id}/environments/{environment}/async_predict"),
+    ("POST", "/model/{model_id}/deployment/{deployment_id}/async_predict"),
+    ("POST", "/model/{model_id}/development/async_predict"),
+    ("GET", "/async_request/{request_id}"), ("DELETE", "/async_request/{request_id}"),
+    ("GET", "/v1/webhook_secret"),
 }
 
 
@@ -108,7 +113,7 @@ async def test_openapi_documents_exactly_the_management_routes(client: httpx.Asy
     documented = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
     assert documented == ROUTES
     for method, path in ROUTES:  # and each one answers (with a key) rather than 404 for the route itself
-        filled = path.format(model_id="nope", deployment_id="d", environment="e", key_id="k", name="n")
+        filled = path.format(model_id="nope", deployment_id="d", environment="e", key_id="k", name="n", request_id="r")
         response = await client.request(method, filled, headers=KEY)
         assert response.status_code != 405, (method, path)
         if response.status_code == 404:

@@ -1,0 +1,478 @@
+"""Async predict: requests accepted with an id, kept in the store, run when capacity allows.
+
+A request is written to the store before its ``201`` is sent, so a server
+killed at any moment finds every accepted request again when it starts: those
+that were queued or running run (again: delivery to the model is at least
+once), those that finished keep their one stored result, and webhooks not yet
+delivered are sent.
+
+While it waits, a request sits in its deployment's async lane
+(:meth:`~swell.serving.DeploymentRouter.call`): it counts toward the
+deployment's concurrency, so it wakes and scales the deployment as a sync
+request does, and free replica slots alternate between the lanes so neither
+kind starves the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from swell.control._ids import new_id
+from swell.control._secrets import SecretBox
+from swell.control._store import Store
+from swell.control._webhooks import WebhookSender, check_webhook_url
+from swell.serving import DeploymentRouter, Unavailable
+
+__all__ = [
+    "AsyncPredictRequest",
+    "AsyncQueue",
+    "AsyncStatus",
+    "RetryConfig",
+    "WebhookStatus",
+]
+
+log = logging.getLogger("swell.async")
+
+MAX_TIME_IN_QUEUE = 72 * 3600
+WEBHOOK_SECRET = "webhook_secret"
+
+
+class AsyncStatus(str, Enum):
+    QUEUED = "QUEUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELED = "CANCELED"
+
+
+UNFINISHED = (AsyncStatus.QUEUED.value, AsyncStatus.IN_PROGRESS.value)
+
+
+class WebhookStatus(str, Enum):
+    NONE = "NO_WEBHOOK_PROVIDED"
+    PENDING = "PENDING"
+    DELIVERED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class RetryConfig(BaseModel):
+    """How often a failed inference (the model answered 5xx or 429, or no replica
+    could run it) is tried again, and how long to wait between tries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(1, ge=1, le=10)
+    initial_delay_ms: int = Field(1000, ge=0, le=60_000)
+    max_delay_ms: int = Field(5000, ge=0, le=300_000)
+
+    def delay(self, failures: int) -> float:
+        """Seconds before the try after ``failures`` failed ones (doubling, capped)."""
+        return min(self.max_delay_ms, self.initial_delay_ms * 2 ** (failures - 1)) / 1000
+
+
+class AsyncPredictRequest(BaseModel):
+    """The body of ``POST …/async_predict``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_input: Any = Field(..., description="What the model's predict() receives, as in a sync request")
+    webhook_endpoint: str | None = Field(None, description="An http(s) URL that receives the result")
+    priority: int = Field(1, ge=0, le=2, description="0 runs first, 2 last")
+    max_time_in_queue_seconds: int = Field(600, ge=10, le=MAX_TIME_IN_QUEUE)
+    inference_retry_config: RetryConfig | None = None
+
+    @field_validator("webhook_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_webhook_url(value)
+
+
+@dataclass(eq=False)
+class _Live:
+    """An unfinished request this server is running."""
+
+    id: str
+    model_id: str
+    deployment_id: str
+    priority: int
+    model_input: bytes
+    webhook_endpoint: str | None
+    retry: RetryConfig
+    expires_at: float
+    status: AsyncStatus = AsyncStatus.QUEUED
+    attempts: int = 0
+    task: asyncio.Task[None] | None = None
+
+
+class AsyncQueue:
+    """Accepts, runs, reports and resumes async requests.
+
+    ``routers(deployment_id)`` gives the router that runs a deployment's
+    requests, or ``None`` if it is gone or deactivated (the request fails).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        routers: Callable[[str], DeploymentRouter | None],
+        secret_box: SecretBox,
+        *,
+        wall: Callable[[], float],
+        sender: WebhookSender | None = None,
+    ) -> None:
+        self.store = store
+        self._routers = routers
+        self._box = secret_box
+        self._wall = wall
+        self.sender = sender or WebhookSender()
+        self._live: dict[str, _Live] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._secret: str | None = None
+        self._secret_lock = asyncio.Lock()
+        self._closing = False
+
+    # ------------------------------------------------------------------ life
+
+    async def start(self) -> int:
+        """Resume what a stopped server left: returns how many requests and webhooks."""
+        rows = await self.store.unfinished_async_requests(
+            unfinished=UNFINISHED, webhook_pending=WebhookStatus.PENDING.value
+        )
+        for row in rows:
+            if row["status"] in UNFINISHED:
+                self._run_later(_live_from_row(row))
+            else:
+                self._spawn(self._deliver(row))
+        if rows:
+            log.info("resumed %d async request(s) and webhook(s) from before the restart", len(rows))
+        return len(rows)
+
+    async def close(self) -> None:
+        """Stop running; what is unfinished stays in the store for the next start."""
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.sender.close()
+
+    @property
+    def unfinished(self) -> int:
+        return len(self._live)
+
+    async def webhook_secret(self) -> str:
+        """The workspace's signing secret (created on first use, kept encrypted)."""
+        async with self._secret_lock:
+            if self._secret is None:
+                stored = await self.store.workspace_value(WEBHOOK_SECRET)
+                if stored is not None:
+                    self._secret = self._box.decrypt(stored)
+                else:
+                    secret = "whsec_" + secrets.token_urlsafe(32)
+                    async with self.store.transaction() as tx:
+                        await tx.put_workspace_value(WEBHOOK_SECRET, self._box.encrypt(secret), self._wall())
+                    self._secret = secret
+            return self._secret
+
+    # ------------------------------------------------------------------ API
+
+    async def submit(self, model_id: str, deployment_id: str, request: AsyncPredictRequest) -> dict[str, Any]:
+        """Keep the request (in the store first), then queue it."""
+        now = self._wall()
+        retry = request.inference_retry_config or RetryConfig()
+        live = _Live(
+            id=new_id(16),
+            model_id=model_id,
+            deployment_id=deployment_id,
+            priority=request.priority,
+            model_input=json.dumps(request.model_input, separators=(",", ":")).encode(),
+            webhook_endpoint=request.webhook_endpoint,
+            retry=retry,
+            expires_at=now + request.max_time_in_queue_seconds,
+        )
+        async with self.store.transaction() as tx:
+            await tx.add_async_request(
+                {
+                    "id": live.id,
+                    "model_id": model_id,
+                    "deployment_id": deployment_id,
+                    "status": AsyncStatus.QUEUED.value,
+                    "priority": live.priority,
+                    "model_input": live.model_input,
+                    "webhook_endpoint": live.webhook_endpoint,
+                    "retry": retry.model_dump(),
+                    "created_at": now,
+                    "expires_at": live.expires_at,
+                    "attempts": 0,
+                    "webhook_status": (
+                        WebhookStatus.PENDING if live.webhook_endpoint else WebhookStatus.NONE
+                    ).value,
+                    "webhook_attempts": 0,
+                }
+            )
+        self._run_later(live)
+        return {"request_id": live.id}
+
+    async def view(self, request_id: str) -> dict[str, Any] | None:
+        row = await self.store.async_request(request_id)
+        if row is None:
+            return None
+        live = self._live.get(request_id)
+        # The row is the truth once it says finished; before, this server knows better
+        # (the IN_PROGRESS write is not awaited).
+        status = live.status.value if live is not None and live.status.value in UNFINISHED else row["status"]
+        errors = [{"code": _error_code(status), "message": row["error"]}] if row["error"] else []
+        return {
+            "request_id": row["id"],
+            "model_id": row["model_id"],
+            "deployment_id": row["deployment_id"],
+            "status": status,
+            "priority": row["priority"],
+            "attempts": max(row["attempts"], live.attempts if live is not None else 0),
+            "created_at": _iso(row["created_at"]),
+            "expires_at": _iso(row["expires_at"]),
+            "started_at": _iso(row["started_at"]),
+            "finished_at": _iso(row["finished_at"]),
+            "result": _decode(row["result"]),
+            "result_status": row["result_status"],
+            "errors": errors,
+            "webhook_endpoint": row["webhook_endpoint"],
+            "webhook_status": row["webhook_status"],
+            "webhook_attempts": row["webhook_attempts"],
+            "webhook_error": row["webhook_error"],
+            "webhook_delivered_at": _iso(row["webhook_at"]) if row["webhook_status"] == WebhookStatus.DELIVERED else None,
+        }
+
+    async def cancel(self, request_id: str) -> tuple[AsyncStatus | None, bool]:
+        """Cancel a queued request: its status now (None: no such request), and
+        whether this call cancelled it."""
+        live = self._live.get(request_id)
+        if live is None:
+            row = await self.store.async_request(request_id)
+            return (None if row is None else AsyncStatus(row["status"])), False
+        if live.status is not AsyncStatus.QUEUED:
+            return live.status, False
+        live.status = AsyncStatus.CANCELED
+        if live.task is not None:
+            live.task.cancel()
+        await self._finish(live, AsyncStatus.CANCELED, error="canceled on request", webhook=False)
+        return AsyncStatus.CANCELED, True
+
+    # ------------------------------------------------------------------ running
+
+    def _run_later(self, live: _Live) -> None:
+        self._live[live.id] = live
+        live.task = self._spawn(self._run(live))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _run(self, live: _Live) -> None:
+        failures = 0
+        while True:
+            router = self._routers(live.deployment_id)
+            if router is None:
+                await self._finish(
+                    live,
+                    AsyncStatus.FAILED,
+                    error=f"deployment {live.deployment_id} is deleted or deactivated; the request was not run",
+                )
+                return
+            queue_timeout = live.expires_at - self._wall() if failures == 0 else None
+            if queue_timeout is not None and queue_timeout <= 0:
+                await self._expire(live)
+                return
+            try:
+                status, body = await router.call(
+                    live.model_input,
+                    priority=live.priority,
+                    queue_timeout=queue_timeout,
+                    on_start=lambda: self._started(live),
+                )
+            except TimeoutError:
+                await self._expire(live)
+                return
+            except Unavailable as exc:
+                status, body = exc.status, exc.body()
+            except asyncio.CancelledError:
+                raise  # cancelled, or the server stops: the store keeps it as it was
+            except Exception as exc:  # a bug must not lose the request silently
+                log.exception("async request %s: running it failed", live.id)
+                status, body = 500, json.dumps({"error": "internal error", "reason": str(exc)}).encode()
+            if 200 <= status < 300:
+                await self._finish(live, AsyncStatus.SUCCEEDED, result=body, result_status=status)
+                return
+            retryable = status >= 500 or status == 429
+            failures += 1
+            if not retryable or failures >= live.retry.max_attempts:
+                tries = f" after {failures} attempt(s)" if retryable and failures > 1 else ""
+                await self._finish(
+                    live,
+                    AsyncStatus.FAILED,
+                    result=body,
+                    result_status=status,
+                    error=f"the model answered HTTP {status}{tries}: {_short(body)}",
+                )
+                return
+            live.status = AsyncStatus.QUEUED
+            await asyncio.sleep(live.retry.delay(failures))
+
+    def _started(self, live: _Live) -> None:
+        live.status = AsyncStatus.IN_PROGRESS
+        live.attempts += 1
+        # Not awaited: the request is on its replica already.  The write is
+        # conditional, so it can land late without undoing a finish.
+        self._spawn(self._write(live.id, UNFINISHED, status=AsyncStatus.IN_PROGRESS.value, started_at=self._wall(), attempts=live.attempts))
+
+    async def _expire(self, live: _Live) -> None:
+        await self._finish(
+            live,
+            AsyncStatus.EXPIRED,
+            error="no replica took the request within its max_time_in_queue_seconds",
+        )
+
+    async def _write(self, request_id: str, only_if: tuple[str, ...] | None, **values: Any) -> bool:
+        """One conditional write, tried again while the store is unreachable."""
+        delay = 0.5
+        while True:
+            try:
+                async with self.store.transaction() as tx:
+                    return await tx.update_async_request(request_id, only_if=only_if, **values)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("async request %s: cannot write to the store (%s); trying again in %g s", request_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _finish(
+        self,
+        live: _Live,
+        status: AsyncStatus,
+        *,
+        result: bytes | None = None,
+        result_status: int | None = None,
+        error: str | None = None,
+        webhook: bool = True,
+    ) -> None:
+        """Store the outcome once (a request that finished already keeps its
+        first), then send the webhook."""
+        live.status = status
+        send = webhook and live.webhook_endpoint is not None
+        values = {
+            "status": status.value,
+            "finished_at": self._wall(),
+            "result": result,
+            "result_status": result_status,
+            "error": error,
+            "attempts": live.attempts,
+            "webhook_status": (WebhookStatus.PENDING if send else WebhookStatus.NONE).value,
+        }
+        stored = await self._write(live.id, UNFINISHED, **values)
+        self._live.pop(live.id, None)
+        if not stored:
+            return
+        if send:
+            row = {**values, "id": live.id, "model_id": live.model_id, "deployment_id": live.deployment_id,
+                   "webhook_endpoint": live.webhook_endpoint, "webhook_attempts": 0}
+            self._spawn(self._deliver(row))
+
+    # ------------------------------------------------------------------ webhooks
+
+    async def _deliver(self, row: Mapping[str, Any]) -> None:
+        request_id = row["id"]
+        body = webhook_body(row, time=self._wall())
+
+        async def failed_try(attempts: int, error: str | None) -> None:
+            await self._write(request_id, None, webhook_attempts=attempts, webhook_error=error)
+
+        outcome = await self.sender.send(
+            row["webhook_endpoint"],
+            body,
+            secret=await self.webhook_secret(),
+            request_id=request_id,
+            already=row["webhook_attempts"] or 0,
+            on_attempt=failed_try,
+        )
+        await self._write(
+            request_id,
+            None,
+            webhook_status=(WebhookStatus.DELIVERED if outcome.delivered else WebhookStatus.FAILED).value,
+            webhook_attempts=outcome.attempts,
+            webhook_error=outcome.error,
+            webhook_at=self._wall(),
+        )
+        if not outcome.delivered:
+            log.warning("webhook for %s not delivered after %d attempts: %s", request_id, outcome.attempts, outcome.error)
+
+
+def webhook_body(row: Mapping[str, Any], *, time: float) -> bytes:
+    status = row["status"]
+    errors = [{"code": _error_code(status), "message": row["error"]}] if row.get("error") else []
+    payload = {
+        "request_id": row["id"],
+        "model_id": row["model_id"],
+        "deployment_id": row["deployment_id"],
+        "type": "async_request_completed",
+        "time": _iso(time),
+        "status": status,
+        "data": _decode(row.get("result")) if status == AsyncStatus.SUCCEEDED.value else None,
+        "errors": errors,
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _live_from_row(row: Mapping[str, Any]) -> _Live:
+    return _Live(
+        id=row["id"],
+        model_id=row["model_id"],
+        deployment_id=row["deployment_id"],
+        priority=row["priority"],
+        model_input=bytes(row["model_input"]),
+        webhook_endpoint=row["webhook_endpoint"],
+        retry=RetryConfig.model_validate(row["retry"] or {}),
+        expires_at=row["expires_at"],
+        attempts=row["attempts"] or 0,
+    )
+
+
+def _error_code(status: str) -> str:
+    return {
+        AsyncStatus.EXPIRED.value: "TIMEOUT_IN_QUEUE",
+        AsyncStatus.CANCELED.value: "CANCELED",
+    }.get(status, "MODEL_PREDICT_ERROR")
+
+
+def _decode(raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return bytes(raw).decode("utf-8", "replace")
+
+
+def _short(body: bytes, limit: int = 300) -> str:
+    text = bytes(body).decode("utf-8", "replace").strip()
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
