@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from swell.control._ids import new_id
 from swell.control._secrets import SecretBox
-from swell.control._store import Store
+from swell.control._store import Store, Transaction
 from swell.control._webhooks import WebhookSender, check_webhook_url
 from swell.serving import DeploymentRouter, Unavailable
 
@@ -98,6 +98,58 @@ class AsyncPredictRequest(BaseModel):
         return None if value is None else check_webhook_url(value)
 
 
+class _GroupCommit:
+    """Writes of many requests in one transaction: while one commits, the next
+    ones gather, so under load a commit serves many requests and an idle
+    server pays nothing for waiting.  A batch that fails is written again one
+    write at a time, so one bad write fails only its own caller."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: list[tuple[Callable[[Transaction], Awaitable[Any]], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, op: Callable[[Transaction], Awaitable[Any]]) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self._store.transaction() as tx:
+                    results = [await op(tx) for op, _ in batch]
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][1], error=exc)
+                    continue
+                for op, fut in batch:
+                    try:
+                        async with self._store.transaction() as tx:
+                            _settle(fut, await op(tx))
+                    except Exception as alone:
+                        _settle(fut, error=alone)
+            else:
+                for (_, fut), result in zip(batch, results, strict=True):
+                    _settle(fut, result)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
+
+def _settle(fut: asyncio.Future[Any], result: Any = None, *, error: BaseException | None = None) -> None:
+    if fut.done():  # its caller was cancelled
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
+
+
 @dataclass(eq=False)
 class _Live:
     """An unfinished request this server is running."""
@@ -112,6 +164,7 @@ class _Live:
     expires_at: float
     status: AsyncStatus = AsyncStatus.QUEUED
     attempts: int = 0
+    started_at: float | None = None
     task: asyncio.Task[None] | None = None
 
 
@@ -132,6 +185,7 @@ class AsyncQueue:
         sender: WebhookSender | None = None,
     ) -> None:
         self.store = store
+        self._writes = _GroupCommit(store)
         self._routers = routers
         self._box = secret_box
         self._wall = wall
@@ -166,6 +220,7 @@ class AsyncQueue:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._writes.close()
         await self.sender.close()
 
     @property
@@ -202,9 +257,7 @@ class AsyncQueue:
             retry=retry,
             expires_at=now + request.max_time_in_queue_seconds,
         )
-        async with self.store.transaction() as tx:
-            await tx.add_async_request(
-                {
+        row = {
                     "id": live.id,
                     "model_id": model_id,
                     "deployment_id": deployment_id,
@@ -221,8 +274,10 @@ class AsyncQueue:
                     ).value,
                     "webhook_attempts": 0,
                 }
-            )
-        self._run_later(live)
+        # Once written it runs, even if this caller is gone before the 201.
+        stored = asyncio.ensure_future(self._writes.write(lambda tx: tx.add_async_request(row)))
+        stored.add_done_callback(lambda t: None if t.cancelled() or t.exception() else self._run_later(live))
+        await asyncio.shield(stored)
         return {"request_id": live.id}
 
     async def view(self, request_id: str) -> dict[str, Any] | None:
@@ -230,8 +285,8 @@ class AsyncQueue:
         if row is None:
             return None
         live = self._live.get(request_id)
-        # The row is the truth once it says finished; before, this server knows better
-        # (the IN_PROGRESS write is not awaited).
+        # The row is the truth once it says finished; before, this server knows
+        # better (the row says QUEUED until then, see _started).
         status = live.status.value if live is not None and live.status.value in UNFINISHED else row["status"]
         errors = [{"code": _error_code(status), "message": row["error"]}] if row["error"] else []
         return {
@@ -243,7 +298,7 @@ class AsyncQueue:
             "attempts": max(row["attempts"], live.attempts if live is not None else 0),
             "created_at": _iso(row["created_at"]),
             "expires_at": _iso(row["expires_at"]),
-            "started_at": _iso(row["started_at"]),
+            "started_at": _iso(live.started_at if live is not None else row["started_at"]),
             "finished_at": _iso(row["finished_at"]),
             "result": _decode(row["result"]),
             "result_status": row["result_status"],
@@ -333,11 +388,13 @@ class AsyncQueue:
             await asyncio.sleep(live.retry.delay(failures))
 
     def _started(self, live: _Live) -> None:
+        # Kept in memory only: the row says QUEUED until the request finishes,
+        # which is what a restart needs to know (it runs again either way), and
+        # it saves a write per request.  GET shows this server's live status.
         live.status = AsyncStatus.IN_PROGRESS
         live.attempts += 1
-        # Not awaited: the request is on its replica already.  The write is
-        # conditional, so it can land late without undoing a finish.
-        self._spawn(self._write(live.id, UNFINISHED, status=AsyncStatus.IN_PROGRESS.value, started_at=self._wall(), attempts=live.attempts))
+        if live.started_at is None:
+            live.started_at = self._wall()
 
     async def _expire(self, live: _Live) -> None:
         await self._finish(
@@ -351,8 +408,10 @@ class AsyncQueue:
         delay = 0.5
         while True:
             try:
-                async with self.store.transaction() as tx:
-                    return await tx.update_async_request(request_id, only_if=only_if, **values)
+                changed: bool = await self._writes.write(
+                    lambda tx: tx.update_async_request(request_id, only_if=only_if, **values)
+                )
+                return changed
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -381,6 +440,7 @@ class AsyncQueue:
             "result_status": result_status,
             "error": error,
             "attempts": live.attempts,
+            "started_at": live.started_at,
             "webhook_status": (WebhookStatus.PENDING if send else WebhookStatus.NONE).value,
         }
         stored = await self._write(live.id, UNFINISHED, **values)
