@@ -97,6 +97,19 @@ class AsyncPredictRequest(BaseModel):
     def _url(cls, value: str | None) -> str | None:
         return None if value is None else check_webhook_url(value)
 
+    @field_validator("model_input")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("JSON without NaN or Infinity (a model cannot be sent those)") from None
+        return value
+
+    def input_bytes(self) -> bytes:
+        """What the model is sent: ``model_input`` as compact JSON."""
+        return json.dumps(self.model_input, separators=(",", ":"), allow_nan=False).encode()
+
 
 class _GroupCommit:
     """Writes of many requests in one transaction: while one commits, the next
@@ -194,7 +207,6 @@ class AsyncQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._secret: str | None = None
         self._secret_lock = asyncio.Lock()
-        self._closing = False
 
     # ------------------------------------------------------------------ life
 
@@ -214,7 +226,6 @@ class AsyncQueue:
 
     async def close(self) -> None:
         """Stop running; what is unfinished stays in the store for the next start."""
-        self._closing = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -252,28 +263,26 @@ class AsyncQueue:
             model_id=model_id,
             deployment_id=deployment_id,
             priority=request.priority,
-            model_input=json.dumps(request.model_input, separators=(",", ":")).encode(),
+            model_input=request.input_bytes(),
             webhook_endpoint=request.webhook_endpoint,
             retry=retry,
             expires_at=now + request.max_time_in_queue_seconds,
         )
         row = {
-                    "id": live.id,
-                    "model_id": model_id,
-                    "deployment_id": deployment_id,
-                    "status": AsyncStatus.QUEUED.value,
-                    "priority": live.priority,
-                    "model_input": live.model_input,
-                    "webhook_endpoint": live.webhook_endpoint,
-                    "retry": retry.model_dump(),
-                    "created_at": now,
-                    "expires_at": live.expires_at,
-                    "attempts": 0,
-                    "webhook_status": (
-                        WebhookStatus.PENDING if live.webhook_endpoint else WebhookStatus.NONE
-                    ).value,
-                    "webhook_attempts": 0,
-                }
+            "id": live.id,
+            "model_id": model_id,
+            "deployment_id": deployment_id,
+            "status": AsyncStatus.QUEUED.value,
+            "priority": live.priority,
+            "model_input": live.model_input,
+            "webhook_endpoint": live.webhook_endpoint,
+            "retry": retry.model_dump(),
+            "created_at": now,
+            "expires_at": live.expires_at,
+            "attempts": 0,
+            "webhook_status": (WebhookStatus.PENDING if live.webhook_endpoint else WebhookStatus.NONE).value,
+            "webhook_attempts": 0,
+        }
         # Once written it runs, even if this caller is gone before the 201.
         stored = asyncio.ensure_future(self._writes.write(lambda tx: tx.add_async_request(row)))
         stored.add_done_callback(lambda t: None if t.cancelled() or t.exception() else self._run_later(live))
@@ -352,36 +361,34 @@ class AsyncQueue:
             if queue_timeout is not None and queue_timeout <= 0:
                 await self._expire(live)
                 return
+            result: bytes | None = None
             try:
-                status, body = await router.call(
+                status, result = await router.call(
                     live.model_input,
                     priority=live.priority,
                     queue_timeout=queue_timeout,
                     on_start=lambda: self._started(live),
                 )
+                error = f"the model answered HTTP {status}: {_short(result)}"
             except TimeoutError:
                 await self._expire(live)
                 return
-            except Unavailable as exc:
-                status, body = exc.status, exc.body()
+            except Unavailable as exc:  # no replica could run it (failed to load, crash loop, replica died)
+                status, error = exc.status, f"{exc.error}: {exc.reason}"
             except asyncio.CancelledError:
                 raise  # cancelled, or the server stops: the store keeps it as it was
             except Exception as exc:  # a bug must not lose the request silently
                 log.exception("async request %s: running it failed", live.id)
-                status, body = 500, json.dumps({"error": "internal error", "reason": str(exc)}).encode()
+                status, error = 500, f"internal error: {exc}"
             if 200 <= status < 300:
-                await self._finish(live, AsyncStatus.SUCCEEDED, result=body, result_status=status)
+                await self._finish(live, AsyncStatus.SUCCEEDED, result=result, result_status=status)
                 return
             retryable = status >= 500 or status == 429
             failures += 1
             if not retryable or failures >= live.retry.max_attempts:
-                tries = f" after {failures} attempt(s)" if retryable and failures > 1 else ""
+                tries = f" (attempt {failures} of {live.retry.max_attempts})" if failures > 1 else ""
                 await self._finish(
-                    live,
-                    AsyncStatus.FAILED,
-                    result=body,
-                    result_status=status,
-                    error=f"the model answered HTTP {status}{tries}: {_short(body)}",
+                    live, AsyncStatus.FAILED, result=result, result_status=status, error=error + tries
                 )
                 return
             live.status = AsyncStatus.QUEUED

@@ -194,6 +194,15 @@ def test_bad_async_request_is_refused_naming_the_field(
     assert any(d["field"].endswith(field) and allowed in d["allowed"] for d in detail), detail
 
 
+def test_nan_in_the_input_is_refused_before_it_is_kept(swell: Swell, sleepy: dict[str, Any]) -> None:
+    answer = swell.http.post(
+        async_path(sleepy), content=b'{"model_input": {"x": NaN}}', headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    (detail,) = answer.json()["detail"]
+    assert detail["field"].endswith("model_input") and "NaN" in detail["allowed"]
+
+
 def test_async_routes_answer_clearly_for_unknown_things_and_keys(swell: Swell, sleepy: dict[str, Any]) -> None:
     missing = swell.http.get("/async_request/nosuchrequest")
     assert missing.status_code == 404 and "nosuchrequest" in missing.json()["reason"]
