@@ -105,7 +105,7 @@ class SwellApp:
                 await _json(send, 403, _FORBIDDEN)
                 return
             if path == "/metrics":
-                body = render_metrics(self.plane.controller)
+                body = render_metrics(self.plane.controller, self.plane.async_queue.metric_families())
                 await send(
                     {
                         "type": "http.response.start",

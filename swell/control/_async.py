@@ -31,7 +31,7 @@ from swell.control._ids import new_id
 from swell.control._secrets import SecretBox
 from swell.control._store import Store, Transaction
 from swell.control._webhooks import WebhookSender, check_webhook_url
-from swell.serving import DeploymentRouter, Unavailable
+from swell.serving import DeploymentRouter, MetricFamily, Unavailable
 
 __all__ = [
     "AsyncPredictRequest",
@@ -205,6 +205,9 @@ class AsyncQueue:
         self.sender = sender or WebhookSender()
         self._live: dict[str, _Live] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # since this server started, for /metrics
+        self.finished: dict[str, int] = {}
+        self.webhook_outcomes: dict[str, int] = {}
         self._secret: str | None = None
         self._secret_lock = asyncio.Lock()
 
@@ -237,6 +240,29 @@ class AsyncQueue:
     @property
     def unfinished(self) -> int:
         return len(self._live)
+
+    def metric_families(self) -> tuple[MetricFamily, ...]:
+        """The queue's depth and outcomes, as Prometheus families (read at scrape time)."""
+        waiting = MetricFamily(
+            "swell_async_requests", "gauge", "Async requests not finished yet, by deployment and status"
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for live in self._live.values():
+            key = (live.deployment_id, live.status.value)
+            counts[key] = counts.get(key, 0) + 1
+        for (deployment_id, status), count in sorted(counts.items()):
+            waiting.add((("deployment", deployment_id), ("status", status)), count)
+        finished = MetricFamily(
+            "swell_async_requests_finished", "counter", "Async requests finished since the server started, by status"
+        )
+        for status, count in sorted(self.finished.items()):
+            finished.add((("status", status),), count)
+        webhooks = MetricFamily(
+            "swell_webhook_deliveries", "counter", "Webhook tries since the server started, by outcome"
+        )
+        for outcome, count in sorted(self.webhook_outcomes.items()):
+            webhooks.add((("outcome", outcome),), count)
+        return waiting, finished, webhooks
 
     async def webhook_secret(self) -> str:
         """The workspace's signing secret (created on first use, kept encrypted)."""
@@ -454,6 +480,7 @@ class AsyncQueue:
         self._live.pop(live.id, None)
         if not stored:
             return
+        self.finished[status.value] = self.finished.get(status.value, 0) + 1
         if send:
             row = {**values, "id": live.id, "model_id": live.model_id, "deployment_id": live.deployment_id,
                    "webhook_endpoint": live.webhook_endpoint, "webhook_attempts": 0}
@@ -461,11 +488,15 @@ class AsyncQueue:
 
     # ------------------------------------------------------------------ webhooks
 
+    def _count_webhook(self, outcome: str) -> None:
+        self.webhook_outcomes[outcome] = self.webhook_outcomes.get(outcome, 0) + 1
+
     async def _deliver(self, row: Mapping[str, Any]) -> None:
         request_id = row["id"]
         body = webhook_body(row, time=self._wall())
 
         async def failed_try(attempts: int, error: str | None) -> None:
+            self._count_webhook("retried")
             await self._write(request_id, None, webhook_attempts=attempts, webhook_error=error)
 
         outcome = await self.sender.send(
@@ -484,6 +515,7 @@ class AsyncQueue:
             webhook_error=outcome.error,
             webhook_at=self._wall(),
         )
+        self._count_webhook("delivered" if outcome.delivered else "failed")
         if not outcome.delivered:
             log.warning("webhook for %s not delivered after %d attempts: %s", request_id, outcome.attempts, outcome.error)
 

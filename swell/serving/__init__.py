@@ -9,7 +9,7 @@ from swell.serving._backend import (
 )
 from swell.serving._controller import Controller, ScaledDeployment
 from swell.serving._http_client import ReplicaGone, ReplicaPool
-from swell.serving._metrics import render_metrics
+from swell.serving._metrics import MetricFamily, render_metrics
 from swell.serving._router import DeploymentRouter, ReplicaHandle, Unavailable
 from swell.serving._status import (
     BuildState,
@@ -23,6 +23,7 @@ __all__ = [
     "Controller",
     "DeploymentRouter",
     "DeploymentStatus",
+    "MetricFamily",
     "Replica",
     "ReplicaBackend",
     "ReplicaGone",

@@ -12,7 +12,7 @@ from swell.serving._cold_start import COLD_START_PHASES, PHASE_BUCKETS
 from swell.serving._controller import COLD_START_BUCKETS, Controller
 from swell.serving._router import LATENCY_BUCKETS
 
-__all__ = ["CONTENT_TYPE", "render_metrics"]
+__all__ = ["CONTENT_TYPE", "MetricFamily", "render_metrics"]
 
 #: The Prometheus text exposition format this module writes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,7 +34,7 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-class _Family:
+class MetricFamily:
     """One metric family in the text format (written by hand: prometheus_client
     costs the server several MiB of imports for what is a few lines of text)."""
 
@@ -57,21 +57,22 @@ class _Family:
         self.lines.append(f"{self.name}_sum{_labels(labels)} {_number(total)}")
 
 
-def render_metrics(controller: Controller) -> bytes:
-    """The server's metrics, read from the routers' counters now."""
-    requests = _Family("swell_requests", "counter", "Predict requests answered, by deployment and HTTP status")
-    retries = _Family(
+def render_metrics(controller: Controller, extra: tuple[MetricFamily, ...] = ()) -> bytes:
+    """The server's metrics, read from the routers' counters now (and ``extra``
+    families from the layers above, e.g. the async queue's)."""
+    requests = MetricFamily("swell_requests", "counter", "Predict requests answered, by deployment and HTTP status")
+    retries = MetricFamily(
         "swell_request_retries", "counter", "Requests retried on another replica after one dropped them"
     )
-    latency = _Family(
+    latency = MetricFamily(
         "swell_request_duration_seconds", "histogram", "Predict latency through the router, queueing included"
     )
-    queue = _Family("swell_queue_length", "gauge", "Requests waiting in the deployment's queue")
-    in_flight = _Family("swell_requests_in_flight", "gauge", "Requests on replicas now")
-    replicas = _Family("swell_replicas", "gauge", "Replicas by state")
-    target = _Family("swell_replicas_target", "gauge", "Replicas the scaling rule wants")
-    cold = _Family("swell_cold_start_seconds", "histogram", "Replica start to ready (model load included)")
-    phases = _Family(
+    queue = MetricFamily("swell_queue_length", "gauge", "Requests waiting in the deployment's queue")
+    in_flight = MetricFamily("swell_requests_in_flight", "gauge", "Requests on replicas now")
+    replicas = MetricFamily("swell_replicas", "gauge", "Replicas by state")
+    target = MetricFamily("swell_replicas_target", "gauge", "Replicas the scaling rule wants")
+    cold = MetricFamily("swell_cold_start_seconds", "histogram", "Replica start to ready (model load included)")
+    phases = MetricFamily(
         "swell_cold_start_phase_seconds",
         "histogram",
         "Replica cold starts by phase: pending (waiting for resources), process (until its server "
@@ -102,5 +103,5 @@ def render_metrics(controller: Controller) -> bytes:
                 scaled.cold_phases.counts[phase],
                 scaled.cold_phases.sums[phase],
             )
-    families = (requests, retries, latency, queue, in_flight, replicas, target, cold, phases)
+    families = (requests, retries, latency, queue, in_flight, replicas, target, cold, phases, *extra)
     return ("\n".join(line for family in families for line in family.lines) + "\n").encode()

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from swell_live import KEY, SLEEPY, Swell  # type: ignore[import-not-found]
 from webhook_receiver import WebhookReceiver  # type: ignore[import-not-found]
 
@@ -88,6 +89,13 @@ def test_async_request_runs_and_its_webhook_is_signed(
         time.sleep(0.05)
         delivered = wait_status(swell, request_id, {"SUCCEEDED"})
     assert delivered["webhook_status"] == "SUCCEEDED" and delivered["webhook_attempts"] == 1
+    metrics = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(swell.http.get("/metrics").text)
+        for sample in family.samples
+    }
+    assert metrics[("swell_async_requests_finished_total", (("status", "SUCCEEDED"),))] >= 1
+    assert metrics[("swell_webhook_deliveries_total", (("outcome", "delivered"),))] >= 1
 
 
 def test_webhook_is_retried_until_the_receiver_takes_it(swell: Swell, sleepy: dict[str, Any]) -> None:
