@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +24,20 @@ def swell_command() -> list[str]:
     if found.exists():
         return [str(found)]
     return [sys.executable, "-c", "from swell.cli import main; main()"]
+
+
+def run(*args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``swell ARGS`` as a user runs it (the exit status is the caller's to check)."""
+    return subprocess.run(
+        [*swell_command(), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False,
+        input=stdin if stdin is not None else "",
+    )
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
+    """The one JSON object a successful ``--json`` command printed."""
+    assert result.returncode == 0, f"rc {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return json.loads(result.stdout)
 
 
 def free_port() -> int:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from swell_command import free_port, running_server  # type: ignore[import-not-found]
+from swell_command import free_port, run, running_server  # type: ignore[import-not-found]
 
 REPO = Path(__file__).resolve().parents[2]
-SWELL = [sys.executable, "-c", "from swell.cli import main; main()"]
 KEY = "e2e-key"
 
-
-def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SWELL, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module", params=["--fork-server", "--no-fork-server"])

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from swell_command import running_server  # type: ignore[import-not-found]
+from swell_command import ok_json, run, running_server  # type: ignore[import-not-found]
 
 REPO = Path(__file__).resolve().parents[2]
-SWELL = [sys.executable, "-c", "from swell.cli import main; main()"]
 KEY = "e2e-lifecycle-key"
 
 
-def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SWELL, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
-
-
-def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, f"rc {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 @pytest.fixture(scope="module")

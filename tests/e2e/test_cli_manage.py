@@ -10,7 +10,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,24 +17,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from swell_command import running_server  # type: ignore[import-not-found]
+from swell_command import ok_json, run, running_server, swell_command  # type: ignore[import-not-found]
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SWELL = [sys.executable, "-c", "from swell.cli import main; main()"]
 KEY = "e2e-manage-key"
 
 
-def run(*args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*SWELL, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False,
-        input=stdin if stdin is not None else "",
-    )
-
-
-def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, f"rc {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def user_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -149,7 +137,7 @@ def test_secrets_set_list_replace_delete(server: dict[str, str]) -> None:
 
 def test_secrets_set_from_a_terminal_does_not_echo_the_value(server: dict[str, str]) -> None:
     main, terminal = pty.openpty()
-    process = subprocess.Popen([*SWELL, "secrets", "set", "typed_secret"], stdin=terminal, stdout=terminal,
+    process = subprocess.Popen([*swell_command(), "secrets", "set", "typed_secret"], stdin=terminal, stdout=terminal,
                                stderr=terminal, env={**server, "TERM": "dumb"}, close_fds=True)
     os.close(terminal)
     screen = b""
@@ -245,7 +233,7 @@ class _Lines:
 
 def _watch(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*SWELL, "watch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [*swell_command(), "watch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
 
 
