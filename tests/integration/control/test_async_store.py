@@ -58,25 +58,33 @@ def workspace_key(plane: ControlPlane) -> Any:
     return key
 
 
+async def submitted(
+    settings: ServerSettings, wall: Any, make_archive: MakeArchive, **fields: Any
+) -> tuple[ControlPlane, str, Any, str]:
+    """A started plane with model ``m`` published and one async request for it:
+    (plane, deployment id, workspace key, request id)."""
+    plane = await new_plane(settings, wall)
+    pushed = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    key = workspace_key(plane)
+    accepted = await plane.async_predict(key, "m", "deployment", pushed.deployment_id, request(**fields))
+    return plane, pushed.deployment_id, key, accepted["request_id"]
+
+
 async def test_accepted_request_is_kept_and_resumed_by_the_next_server(
     settings: ServerSettings, make_archive: MakeArchive, wall: Any
 ) -> None:
-    first = await new_plane(settings, wall)
-    pushed = await first.push(make_archive(), model_name="m", publish=True, promote=False)
-    key = workspace_key(first)
-    accepted = await first.async_predict(key, "m", "deployment", pushed.deployment_id, request(priority=0))
-    request_id = accepted["request_id"]
+    first, deployment_id, key, request_id = await submitted(settings, wall, make_archive, priority=0)
     await settle()
     view = await first.async_request(key, request_id)
     assert view["status"] == "QUEUED" and view["priority"] == 0 and view["webhook_status"] == "NO_WEBHOOK_PROVIDED"
     # It waits in the deployment's lane, where it counts as demand: a replica is starting.
-    assert first.controller.get(pushed.deployment_id).router.queued == 1  # type: ignore[union-attr]
+    assert first.controller.get(deployment_id).router.queued == 1  # type: ignore[union-attr]
     await first.close()
 
     second = await new_plane(settings, wall)
     try:
         assert second.async_queue.unfinished == 1
-        router = second.controller.get(pushed.deployment_id).router  # type: ignore[union-attr]
+        router = second.controller.get(deployment_id).router  # type: ignore[union-attr]
         await settle()
         assert router.queued == 1
         assert (await second.async_request(key, request_id))["status"] == "QUEUED"
@@ -87,15 +95,12 @@ async def test_accepted_request_is_kept_and_resumed_by_the_next_server(
 async def test_queued_request_cancels_and_a_second_cancel_is_409(
     settings: ServerSettings, make_archive: MakeArchive, wall: Any
 ) -> None:
-    plane = await new_plane(settings, wall)
+    plane, deployment_id, key, request_id = await submitted(settings, wall, make_archive)
     try:
-        pushed = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-        key = workspace_key(plane)
-        request_id = (await plane.async_predict(key, "m", "deployment", pushed.deployment_id, request()))["request_id"]
         await settle()
         answer = await plane.cancel_async_request(key, request_id)
         assert answer == {"request_id": request_id, "canceled": True, "status": "CANCELED"}
-        assert plane.controller.get(pushed.deployment_id).router.queued == 0  # type: ignore[union-attr]
+        assert plane.controller.get(deployment_id).router.queued == 0  # type: ignore[union-attr]
         with pytest.raises(ApiError) as again:
             await plane.cancel_async_request(key, request_id)
         assert again.value.status == 409 and again.value.payload["status"] == "CANCELED"
@@ -108,12 +113,7 @@ async def test_queued_request_cancels_and_a_second_cancel_is_409(
 async def test_request_whose_queue_time_passed_while_the_server_was_down_expires(
     settings: ServerSettings, make_archive: MakeArchive, wall: Any
 ) -> None:
-    first = await new_plane(settings, wall)
-    pushed = await first.push(make_archive(), model_name="m", publish=True, promote=False)
-    key = workspace_key(first)
-    request_id = (
-        await first.async_predict(key, "m", "deployment", pushed.deployment_id, request(max_time_in_queue_seconds=60))
-    )["request_id"]
+    first, _, key, request_id = await submitted(settings, wall, make_archive, max_time_in_queue_seconds=60)
     await first.close()
     wall.advance(61)
     second = await new_plane(settings, wall)
@@ -128,12 +128,9 @@ async def test_request_whose_queue_time_passed_while_the_server_was_down_expires
 async def test_request_for_a_deactivated_deployment_fails_clearly_after_a_restart(
     settings: ServerSettings, make_archive: MakeArchive, wall: Any
 ) -> None:
-    first = await new_plane(settings, wall)
-    pushed = await first.push(make_archive(), model_name="m", publish=True, promote=False)
-    key = workspace_key(first)
-    request_id = (await first.async_predict(key, "m", "deployment", pushed.deployment_id, request()))["request_id"]
+    first, deployment_id, key, request_id = await submitted(settings, wall, make_archive)
     await first.async_queue.close()  # the server dies with the request queued ...
-    await first.deactivate("m", pushed.deployment_id)  # ... in a state where it was deactivated
+    await first.deactivate("m", deployment_id)  # ... in a state where it was deactivated
     await first.close()
     second = await new_plane(settings, wall)
     try:
@@ -146,12 +143,9 @@ async def test_request_for_a_deactivated_deployment_fails_clearly_after_a_restar
 async def test_unknown_or_foreign_requests_are_not_found(
     settings: ServerSettings, make_archive: MakeArchive, wall: Any
 ) -> None:
-    plane = await new_plane(settings, wall)
+    plane, deployment_id, key, request_id = await submitted(settings, wall, make_archive)
     try:
-        pushed = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
         await plane.create_model("other")
-        key = workspace_key(plane)
-        request_id = (await plane.async_predict(key, "m", "deployment", pushed.deployment_id, request()))["request_id"]
         created = await plane.create_key({"type": "invoke", "model_ids": ["other"]})
         foreign = plane.keys.authenticate(f"Api-Key {created['key']}".encode())
         assert foreign is not None
@@ -160,7 +154,7 @@ async def test_unknown_or_foreign_requests_are_not_found(
         with pytest.raises(NotFound):
             await plane.async_request(key, "nope")
         with pytest.raises(ApiError) as forbidden:
-            await plane.async_predict(foreign, "m", "deployment", pushed.deployment_id, request())
+            await plane.async_predict(foreign, "m", "deployment", deployment_id, request())
         assert forbidden.value.status == 403
     finally:
         await plane.close()
