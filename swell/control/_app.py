@@ -526,21 +526,25 @@ def _field_error(error: Any, content_type: str | None, body: Any) -> dict[str, A
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as JSON can carry it: odd objects as their repr, NaN and infinities as text."""
+    """``value`` as a UTF-8 JSON body can carry it: odd objects as their repr, NaN and
+    infinities as text, lone surrogates (a body decoded as UTF-16 by the JSON parser's
+    guess) as U+FFFD."""
     try:
-        json.dumps(value, allow_nan=False)
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
         return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return _finite(json.loads(json.dumps(value, default=repr)))
 
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if isinstance(value, list):
         return [_finite(v) for v in value]
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {_finite(k): _finite(v) for k, v in value.items()}
     return value
 
 

@@ -126,3 +126,16 @@ async def test_unknown_routes_and_methods_say_what_was_wrong(client: httpx.Async
     wrong = await client.delete("/v1/models", headers=KEY)
     assert wrong.status_code == 405
     assert "DELETE" in wrong.json()["reason"] and "GET" in wrong.json()["reason"]
+
+
+async def test_a_body_json_reads_as_utf16_with_a_lone_surrogate_is_422_not_500(client: httpx.AsyncClient) -> None:
+    # Found by the API fuzz in CI: the JSON parser guesses UTF-16 from the leading
+    # NUL, decodes a lone surrogate, and the error body echoing it could not be encoded.
+    response = await client.post(
+        "/v1/models/m/deployments/d/promote",
+        content=b"\x00g\xda\xf8\x00u\x00w",
+        headers={**KEY, "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    (detail,) = response.json()["detail"]
+    assert detail["field"] == "body" and "JSON" in detail["allowed"]
