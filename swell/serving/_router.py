@@ -14,8 +14,8 @@ import logging
 import math
 from bisect import bisect_left
 from collections import deque
-from heapq import heappop, heappush
 from collections.abc import Awaitable, Callable
+from heapq import heappop, heappush
 from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qs
@@ -67,9 +67,10 @@ class Unavailable(Exception):
         self.replica = replica  # the replica that failed, for a 502
 
     def body(self) -> bytes:
+        payload = {"error": self.error, "reason": self.reason}
         if self.replica is not None:
-            return json.dumps({"error": self.error, "reason": self.reason, "replica": self.replica}).encode()
-        return json.dumps({"error": self.error, "reason": self.reason}).encode()
+            payload["replica"] = self.replica
+        return json.dumps(payload).encode()
 
 
 class ReplicaHandle:
@@ -257,12 +258,7 @@ class DeploymentRouter:
             if not fut.done():
                 fut.set_exception(error)
                 failed += 1
-        while self._lane:
-            entry = heappop(self._lane)
-            lane_fut = entry[2]
-            if lane_fut is None:
-                continue
-            entry[2] = None
+        while (lane_fut := self._pop_lane()) is not None:
             self.queued -= 1
             if not lane_fut.done():
                 lane_fut.set_exception(error)
@@ -280,6 +276,17 @@ class DeploymentRouter:
                 best, most = handle, free
         return best
 
+    def _pop_lane(self) -> asyncio.Future[ReplicaHandle] | None:
+        """The async lane's next live waiter, taken out (None: the lane is empty).
+        Entries cancelled while they waited were counted out then and are skipped."""
+        while self._lane:
+            entry = heappop(self._lane)
+            fut: asyncio.Future[ReplicaHandle] | None = entry[2]
+            if fut is not None:
+                entry[2] = None
+                return fut
+        return None
+
     def _pump(self) -> None:
         queue = self._queue
         lane = self._lane
@@ -288,11 +295,9 @@ class DeploymentRouter:
             if handle is None:
                 return
             if lane and (self._lane_turn or not queue):
-                entry = heappop(lane)
-                lane_fut: asyncio.Future[ReplicaHandle] | None = entry[2]
-                if lane_fut is None:  # cancelled while it waited; counted out then
+                lane_fut = self._pop_lane()
+                if lane_fut is None:  # only cancelled entries were left
                     continue
-                entry[2] = None
                 fut = lane_fut
                 self._lane_turn = False
             else:
