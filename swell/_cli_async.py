@@ -53,15 +53,19 @@ def submit_async(
     _show(client, _wait(client, request_id))
 
 
+def _view(client: _Client, request_id: str) -> dict[str, Any]:
+    return client.request_object("GET", f"/async_request/{request_id}")
+
+
 def _wait(client: _Client, request_id: str) -> dict[str, Any]:
     """Poll until the request has finished, with a spinner on stderr naming its status."""
-    view = client.request_object("GET", f"/async_request/{request_id}")
+    view = _view(client, request_id)
     if view.get("status") in FINISHED:
         return view
     with _stderr().status(f"request {request_id}: {view.get('status')}") as status:
         while view.get("status") not in FINISHED:
             time.sleep(_POLL_SECONDS)
-            view = client.request_object("GET", f"/async_request/{request_id}")
+            view = _view(client, request_id)
             status.update(f"request {request_id}: {view.get('status')} (attempts: {view.get('attempts')})")
     return view
 
@@ -96,5 +100,5 @@ def request_command(request_id: str, wait: bool, cancel: bool, as_json: bool) ->
         answer = client.request_object("DELETE", f"/async_request/{request_id}")
         click.echo(json.dumps(answer) if as_json else f"{request_id}: {answer.get('status')}")
         return
-    view = _wait(client, request_id) if wait else client.request_object("GET", f"/async_request/{request_id}")
+    view = _wait(client, request_id) if wait else _view(client, request_id)
     _show(client, view)

@@ -135,7 +135,7 @@ class _GroupCommit:
             try:
                 async with self._store.transaction() as tx:
                     results = [await op(tx) for op, _ in batch]
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (whatever failed, it goes back to the callers)
                 if len(batch) == 1:
                     _settle(batch[0][1], error=exc)
                     continue
@@ -143,7 +143,7 @@ class _GroupCommit:
                     try:
                         async with self._store.transaction() as tx:
                             _settle(fut, await op(tx))
-                    except Exception as alone:
+                    except Exception as alone:  # noqa: BLE001 (to its own caller)
                         _settle(fut, error=alone)
             else:
                 for (_, fut), result in zip(batch, results, strict=True):
@@ -346,12 +346,11 @@ class AsyncQueue:
         }
 
     async def cancel(self, request_id: str) -> tuple[AsyncStatus | None, bool]:
-        """Cancel a queued request: its status now (None: no such request), and
-        whether this call cancelled it."""
+        """Cancel a queued request: its status now if this server is running it
+        (None: it has finished, or does not exist), and whether this call cancelled it."""
         live = self._live.get(request_id)
         if live is None:
-            row = await self.store.async_request(request_id)
-            return (None if row is None else AsyncStatus(row["status"])), False
+            return None, False
         if live.status is not AsyncStatus.QUEUED:
             return live.status, False
         live.status = AsyncStatus.CANCELED
@@ -447,7 +446,7 @@ class AsyncQueue:
                 return changed
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (a store that is down comes back; the request must not be lost)
                 log.warning("async request %s: cannot write to the store (%s); trying again in %g s", request_id, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

@@ -40,7 +40,12 @@ from swell.control._registry import (
     Registry,
     valid_model_name,
 )
-from swell.control._secrets import MAX_SECRET_BYTES, SecretBox, SecretFolders, valid_secret_name
+from swell.control._secrets import (
+    MAX_SECRET_BYTES,
+    SecretBox,
+    SecretFolders,
+    valid_secret_name,
+)
 from swell.control._store import Snapshot, Store, sqlite_url
 from swell.modelserver import RequirementsInstallError, ensure_environment
 from swell.serving import (
@@ -310,14 +315,15 @@ class ControlPlane:
 
     async def cancel_async_request(self, key: KeyRecord, request_id: str) -> dict[str, Any]:
         """Cancel a queued request; one that runs or has finished is not cancelled (409)."""
-        await self.async_request(key, request_id)  # exists, and this key may see it
+        view = await self.async_request(key, request_id)  # exists, and this key may see it
         status, canceled = await self.async_queue.cancel(request_id)
         if not canceled:
+            now = status.value if status is not None else view["status"]  # finished: the stored status
             raise ApiError(
                 409,
                 "request not cancelable",
-                reason=f"request {request_id} is {status.value if status else 'unknown'}; only a QUEUED request can be canceled",
-                status=status.value if status else None,
+                reason=f"request {request_id} is {now}; only a QUEUED request can be canceled",
+                status=now,
             )
         return {"request_id": request_id, "canceled": True, "status": AsyncStatus.CANCELED.value}
 

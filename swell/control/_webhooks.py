@@ -122,7 +122,7 @@ class WebhookSender:
             async with self._slots:
                 try:
                     response = await self._http().post(url, content=body, headers=headers)
-                except Exception as exc:  # any transport failure is worth another try
+                except Exception as exc:  # noqa: BLE001 (any transport failure is worth another try)
                     error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 else:
                     if 200 <= response.status_code < 300:
