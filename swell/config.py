@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from swell.cron import parse_cron
+
 __all__ = [
     "DEFAULT_MAX_REPLICA_CAP",
     "DEVELOPMENT_AUTOSCALING",
@@ -43,7 +45,6 @@ __all__ = [
     "load_model_config",
     "parse_autoscaling",
     "parse_cpu",
-    "parse_cron",
     "parse_memory",
 ]
 
@@ -131,48 +132,7 @@ def errors_from_validation(
 # --------------------------------------------------------------------------- autoscaling
 
 
-#: (name, lowest, highest) of the five cron fields, in order.
-CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 6))
-_CRON_NAMES = {
-    3: {n: i + 1 for i, n in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
-    4: {n: i for i, n in enumerate("sun mon tue wed thu fri sat".split())},
-}
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
-
-
-def parse_cron(expression: str) -> tuple[frozenset[int], ...]:
-    """The five fields of a cron expression as sets of values; ``ValueError`` names the bad field.
-
-    Supports ``*``, ``a``, ``a-b``, ``*/n``, ``a-b/n``, lists, names of months and
-    weekdays, and 7 for Sunday.
-    """
-    fields = expression.split()
-    if len(fields) != 5:
-        raise ValueError(f"a cron expression has 5 fields (minute hour day month weekday), got {len(fields)}")
-    out: list[frozenset[int]] = []
-    for i, (text, (name, lo, hi)) in enumerate(zip(fields, CRON_FIELDS)):
-        hi_in = 7 if i == 4 else hi
-        values: set[int] = set()
-        for part in text.lower().split(","):
-            span, _, step_text = part.partition("/")
-            try:
-                step = int(step_text) if step_text else 1
-                if span == "*":
-                    a, b = lo, hi_in
-                else:
-                    first, dash, last = span.partition("-")
-                    a = _CRON_NAMES.get(i, {}).get(first, None)
-                    a = int(first) if a is None else a
-                    b = (_CRON_NAMES.get(i, {}).get(last) or int(last)) if dash else (hi_in if step_text else a)
-            except ValueError:
-                raise ValueError(f"cron {name} field {text!r} is not a number, range, list or */step") from None
-            if not (lo <= a <= b <= hi_in) or step < 1:
-                raise ValueError(f"cron {name} field {text!r} must lie within {lo}-{hi_in}")
-            values.update(7 if v == 7 and i == 4 else v for v in range(a, b + 1, step))
-        if i == 4 and 7 in values:
-            values = (values - {7}) | {0}
-        out.append(frozenset(values))
-    return tuple(out)
 
 
 class Schedule(BaseModel):

@@ -16,14 +16,10 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from swell.config import Schedule, parse_cron
+from swell.config import Schedule
+from swell.cron import CronFields, last_fire, next_fire, parse_cron
 
 __all__ = ["schedule_floor", "schedule_is_open", "next_schedule_change"]
-
-# Cron windows last at most 7 days (config), so the last fire that can still
-# hold a window open is at most this far back.
-_LOOKBACK_DAYS = 8
-_LOOKAHEAD_DAYS = 5 * 366  # "0 0 29 2 *" fires once in four years
 
 
 @lru_cache(maxsize=256)
@@ -32,7 +28,7 @@ def _zone(name: str) -> ZoneInfo:
 
 
 @lru_cache(maxsize=256)
-def _cron(expression: str) -> tuple[frozenset[int], ...]:
+def _cron(expression: str) -> CronFields:
     return parse_cron(expression)
 
 
@@ -43,45 +39,6 @@ def _hhmm(text: str) -> time:
 
 def _at(day: date, moment: time, zone: ZoneInfo) -> float:
     return datetime.combine(day, moment, tzinfo=zone).timestamp()
-
-
-def _day_matches(fields: tuple[frozenset[int], ...], day: date) -> bool:
-    _, _, dom, month, dow = fields
-    if day.month not in month:
-        return False
-    weekday = (day.weekday() + 1) % 7  # cron: 0 = Sunday
-    dom_any = len(dom) == 31
-    dow_any = len(dow) == 7
-    if dom_any or dow_any:
-        return day.day in dom and weekday in dow
-    return day.day in dom or weekday in dow  # cron: either restricted field matches
-
-
-def _fires_on(fields: tuple[frozenset[int], ...], day: date, zone: ZoneInfo) -> list[float]:
-    if not _day_matches(fields, day):
-        return []
-    minutes, hours = sorted(fields[0]), sorted(fields[1])
-    return [_at(day, time(h, m), zone) for h in hours for m in minutes]
-
-
-def _last_fire(fields: tuple[frozenset[int], ...], zone: ZoneInfo, wall: float) -> float | None:
-    """The latest fire at or before ``wall`` within the look-back, or None."""
-    today = datetime.fromtimestamp(wall, zone).date()
-    for back in range(_LOOKBACK_DAYS + 1):
-        fires = [f for f in _fires_on(fields, today - timedelta(days=back), zone) if f <= wall]
-        if fires:
-            return max(fires)
-    return None
-
-
-def _next_fire(fields: tuple[frozenset[int], ...], zone: ZoneInfo, wall: float) -> float:
-    """The first fire strictly after ``wall`` (inf if none within five years)."""
-    today = datetime.fromtimestamp(wall, zone).date()
-    for ahead in range(_LOOKAHEAD_DAYS):
-        fires = [f for f in _fires_on(fields, today + timedelta(days=ahead), zone) if f > wall]
-        if fires:
-            return min(fires)
-    return math.inf
 
 
 def _daily_open(schedule: Schedule, wall: float) -> tuple[bool, float]:
@@ -106,11 +63,11 @@ def _cron_open(schedule: Schedule, wall: float) -> tuple[bool, float]:
     assert schedule.cron is not None and schedule.duration is not None
     zone = _zone(schedule.timezone)
     fields = _cron(schedule.cron)
-    last = _last_fire(fields, zone, wall)
+    last = last_fire(fields, zone, wall)
     closes = last + schedule.duration if last is not None else -math.inf
     is_open = closes > wall
     # The state can change next when this window closes or the next one opens.
-    change = _next_fire(fields, zone, wall)
+    change = next_fire(fields, zone, wall)
     if is_open:
         change = min(change, closes)
     return is_open, change

@@ -21,7 +21,6 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from swell.control._ids import new_id
 from swell.control._secrets import SecretBox
 from swell.control._store import Store, Transaction
+from swell.control._time import iso
 from swell.control._webhooks import WebhookSender, check_webhook_url
 from swell.serving import DeploymentRouter, MetricFamily, Unavailable
 
@@ -331,10 +331,10 @@ class AsyncQueue:
             "status": status,
             "priority": row["priority"],
             "attempts": max(row["attempts"], live.attempts if live is not None else 0),
-            "created_at": _iso(row["created_at"]),
-            "expires_at": _iso(row["expires_at"]),
-            "started_at": _iso(live.started_at if live is not None else row["started_at"]),
-            "finished_at": _iso(row["finished_at"]),
+            "created_at": iso(row["created_at"]),
+            "expires_at": iso(row["expires_at"]),
+            "started_at": iso(live.started_at if live is not None else row["started_at"]),
+            "finished_at": iso(row["finished_at"]),
             "result": _decode(row["result"]),
             "result_status": row["result_status"],
             "errors": errors,
@@ -342,7 +342,7 @@ class AsyncQueue:
             "webhook_status": row["webhook_status"],
             "webhook_attempts": row["webhook_attempts"],
             "webhook_error": row["webhook_error"],
-            "webhook_delivered_at": _iso(row["webhook_at"]) if row["webhook_status"] == WebhookStatus.DELIVERED else None,
+            "webhook_delivered_at": iso(row["webhook_at"]) if row["webhook_status"] == WebhookStatus.DELIVERED else None,
         }
 
     async def cancel(self, request_id: str) -> tuple[AsyncStatus | None, bool]:
@@ -527,7 +527,7 @@ def webhook_body(row: Mapping[str, Any], *, time: float) -> bytes:
         "model_id": row["model_id"],
         "deployment_id": row["deployment_id"],
         "type": "async_request_completed",
-        "time": _iso(time),
+        "time": iso(time),
         "status": status,
         "data": _decode(row.get("result")) if status == AsyncStatus.SUCCEEDED.value else None,
         "errors": errors,
@@ -568,9 +568,3 @@ def _decode(raw: bytes | None) -> Any:
 def _short(body: bytes, limit: int = 300) -> str:
     text = bytes(body).decode("utf-8", "replace").strip()
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -47,6 +47,7 @@ from swell.control._secrets import (
     valid_secret_name,
 )
 from swell.control._store import Snapshot, Store, sqlite_url
+from swell.control._time import iso
 from swell.modelserver import RequirementsInstallError, ensure_environment
 from swell.serving import (
     BuildState,
@@ -858,7 +859,7 @@ class ControlPlane:
 
     async def list_secrets(self) -> list[dict[str, Any]]:
         return [
-            {"name": row["name"], "created_at": _iso(row["created_at"]), "updated_at": _iso(row["updated_at"])}
+            {"name": row["name"], "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
             for row in await self.store.secret_rows()
         ]
 
@@ -880,7 +881,7 @@ class ControlPlane:
                 created = await tx.put_secret(name, self.secret_box.encrypt(value), now)
             await self._refresh_secret_folders(name)
         log.info("secret %r set", name)
-        return {"name": name, "created_at": _iso(created), "updated_at": _iso(now)}
+        return {"name": name, "created_at": iso(created), "updated_at": iso(now)}
 
     async def delete_secret(self, name: str) -> dict[str, Any]:
         async with self._lock:
@@ -971,7 +972,7 @@ class ControlPlane:
         return {
             "id": model.id,
             "name": model.name,
-            "created_at": _iso(model.created_at),
+            "created_at": iso(model.created_at),
             "development_deployment_id": model.development,
             "environments": dict(model.environments),
             "deployments": [
@@ -999,8 +1000,8 @@ class ControlPlane:
             "replicas_ready": ready,
             "replicas_total": total,
             "autoscaling_settings": record.settings.model_dump(),
-            "created_at": _iso(record.created_at),
-            "last_request_at": _iso(record.last_request_at) if record.last_request_at else None,
+            "created_at": iso(record.created_at),
+            "last_request_at": iso(record.last_request_at) if record.last_request_at else None,
         }
 
     def deployment_view(self, record: DeploymentRecord) -> dict[str, Any]:
@@ -1057,8 +1058,8 @@ def key_view(record: KeyRecord) -> dict[str, Any]:
         "name": record.name,
         "type": record.type.value,
         "model_ids": record.model_ids,
-        "created_at": _iso(record.created_at),
-        "last_used_at": _iso(record.last_used_at) if record.last_used_at else None,
+        "created_at": iso(record.created_at),
+        "last_used_at": iso(record.last_used_at) if record.last_used_at else None,
     }
 
 
@@ -1099,10 +1100,6 @@ def _unpack(archive: Path, package_dir: Path) -> None:
         shutil.move(str(root), str(package_dir))
         if root == Path(tmp):
             Path(tmp).mkdir()  # TemporaryDirectory wants something to remove
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _settings_text(settings: AutoscalingSettings) -> str:

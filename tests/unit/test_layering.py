@@ -14,8 +14,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "swell"
 
 # What each part may import from the project (besides itself).
 ALLOWED: dict[str, set[str]] = {
-    "config": set(),
-    "autoscaling": {"config"},
+    # Cron expressions: a leaf under config (which validates them) and autoscaling (which runs them).
+    "cron": set(),
+    "config": {"cron"},
+    "autoscaling": {"config", "cron"},
     "sim": {"autoscaling", "config"},
     "weights": {"config"},
     "modelserver": {"config", "weights"},
