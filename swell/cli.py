@@ -179,6 +179,14 @@ def _describe_error(payload: Any, status: int) -> str:
     envvar="SWELL_MAX_UPLOAD_MB",
     help="Largest model package upload (swell push), in MiB; a larger one is answered 413.",
 )
+@click.option(
+    "--webhook-allow",
+    "webhook_allow",
+    multiple=True,
+    metavar="HOST",
+    help="Let webhooks reach this host (a name, an address or a network such as 10.0.0.0/8) although it is "
+    "loopback, private, link-local or this server's own; repeatable. Such destinations are refused otherwise.",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -198,6 +206,7 @@ def serve(
     pool_size: int,
     max_request_mb: float,
     max_upload_mb: float,
+    webhook_allow: tuple[str, ...],
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -239,6 +248,7 @@ def serve(
             pool_size=pool_size,
             max_request_bytes=_mib_to_bytes(max_request_mb, "--max-request-mb"),
             max_upload_bytes=_mib_to_bytes(max_upload_mb, "--max-upload-mb"),
+            webhook_allow=list(webhook_allow),
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None

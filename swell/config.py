@@ -759,3 +759,7 @@ class ServerSettings(BaseModel):
     # Largest package upload (`swell push`).  Packages carry code and small
     # files; weights come through `weights:` and are fetched by the replica.
     max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1)
+    # Hosts (names, addresses or networks such as 10.0.0.0/8) webhooks may
+    # reach although they are loopback, private, link-local or this server's
+    # own: everything else of that kind is refused (server-side request forgery).
+    webhook_allow: list[str] = Field(default_factory=list)

@@ -48,6 +48,7 @@ from swell.control._secrets import (
 )
 from swell.control._store import Snapshot, Store, sqlite_url
 from swell.control._time import iso
+from swell.control._webhooks import Destinations, WebhookRefused, WebhookSender
 from swell.modelserver import RequirementsInstallError, ensure_environment
 from swell.serving import (
     BuildState,
@@ -124,7 +125,10 @@ class ControlPlane:
         self.secret_box = SecretBox(self.data_dir / "secrets.key")
         self.secret_folders = SecretFolders(self.data_dir)
         self.new_key: str | None = None  # a key created at start-up, to show the operator once
-        self.async_queue = AsyncQueue(self.store, self._async_router, self.secret_box, wall=wall_clock)
+        self.async_queue = AsyncQueue(
+            self.store, self._async_router, self.secret_box, wall=wall_clock,
+            sender=WebhookSender(destinations=Destinations(settings.webhook_allow)),
+        )
         self._env_key = api_key
         self._lock = asyncio.Lock()  # one change at a time: last write wins, nothing torn
         self._housekeeping: asyncio.Task[None] | None = None
@@ -306,6 +310,12 @@ class ControlPlane:
         record = self.registry.deployments[router.deployment_id]
         if not key.can_invoke(record.model_id):
             raise ApiError(403, "forbidden", reason=f"this key may not call model {model_ref!r}")
+        if request.webhook_endpoint is not None:
+            try:
+                await self.async_queue.sender.destinations.check_url(request.webhook_endpoint)
+            except WebhookRefused as exc:
+                refused = FieldError("webhook_endpoint", request.webhook_endpoint, str(exc))
+                raise ApiError(422, "invalid request", detail=[refused.as_dict()]) from None
         return await self.async_queue.submit(record.model_id, record.id, request)
 
     async def async_request(self, key: KeyRecord, request_id: str) -> dict[str, Any]:

@@ -43,7 +43,8 @@ def start_server(data_dir: Path, *args: str, port: int | None = None) -> tuple[s
             [
                 sys.executable, "-c", "from swell.cli import main; main()", "serve",
                 "--port", str(port), "--data-dir", str(data_dir),
-                "--tick-seconds", "0.2", "--drain-grace-seconds", "5", "--log-level", "debug", *args,
+                "--tick-seconds", "0.2", "--drain-grace-seconds", "5", "--log-level", "debug",
+                "--webhook-allow", "127.0.0.1", *args,  # the tests' receivers listen on loopback
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
