@@ -452,18 +452,34 @@ class RuntimeConfig(BaseModel):
 
 
 #: URL schemes a weights ``source`` may use (fetched by ``swell.weights``).
-WEIGHTS_SCHEMES = ("https://", "http://", "s3://")
+WEIGHTS_SCHEMES = ("https://", "http://", "s3://", "hf://")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+#: A Hugging Face model repo id: ``name`` or ``owner/name`` (the Hub's own rule, less its length cap).
+_HF_REPO_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: The secret a Hugging Face source reads its token from when the entry names none (Truss's name).
+HF_TOKEN_SECRET = "hf_access_token"
+
+
+def _split_hf(spec: str) -> tuple[str, str | None]:
+    """``owner/name@rev`` → ``("owner/name", "rev")``; refuses what is not a model repo id."""
+    repo, at, revision = spec.partition("@")
+    if repo.split("/", 1)[0] in ("datasets", "spaces"):
+        raise ValueError(f"{repo!r} is a dataset or a Space; a weights source is a model repo (hf://owner/name)")
+    if not _HF_REPO_RE.match(repo) or ".." in repo or "--" in repo:
+        raise ValueError(f"{repo!r} is not a Hugging Face repo id; use hf://owner/name or hf://owner/name@revision")
+    if at and not revision:
+        raise ValueError("names no revision after '@'; use hf://owner/name@main or a commit")
+    return repo, (revision or None)
 
 
 class WeightsSource(BaseModel):
     """One entry of ``weights`` or ``model_cache`` (Truss's shapes, one model).
 
     ``weights`` (Truss's v2 API): ``source`` is a URL (``https://…``,
-    ``http://…`` or ``s3://bucket/key-or-prefix``) and ``mount_location`` the
-    absolute folder where the model finds the files.  ``model_cache``: the
-    source is ``repo_id`` (an ``s3://`` URL with ``kind: s3``; a Hugging Face
-    repo id is accepted and left to the model to download) and the files
+    ``http://…``, ``s3://bucket/key-or-prefix`` or ``hf://owner/name[@revision]``)
+    and ``mount_location`` the absolute folder where the model finds the files.
+    ``model_cache``: the source is ``repo_id`` (a Hugging Face repo id, the
+    default ``kind``, or an ``s3://`` URL with ``kind: s3``) and the files
     appear in ``/app/model_cache/<volume_folder>``.  ``sha256`` (Swell's
     addition) pins the content of a single-file source.
     """
@@ -482,13 +498,15 @@ class WeightsSource(BaseModel):
     runtime_secret_name: str | None = None
     sha256: str | None = None
     auth_secret_name: str | None = None
-    auth: dict[str, Any] | None = None  # Truss's OIDC/assume-role section; accepted, not acted on
+    auth: dict[str, Any] | None = None  # Truss's auth section: its auth_secret_name is read
 
     @field_validator("source")
     @classmethod
     def _source(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        if "://" not in value and _HF_REPO_RE.match(value.partition("@")[0]) and "/" in value:
+            value = "hf://" + value  # Truss: a source without a scheme is a Hugging Face repo
         if not value.startswith(WEIGHTS_SCHEMES):
             scheme = value.split("://", 1)[0] + "://" if "://" in value else "(none)"
             raise ValueError(
@@ -498,6 +516,8 @@ class WeightsSource(BaseModel):
         rest = value.split("://", 1)[1]
         if not rest or rest.startswith("/"):
             raise ValueError("must name a host (https://host/path) or a bucket (s3://bucket/key)")
+        if value.startswith("hf://"):
+            _split_hf(rest)
         return value
 
     @field_validator("mount_location")
@@ -527,25 +547,66 @@ class WeightsSource(BaseModel):
     @model_validator(mode="after")
     def _has_source(self) -> WeightsSource:
         if not (self.source or self.repo_id):
-            raise ValueError("each weights entry needs a 'source' URL (https://… or s3://bucket/key)")
+            raise ValueError("each weights entry needs a 'source' URL (https://…, s3://bucket/key or hf://owner/name)")
         if self.repo_id and not self.source and (self.kind or "hf") not in ("hf", "s3"):
             raise ValueError(
                 f"model_cache kind {self.kind!r} is not supported; use kind: s3 with "
-                "repo_id: s3://bucket/prefix, or a weights entry with an https:// source"
+                "repo_id: s3://bucket/prefix, kind: hf with a Hugging Face repo id, or a weights "
+                "entry with an https:// source"
             )
+        hf = self.hf_repo
+        if hf is None:
+            return self
+        if self.source and self.source.count("@") and self.revision and hf[1] != self.revision:
+            raise ValueError(f"the revision is given twice: {self.source!r} and revision: {self.revision!r}")
+        if self.sha256:
+            raise ValueError("sha256 pins a single file; a Hugging Face source is pinned by its revision (a commit)")
         return self
 
     @property
-    def url(self) -> str | None:
-        """The URL Swell fetches; ``None`` for a Hugging Face repo (not fetched by Swell)."""
+    def hf_repo(self) -> tuple[str, str | None] | None:
+        """``(repo id, revision)`` for a Hugging Face source, else ``None``."""
+        if self.source:
+            if not self.source.startswith("hf://"):
+                return None
+            repo, revision = _split_hf(self.source[len("hf://"):])
+            return repo, revision or self.revision
+        repo = self.repo_id or ""
+        if repo.startswith(WEIGHTS_SCHEMES) or self.kind == "s3":
+            return None
+        return _split_hf(repo)[0], self.revision
+
+    @property
+    def url(self) -> str:
+        """The source as one URL: ``hf://owner/name[@revision]`` for a Hugging Face repo."""
+        hf = self.hf_repo
+        if hf is not None:
+            return f"hf://{hf[0]}" + (f"@{hf[1]}" if hf[1] else "")
         if self.source:
             return self.source
         repo = self.repo_id or ""
-        if repo.startswith(WEIGHTS_SCHEMES):
-            return repo
-        if self.kind == "s3":
-            return "s3://" + repo
+        return repo if repo.startswith(WEIGHTS_SCHEMES) else "s3://" + repo
+
+    @property
+    def token_secret(self) -> tuple[str, bool] | None:
+        """The secret holding this source's token, and whether the config named it.
+
+        An ``http(s)`` source sends ``auth_secret_name`` only; a Hugging Face
+        source falls back to Truss's ``hf_access_token`` (used when declared).
+        """
+        named = self.auth_secret_name or self.runtime_secret_name or (self.auth or {}).get("auth_secret_name")
+        if self.hf_repo is not None:
+            return (str(named), True) if named else (HF_TOKEN_SECRET, False)
+        if self.auth_secret_name and self.url.startswith(("https://", "http://")):
+            return self.auth_secret_name, True
         return None
+
+    @property
+    def left_to_the_model(self) -> bool:
+        """A ``model_cache`` Hugging Face repo with no volume: Truss puts it in the image's HF
+        cache for the model's own ``from_pretrained``; Swell leaves that download to the model."""
+        return (self.hf_repo is not None and not self.source and not self.volume_folder
+                and not self.mount_location and not self.use_volume)
 
 
 # Keys Truss accepts that Swell reads and uses (besides the fields below).

@@ -11,7 +11,7 @@ import os
 import traceback
 from typing import TYPE_CHECKING, Any, Protocol
 
-from swell.modelserver._secrets import Secrets
+from swell.modelserver._secrets import SecretNotFound, Secrets
 
 if TYPE_CHECKING:
     from swell.modelserver._wrapper import ModelWrapper
@@ -42,7 +42,7 @@ def fetch_weights(wrapper: ModelWrapper, events: _Events) -> bool:
     from swell.weights import WeightsCache, WeightsError, WeightsFetcher, default_cache_dir, options_from_env
 
     wrapper.status = Status.LOADING
-    for name in ("httpx", "httpcore"):  # one line per part request is noise in a replica's log
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2"):  # a line per request is noise in its log
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         options, limit = options_from_env(os.environ)
@@ -50,10 +50,17 @@ def fetch_weights(wrapper: ModelWrapper, events: _Events) -> bool:
         secrets = Secrets(config.get("secrets"))
 
         def auth(entry: Any) -> dict[str, str]:
-            name = entry.auth_secret_name
-            if not name or not (entry.url or "").startswith(("https://", "http://")):
+            secret = entry.token_secret
+            if secret is None:
                 return {}
-            return {"Authorization": f"Bearer {secrets[name]}"}
+            name, named = secret
+            try:
+                return {"Authorization": f"Bearer {secrets[name].strip()}"}
+            except SecretNotFound:
+                if not named:  # Truss's default hf_access_token, not declared or not set: anonymous
+                    return {}
+                raise WeightsError(f"{entry.url}: the secret {name!r} is not declared in config.yaml's "
+                                   "secrets or has no value") from None
 
         fetcher = WeightsFetcher(cache, options, emit=events.emit)
         logger.info("weights: %d source(s); cache %s", len(entries), cache.root)

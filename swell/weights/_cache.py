@@ -4,6 +4,7 @@ Layout under the cache root (``DATA_DIR/weights``)::
 
     blobs/sha256/<digest>   the files, read-only, named by content
     refs/<key>.json         source URL → digest, size, validator (ETag)
+    refs/<key>.listing.json a Hugging Face repo@revision's last listing (commit, files)
     partial/<key>.part      a download in progress (+ ``.part.json``: finished parts)
     locks/<key>.lock        flock: one download of a URL at a time on the machine
     pins/<pid>-<id>.pin     digests a live replica uses; its owner holds an flock on it
@@ -114,10 +115,17 @@ class WeightsCache:
             return None
 
     def write_ref(self, ref: Ref) -> None:
-        path = self.refs / f"{cache_key(ref.url)}.json"
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(ref.to_json())
-        os.replace(tmp, path)
+        _write_atomic(self.refs / f"{cache_key(ref.url)}.json", ref.to_json())
+
+    def read_listing(self, url: str) -> str | None:
+        """The last listing saved for a source (a Hugging Face ``repo@revision``)."""
+        try:
+            return (self.refs / f"{cache_key(url)}.listing.json").read_text()
+        except OSError:
+            return None
+
+    def write_listing(self, url: str, text: str) -> None:
+        _write_atomic(self.refs / f"{cache_key(url)}.listing.json", text)
 
     # ------------------------------------------------------------------ pins
 
@@ -242,6 +250,13 @@ class WeightsCache:
     def forget(self, urls: Iterable[str]) -> None:
         for url in urls:
             _unlink(self.refs / f"{cache_key(url)}.json")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Replicas read refs while others write them: never show a half-written one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _unlink(path: Path) -> None:

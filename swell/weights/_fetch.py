@@ -67,6 +67,7 @@ class RemoteFile:
     name: str  # path under the mount location
     size: int | None = None
     validator: str | None = None
+    sha256: str | None = None  # known before the download (a Hugging Face LFS file): checked, and the cache key
 
 
 @dataclass(frozen=True)

@@ -160,13 +160,18 @@ class WeightsFetcher:
                         data_dir: str, headers: Mapping[str, str] | None) -> SourceReport:
         started = time.monotonic()
         url = source.url
-        if url is None:
-            logger.info("weights: %s is a Hugging Face repo; Swell does not prefetch it, the model's "
-                        "own download (e.g. from_pretrained) fetches it", source.repo_id)
-            return SourceReport(url=str(source.repo_id), mount=None, skipped="hugging face repo")
+        if source.left_to_the_model:
+            logger.info("weights: %s is a model_cache Hugging Face repo without a volume (use_volume: "
+                        "false); Swell does not prefetch it, the model's own download (e.g. "
+                        "from_pretrained) fetches it; give it a volume_folder to have Swell fetch it",
+                        source.repo_id)
+            return SourceReport(url=url, mount=None, skipped="hugging face repo without a volume")
         mount = mount_dir(source.mount_location, source.volume_folder, package_dir, data_dir)
         sign: Signer
-        if url.startswith("s3://"):
+        hf = source.hf_repo
+        if hf is not None:
+            files, sign = self._hf_files(hf[0], hf[1], headers)
+        elif url.startswith("s3://"):
             from swell.weights._s3 import S3Source
 
             s3 = S3Source(url, self.env)
@@ -196,7 +201,7 @@ class WeightsFetcher:
         progress = _Progress(self.emit, len(files))
         downloader = Downloader(client, self.options, sign)
         for remote in files:
-            path = self._obtain(client, downloader, remote, source.sha256, progress)
+            path = self._obtain(client, downloader, remote, remote.sha256 or source.sha256, progress)
             _link(mount / safe_relative(remote.name), path)
             report.bytes_total += path.stat().st_size
             progress.files_done += 1
@@ -209,6 +214,26 @@ class WeightsFetcher:
                     url, mount, report.files, human_bytes(report.bytes_total),
                     human_bytes(report.bytes_fetched), rate, human_bytes(report.bytes_cached), report.seconds)
         return report
+
+    def _hf_files(self, repo_id: str, revision: str | None,
+                  headers: Mapping[str, str] | None) -> tuple[list[RemoteFile], Signer]:
+        """A Hugging Face repo's files at its revision; the last listing if the Hub is unreachable."""
+        from swell.weights._hf import HfListing, HfSource, HubUnreachable, remote_files, token_from
+
+        hub = HfSource(repo_id, revision, self.env, token_from(headers, self.env))
+        try:
+            listing = hub.listing()
+        except HubUnreachable as exc:
+            saved = self.cache.read_listing(hub.url)
+            cached = HfListing.from_json(saved) if saved else None
+            if cached is None:
+                raise
+            listing = cached
+            logger.warning("weights: %s; using the listing cached for commit %s", exc, listing.commit)
+        else:
+            self.cache.write_listing(hub.url, listing.to_json())
+        logger.info("weights: %s is commit %s (%d file(s))", hub.url, listing.commit, len(listing.files))
+        return remote_files(listing, hub.endpoint), hub.sign
 
     # ------------------------------------------------------------------ one file
 
@@ -234,7 +259,8 @@ class WeightsFetcher:
                 with contextlib.suppress(FileNotFoundError):
                     partial.with_name(partial.name + ".json").unlink()
                 raise WeightsIntegrityError(
-                    f"{remote.url}: sha256 mismatch: config.yaml expects {sha256}, the "
+                    f"{remote.url}: sha256 mismatch: "
+                    f"{'the source lists' if remote.sha256 else 'config.yaml expects'} {sha256}, the "
                     f"{result.size} bytes downloaded hash to {result.sha256}; the file was not cached"
                 )
             path = self.cache.insert(partial, result.sha256)

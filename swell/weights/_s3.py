@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from swell.weights._fetch import RemoteFile, WeightsError, normalize_validator
@@ -41,22 +41,53 @@ class S3Credentials:
     session_token: str | None = None
 
 
-def credentials_from_env(env: Mapping[str, str]) -> S3Credentials | None:
-    """``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``; else botocore's
-    chain (profiles, instance roles) when botocore is installed; else ``None`` (unsigned)."""
+#: Gives the credentials to sign with now (role credentials expire and are refreshed).
+CredentialSource = Callable[[], S3Credentials]
+
+#: Variables that choose botocore's profile and files, read from the fetcher's environment.
+_BOTOCORE_VARIABLES = (("AWS_PROFILE", "profile"), ("AWS_SHARED_CREDENTIALS_FILE", "credentials_file"),
+                       ("AWS_CONFIG_FILE", "config_file"))
+
+
+def credential_source(env: Mapping[str, str]) -> CredentialSource | None:
+    """``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``; else botocore's full
+    chain when botocore is installed (environment, profiles and SSO, web identity (EKS pod
+    roles), container (ECS task roles) and instance metadata (EC2 roles)); else ``None``: unsigned."""
     key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:
-        return S3Credentials(key, secret, env.get("AWS_SESSION_TOKEN") or None)
-    if env.get("AWS_PROFILE") or os.path.exists(os.path.expanduser("~/.aws/credentials")):
-        try:
-            import botocore.session  # type: ignore[import-untyped]  # lazy: only when a profile is needed
-        except ImportError:
-            return None
-        found = botocore.session.Session(profile=env.get("AWS_PROFILE") or None).get_credentials()
-        if found is not None:
-            frozen = found.get_frozen_credentials()
-            return S3Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-    return None
+        static = S3Credentials(key, secret, env.get("AWS_SESSION_TOKEN") or None)
+        return lambda: static
+    found = _botocore_credentials(env)
+    if found is None:
+        return None
+
+    def current() -> S3Credentials:
+        frozen = found.get_frozen_credentials()  # refreshes role credentials before they expire
+        return S3Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    return current
+
+
+def credentials_from_env(env: Mapping[str, str]) -> S3Credentials | None:
+    """The credentials :func:`credential_source` gives now; ``None``: unsigned requests."""
+    source = credential_source(env)
+    return source() if source is not None else None
+
+
+def _botocore_credentials(env: Mapping[str, str]) -> Any:
+    try:
+        import botocore.exceptions  # type: ignore[import-untyped]  # lazy: only without keys
+        import botocore.session  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    session = botocore.session.Session()
+    for variable, name in _BOTOCORE_VARIABLES:
+        if env.get(variable):
+            session.set_config_variable(name, env[variable])
+    try:
+        return session.get_credentials()
+    except botocore.exceptions.BotoCoreError as exc:  # a named profile that does not exist, a bad file
+        raise WeightsError(f"AWS credentials: {exc}") from exc
 
 
 @dataclass
@@ -95,13 +126,13 @@ class S3Source:
         env = os.environ if env is None else env
         self.url = url
         self.location = S3Location.parse(url)
-        self.credentials = credentials_from_env(env)
+        self.credentials = credential_source(env)
         self.endpoint = S3Endpoint.from_env(env, self.location.bucket)
 
     def sign(self, url: str, headers: dict[str, str]) -> dict[str, str]:
         if self.credentials is None:
             return headers
-        creds = self.credentials
+        creds = self.credentials()
         return sign_request("GET", url, headers, access_key=creds.access_key, secret_key=creds.secret_key,
                             session_token=creds.session_token, region=self.endpoint.region,
                             now=datetime.now(timezone.utc))

@@ -1,4 +1,5 @@
-"""Test and benchmark support: an HTTP file server with Range on 127.0.0.1, and moto's S3 server.
+"""Test and benchmark support on 127.0.0.1: an HTTP file server with Range, moto's S3 server,
+and a server that speaks the Hugging Face Hub's download API.
 
 Not used by Swell itself.  :class:`FileServer` can ignore ``Range``, omit the
 length, or drop connections midway, so the fetcher's fallbacks are exercised
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 
 def free_port() -> int:
@@ -211,10 +214,10 @@ class MotoS3:
         return {"AWS_ACCESS_KEY_ID": self.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
                 "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.endpoint}
 
-    def client(self) -> Any:
+    def client(self, service: str = "s3") -> Any:
         import boto3  # type: ignore[import-untyped]
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1",
                             aws_access_key_id=self.ACCESS_KEY, aws_secret_access_key=self.SECRET_KEY)
 
     def close(self) -> None:
@@ -227,6 +230,222 @@ class MotoS3:
                 self.proc.wait()
 
     def __enter__(self) -> MotoS3:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- a Hugging Face Hub
+
+
+_LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".npy")
+
+
+@dataclass
+class HubRepo:
+    """A model repo: commits (sha → path → bytes), branches and tags (name → sha), private or not.
+
+    Files named like weights (``.safetensors``, ``.bin``, …) are LFS files, as
+    on the Hub: the listing gives their sha256 and their resolve URL redirects
+    to a CDN path (here on the same server, without the token).
+    """
+
+    commits: dict[str, dict[str, bytes]]
+    refs: dict[str, str]
+    private: bool = False
+
+    @classmethod
+    def of(cls, *versions: dict[str, bytes], private: bool = False) -> HubRepo:
+        """One commit per version, oldest first; ``main`` is the last."""
+        commits = {hashlib.sha1(repr(sorted(v.items())).encode()).hexdigest(): v for v in versions}
+        return cls(commits, {"main": list(commits)[-1]}, private)
+
+    def commit_of(self, revision: str | None) -> str | None:
+        revision = revision or "main"
+        return revision if revision in self.commits else self.refs.get(revision)
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _is_lfs(path: str) -> bool:
+    return path.endswith(_LFS_SUFFIXES)
+
+
+class HubServer:
+    """The Hub's download API on 127.0.0.1: what ``huggingface_hub`` and Swell's fetcher ask.
+
+    - ``GET /api/models/{repo}[/revision/{rev}][?blobs=true]``: the commit and its
+      files (``siblings``: name, size, blob id, LFS sha256);
+    - ``GET|HEAD /{repo}/resolve/{rev}/{path}``: the file, with ``ETag`` (git blob
+      id, or sha256 for LFS), ``X-Repo-Commit``, ``Range``; an LFS file redirects
+      (302, ``X-Linked-Etag``, ``X-Linked-Size``) to ``/cdn/{sha256}``;
+    - a private repo answers ``401`` (``X-Error-Code: RepoNotFound``) without
+      ``Authorization: Bearer <token>``, as the Hub does; a missing repo, revision
+      or file answers with the Hub's ``X-Error-Code``.
+    """
+
+    def __init__(self, repos: dict[str, HubRepo], token: str | None = None) -> None:
+        self.repos = repos
+        self.token = token
+        self.corrupt_cdn = False  # the CDN flips the first byte: the listing's sha256 must catch it
+        self.stats = ServerStats()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._route(head=False)
+
+            def do_HEAD(self) -> None:
+                self._route(head=True)
+
+            def _route(self, head: bool) -> None:
+                with server.stats.lock:
+                    server.stats.requests.append((self.command, self.path, self.headers.get("Range")))
+                path = unquote(self.path.split("?", 1)[0])
+                if path.startswith("/api/models/"):
+                    return self._api(path[len("/api/models/"):])
+                if path.startswith("/cdn/"):
+                    return self._cdn(path[len("/cdn/"):], head)
+                if "/resolve/" in path:
+                    return self._resolve(path, head)
+                return self._error(404, "NotFound", "no such route")
+
+            def _error(self, status: int, code: str, message: str) -> None:
+                body = json.dumps({"error": message}).encode()
+                self.send_response(status)
+                self.send_header("X-Error-Code", code)
+                self.send_header("X-Error-Message", message)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _repo(self, repo_id: str) -> HubRepo | None:
+                """The repo if this request may see it; else the error is sent and ``None``."""
+                repo = server.repos.get(repo_id)
+                authorized = server.token is not None and self.headers.get("Authorization") == f"Bearer {server.token}"
+                if repo is None or (repo.private and not authorized):
+                    # The Hub does not say whether a repo it hides exists.
+                    self._error(404 if authorized else 401, "RepoNotFound", "Repository not found")
+                    return None
+                return repo
+
+            def _api(self, rest: str) -> None:
+                repo_id, _, revision = rest.partition("/revision/")
+                repo = self._repo(repo_id)
+                if repo is None:
+                    return
+                commit = repo.commit_of(revision or None)
+                if commit is None:
+                    return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                siblings = []
+                for name, data in sorted(repo.commits[commit].items()):
+                    sibling: dict[str, Any] = {"rfilename": name, "size": len(data), "blobId": _git_blob_id(data)}
+                    if _is_lfs(name):
+                        sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                          "pointerSize": 134}
+                    siblings.append(sibling)
+                body = json.dumps({"_id": repo_id, "id": repo_id, "modelId": repo_id, "sha": commit,
+                                   "private": repo.private, "siblings": siblings}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _resolve(self, path: str, head: bool) -> None:
+                repo_id, _, rest = path.lstrip("/").partition("/resolve/")
+                revision, _, name = rest.partition("/")
+                repo = self._repo(repo_id)
+                if repo is None:
+                    return
+                commit = repo.commit_of(revision)
+                if commit is None:
+                    return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                data = repo.commits[commit].get(name)
+                if data is None:
+                    return self._error(404, "EntryNotFound", f"{name} does not exist on {revision}")
+                if _is_lfs(name):
+                    digest = hashlib.sha256(data).hexdigest()
+                    self.send_response(302)
+                    self.send_header("Location", f"/cdn/{digest}")
+                    self.send_header("ETag", f'"{digest}"')
+                    self.send_header("X-Linked-Etag", f'"{digest}"')
+                    self.send_header("X-Linked-Size", str(len(data)))
+                    self.send_header("X-Repo-Commit", commit)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self._bytes(data, _git_blob_id(data), head, {"X-Repo-Commit": commit})
+
+            def _cdn(self, digest: str, head: bool) -> None:
+                for repo in server.repos.values():
+                    for files in repo.commits.values():
+                        for data in files.values():
+                            if hashlib.sha256(data).hexdigest() == digest:
+                                if server.corrupt_cdn and data:
+                                    data = bytes([data[0] ^ 0xFF]) + data[1:]
+                                return self._bytes(data, f"cdn-{digest[:16]}", head, {})
+                self._error(404, "NotFound", "no such object")
+
+            def _bytes(self, data: bytes, etag: str, head: bool, extra: dict[str, str]) -> None:
+                start, end, status = 0, len(data) - 1, 200
+                wanted = self.headers.get("Range")
+                if wanted:
+                    first, _, last = wanted.strip().removeprefix("bytes=").partition("-")
+                    start = int(first)
+                    end = min(int(last), len(data) - 1) if last else len(data) - 1
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    status = 206
+                self.send_response(status)
+                self.send_header("ETag", f'"{etag}"')
+                self.send_header("Accept-Ranges", "bytes")
+                for key, value in extra.items():
+                    self.send_header(key, value)
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                self.send_header("Content-Length", str(end - start + 1))
+                self.end_headers()
+                if head:
+                    return
+                self.wfile.write(data[start:end + 1])
+                with server.stats.lock:
+                    server.stats.body_bytes += end - start + 1
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="hub-server",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        """What ``HF_ENDPOINT`` is set to."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def file_gets(self) -> list[str]:
+        """The paths of the GETs that fetched file bytes (resolve and CDN), in order."""
+        return [r[1] for r in self.stats.gets() if "/resolve/" in r[1] or r[1].startswith("/cdn/")]
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> HubServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

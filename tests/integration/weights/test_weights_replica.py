@@ -170,3 +170,46 @@ def test_auth_secret_name_sends_the_secret_as_a_bearer_token(tmp_path: Path) -> 
         with ReplicaProcess(pkg, env={**env, "TRUSS_SECRET_weights_token": "s3cr3t"}) as replica:
             replica.wait_ready(timeout=60)
             assert replica.terminate() == 0
+
+
+HF_MODEL = '''
+from pathlib import Path
+
+
+class Model:
+    def load(self):
+        self._config = Path("model_cache/tiny/config.json").read_text()
+
+    def predict(self, model_input):
+        return {"config": self._config}
+'''
+
+
+def test_a_private_hugging_face_repo_with_the_token_from_hf_access_token(tmp_path: Path) -> None:
+    """model_cache as Truss configs write it; the token from Truss's secret name; HF_ENDPOINT the local Hub."""
+    pytest.importorskip("huggingface_hub")
+    from swell.weights._testing import HubRepo, HubServer
+
+    pkg = tmp_path / "pkg"
+    (pkg / "model").mkdir(parents=True)
+    (pkg / "model" / "model.py").write_text(HF_MODEL)
+    (pkg / "config.yaml").write_text(yaml.safe_dump({
+        "model_name": "hf-tiny", "secrets": {"hf_access_token": None},
+        "model_cache": [{"repo_id": "org/tiny", "revision": "main", "use_volume": True, "volume_folder": "tiny",
+                         "allow_patterns": ["*.json", "*.safetensors"]}]}))
+    files = {"config.json": b'{"hidden": 8}', "model.safetensors": b"w" * 40_000, "README.md": b"#"}
+    with HubServer({"org/tiny": HubRepo.of(files, private=True)}, token="hf_tok") as hub:
+        env = {"SWELL_WEIGHTS_CACHE": str(tmp_path / "cache"), "SWELL_SECRETS_DIR": str(tmp_path / "none"),
+               "HF_ENDPOINT": hub.endpoint}
+        with ReplicaProcess(pkg, env=env) as refused:
+            error = refused.wait_event("failed", timeout=60)["error"]
+            assert "hf://org/tiny@main" in error and "hf_access_token" in error and "Traceback" not in error
+        with ReplicaProcess(pkg, env={**env, "TRUSS_SECRET_hf_access_token": "hf_tok"}) as replica:
+            replica.wait_ready(timeout=60)
+            assert replica.wait_event("weights_ready")["bytes_fetched"] == 40_000 + 13
+            ready = next(e for e in replica.events if e["event"] == "ready")
+            assert ready["weights_seconds"] > 0  # the cold-start breakdown's weights part
+            assert "weights: hf://org/tiny@main is commit" in replica.stderr()
+            with replica.client() as client:
+                assert client.post("/v1/models/hf:predict", json={}).json() == {"config": '{"hidden": 8}'}
+            assert replica.terminate() == 0

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import threading
 import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -81,3 +87,78 @@ def test_missing_object_or_bucket_is_explained(moto_s3: MotoS3, bucket: str, fet
         fetcher(env=moto_s3.env()).prepare([{"source": f"s3://{bucket}/nope"}], tmp_path / "pkg")
     with pytest.raises(WeightsError, match="NoSuchBucket"):
         fetcher(env=moto_s3.env()).prepare([{"source": "s3://no-such-bucket-here/x"}], tmp_path / "pkg")
+
+
+
+@pytest.fixture(scope="module")
+def checked_s3() -> Iterator[tuple[MotoS3, dict[str, str]]]:
+    """A moto server of its own that checks signatures (enforcing would break the shared one's
+    tests), a bucket ``private`` and a reader's key."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("botocore")
+    with MotoS3() as server:
+        iam = server.client("iam")
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=(
+            '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}'))
+        s3 = server.client()
+        s3.create_bucket(Bucket="private")
+        s3.put_object(Bucket="private", Key="m/weights.bin", Body=b"w" * 5000)
+        httpx.post(f"{server.endpoint}/moto-api/reset-auth", content=b"0").raise_for_status()  # enforce from now
+        yield server, key
+
+
+class _RoleEndpoint(BaseHTTPRequestHandler):
+    """ECS's task-role (and EKS Pod Identity's) credentials endpoint: JSON credentials on GET."""
+
+    credentials: dict[str, str] = {}
+
+    def do_GET(self) -> None:
+        body = json.dumps(self.credentials).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("where", ["profile", "container role"])
+def test_credentials_through_botocore_s_chain_against_a_server_that_checks_them(
+        where: str, checked_s3: tuple[MotoS3, dict[str, str]], fetcher: FetcherFactory, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No keys in the environment: the signing key comes from botocore's chain (a profile, or the
+    role endpoint that ECS and EKS give a pod), and a server that checks signatures accepts it
+    where another key is refused.  Before the chain, the role case went unsigned: HTTP 403."""
+    server, key = checked_s3
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance metadata to wait for here
+    env = {"AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": server.endpoint,
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")}
+    entry = [{"source": "s3://private/m/weights.bin", "mount_location": "/app/w"}]
+    with pytest.raises(WeightsError, match="HTTP 403"):
+        fetcher(env={**env, "AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "x"}).prepare(
+            entry, tmp_path / "refused")
+    with contextlib.ExitStack() as stack:
+        if where == "profile":
+            credentials = tmp_path / "credentials"
+            credentials.write_text(f"[reader]\naws_access_key_id = {key['AccessKeyId']}\n"
+                                   f"aws_secret_access_key = {key['SecretAccessKey']}\n")
+            env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_PROFILE="reader")
+        else:
+            _RoleEndpoint.credentials = {
+                "AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"], "Token": "",
+                "Expiration": (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            httpd = ThreadingHTTPServer(("127.0.0.1", 0), _RoleEndpoint)
+            threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+            stack.callback(httpd.server_close)
+            stack.callback(httpd.shutdown)
+            monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{httpd.server_address[1]}/")
+        assert S3Source("s3://private/m", env).credentials is not None
+        report = fetcher(env=env).prepare(entry, tmp_path / "pkg")
+    assert report.bytes_fetched == 5000
+    assert (tmp_path / "pkg" / "w" / "weights.bin").read_bytes() == b"w" * 5000

@@ -20,10 +20,17 @@ SHA = "3b478469d24ba42fc07ff41b1c2ef554790d7aae297af0228b8a17b4012e1b56"
         ({"source": "s3://b/k", "sha256": SHA.upper()}, "s3://b/k"),
         ({"repo_id": "s3://b/models", "kind": "s3", "volume_folder": "m", "use_volume": True}, "s3://b/models"),
         ({"repo_id": "b/models", "kind": "s3", "volume_folder": "m"}, "s3://b/models"),
-        ({"repo_id": "meta-llama/Llama-3.1-8B", "revision": "main"}, None),  # left to the model
+        # Hugging Face: hf://, Truss's scheme-less repo id, and model_cache's repo_id (kind hf, the default).
+        ({"repo_id": "meta-llama/Llama-3.1-8B", "revision": "main"}, "hf://meta-llama/Llama-3.1-8B@main"),
+        ({"repo_id": "gpt2", "kind": "hf", "volume_folder": "g"}, "hf://gpt2"),
+        ({"source": "hf://meta-llama/Llama-3.1-8B@main", "mount_location": "/models/llama"},
+         "hf://meta-llama/Llama-3.1-8B@main"),
+        ({"source": "hf://org/m", "revision": "v1.0"}, "hf://org/m@v1.0"),
+        ({"source": "org/m@abc123", "revision": "abc123"}, "hf://org/m@abc123"),
+        ({"source": "org/m", "auth": {"auth_method": "CUSTOM_SECRET", "auth_secret_name": "tok"}}, "hf://org/m"),
     ],
 )
-def test_accepted_entries(entry: dict[str, Any], url: str | None) -> None:
+def test_accepted_entries(entry: dict[str, Any], url: str) -> None:
     source = WeightsSource.model_validate(entry)
     assert source.url == url
     if "sha256" in entry:
@@ -33,7 +40,11 @@ def test_accepted_entries(entry: dict[str, Any], url: str | None) -> None:
 @pytest.mark.parametrize(
     ("key", "entry", "field", "allowed"),
     [
-        ("weights", {"source": "hf://meta-llama/Llama"}, "weights.0.source", "hf:// is not supported"),
+        ("weights", {"source": "hf://datasets/org/d"}, "weights.0.source", "model repo"),
+        ("weights", {"source": "hf://org/a/b"}, "weights.0.source", "not a Hugging Face repo id"),
+        ("weights", {"source": "hf://org/m@"}, "weights.0.source", "names no revision"),
+        ("weights", {"source": "hf://org/m@v1", "revision": "v2"}, "weights.0", "revision is given twice"),
+        ("weights", {"source": "hf://org/m", "sha256": SHA}, "weights.0", "pinned by its revision"),
         ("weights", {"source": "gs://b/k"}, "weights.0.source", "gs:// is not supported"),
         ("weights", {"source": "ftp://h/k"}, "weights.0.source", "https://, http://, s3://"),
         ("weights", {"source": "s3:///key"}, "weights.0.source", "bucket"),
@@ -56,3 +67,33 @@ def test_mount_locations_are_unique() -> None:
     with pytest.raises(ConfigError, match="appears twice"):
         parse_model_config({"weights": [{"source": "https://h/a", "mount_location": "/app/w"},
                                         {"source": "https://h/b", "mount_location": "/app/w"}]})
+
+
+@pytest.mark.parametrize(
+    ("entry", "secret"),
+    [
+        ({"source": "hf://org/m"}, ("hf_access_token", False)),  # Truss's name, used when declared
+        ({"repo_id": "org/m", "runtime_secret_name": "mine"}, ("mine", True)),
+        ({"source": "hf://org/m", "auth_secret_name": "tok"}, ("tok", True)),
+        ({"source": "hf://org/m", "auth": {"auth_secret_name": "a"}}, ("a", True)),
+        ({"source": "https://h/f", "auth_secret_name": "tok"}, ("tok", True)),
+        ({"source": "https://h/f"}, None),
+        ({"source": "s3://b/k", "auth_secret_name": "tok"}, None),  # S3 signs with AWS credentials
+    ],
+)
+def test_token_secret(entry: dict[str, Any], secret: tuple[str, bool] | None) -> None:
+    assert WeightsSource.model_validate(entry).token_secret == secret
+
+
+@pytest.mark.parametrize(
+    ("entry", "left"),
+    [
+        ({"repo_id": "org/m"}, True),  # Truss puts it in the image's HF cache; the model downloads it
+        ({"repo_id": "org/m", "use_volume": False}, True),
+        ({"repo_id": "org/m", "use_volume": True, "volume_folder": "m"}, False),
+        ({"source": "hf://org/m"}, False),  # `weights` entries are always fetched
+        ({"repo_id": "b/k", "kind": "s3"}, False),
+    ],
+)
+def test_which_hugging_face_entries_are_left_to_the_model(entry: dict[str, Any], left: bool) -> None:
+    assert WeightsSource.model_validate(entry).left_to_the_model is left

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
+from swell.weights import WeightsError
 from swell.weights._s3 import S3Endpoint, S3Location, credentials_from_env
 from swell.weights._sigv4 import sign_request
 
@@ -80,3 +82,18 @@ def test_s3_endpoint_from_env(env: dict[str, str], bucket: str, key: str, url: s
 def test_credentials_from_env() -> None:
     creds = credentials_from_env({"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_SESSION_TOKEN": "c"})
     assert creds is not None and (creds.access_key, creds.secret_key, creds.session_token) == ("a", "b", "c")
+
+
+def test_credentials_come_from_botocore_s_chain_without_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("botocore")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    path = tmp_path / "credentials"
+    path.write_text("[team]\naws_access_key_id = AKIDFILE\naws_secret_access_key = filesecret\n")
+    env = {"AWS_SHARED_CREDENTIALS_FILE": str(path), "AWS_PROFILE": "team", "AWS_CONFIG_FILE": str(tmp_path / "x")}
+    creds = credentials_from_env(env)
+    assert creds is not None and (creds.access_key, creds.secret_key) == ("AKIDFILE", "filesecret")
+
+    with pytest.raises(WeightsError, match="AWS credentials"):  # a profile that is not there, in a sentence
+        credentials_from_env({**env, "AWS_PROFILE": "nobody"})
