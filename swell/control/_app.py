@@ -32,8 +32,10 @@ from swell.control._async import AsyncPredictRequest
 from swell.control._keys import KeyRecord
 from swell.control._plane import ApiError, ControlPlane, key_view
 from swell.control._registry import NotFound
+from swell.control._secrets import SecretKeyError
 from swell.control._store import StoreError
 from swell.control._webhooks import SIGNATURE_HEADER
+from swell.files import StorageError, storage_error
 from swell.serving import render_metrics
 from swell.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -128,7 +130,7 @@ class SwellApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.plane.start()
-                except StoreError as exc:  # a bad --database-url: say so, no traceback
+                except (StoreError, SecretKeyError) as exc:  # a bad --database-url or key: say so, no traceback
                     log.error("%s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -241,6 +243,25 @@ def _management_app(plane: ControlPlane) -> FastAPI:
     async def _too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
         return JSONResponse(exc.payload, status_code=413)
 
+    @app.exception_handler(StorageError)
+    async def _disk(request: Request, exc: StorageError) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc.reason)
+        return JSONResponse({"error": "storage unavailable", "reason": exc.reason}, status_code=503)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        disk = storage_error(exc.filename or plane.data_dir, exc)
+        if disk is not None:  # e.g. ENOSPC while an upload is spooled
+            return await _disk(request, disk)
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+        return JSONResponse({"error": "internal error", "reason": reason}, status_code=500)
+
+    @app.exception_handler(SecretKeyError)
+    async def _secrets_key(request: Request, exc: SecretKeyError) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": "secrets key unusable", "reason": str(exc)}, status_code=503)
+
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"error": "not found", "reason": str(exc)}, status_code=404)
@@ -250,10 +271,12 @@ def _management_app(plane: ControlPlane) -> FastAPI:
         # Every change writes the store first, so nothing was changed (and no
         # async request was accepted): the caller may simply try again.
         log.error("%s %s: the store failed: %s", request.method, request.url.path, str(exc).splitlines()[0])
+        full = "disk is full" in str(exc) or "No space left" in str(exc)
+        cause = "no space left on device" if full else type(exc).__name__
         return JSONResponse(
             {
                 "error": "store unavailable",
-                "reason": f"the database could not be reached or written ({type(exc).__name__}); "
+                "reason": f"the database could not be reached or written ({cause}); "
                 "nothing was changed: try again shortly",
             },
             status_code=503,

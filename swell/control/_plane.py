@@ -49,6 +49,7 @@ from swell.control._secrets import (
 from swell.control._store import Snapshot, Store, sqlite_url
 from swell.control._time import iso
 from swell.control._webhooks import Destinations, WebhookRefused, WebhookSender
+from swell.files import fsync_tree, storage_error
 from swell.modelserver import RequirementsInstallError, ensure_environment
 from swell.serving import (
     BuildState,
@@ -146,6 +147,7 @@ class ControlPlane:
         log.info("store: %s", self.store.describe())
         self._restore(await self.store.snapshot())
         await self._bootstrap_keys()
+        self.secret_box.check_at_start(await self.store.encrypted_values())
         self.secret_folders.reset()
         for record in list(self.registry.deployments.values()):
             if record.active and record.build is BuildState.BUILT:
@@ -1092,7 +1094,13 @@ def _unpack(archive: Path, package_dir: Path) -> None:
         try:
             with tarfile.open(archive, "r:*") as tar:
                 tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
+            fsync_tree(Path(tmp))  # on disk before the rename below publishes it
+        except OSError as exc:
+            disk = storage_error(package_dir, exc)
+            if disk is not None:
+                raise disk from exc
+            raise ApiError(400, "the upload is not a readable tar.gz of a model package", reason=str(exc)) from None
+        except (tarfile.TarError, EOFError) as exc:
             raise ApiError(400, "the upload is not a readable tar.gz of a model package", reason=str(exc)) from None
         root = Path(tmp)
         if not (root / "config.yaml").is_file():

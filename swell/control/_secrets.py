@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from swell.files import atomic_write
+
 if TYPE_CHECKING:  # imported when a secret is first used: the server's idle memory stays lean
     from cryptography.fernet import Fernet
 
@@ -64,16 +66,44 @@ class SecretBox:
         if raw is None:
             if not self.key_file.exists():
                 self.key_file.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(Fernet.generate_key())
+                # All or nothing: a full disk must not leave an empty key behind.
+                atomic_write(self.key_file, Fernet.generate_key())
                 log.info("created the secrets key %s (keep it with backups of the database)", self.key_file)
-            raw = self.key_file.read_text().strip()
+            raw = self.key_file.read_bytes().decode("latin-1").strip()
         try:
-            self._fernet = Fernet(raw.encode() if isinstance(raw, str) else raw)
+            self._fernet = Fernet(raw.encode())
         except (ValueError, TypeError) as exc:
-            raise SecretKeyError(f"the secrets key is not a Fernet key ({exc})") from None
+            raise SecretKeyError(self._unusable(raw, exc)) from None
         return self._fernet
+
+    def _unusable(self, raw: str, exc: Exception) -> str:
+        what = "empty" if not raw else f"not a Fernet key ({exc})"
+        if KEY_ENV in os.environ:
+            return f"the secrets key in ${KEY_ENV} is {what}: set it to the key the secrets were written with"
+        return (
+            f"the secrets key {self.key_file} is {what}: restore it from a backup of the data dir "
+            f"(or set ${KEY_ENV} to the key); if no secret was stored with it, delete the file "
+            "and a new key is made on first use"
+        )
+
+    def check_at_start(self, stored_values: int) -> None:
+        """Say at start-up what is wrong with the key, if anything.
+
+        A damaged key file that encrypted nothing (e.g. left empty by a full disk
+        before atomic writes) is moved aside and replaced on first use; one that
+        ``stored_values`` depend on is reported, and each use answers with what to do.
+        """
+        if KEY_ENV not in os.environ and not self.key_file.exists():
+            return
+        try:
+            self._key()
+        except SecretKeyError as exc:
+            if KEY_ENV in os.environ or stored_values:
+                log.error("%s (%d stored value(s) need it)", exc, stored_values)
+                return
+            aside = self.key_file.with_name(self.key_file.name + ".damaged")
+            self.key_file.replace(aside)
+            log.warning("%s; nothing was encrypted with it: moved to %s, a new key is made on first use", exc, aside)
 
     def encrypt(self, value: str) -> bytes:
         return self._key().encrypt(value.encode())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, event, insert, inspect, or_, select, text, update
+from sqlalchemy import Connection, delete, event, func, insert, inspect, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -220,6 +220,13 @@ class Store:
         async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in (await conn.execute(query))]
 
+    async def encrypted_values(self) -> int:
+        """How many stored values the secrets key encrypted (secrets and workspace values)."""
+        async with self.engine.connect() as conn:
+            total = 0
+            for table in (secrets, workspace):
+                total += (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+        return total
 
     async def workspace_value(self, name: str) -> bytes | None:
         async with self.engine.connect() as conn:

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from swell.files import atomic_write
+
 MARKER = ".swell-complete"
 PIP_ERROR_LINES = 15
 
@@ -107,5 +109,5 @@ def ensure_environment(requirements: list[str], cache_dir: Path, *, python: str 
         )
         if result.returncode != 0:
             raise RequirementsInstallError(requirements, result.stdout + "\n" + result.stderr)
-        marker.write_text("\n".join(sorted(requirements)) + "\n")
+        atomic_write(marker, ("\n".join(sorted(requirements)) + "\n").encode(), mode=0o644)
     return _venv_python(venv)

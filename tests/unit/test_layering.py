@@ -16,13 +16,15 @@ PACKAGE = Path(__file__).resolve().parents[2] / "swell"
 ALLOWED: dict[str, set[str]] = {
     # Cron expressions: a leaf under config (which validates them) and autoscaling (which runs them).
     "cron": set(),
+    # Atomic writes of the files the server reads back: a leaf anything may use.
+    "files": set(),
     "config": {"cron"},
     "autoscaling": {"config", "cron"},
     "sim": {"autoscaling", "config"},
     "weights": {"config"},
-    "modelserver": {"config", "weights"},
-    "serving": {"autoscaling", "config", "modelserver"},
-    "control": {"serving", "autoscaling", "config", "modelserver"},
+    "modelserver": {"config", "weights", "files"},
+    "serving": {"autoscaling", "config", "modelserver", "files"},
+    "control": {"serving", "autoscaling", "config", "modelserver", "files"},
     "dashboard": {"control", "serving", "autoscaling", "config"},
     "cli": {"control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard", "_cli_manage", "_cli_lifecycle", "_cli_async"},
     # The CLI's `keys`, `secrets` and `watch`: part of the CLI, built on its client.
