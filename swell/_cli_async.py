@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from swell.cli import _Client, _fail, _stderr
+from swell._cli_common import CliClient, fail, stderr_console
 
 __all__ = ["request_command", "submit_async"]
 
@@ -22,7 +22,7 @@ _POLL_SECONDS = 0.5
 
 
 def submit_async(
-    client: _Client,
+    client: CliClient,
     predict_path: str,
     body: bytes,
     *,
@@ -34,7 +34,7 @@ def submit_async(
     try:
         model_input = json.loads(body or b"{}")
     except ValueError as exc:
-        _fail(f"an async request's input must be JSON ({exc})", as_json=client.as_json)
+        fail(f"an async request's input must be JSON ({exc})", as_json=client.as_json)
     request: dict[str, Any] = {"model_input": model_input}
     if webhook is not None:
         request["webhook_endpoint"] = webhook
@@ -48,21 +48,21 @@ def submit_async(
             click.echo(json.dumps(accepted))
         else:
             click.echo(request_id)
-            _stderr().print(f"queued; follow it with: swell request {request_id} [--wait]", style="dim")
+            stderr_console().print(f"queued; follow it with: swell request {request_id} [--wait]", style="dim")
         return
     _show(client, _wait(client, request_id))
 
 
-def _view(client: _Client, request_id: str) -> dict[str, Any]:
+def _view(client: CliClient, request_id: str) -> dict[str, Any]:
     return client.request_object("GET", f"/async_request/{request_id}")
 
 
-def _wait(client: _Client, request_id: str) -> dict[str, Any]:
+def _wait(client: CliClient, request_id: str) -> dict[str, Any]:
     """Poll until the request has finished, with a spinner on stderr naming its status."""
     view = _view(client, request_id)
     if view.get("status") in FINISHED:
         return view
-    with _stderr().status(f"request {request_id}: {view.get('status')}") as status:
+    with stderr_console().status(f"request {request_id}: {view.get('status')}") as status:
         while view.get("status") not in FINISHED:
             time.sleep(_POLL_SECONDS)
             view = _view(client, request_id)
@@ -70,7 +70,7 @@ def _wait(client: _Client, request_id: str) -> dict[str, Any]:
     return view
 
 
-def _show(client: _Client, view: dict[str, Any]) -> None:
+def _show(client: CliClient, view: dict[str, Any]) -> None:
     """The request's result (or its error, exit status 1) as people or scripts read it."""
     status = view.get("status")
     failed = status in FINISHED and status != "SUCCEEDED"
@@ -83,7 +83,7 @@ def _show(client: _Client, view: dict[str, Any]) -> None:
         click.echo(result if isinstance(result, str) else json.dumps(result))
     elif failed:
         errors = view.get("errors") or [{}]
-        _fail(f"request {view.get('request_id')} {status}: {errors[0].get('message', '')}", as_json=False)
+        fail(f"request {view.get('request_id')} {status}: {errors[0].get('message', '')}", as_json=False)
     else:
         click.echo(f"{view.get('request_id')}: {status} (attempts: {view.get('attempts')}, webhook: {view.get('webhook_status')})")
 
@@ -95,7 +95,7 @@ def _show(client: _Client, view: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the request's whole view).")
 def request_command(request_id: str, wait: bool, cancel: bool, as_json: bool) -> None:
     """An async request's status and result (see `swell predict --async`)."""
-    client = _Client(as_json)
+    client = CliClient(as_json)
     if cancel:
         answer = client.request_object("DELETE", f"/async_request/{request_id}")
         click.echo(json.dumps(answer) if as_json else f"{request_id}: {answer.get('status')}")

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import click
 from rich.markup import escape
 
-from swell.cli import _Client, _print_table, _stderr, _table
+from swell._cli_common import CliClient, new_table, print_table, stderr_console
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
@@ -28,7 +28,7 @@ def _report(deployment: dict[str, Any], verb: str, as_json: bool) -> None:
         click.echo(json.dumps(deployment))
         return
     envs = ", ".join(deployment.get("environments") or []) or "no environment"
-    _stderr().print(
+    stderr_console().print(
         f"[bold green]{verb}[/] {escape(str(deployment.get('model_name')))} deployment "
         f"{escape(str(deployment.get('id')))}: {escape(str(deployment.get('status')))} ({escape(envs)})",
         soft_wrap=True,
@@ -62,9 +62,9 @@ def promote(model: str, deployment: str, environment: str, overrides: tuple[str,
     body: dict[str, Any] = {"environment": environment}
     if settings:
         body["autoscaling_settings"] = settings
-    client = _Client(as_json)
+    client = CliClient(as_json)
     if not as_json:
-        _stderr().print(f"promoting {escape(deployment)} to {escape(environment)} (warming it up first)…")
+        stderr_console().print(f"promoting {escape(deployment)} to {escape(environment)} (warming it up first)…")
     _report(client.request_object("POST", _path(model, "deployments", deployment, "promote"), json=body), "promoted", as_json)
 
 
@@ -76,7 +76,7 @@ def _switch(verb: str, done: str, summary: str) -> click.Command:
     @click.argument("deployment")
     @_json_option
     def command(model: str, deployment: str, as_json: bool) -> None:
-        client = _Client(as_json)
+        client = CliClient(as_json)
         _report(client.request_object("POST", _path(model, "deployments", deployment, verb)), done, as_json)
 
     return command
@@ -96,12 +96,12 @@ def environments() -> None:
 @_json_option
 def environments_list(model: str, as_json: bool) -> None:
     """Each environment and the deployment it points at."""
-    client = _Client(as_json)
+    client = CliClient(as_json)
     found = client.request_object("GET", _path(model, "environments")).get("environments", [])
     if as_json:
         click.echo(json.dumps({"environments": found}))
         return
-    table = _table()
+    table = new_table()
     for column in ("environment", "deployment", "status", "predict"):
         table.add_column(column)
     for env in found:
@@ -112,7 +112,7 @@ def environments_list(model: str, as_json: bool) -> None:
             escape(str(target.get("status") or "—")),
             escape(str(env.get("predict_url"))),
         )
-    _print_table(table, soft_wrap=True)
+    print_table(table, soft_wrap=True)
 
 
 @environments.command("create")
@@ -121,12 +121,12 @@ def environments_list(model: str, as_json: bool) -> None:
 @_json_option
 def environments_create(model: str, name: str, as_json: bool) -> None:
     """A new environment, pointing at nothing until a deployment is promoted into it."""
-    client = _Client(as_json)
+    client = CliClient(as_json)
     created = client.request_object("POST", _path(model, "environments"), json={"name": name})
     if as_json:
         click.echo(json.dumps(created))
         return
-    _stderr().print(
+    stderr_console().print(
         f"[bold green]created[/] environment {escape(name)}; promote into it with "
         f"`swell promote {escape(model)} DEPLOYMENT --environment {escape(name)}`",
         soft_wrap=True,

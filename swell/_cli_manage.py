@@ -23,7 +23,7 @@ from urllib.parse import quote
 import click
 from rich.markup import escape
 
-from swell.cli import _EXCLUDED, _Client, _fail, _print_pushed, _print_table, _push_directory, _stderr, _table
+from swell._cli_common import EXCLUDED, CliClient, fail, new_table, print_pushed, print_table, push_directory, stderr_console
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
@@ -46,7 +46,7 @@ def _when(value: Any) -> str:
 
 def _say(text: str) -> None:
     """One message on stderr, never wrapped: it may hold a path or an id to paste."""
-    _stderr().print(text, soft_wrap=True)
+    stderr_console().print(text, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- keys
@@ -69,7 +69,7 @@ def keys_create(name: str | None, key_type: str, models: tuple[str, ...], as_jso
     """Create an API key; its secret is printed once and never again."""
     if models and key_type != "invoke":
         raise click.UsageError("--model limits an invoke key; add --type invoke")
-    client = _Client(as_json)
+    client = CliClient(as_json)
     # Resolve names to ids here so a typo fails now, with the server's 404, not at predict time.
     model_ids = [str(client.request_object("GET", f"/v1/models/{quote(m, safe='')}")["id"]) for m in models]
     body = {"name": name, "type": key_type, "model_ids": model_ids or None}
@@ -93,7 +93,7 @@ def keys_create(name: str | None, key_type: str, models: tuple[str, ...], as_jso
 @_json_option
 def keys_list(as_json: bool) -> None:
     """API keys with their type, models and last use (never their secrets)."""
-    client = _Client(as_json)
+    client = CliClient(as_json)
     found = client.request_object("GET", "/v1/api_keys").get("api_keys", [])
     # The server never sends a secret here; if one ever did, it still stays off the screen.
     found = [{k: v for k, v in entry.items() if k != "key"} for entry in found if isinstance(entry, dict)]
@@ -103,7 +103,7 @@ def keys_list(as_json: bool) -> None:
     if not found:
         _say("no API keys; create one with `swell keys create`")
         return
-    table = _table(f"API keys at {client.url}")
+    table = new_table(f"API keys at {client.url}")
     for column in ("id", "name", "type", "models", "created", "last used"):
         table.add_column(column, no_wrap=column in ("id", "created", "last used"))
     for entry in found:
@@ -115,7 +115,7 @@ def keys_list(as_json: bool) -> None:
             _when(entry.get("created_at")),
             _when(entry.get("last_used_at")),
         )
-    _print_table(table)
+    print_table(table)
 
 
 @keys.command("revoke")
@@ -123,7 +123,7 @@ def keys_list(as_json: bool) -> None:
 @_json_option
 def keys_revoke(key_id: str, as_json: bool) -> None:
     """Revoke an API key by its id (from `swell keys list`); it stops working at once."""
-    client = _Client(as_json)
+    client = CliClient(as_json)
     result = client.request_object("DELETE", f"/v1/api_keys/{quote(key_id, safe='')}")
     if as_json:
         click.echo(json.dumps(result))
@@ -160,9 +160,9 @@ def secrets_set(name: str, as_json: bool) -> None:
         prompt=lambda: click.prompt(f"value of {name}", hide_input=True, err=True),
     )
     if value == "":
-        _fail(f"no value for secret {name!r}: type it when asked, or pipe it in "
+        fail(f"no value for secret {name!r}: type it when asked, or pipe it in "
               f"(printf %s \"$VALUE\" | swell secrets set {name})", as_json=as_json)
-    client = _Client(as_json)
+    client = CliClient(as_json)
     result = client.request_object("POST", "/v1/secrets", json={"name": name, "value": value})
     result.pop("value", None)
     if as_json:
@@ -176,7 +176,7 @@ def secrets_set(name: str, as_json: bool) -> None:
 @_json_option
 def secrets_list(as_json: bool) -> None:
     """Secret names with when they were set (never their values)."""
-    client = _Client(as_json)
+    client = CliClient(as_json)
     found = client.request_object("GET", "/v1/secrets").get("secrets", [])
     found = [{k: v for k, v in entry.items() if k != "value"} for entry in found if isinstance(entry, dict)]
     if as_json:
@@ -185,12 +185,12 @@ def secrets_list(as_json: bool) -> None:
     if not found:
         _say("no secrets; set one with `swell secrets set NAME`")
         return
-    table = _table(f"Secrets at {client.url}")
+    table = new_table(f"Secrets at {client.url}")
     for column in ("name", "created", "updated"):
         table.add_column(column, no_wrap=True)
     for entry in found:
         table.add_row(escape(str(entry.get("name"))), _when(entry.get("created_at")), _when(entry.get("updated_at")))
-    _print_table(table)
+    print_table(table)
 
 
 @secrets.command("delete")
@@ -198,7 +198,7 @@ def secrets_list(as_json: bool) -> None:
 @_json_option
 def secrets_delete(name: str, as_json: bool) -> None:
     """Delete secret NAME; replicas started after this no longer get it."""
-    client = _Client(as_json)
+    client = CliClient(as_json)
     result = client.request_object("DELETE", f"/v1/secrets/{quote(name, safe='')}")
     if as_json:
         click.echo(json.dumps(result))
@@ -217,7 +217,7 @@ Snapshot = dict[str, tuple[int, int]]
 
 
 def ignored(name: str) -> bool:
-    return name in _EXCLUDED or any(fnmatch.fnmatch(name, pattern) for pattern in _IGNORED_FILES)
+    return name in EXCLUDED or any(fnmatch.fnmatch(name, pattern) for pattern in _IGNORED_FILES)
 
 
 def snapshot(directory: Path) -> Snapshot:
@@ -269,13 +269,13 @@ class Debounce:
         return False
 
 
-def _push_dev(client: _Client, directory: Path, model_name: str | None, changed: Iterable[str]) -> bool:
+def _push_dev(client: CliClient, directory: Path, model_name: str | None, changed: Iterable[str]) -> bool:
     """One development push; a failure (already printed by the client) keeps the watch going."""
     try:
-        result = _push_directory(
+        result = push_directory(
             client, directory, model_name=model_name, publish=False, promote=False, environment="production"
         )
-    except SystemExit:  # _fail printed the reason (bad package, server down, …)
+    except SystemExit:  # fail printed the reason (bad package, server down, …)
         return False
     changed = list(changed)
     if client.as_json:
@@ -283,7 +283,7 @@ def _push_dev(client: _Client, directory: Path, model_name: str | None, changed:
         sys.stdout.flush()
         return True
     if not changed:
-        _print_pushed(client, result)
+        print_pushed(client, result)
         return True
     what = changed[0] + (f" and {len(changed) - 1} more" if len(changed) > 1 else "")
     _say(
@@ -303,7 +303,7 @@ def watch(directory: Path, model_name: str | None, poll_seconds: float, as_json:
 
     With --json, one JSON object per line and push: the push's answer plus "changed".
     """
-    client = _Client(as_json)
+    client = CliClient(as_json)
     debounce = Debounce()
     try:
         pushed = snapshot(directory)

@@ -10,20 +10,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tarfile
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from rich.markup import escape
 
 from swell import __version__
-
-DEFAULT_URL = "http://127.0.0.1:8080"
-_EXCLUDED = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".DS_Store"}
-
+from swell._cli_common import CliClient, fail, make_archive, new_table, print_pushed, push_directory, stderr_console
+from swell.client import describe_error
 
 # Commands defined in other modules, imported only when run (or listed by --help):
 # `swell serve` then never carries the simulator (numpy) or the client commands.
@@ -58,37 +54,6 @@ class _LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="swell")
 def cli() -> None:
     """Swell: serve models that scale with their traffic, down to zero and back."""
-
-
-# --------------------------------------------------------------------------- output helpers
-
-
-def _stderr() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
-
-
-def _fail(message: str, *, as_json: bool, payload: dict[str, Any] | None = None, code: int = 1) -> NoReturn:
-    if as_json:
-        click.echo(json.dumps(payload or {"error": message}))
-    else:
-        # Messages carry server text and paths: never read them as markup.
-        _stderr().print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
-    sys.exit(code)
-
-
-def _describe_error(payload: Any, status: int) -> str:
-    if not isinstance(payload, dict):
-        return f"HTTP {status}: {payload}"
-    text = str(payload.get("error", f"HTTP {status}"))
-    reason = payload.get("reason")
-    if reason:
-        text += f": {reason}"
-    for entry in payload.get("detail") or []:
-        if isinstance(entry, dict):
-            text += f"\n  {entry.get('field')}: {entry.get('value')!r} — {entry.get('allowed')}"
-    return text
 
 
 # --------------------------------------------------------------------------- serve
@@ -254,7 +219,7 @@ def serve(
         raise click.UsageError(str(exc)) from None
     demo_dir = _examples_dir() / "iris" if demo else None
     if demo_dir is not None and not (demo_dir / "config.yaml").is_file():
-        _fail(
+        fail(
             f"--demo needs the example package {demo_dir}, which is missing; "
             "run from a checkout of Swell (examples/ sits next to the swell/ package)",
             as_json=False,
@@ -381,11 +346,11 @@ async def _push_demo(plane: Any, demo_dir: Path, url: str, key: str | None, out:
 
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "package.tar.gz"
-        _make_archive(demo_dir, archive)
+        make_archive(demo_dir, archive)
         try:
             result = await plane.push(archive, model_name="iris", publish=True, promote=True)
         except ApiError as exc:
-            log.error("demo push failed: %s", _describe_error(exc.payload, exc.status))
+            log.error("demo push failed: %s", describe_error(exc.payload, exc.status))
             return
     await plane.patch_settings(result.model_id, result.deployment_id, {"autoscaling_window": 10, "scale_down_delay": 15})
     shown_key = key or "$SWELL_API_KEY"
@@ -404,93 +369,6 @@ async def _push_demo(plane: Any, demo_dir: Path, url: str, key: str | None, out:
     out.print("Watch this log: the replica scales to zero ~25 s after the last call and wakes on the next.\n")
 
 
-# --------------------------------------------------------------------------- client
-
-
-class _Client:
-    def __init__(self, as_json: bool) -> None:
-        import httpx
-
-        self.as_json = as_json
-        self.url = os.environ.get("SWELL_URL", DEFAULT_URL).rstrip("/")
-        key = os.environ.get("SWELL_API_KEY", "")
-        headers = {"Authorization": f"Api-Key {key}"} if key else {}
-        self.httpx = httpx
-        # A malformed SWELL_URL surfaces as InvalidURL, here or at the first request.
-        self.errors: tuple[type[Exception], ...] = (httpx.TransportError, httpx.InvalidURL)
-        try:
-            self.http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(30.0, read=None))
-        except self.errors as exc:
-            self.unreachable(exc)
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except self.errors as exc:
-            self.unreachable(exc)
-        return self.check(response)
-
-    def request_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """A request whose answer must be a JSON object (anything else is not Swell)."""
-        payload = self.request(method, path, **kwargs)
-        if not isinstance(payload, dict):
-            _fail(
-                f"{self.url} answered {path} with something other than a JSON object; "
-                "it is not a Swell server (check SWELL_URL)",
-                as_json=self.as_json,
-                payload={"error": "unexpected answer", "reason": str(payload)[:200], "url": self.url},
-            )
-        return payload
-
-    def unreachable(self, exc: Exception) -> NoReturn:
-        _fail(
-            f"cannot reach the Swell server at {self.url} ({exc.__class__.__name__}: {exc}); "
-            "is `swell serve` running? Set SWELL_URL to point elsewhere.",
-            as_json=self.as_json,
-            payload={"error": "server unreachable", "reason": str(exc), "url": self.url},
-        )
-
-    def check(self, response: Any) -> Any:
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = response.text
-        if response.status_code >= 400:
-            if response.status_code == 401 and not os.environ.get("SWELL_API_KEY"):
-                message = "unauthorized: set SWELL_API_KEY to the key `swell serve` printed"
-            else:
-                message = _describe_error(payload, response.status_code)
-            _fail(
-                message,
-                as_json=self.as_json,
-                payload=payload if isinstance(payload, dict) else {"error": str(payload), "status": response.status_code},
-            )
-        return payload
-
-
-def _make_archive(directory: Path, archive: Path) -> None:
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        name = Path(info.name).name
-        if name in _EXCLUDED or name.endswith(".pyc"):
-            return None
-        return info
-
-    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
-        tar.add(directory, arcname=".", filter=keep)
-
-
-def _model_name(directory: Path) -> str:
-    import yaml
-
-    try:
-        raw = yaml.safe_load((directory / "config.yaml").read_text()) or {}
-        if isinstance(raw, dict) and raw.get("model_name"):
-            return str(raw["model_name"])
-    except (OSError, yaml.YAMLError):
-        pass
-    return directory.resolve().name
-
-
 @cli.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--publish", is_flag=True, help="Create a new published deployment (else: reload the development one in place).")
@@ -500,70 +378,14 @@ def _model_name(directory: Path) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def push(directory: Path, publish: bool, promote: bool, environment: str, model_name: str | None, as_json: bool) -> None:
     """Upload a model package (a Truss directory with config.yaml) as a deployment."""
-    client = _Client(as_json)
-    result = _push_directory(
+    client = CliClient(as_json)
+    result = push_directory(
         client, directory, model_name=model_name, publish=publish or promote, promote=promote, environment=environment
     )
     if as_json:
         click.echo(json.dumps(result))
         return
-    _print_pushed(client, result)
-
-
-def _push_directory(
-    client: _Client, directory: Path, *, model_name: str | None, publish: bool, promote: bool, environment: str
-) -> dict[str, Any]:
-    """Upload DIRECTORY and return the server's answer; `push` and `watch` share it."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-    )
-
-    as_json = client.as_json
-    if not (directory / "config.yaml").is_file():
-        _fail(f"{directory} has no config.yaml; a model package is a directory with config.yaml and model/model.py", as_json=as_json)
-    name = model_name or _model_name(directory)
-    params = {"model_name": name, "publish": str(publish).lower(), "promote": str(promote).lower(), "environment": environment}
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = Path(tmp) / "package.tar.gz"
-        _make_archive(directory, archive)
-        size = archive.stat().st_size
-        with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-            console=_stderr(), transient=True, disable=as_json,
-        ) as progress:
-            task = progress.add_task(f"uploading {name}", total=size)
-
-            def chunks() -> Iterator[bytes]:
-                with archive.open("rb") as f:
-                    while chunk := f.read(256 * 1024):
-                        progress.advance(task, len(chunk))
-                        yield chunk
-                progress.update(task, description=f"building {name} (installing requirements if any)")
-
-            return client.request_object(
-                "POST",
-                "/v1/models/push",
-                params=params,
-                content=chunks(),
-                headers={"content-type": "application/gzip"},
-            )
-
-
-def _print_pushed(client: _Client, result: dict[str, Any]) -> None:
-    out = _stderr()
-    summary = (
-        f"{result['model_name']}: model {result['model_id']}, "
-        f"deployment {result['deployment_id']} ({result['kind']}), status {result['status']}"
-        + (f", {result['environment']} points at it" if result.get("environment") else "")
-    )
-    out.print(f"[bold green]pushed[/] {escape(summary)}")
-    for warning in result.get("warnings", []):
-        out.print(f"[yellow]warning:[/] {escape(str(warning))}")
-    out.print(f"predict: POST {client.url}{result['predict_url']}", markup=False)
+    print_pushed(client, result)
 
 
 def _read_data(data: str | None, *, as_json: bool) -> bytes:
@@ -576,7 +398,7 @@ def _read_data(data: str | None, *, as_json: bool) -> bytes:
         try:
             return path.read_bytes()
         except OSError as exc:
-            _fail(f"-d: cannot read {path}: {exc.strerror or exc}", as_json=as_json)
+            fail(f"-d: cannot read {path}: {exc.strerror or exc}", as_json=as_json)
     return data.encode()
 
 
@@ -615,7 +437,7 @@ def predict(
     if chosen > 1:
         raise click.UsageError("give at most one of --deployment, --environment, --development")
     body = _read_data(data, as_json=as_json)
-    client = _Client(as_json)
+    client = CliClient(as_json)
     if deployment_id:
         path = f"/model/{model}/deployment/{deployment_id}/predict"
     elif environment:
@@ -623,10 +445,7 @@ def predict(
     elif development:
         path = f"/model/{model}/development/predict"
     else:
-        try:
-            lookup = client.http.get(f"/v1/models/{model}")
-        except client.errors as exc:
-            client.unreachable(exc)
+        lookup = client.send("GET", f"/v1/models/{model}")
         # An invoke key may not read the model: it calls production, the usual target.
         info = {"environments": {"production": True}} if lookup.status_code == 403 else client.check(lookup)
         if not isinstance(info, dict):
@@ -636,7 +455,7 @@ def predict(
         elif info.get("development_deployment_id"):
             path = f"/model/{model}/development/predict"
         else:
-            _fail(f"model {model!r} has no production or development deployment to call", as_json=as_json)
+            fail(f"model {model!r} has no production or development deployment to call", as_json=as_json)
     if run_async:
         from swell._cli_async import submit_async
 
@@ -645,26 +464,23 @@ def predict(
     headers = {"content-type": "application/json"}
     if timeout is not None:
         headers["x-swell-timeout"] = str(timeout)
-    try:
-        with client.http.stream("POST", path, content=body, headers=headers) as response:
-            if response.status_code >= 400 or as_json:
-                response.read()
-                payload = client.check(response)
-                if not isinstance(payload, dict):
-                    payload = {"output": payload}
-                click.echo(json.dumps(payload))
-                return
-            out = sys.stdout.buffer
-            last = b""
-            for chunk in response.iter_raw():
-                out.write(chunk)
-                out.flush()
-                last = chunk or last
-            if last and not last.endswith(b"\n"):
-                out.write(b"\n")
-                out.flush()
-    except client.errors as exc:
-        client.unreachable(exc)
+    with client.stream("POST", path, content=body, headers=headers) as response:
+        if response.status_code >= 400 or as_json:
+            response.read()
+            payload = client.check(response)
+            if not isinstance(payload, dict):
+                payload = {"output": payload}
+            click.echo(json.dumps(payload))
+            return
+        out = sys.stdout.buffer
+        last = b""
+        for chunk in response.iter_raw():
+            out.write(chunk)
+            out.flush()
+            last = chunk or last
+        if last and not last.endswith(b"\n"):
+            out.write(b"\n")
+            out.flush()
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
@@ -688,7 +504,7 @@ def _settings_text(settings: dict[str, Any]) -> str:
 )
 def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
     """Deployments with their status, replicas and autoscaling settings."""
-    client = _Client(as_json)
+    client = CliClient(as_json)
     if model:
         models = [client.request_object("GET", f"/v1/models/{model}")]
     else:
@@ -739,30 +555,16 @@ def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
                 _settings_text(dep["autoscaling_settings"]),
             )
     if not models:
-        _stderr().print("no models yet; push one with `swell push DIR`")
+        stderr_console().print("no models yet; push one with `swell push DIR`")
         return
     Console().print(table)
     if show_replicas:
         Console().print(_replicas_table(models))
 
 
-def _table(title: str | None = None, caption: str | None = None) -> Any:
-    """The client commands' table look: a rule under the header, no outer edge."""
-    from rich import box
-    from rich.table import Table
-
-    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-
-
-def _print_table(table: Any, *, soft_wrap: bool = False) -> None:
-    from rich.console import Console
-
-    Console(highlight=False, soft_wrap=soft_wrap).print(table)
-
-
 def _replicas_table(models: list[dict[str, Any]]) -> Any:
     """One row per replica: state and cold start seconds by phase."""
-    table = _table(
+    table = new_table(
         "Replicas (cold start, seconds)",
         caption="pending: waiting for resources · process: until its server accepts · start: prewarmed (a standby), forked (from the fork server) or spawned",
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import nullcontext
 from datetime import datetime, timezone
@@ -12,6 +11,7 @@ from typing import Any
 import click
 import numpy as np
 
+from swell.client import Client, ClientError
 from swell.config import SettingsError, parse_autoscaling
 from swell.sim._advise import Advice, AdviseSetup, advise, service_from_history, traffic_to_arrivals
 from swell.sim._cli import _SETTINGS, _Refused, settings_options
@@ -55,29 +55,14 @@ def _parse_start(value: str | None) -> float | None:
 
 
 def _fetch(deployment: str, path: str) -> Any:
-    import httpx
-
+    """``GET /v1/models/{model}/deployments/{deployment}/{path}`` through the server's client."""
     model, sep, dep = deployment.partition("/")
     if not sep or not model or not dep:
         raise _Refused(f"--deployment {deployment!r}: expected MODEL/DEPLOYMENT (ids or names)")
-    url = os.environ.get("SWELL_URL", "http://127.0.0.1:8080").rstrip("/")
-    key = os.environ.get("SWELL_API_KEY")
-    headers = {"Authorization": f"Api-Key {key}"} if key else {}
-    target = f"{url}/v1/models/{model}/deployments/{dep}/{path}"
     try:
-        response = httpx.get(target, headers=headers, timeout=30.0)
-    except httpx.HTTPError as exc:
-        raise _Refused(f"cannot reach the Swell server at {url}: {exc}") from None
-    if response.status_code == 401:
-        raise _Refused("the server refused the API key: set SWELL_API_KEY")
-    if response.status_code == 404:
-        raise _Refused(f"{target}: not found (is {deployment!r} a deployment of that model?)")
-    if response.status_code >= 400:
-        raise _Refused(f"{target}: HTTP {response.status_code}: {response.text[:200]}")
-    try:
-        return response.json()
-    except ValueError:
-        raise _Refused(f"{target}: the answer is not JSON") from None
+        return Client().request_object("GET", f"/v1/models/{model}/deployments/{dep}/{path}")
+    except ClientError as exc:
+        raise _Refused(exc.message) from None
 
 
 @click.command("advise", help=_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -20,17 +20,21 @@ ALLOWED: dict[str, set[str]] = {
     "files": set(),
     "config": {"cron"},
     "autoscaling": {"config", "cron"},
-    "sim": {"autoscaling", "config"},
+    # The server's HTTP client: the client commands and `swell advise` share it.
+    "client": set(),
+    "sim": {"autoscaling", "config", "client"},
     "weights": {"config"},
     "modelserver": {"config", "weights", "files"},
     "serving": {"autoscaling", "config", "modelserver", "files"},
     "control": {"serving", "autoscaling", "config", "modelserver", "files"},
     "dashboard": {"control", "serving", "autoscaling", "config"},
-    "cli": {"control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard", "_cli_manage", "_cli_lifecycle", "_cli_async"},
-    # The CLI's `keys`, `secrets` and `watch`: part of the CLI, built on its client.
-    "_cli_manage": {"cli", "control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard"},
-    "_cli_lifecycle": {"cli"},
-    "_cli_async": {"cli"},
+    "cli": {"control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard", "client", "_cli_common", "_cli_manage", "_cli_lifecycle", "_cli_async"},
+    # What the client commands share (their client, tables, uploads); it imports none of them.
+    "_cli_common": {"client"},
+    # The CLI's `keys`, `secrets`, `watch`, lifecycle and async commands: built on _cli_common, never on cli.
+    "_cli_manage": {"_cli_common", "control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard"},
+    "_cli_lifecycle": {"_cli_common"},
+    "_cli_async": {"_cli_common"},
 }
 
 
@@ -76,3 +80,47 @@ def test_autoscaling_is_mypy_strict_clean() -> None:
         cwd=PACKAGE.parent,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the project's modules it imports (anywhere in it, lazy imports too)."""
+    modules: dict[str, Path] = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(owner(a.name) for a in node.names if a.name.startswith("swell"))
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("swell"):
+                assert node.module is not None
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    targets.add(full if full in modules else owner(node.module))
+        graph[module] = {t for t in targets if t is not None and t != module}
+    return graph
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No import cycles, not even through a lazy import inside a function."""
+    graph = _module_graph()
+    cycles = []
+    for start in sorted(graph):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            module, path = stack.pop()
+            for target in graph.get(module, ()):
+                if target == start:
+                    cycles.append(" -> ".join([*path, start]))
+                elif target not in seen and target > start:  # each cycle once, from its smallest module
+                    seen.add(target)
+                    stack.append((target, [*path, target]))
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

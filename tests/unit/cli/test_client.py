@@ -51,7 +51,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
 
 
 def test_status_table_fits_80_columns_one_line_per_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli._Client, "request", lambda self, method, path, **kw: MODELS)
+    monkeypatch.setattr(cli.CliClient, "request", lambda self, method, path, **kw: MODELS)
     result = invoke("status")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -74,7 +74,7 @@ def test_bad_or_unreachable_server_url_is_a_message(url: str, as_json: bool) -> 
 
 
 def test_an_answer_that_is_not_swells_is_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli._Client, "request", lambda self, method, path, **kw: "<html>hello</html>")
+    monkeypatch.setattr(cli.CliClient, "request", lambda self, method, path, **kw: "<html>hello</html>")
     result = invoke("status")
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert "not a Swell server" in result.stderr

@@ -1,0 +1,155 @@
+"""What every client command shares: the client that prints its errors, the tables, uploading a package.
+
+``swell.cli`` and the command modules ``_cli_async``, ``_cli_lifecycle`` and
+``_cli_manage`` import this; it imports none of them, so they form no cycle.
+Same rules for all: ``--json`` prints one JSON object on stdout, a user error
+is one red line (or that JSON object) and exit 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.markup import escape
+
+from swell.client import Client, ClientError
+
+__all__ = [
+    "EXCLUDED",
+    "CliClient",
+    "fail",
+    "make_archive",
+    "new_table",
+    "print_pushed",
+    "print_table",
+    "push_directory",
+    "stderr_console",
+]
+
+EXCLUDED = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".DS_Store"}
+
+
+def stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def fail(message: str, *, as_json: bool, payload: dict[str, Any] | None = None, code: int = 1) -> NoReturn:
+    if as_json:
+        click.echo(json.dumps(payload or {"error": message}))
+    else:
+        # Messages carry server text and paths: never read them as markup.
+        stderr_console().print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+class CliClient(Client):
+    """The server's client for a command: a failed call prints its message (or JSON) and exits 1."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        super().__init__()
+
+    def fail(self, error: ClientError) -> NoReturn:
+        fail(error.message, as_json=self.as_json, payload=error.payload)
+
+
+def new_table(title: str | None = None, caption: str | None = None) -> Any:
+    """The client commands' table look: a rule under the header, no outer edge."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+
+
+def print_table(table: Any, *, soft_wrap: bool = False) -> None:
+    from rich.console import Console
+
+    Console(highlight=False, soft_wrap=soft_wrap).print(table)
+
+
+def make_archive(directory: Path, archive: Path) -> None:
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        name = Path(info.name).name
+        if name in EXCLUDED or name.endswith(".pyc"):
+            return None
+        return info
+
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        tar.add(directory, arcname=".", filter=keep)
+
+
+def _model_name(directory: Path) -> str:
+    import yaml
+
+    try:
+        raw = yaml.safe_load((directory / "config.yaml").read_text()) or {}
+        if isinstance(raw, dict) and raw.get("model_name"):
+            return str(raw["model_name"])
+    except (OSError, yaml.YAMLError):
+        pass
+    return directory.resolve().name
+
+
+def push_directory(
+    client: CliClient, directory: Path, *, model_name: str | None, publish: bool, promote: bool, environment: str
+) -> dict[str, Any]:
+    """Upload DIRECTORY and return the server's answer; `push` and `watch` share it."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+    )
+
+    as_json = client.as_json
+    if not (directory / "config.yaml").is_file():
+        fail(f"{directory} has no config.yaml; a model package is a directory with config.yaml and model/model.py", as_json=as_json)
+    name = model_name or _model_name(directory)
+    params = {"model_name": name, "publish": str(publish).lower(), "promote": str(promote).lower(), "environment": environment}
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "package.tar.gz"
+        make_archive(directory, archive)
+        size = archive.stat().st_size
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            console=stderr_console(), transient=True, disable=as_json,
+        ) as progress:
+            task = progress.add_task(f"uploading {name}", total=size)
+
+            def chunks() -> Iterator[bytes]:
+                with archive.open("rb") as f:
+                    while chunk := f.read(256 * 1024):
+                        progress.advance(task, len(chunk))
+                        yield chunk
+                progress.update(task, description=f"building {name} (installing requirements if any)")
+
+            return client.request_object(
+                "POST",
+                "/v1/models/push",
+                params=params,
+                content=chunks(),
+                headers={"content-type": "application/gzip"},
+            )
+
+
+def print_pushed(client: CliClient, result: dict[str, Any]) -> None:
+    out = stderr_console()
+    summary = (
+        f"{result['model_name']}: model {result['model_id']}, "
+        f"deployment {result['deployment_id']} ({result['kind']}), status {result['status']}"
+        + (f", {result['environment']} points at it" if result.get("environment") else "")
+    )
+    out.print(f"[bold green]pushed[/] {escape(summary)}")
+    for warning in result.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {escape(str(warning))}")
+    out.print(f"predict: POST {client.url}{result['predict_url']}", markup=False)
