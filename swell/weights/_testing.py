@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote
 
 
@@ -52,7 +52,71 @@ class ServerStats:
         return [r for r in self.requests if r[0] == "GET"]
 
 
-class FileServer:
+class _Handler(BaseHTTPRequestHandler):
+    """Records each request in its server's stats, then ``serve(head)``; quiet."""
+
+    protocol_version = "HTTP/1.1"
+    owner: Any  # the FileServer / HubServer, set on the subclass
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self._record()
+        self.serve(head=True)
+
+    def do_GET(self) -> None:
+        self._record()
+        self.serve(head=False)
+
+    def _record(self) -> None:
+        with self.owner.stats.lock:
+            self.owner.stats.requests.append((self.command, self.path, self.headers.get("Range")))
+
+    def serve(self, head: bool) -> None:
+        raise NotImplementedError
+
+    def requested_range(self, size: int) -> tuple[int, int] | None:
+        """``(start, end)`` of the ``Range`` header (the whole body without one); ``None``: 416 sent."""
+        wanted = self.headers.get("Range")
+        if not wanted:
+            return 0, size - 1
+        first, _, last = wanted.strip().removeprefix("bytes=").partition("-")
+        start, end = int(first), (min(int(last), size - 1) if last else size - 1)
+        if start >= size:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        return start, end
+
+
+class _LocalServer:
+    """A threading HTTP server on 127.0.0.1 (an ephemeral port) until closed."""
+
+    stats: ServerStats
+
+    def _start(self, handler: type[_Handler], name: str) -> None:
+        handler.owner = self
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=name, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FileServer(_LocalServer):
     """Serves ``files`` (name → path) at ``http://127.0.0.1:<port>/<name>`` until closed."""
 
     def __init__(self, files: dict[str, Path], behaviour: ServerBehaviour | None = None) -> None:
@@ -61,22 +125,9 @@ class FileServer:
         self.stats = ServerStats()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                self._serve(head=True)
-
-            def do_GET(self) -> None:
-                self._serve(head=False)
-
-            def _serve(self, head: bool) -> None:
+        class Handler(_Handler):
+            def serve(self, head: bool) -> None:
                 b = server.behaviour
-                with server.stats.lock:
-                    server.stats.requests.append((self.command, self.path, self.headers.get("Range")))
                 path = server.files.get(self.path.lstrip("/").split("?")[0])
                 if b.token is not None and self.headers.get("Authorization") != f"Bearer {b.token}":
                     self.send_response(401)
@@ -90,19 +141,11 @@ class FileServer:
                     return
                 size = path.stat().st_size
                 start, end, status = 0, size - 1, 200
-                wanted = self.headers.get("Range")
-                if wanted and not b.ignore_range and not b.no_length:
-                    spec = wanted.strip().removeprefix("bytes=")
-                    first, _, last = spec.partition("-")
-                    start = int(first)
-                    end = min(int(last), size - 1) if last else size - 1
-                    if start >= size:
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{size}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
+                if self.headers.get("Range") and not b.ignore_range and not b.no_length:
+                    span = self.requested_range(size)
+                    if span is None:
                         return
-                    status = 206
+                    (start, end), status = span, 206
                 self.send_response(status)
                 if b.etag:
                     stat = path.stat()
@@ -143,25 +186,10 @@ class FileServer:
                     with contextlib.suppress(OSError):
                         self.request.shutdown(socket.SHUT_RDWR)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="file-server",
-                                        daemon=True)
-        self._thread.start()
+        self._start(Handler, "file-server")
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> FileServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def write_random_file(path: Path, size: int, seed: int = 0) -> str:
@@ -274,7 +302,7 @@ def _is_lfs(path: str) -> bool:
     return path.endswith(_LFS_SUFFIXES)
 
 
-class HubServer:
+class HubServer(_LocalServer):
     """The Hub's download API on 127.0.0.1: what ``huggingface_hub`` and Swell's fetcher ask.
 
     - ``GET /api/models/{repo}[/revision/{rev}][?blobs=true]``: the commit and its
@@ -294,21 +322,8 @@ class HubServer:
         self.stats = ServerStats()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self._route(head=False)
-
-            def do_HEAD(self) -> None:
-                self._route(head=True)
-
-            def _route(self, head: bool) -> None:
-                with server.stats.lock:
-                    server.stats.requests.append((self.command, self.path, self.headers.get("Range")))
+        class Handler(_Handler):
+            def serve(self, head: bool) -> None:
                 path = unquote(self.path.split("?", 1)[0])
                 if path.startswith("/api/models/"):
                     return self._api(path[len("/api/models/"):])
@@ -397,19 +412,11 @@ class HubServer:
                 self._error(404, "NotFound", "no such object")
 
             def _bytes(self, data: bytes, etag: str, head: bool, extra: dict[str, str]) -> None:
-                start, end, status = 0, len(data) - 1, 200
-                wanted = self.headers.get("Range")
-                if wanted:
-                    first, _, last = wanted.strip().removeprefix("bytes=").partition("-")
-                    start = int(first)
-                    end = min(int(last), len(data) - 1) if last else len(data) - 1
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    status = 206
+                span = self.requested_range(len(data))
+                if span is None:
+                    return
+                start, end = span
+                status = 206 if self.headers.get("Range") else 200
                 self.send_response(status)
                 self.send_header("ETag", f'"{etag}"')
                 self.send_header("Accept-Ranges", "bytes")
@@ -425,12 +432,7 @@ class HubServer:
                 with server.stats.lock:
                     server.stats.body_bytes += end - start + 1
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="hub-server",
-                                        daemon=True)
-        self._thread.start()
+        self._start(Handler, "hub-server")
 
     @property
     def endpoint(self) -> str:
@@ -441,12 +443,3 @@ class HubServer:
         """The paths of the GETs that fetched file bytes (resolve and CDN), in order."""
         return [r[1] for r in self.stats.gets() if "/resolve/" in r[1] or r[1].startswith("/cdn/")]
 
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> HubServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
