@@ -97,9 +97,9 @@ class _LocalServer:
 
     stats: ServerStats
 
-    def _start(self, handler: type[_Handler], name: str) -> None:
+    def _start(self, handler: type[_Handler], name: str, port: int = 0) -> None:
         handler.owner = self
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=name, daemon=True)
@@ -289,6 +289,12 @@ class HubRepo:
         commits = {hashlib.sha1(repr(sorted(v.items())).encode()).hexdigest(): v for v in versions}
         return cls(commits, {"main": list(commits)[-1]}, private)
 
+    @classmethod
+    def from_folder(cls, folder: Path, private: bool = False) -> HubRepo:
+        """One commit with every file under ``folder`` (paths relative to it)."""
+        files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        return cls.of(files, private=private)
+
     def commit_of(self, revision: str | None) -> str | None:
         revision = revision or "main"
         return revision if revision in self.commits else self.refs.get(revision)
@@ -315,7 +321,7 @@ class HubServer(_LocalServer):
       or file answers with the Hub's ``X-Error-Code``.
     """
 
-    def __init__(self, repos: dict[str, HubRepo], token: str | None = None) -> None:
+    def __init__(self, repos: dict[str, HubRepo], token: str | None = None, port: int = 0) -> None:
         self.repos = repos
         self.token = token
         self.corrupt_cdn = False  # the CDN flips the first byte: the listing's sha256 must catch it
@@ -432,7 +438,7 @@ class HubServer(_LocalServer):
                 with server.stats.lock:
                     server.stats.body_bytes += end - start + 1
 
-        self._start(Handler, "hub-server")
+        self._start(Handler, "hub-server", port)
 
     @property
     def endpoint(self) -> str:
@@ -443,3 +449,32 @@ class HubServer(_LocalServer):
         """The paths of the GETs that fetched file bytes (resolve and CDN), in order."""
         return [r[1] for r in self.stats.gets() if "/resolve/" in r[1] or r[1].startswith("/cdn/")]
 
+
+
+def repos_from_folder(root: Path) -> dict[str, HubRepo]:
+    """One public repo per ``root/<owner>/<name>`` folder, for a :class:`HubServer`."""
+    return {f"{owner.name}/{name.name}": HubRepo.from_folder(name)
+            for owner in sorted(root.iterdir()) if owner.is_dir()
+            for name in sorted(owner.iterdir()) if name.is_dir()}
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m swell.weights._testing hub FOLDER [--port N]``: serve FOLDER's repos as a Hub."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m swell.weights._testing")
+    parser.add_argument("what", choices=["hub"])
+    parser.add_argument("folder", type=Path, help="holds <owner>/<name>/ folders, one repo each")
+    parser.add_argument("--port", type=int, default=8766)
+    args = parser.parse_args(argv)
+    repos = repos_from_folder(args.folder)
+    server = HubServer(repos, port=args.port)
+    print(f"HF_ENDPOINT={server.endpoint}  repos: {', '.join(repos)}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.close()
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

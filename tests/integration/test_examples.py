@@ -14,7 +14,7 @@ import yaml
 
 from swell.modelserver import load_truss_config
 from swell.modelserver._testing import ReplicaProcess, free_port
-from swell.weights._testing import FileServer
+from swell.weights._testing import FileServer, HubServer, repos_from_folder
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PACKAGES = sorted(p.parent for p in EXAMPLES.glob("*/config.yaml"))
@@ -42,6 +42,12 @@ def check_stream(r: httpx.Response, example: Any) -> None:
     assert len(r.text.split()) == example["max_tokens"]
 
 
+def check_hf_weights(r: httpx.Response, example: Any) -> None:
+    body = r.json()
+    assert body["labels"][0] == "setosa" and len(body["scores"]) == len(example["inputs"])
+    assert body["files"] == ["config.json", "mlp.npy"]  # README.md is in ignore_patterns
+
+
 def check_weights(r: httpx.Response, example: Any) -> None:
     body = r.json()
     assert body["weights_sha256"] == load_truss_config(EXAMPLES / "weights")["weights"][0]["sha256"]
@@ -50,12 +56,15 @@ def check_weights(r: httpx.Response, example: Any) -> None:
 
 CHECKS: dict[str, Callable[[httpx.Response, Any], None]] = {
     "echo": check_echo, "iris": check_iris, "slow-load": check_slow_load, "stream": check_stream,
-    "weights": check_weights,
+    "weights": check_weights, "hf-weights": check_hf_weights,
 }
 
 
-def serve_weights(package: Path, stack: contextlib.ExitStack) -> None:
-    """An example with ``files/`` fetches its weights from them: serve them, point the config there."""
+def serve_weights(package: Path, stack: contextlib.ExitStack, env: dict[str, str]) -> None:
+    """An example with ``files/`` fetches its weights from them: serve them, point the config there.
+    One with ``hub/`` (Hugging Face repos) has them served by a local Hub at ``HF_ENDPOINT``."""
+    if (package / "hub").is_dir():
+        env["HF_ENDPOINT"] = stack.enter_context(HubServer(repos_from_folder(package / "hub"))).endpoint
     files = package / "files"
     if not files.is_dir():
         return
@@ -82,7 +91,7 @@ def test_example_serves(package: Path, tmp_path: Path) -> None:
     port = free_port()
     env = {"SWELL_EXAMPLE_WEIGHTS_MB": "2", "SWELL_WEIGHTS_CACHE": str(tmp_path / "weights")}
     with contextlib.ExitStack() as stack:
-        serve_weights(copy, stack)  # before the replica reads its config
+        serve_weights(copy, stack, env)  # before the replica reads its config
         replica = stack.enter_context(ReplicaProcess(copy, port=port, env=env))
         replica.wait_ready(timeout=30)
         r = httpx.post(f"http://127.0.0.1:{port}/v1/models/{package.name}:predict", json=example, timeout=30)
