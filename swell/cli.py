@@ -152,6 +152,22 @@ def cli() -> None:
     help="Let webhooks reach this host (a name, an address or a network such as 10.0.0.0/8) although it is "
     "loopback, private, link-local or this server's own; repeatable. Such destinations are refused otherwise.",
 )
+@click.option(
+    "--backend",
+    default="process",
+    show_default=True,
+    type=click.Choice(["process", "ray"]),
+    envvar="SWELL_BACKEND",
+    help="What runs replicas: 'process' (processes on this machine) or 'ray' (actors on the Ray "
+    "cluster at --ray-address, each running the replica process on its node; docs/cluster.md).",
+)
+@click.option(
+    "--ray-address",
+    default="auto",
+    show_default=True,
+    envvar="SWELL_RAY_ADDRESS",
+    help="With --backend ray: the cluster to join, 'auto' (the one this machine belongs to) or HOST:PORT of its head.",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -172,6 +188,8 @@ def serve(
     max_request_mb: float,
     max_upload_mb: float,
     webhook_allow: tuple[str, ...],
+    backend: str,
+    ray_address: str,
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -214,6 +232,8 @@ def serve(
             max_request_bytes=_mib_to_bytes(max_request_mb, "--max-request-mb"),
             max_upload_bytes=_mib_to_bytes(max_upload_mb, "--max-upload-mb"),
             webhook_allow=list(webhook_allow),
+            backend=backend,
+            ray_address=ray_address,
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -251,20 +271,14 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
     from swell.control import ControlPlane, SwellApp
     from swell.modelserver._fastpath import FastPathProtocol
     from swell.modelserver._sched import use_batch_scheduling
-    from swell.serving.backends import ProcessBackend
+    from swell.serving.backends import make_backend
 
     log = logging.getLogger("swell")
     use_batch_scheduling()  # no wake-up preemption ping-pong with the replicas; before any thread starts
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"data_dir": data_dir})
-    backend = ProcessBackend(
-        log_dir=data_dir / "logs",
-        warm_start=settings.fork_server,
-        prewarm_modules=settings.prewarm_modules,
-        pool_size=settings.pool_size,
-        cpu_overcommit=settings.cpu_overcommit,
-    )
+    backend = make_backend(settings)
     env_key = os.environ.get("SWELL_API_KEY") or None
     plane = ControlPlane(settings, backend, api_key=env_key)
     app = SwellApp(plane)

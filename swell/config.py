@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -807,6 +807,10 @@ class ServerSettings(BaseModel):
     # Standby replicas forked from the fork server ahead of time, set up as far
     # as a replica gets without its model; a wake takes one (0: fork on demand).
     pool_size: int = Field(1, ge=0, le=32)
+    # What runs replicas: "process" (children of the server, this machine) or
+    # "ray" (actors on the Ray cluster at ray_address: "auto" or HOST:PORT; docs/cluster.md).
+    backend: Literal["process", "ray"] = "process"
+    ray_address: str = "auto"
     # Replicas' `resources.cpu` may add up to this many times the machine's
     # cores (CPU only slows down when short; each replica is still capped at
     # its own cpu).  Memory and GPUs are never promised twice.

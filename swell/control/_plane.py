@@ -1033,6 +1033,7 @@ class ControlPlane:
                         "state": ReplicaState.DRAINING.value if handle.draining or handle.stopping else replica.state.value,
                         "in_flight": handle.in_flight,
                         "pid": replica.pid,
+                        "node": replica.node,  # the Ray node it runs on (None: this machine)
                         "load_seconds": replica.load_seconds,
                         "error": replica.error,
                         # serving's: why it is pending; where its cold start went (once ready)

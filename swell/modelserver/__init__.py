@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     live, loading, weights_progress, weights_ready, ready, failed);
     ``SWELL_LIFELINE_FD`` (exit at once on EOF); ``SWELL_WEIGHTS_CACHE`` and
     ``SWELL_WEIGHTS_*`` (the weights cache and fetch settings, docs/weights.md);
-    ``SWELL_SECRETS_DIR`` (default /secrets); ``NUM_LOAD_RETRIES_TRUSS`` (default 1).
+    ``SWELL_SECRETS_DIR`` (default /secrets); ``NUM_LOAD_RETRIES_TRUSS`` (default 1);
+    ``SWELL_REPLICA_TOKEN`` (every request must carry it in ``x-swell-replica-token``,
+    else 401; for replicas on a network, such as the Ray backend's).
     """
     from swell.modelserver._server import main as _main
 

@@ -22,6 +22,7 @@ from swell.modelserver._app import ReplicaApp
 from swell.modelserver._config import load_truss_config
 from swell.modelserver._fastpath import fast_path_protocol
 from swell.modelserver._sched import use_batch_scheduling
+from swell.modelserver._token import TOKEN_ENV, require_token
 from swell.modelserver._weights import fetch_weights
 from swell.modelserver._wrapper import ModelWrapper
 
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     wrapper = ModelWrapper(config, package_dir)
     app = ReplicaApp(wrapper)
+    token = os.environ.pop(TOKEN_ENV, "")  # not for model code (or its subprocesses) to read
     try:
         import uvloop  # noqa: F401
 
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         loop = "asyncio"
     uv_config = uvicorn.Config(
-        app, **address, loop=loop, http=_PROTOCOL, ws="none", lifespan="off",
+        require_token(app, token) if token else app, **address, loop=loop, http=_PROTOCOL, ws="none", lifespan="off",
         interface="asgi3", access_log=False, log_config=None, log_level="warning",
         server_header=False, proxy_headers=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=None,

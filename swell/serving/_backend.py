@@ -48,7 +48,7 @@ class Replica:
     id: str
     deployment_id: str
     state: ReplicaState = ReplicaState.PENDING
-    address: str = ""  # "unix:/path/to.sock" or "http://127.0.0.1:PORT"
+    address: str = ""  # "unix:/path/to.sock" or "http://HOST:PORT"
     error: str | None = None  # why it failed (traceback tail), if it did
     created_at: float = 0.0  # monotonic seconds
     ready_at: float | None = None
@@ -65,6 +65,8 @@ class Replica:
     # a load that makes no progress, not one that is merely slow.
     progress: int = 0
     reason: str | None = None  # why it is pending (waiting for CPU, memory or a GPU)
+    node: str | None = None  # where it runs, when that is not this machine (a Ray node)
+    token: str | None = None  # what the router sends it (x-swell-replica-token), if it asks for one
 
 
 #: Called by the backend on every state change, on the event loop.

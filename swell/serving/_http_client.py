@@ -1,4 +1,4 @@
-"""A minimal HTTP/1.1 client for the router → replica hop, over a Unix socket.
+"""A minimal HTTP/1.1 client for the router → replica hop, over a Unix socket (or TCP).
 
 httpx costs more per request than the whole rest of the router, so the hop is
 an asyncio protocol and ``httptools``' response parser: one ``write`` of the
@@ -244,23 +244,39 @@ class _Connection(asyncio.Protocol):
 
 
 class ReplicaPool:
-    """Kept-alive connections to one replica's Unix socket."""
+    """Kept-alive connections to one replica: its Unix socket (``unix:/path``)
+    or, for a replica on another machine, its TCP port (``http://host:port``).
 
-    def __init__(self, address: str, *, max_idle: int = 8) -> None:
-        if not address.startswith("unix:"):
-            raise ValueError(f"the router speaks to replicas over Unix sockets, not {address!r}")
-        self.path = address.removeprefix("unix:")
+    ``token`` (a replica on a network requires one) goes into every request's
+    head as ``x-swell-replica-token``.
+    """
+
+    def __init__(self, address: str, *, max_idle: int = 8, token: str | None = None) -> None:
+        self.host: str | None = None
+        self.port = 0
+        if address.startswith("unix:"):
+            self.path = address.removeprefix("unix:")
+        elif address.startswith("http://") and address.count(":") == 2:
+            self.path = ""
+            self.host, _, port = address.removeprefix("http://").rpartition(":")
+            self.port = int(port)
+        else:
+            raise ValueError(f"a replica's address is unix:/path or http://host:port, not {address!r}")
         self.address = address
         self.max_idle = max_idle
+        self._token_line = b"x-swell-replica-token: %s\r\n" % token.encode() if token else b""
         self.loop = asyncio.get_running_loop()
         self._idle: list[_Connection] = []
         self._closed = False
 
     async def _connect(self) -> _Connection:
         try:
-            _, conn = await self.loop.create_unix_connection(lambda: _Connection(self), self.path)
+            if self.host is None:
+                _, conn = await self.loop.create_unix_connection(lambda: _Connection(self), self.path)
+            else:
+                _, conn = await self.loop.create_connection(lambda: _Connection(self), self.host, self.port)
         except OSError as exc:
-            raise ReplicaGone(f"cannot connect to replica at {self.path}: {exc}", sent=False) from None
+            raise ReplicaGone(f"cannot connect to replica at {self.path or self.address}: {exc}", sent=False) from None
         return conn
 
     def _release(self, conn: _Connection) -> None:
@@ -274,6 +290,9 @@ class ReplicaPool:
 
         Raises :class:`ReplicaGone` if the replica answers nothing.
         """
+        if self._token_line:  # after the request line
+            line_end = head.index(b"\r\n") + 2
+            head = head[:line_end] + self._token_line + head[line_end:]
         data = head + body if len(body) < 65536 else None
         conn: _Connection | None = None
         while self._idle:

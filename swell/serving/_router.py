@@ -49,6 +49,7 @@ _DROP_REQUEST_HEADERS = frozenset(
         b"upgrade",
         b"proxy-authorization",
         b"x-swell-timeout",
+        b"x-swell-replica-token",  # the router's own, to a replica on a network
     }
 )
 _PREDICT_HEAD = b"POST /v1/models/model:predict HTTP/1.1\r\nhost: replica\r\n"
@@ -217,7 +218,7 @@ class DeploymentRouter:
         else:
             handle.replica = replica
         if replica.state is ReplicaState.READY and handle.pool is None and not handle.broken:
-            handle.pool = ReplicaPool(replica.address, max_idle=max(2, self.slots))
+            handle.pool = ReplicaPool(replica.address, max_idle=max(2, self.slots), token=replica.token)
             if not handle.draining and not handle.stopping:  # e.g. stopped for a load timeout
                 self._ready.append(handle)
                 self._pump()

@@ -1,0 +1,200 @@
+"""What runs on a Ray node: one actor per replica, supervising Swell's own
+replica process (``python -m swell.modelserver``) there.
+
+The actor unpacks the package into the node's cache (fetched from Ray's object
+store only on a miss), builds the requirements venv there (cached by the hash
+of the requirements), starts the process listening on the node's address with
+the deployment's token, and relays the process's events (live, loading, ready,
+failed, exit) to the server, which long-polls :meth:`ReplicaActor.events`.
+Secrets reach the process in its environment, never a file on the node.
+Requests never pass through here: the router talks HTTP to the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from swell.serving.backends.ray._package import cached, unpack
+
+#: ``$SWELL_RAY_CACHE`` on a node, else this under the temp folder; one folder per node below it.
+CACHE_ENV = "SWELL_RAY_CACHE"
+#: How long one :meth:`ReplicaActor.events` call waits for news.
+EVENTS_WAIT_SECONDS = 10.0
+_EVENT_LINE_LIMIT = 4 * 1024 * 1024
+_LOG_TAIL_BYTES = 16 * 1024
+
+
+def node_cache(node_id: str) -> Path:
+    root = os.environ.get(CACHE_ENV) or os.path.join(tempfile.gettempdir(), "swell-ray")
+    return Path(root) / node_id[:16]
+
+
+class ReplicaActor:
+    """One replica's supervisor on its node (an async Ray actor)."""
+
+    def __init__(self) -> None:
+        self._process: asyncio.subprocess.Process | None = None
+        self._events: list[dict[str, Any]] = []
+        self._news = asyncio.Event()
+        self._lifeline: int | None = None
+        self._log: Path | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def where(self) -> dict[str, str]:
+        """The node this actor was placed on (returns as soon as it is placed)."""
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "address": ray.util.get_node_ip_address()}
+
+    async def start(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Prepare the package and its environment, start the process; return its address."""
+        import ray
+
+        node_id = ray.get_runtime_context().get_node_id()
+        host = ray.util.get_node_ip_address()
+        cache = node_cache(node_id)
+        digest = job["package_hash"]
+        package = cached(cache, digest)
+        fetched = package is None
+        if package is None:
+            data = await job["package"][0]  # from the object store, only on a miss
+            package = await asyncio.to_thread(unpack, data, cache, digest)
+        python = sys.executable
+        if job["requirements"]:
+            from swell.modelserver import ensure_environment
+
+            python = str(await asyncio.to_thread(ensure_environment, job["requirements"], cache / "envs"))
+        port = _free_port(host)
+        log = self._log = cache / "logs" / job["deployment_id"] / f"{job['replica_id']}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        events_r, events_w = os.pipe()
+        lifeline_r, self._lifeline = os.pipe()
+        os.set_inheritable(self._lifeline, False)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWELL_")}
+        env.update(job["env"])
+        env.update({f"TRUSS_SECRET_{name}": value for name, value in job["secrets"].items()})
+        env.update({
+            "SWELL_REPLICA_ID": job["replica_id"],
+            "SWELL_DEPLOYMENT_ID": job["deployment_id"],
+            "SWELL_REPLICA_HOST": host,
+            "SWELL_REPLICA_PORT": str(port),
+            "SWELL_REPLICA_TOKEN": job["token"],
+            "SWELL_EVENTS_FD": str(events_w),
+            "SWELL_LIFELINE_FD": str(lifeline_r),
+            "SWELL_WEIGHTS_CACHE": str(cache / "weights"),
+            # No secrets folder on a node: a stray /secrets must not shadow the environment.
+            "SWELL_SECRETS_DIR": str(cache / "no-secrets"),
+            "SWELL_START_MODE": "spawned",
+            "PYTHONUNBUFFERED": "1",
+        })
+        argv = [python, "-m", job["module"], "--model-dir", str(package)]
+        with log.open("ab") as out:
+            out.write(f"--- swell: starting replica {job['replica_id']} on node {node_id[:12]} "
+                      f"at {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                    pass_fds=(events_w, lifeline_r), env=env, cwd=str(package),
+                )
+            finally:
+                os.close(events_w)
+                os.close(lifeline_r)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_EVENT_LINE_LIMIT)
+        pipe = os.fdopen(events_r, "rb", buffering=0)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        read = self._spawn(self._read(reader))
+        self._spawn(self._wait(read, transport))
+        return {
+            "address": f"http://{host}:{port}",
+            "pid": self._process.pid,
+            "log": str(log),
+            "package_fetched": fetched,
+        }
+
+    async def events(self, cursor: int) -> list[dict[str, Any]]:
+        """The events after the first ``cursor``; waits a while for one when there is none."""
+        if len(self._events) <= cursor:
+            self._news.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), EVENTS_WAIT_SECONDS)
+        return self._events[cursor:]
+
+    async def stop(self, grace_seconds: float) -> None:
+        """SIGTERM, up to ``grace_seconds`` to finish in-flight work, then SIGKILL."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), max(grace_seconds, 0.0))
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    # ------------------------------------------------------------------ inside
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _push(self, event: dict[str, Any]) -> None:
+        self._events.append(event)
+        self._news.set()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # an oversized line: skip it
+                continue
+            if not line:
+                return
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and isinstance(event.get("event"), str):
+                    self._push(event)
+
+    async def _wait(self, read: asyncio.Task[None], transport: asyncio.BaseTransport) -> None:
+        assert self._process is not None
+        returncode = await self._process.wait()
+        await asyncio.wait([read], timeout=1.0)  # a "failed" written just before the exit comes first
+        read.cancel()
+        transport.close()
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+        self._push({"event": "exit", "returncode": returncode, "tail": _tail(self._log)})
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _LOG_TAIL_BYTES))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-40:])

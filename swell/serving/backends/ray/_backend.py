@@ -1,0 +1,363 @@
+"""Replicas on a Ray cluster: placement and supervision by Ray, requests by Swell.
+
+Each replica is a :class:`ReplicaActor` that Ray places with the model's
+resources; the actor starts Swell's own replica process on its node and relays
+its events here.  The router talks HTTP straight to that process (its
+``http://NODE:PORT`` address, with the deployment's token): Ray is never on
+the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets as _secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
+from swell.serving.backends.process import (
+    describe_exit,
+    exit_state,
+    new_replica_id,
+    next_state,
+    parse_event,
+)
+from swell.serving.backends.ray._actor import ReplicaActor
+from swell.serving.backends.ray._package import pack, requirements_of
+from swell.serving.backends.ray._placement import (
+    NodeView,
+    actor_options,
+    death_message,
+    node_label,
+    pending_reason,
+)
+
+__all__ = ["RayBackend"]
+
+logger = logging.getLogger("swell.serving.backends.ray")
+
+#: What ``start`` says until Ray has had a moment to place the actor.
+_PLACING = "waiting for Ray to place it"
+#: After the process exits or the stop's grace, how long the actor's last events may take.
+_STOP_SLACK_SECONDS = 10.0
+
+
+@dataclass(eq=False)
+class _Handle:
+    replica: Replica
+    on_change: StateCallback
+    actor: Any
+    options: dict[str, Any]
+    stopping: bool = False
+    killed: bool = False  # ray.kill'ed by us
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class RayBackend:
+    """Run each replica as a Ray actor supervising ``python -m swell.modelserver``.
+
+    ``address`` is Ray's: ``auto`` (the cluster this machine belongs to, or
+    ``$RAY_ADDRESS``) or ``HOST:PORT`` of its head (GCS).  The server joins it
+    as a driver at the first replica (or :meth:`connect`).  Replicas ask Ray
+    for the package's ``resources`` (:func:`actor_options`), plus
+    ``resources`` given here (custom Ray resources every replica needs, such
+    as a node label).  ``module`` is what the node runs with ``-m``.
+    """
+
+    def __init__(
+        self,
+        address: str = "auto",
+        *,
+        namespace: str = "swell",
+        module: str = "swell.modelserver",
+        resources: dict[str, float] | None = None,
+        close_grace_seconds: float = 5.0,
+        failed_grace_seconds: float = 5.0,
+        pending_poll_seconds: float = 1.0,
+    ) -> None:
+        self.address = address
+        self._namespace = namespace
+        self._module = module
+        self._resources = dict(resources or {})
+        self._close_grace = close_grace_seconds
+        self._failed_grace = failed_grace_seconds
+        self._poll = pending_poll_seconds
+        self._handles: dict[str, _Handle] = {}
+        self._tokens: dict[str, str] = {}
+        self._packages: dict[Path, tuple[str, Any]] = {}  # package dir -> (sha256, object ref)
+        self._actor_class: Any = None
+        self._closed = False
+        self._connected = False
+
+    # ------------------------------------------------------------------ public
+
+    async def connect(self) -> None:
+        """Join the Ray cluster (once); raises if it cannot be reached."""
+        if not self._connected:
+            await asyncio.to_thread(self._init)
+            self._connected = True
+
+    async def prewarm(self) -> bool:
+        """Join the cluster at server start (``swell serve`` calls it): an
+        unreachable cluster is said at once, not at the first request."""
+        try:
+            await self.connect()
+        except Exception as exc:  # noqa: BLE001 -- ray.init raises ConnectionError, RuntimeError, ValueError...
+            logger.error("could not join the Ray cluster at %s: %s", self.address, exc)
+            return False
+        return True
+
+    def _init(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, namespace=self._namespace, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        self._actor_class = ray.remote(ReplicaActor)
+        logger.info("ray: joined the cluster at %s (%d node(s) alive)",
+                    self.address, sum(1 for n in ray.nodes() if n.get("Alive")))
+
+    async def start(self, spec: ReplicaSpec, on_change: StateCallback) -> Replica:
+        """Ask Ray for an actor; return at once in PENDING (STARTING once placed)."""
+        if self._closed:
+            raise RuntimeError("the Ray backend is closed")
+        await self.connect()
+        replica = Replica(
+            id=new_replica_id(self._handles),
+            deployment_id=spec.deployment_id,
+            state=ReplicaState.PENDING,
+            created_at=time.monotonic(),
+            reason=_PLACING,
+            token=self._tokens.setdefault(spec.deployment_id, _secrets.token_urlsafe(24)),
+        )
+        digest, ref = await self._package(spec.package_dir)
+        options = {**actor_options(spec.config.resources), "max_restarts": 0, "max_task_retries": 0}
+        if self._resources:
+            options["resources"] = dict(self._resources)
+        job = {
+            "replica_id": replica.id,
+            "deployment_id": spec.deployment_id,
+            "package_hash": digest,
+            "package": [ref],  # in a list: the node fetches it only when its cache lacks it
+            "requirements": requirements_of(spec.config, spec.package_dir) if spec.python != sys.executable else [],
+            "env": {
+                **{k: v for k, v in os.environ.items() if k.startswith("SWELL_WEIGHTS_") and k != "SWELL_WEIGHTS_CACHE"},
+                **spec.config.environment_variables,
+                **spec.env,
+            },
+            "secrets": _read_secrets(spec.secrets_dir),
+            "token": replica.token,
+            "module": self._module,
+        }
+        actor = self._actor_class.options(**options).remote()
+        handle = _Handle(replica, on_change, actor, options)
+        self._handles[replica.id] = handle
+        handle.task = asyncio.get_running_loop().create_task(self._run(handle, job))
+        return replica
+
+    async def stop(self, replica: Replica, grace_seconds: float) -> None:
+        """SIGTERM on the node, up to ``grace_seconds``, then SIGKILL; the actor ends."""
+        handle = self._handles.get(replica.id)
+        if handle is None:
+            return
+        if not handle.stopping:
+            handle.stopping = True
+            if replica.state.alive:
+                self._set(handle, ReplicaState.DRAINING)
+        if replica.address:
+            with contextlib.suppress(Exception):  # a dead actor or node: nothing left to stop
+                await asyncio.wait_for(handle.actor.stop.remote(grace_seconds), grace_seconds + _STOP_SLACK_SECONDS)
+        else:  # not placed or not started yet: nothing runs but the actor
+            self._kill(handle)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handle.done.wait(), _STOP_SLACK_SECONDS)
+        if not handle.done.is_set() and handle.task is not None:
+            handle.task.cancel()
+            self._kill(handle)
+            self._finish(handle, ReplicaState.STOPPED)
+
+    def list(self) -> list[Replica]:
+        return [h.replica for h in self._handles.values()]
+
+    async def close(self) -> None:
+        """Stop every replica (``close_grace_seconds`` each) and leave the cluster."""
+        self._closed = True
+        handles = list(self._handles.values())
+        await asyncio.gather(*(self.stop(h.replica, self._close_grace) for h in handles), return_exceptions=True)
+        self._packages.clear()
+        if self._connected:
+            import ray
+
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(ray.shutdown)
+            self._connected = False
+
+    # ------------------------------------------------------------------ runner
+
+    async def _package(self, package_dir: Path) -> tuple[str, Any]:
+        """The package in Ray's object store, once per package folder."""
+        found = self._packages.get(package_dir)
+        if found is None:
+            import ray
+
+            digest, data = await asyncio.to_thread(pack, package_dir)
+            found = self._packages[package_dir] = (digest, ray.put(data))
+        return found
+
+    async def _run(self, handle: _Handle, job: dict[str, Any]) -> None:
+        from ray.exceptions import RayActorError, RayError
+
+        replica = handle.replica
+        try:
+            where = await self._placed(handle)
+            replica.node = node_label(where["node_id"], where["address"])
+            replica.reason = None
+            replica.marks["placed"] = time.monotonic()
+            self._set(handle, ReplicaState.STARTING)
+            if handle.stopping:
+                return
+            started = await handle.actor.start.remote(job)
+            replica.address = started["address"]
+            replica.pid = started["pid"]
+            replica.marks["spawned"] = time.monotonic()
+            logger.info("replica %s of %s on %s: %s (log %s on that node)",
+                        replica.id, replica.deployment_id, replica.node, replica.address, started["log"])
+            cursor = 0
+            while True:
+                events = await handle.actor.events.remote(cursor)
+                cursor += len(events)
+                for event in events:
+                    if event.get("event") == "exit":
+                        self._exited(handle, event)
+                        return
+                    self._apply(handle, event)
+        except asyncio.CancelledError:
+            raise
+        except RayActorError as exc:
+            if handle.killed:
+                self._finish(handle, ReplicaState.STOPPED)
+            else:
+                cause = str(exc)
+                replica.error = death_message(replica.node, cause)
+                logger.warning("replica %s: %s", replica.id, replica.error.splitlines()[0])
+                self._finish(handle, ReplicaState.FAILED)
+        except RayError as exc:  # the node could not prepare it (unpack, requirements, spawn)
+            replica.error = f"the replica could not start on {replica.node or 'its node'}: {exc}"
+            logger.warning("replica %s: %s", replica.id, replica.error)
+            self._finish(handle, ReplicaState.FAILED)
+        finally:
+            self._kill(handle)
+            if not handle.done.is_set():
+                self._finish(handle, ReplicaState.STOPPED if handle.stopping else ReplicaState.FAILED)
+
+    async def _placed(self, handle: _Handle) -> dict[str, str]:
+        """Wait for Ray to place the actor, saying why not meanwhile."""
+        where = asyncio.ensure_future(handle.actor.where.remote())
+        try:
+            while True:
+                done, _ = await asyncio.wait([where], timeout=self._poll)
+                if done:
+                    return where.result()
+                reason = await asyncio.to_thread(self._why_pending, handle.options)
+                if reason != handle.replica.reason:
+                    logger.info("replica %s of %s pending: %s", handle.replica.id, handle.replica.deployment_id, reason)
+                    handle.replica.reason = reason
+        finally:
+            where.cancel()
+
+    def _why_pending(self, options: dict[str, Any]) -> str:
+        import ray
+
+        try:
+            from ray._private.state import (
+                available_resources_per_node,  # no public per-node view
+            )
+
+            available = available_resources_per_node()
+        except Exception:  # noqa: BLE001 -- a private API of Ray's; without it, judge by totals only
+            available = {}
+        nodes = [
+            NodeView(
+                node_id=n["NodeID"], address=n.get("NodeManagerAddress", ""), alive=bool(n.get("Alive")),
+                total=n.get("Resources", {}), available=available.get(n["NodeID"], n.get("Resources", {})),
+            )
+            for n in ray.nodes()
+        ]
+        return pending_reason(options, nodes)
+
+    def _apply(self, handle: _Handle, data: dict[str, Any]) -> None:
+        import json
+
+        event = parse_event(json.dumps(data))
+        if event is None:
+            return
+        replica = handle.replica
+        replica.progress += 1
+        if event.kind == "live":
+            replica.marks.setdefault("live", time.monotonic())
+        state = next_state(replica.state, event)
+        if state is replica.state:
+            return
+        if state is ReplicaState.READY:
+            replica.ready_at = time.monotonic()
+            replica.marks.setdefault("live", replica.ready_at)
+            replica.load_seconds = event.load_seconds
+            replica.weights_seconds = event.weights_seconds
+        if state is ReplicaState.FAILED:
+            replica.error = event.error or "the replica reported a failure without a traceback"
+            asyncio.get_running_loop().create_task(self._stop_quietly(handle, self._failed_grace))
+        self._set(handle, state)
+
+    async def _stop_quietly(self, handle: _Handle, grace: float) -> None:
+        with contextlib.suppress(Exception):
+            await handle.actor.stop.remote(grace)
+
+    def _exited(self, handle: _Handle, event: dict[str, Any]) -> None:
+        replica = handle.replica
+        returncode = event.get("returncode")
+        state = exit_state(replica.state, stopping=handle.stopping, returncode=returncode)
+        if state is ReplicaState.FAILED and replica.state is not ReplicaState.FAILED:
+            tail = event.get("tail") or ""
+            replica.error = f"replica {describe_exit(returncode)} on {replica.node}" + (
+                f"; last lines of its log:\n{tail}" if tail else ""
+            )
+            logger.warning("replica %s %s on %s", replica.id, describe_exit(returncode), replica.node)
+        self._finish(handle, state)
+
+    def _finish(self, handle: _Handle, state: ReplicaState) -> None:
+        if handle.done.is_set():
+            return
+        self._handles.pop(handle.replica.id, None)
+        handle.done.set()
+        if state is not handle.replica.state:
+            self._set(handle, state)
+
+    def _kill(self, handle: _Handle) -> None:
+        if handle.killed:
+            return
+        handle.killed = True
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.kill(handle.actor, no_restart=True)
+
+    def _set(self, handle: _Handle, state: ReplicaState) -> None:
+        handle.replica.state = state
+        try:
+            handle.on_change(handle.replica)
+        except Exception:
+            logger.exception("state callback failed for replica %s", handle.replica.id)
+
+
+def _read_secrets(directory: Path | None) -> dict[str, str]:
+    """The deployment's secrets, in memory: they travel in the actor call, never a node's file."""
+    if directory is None or not directory.is_dir():
+        return {}
+    return {p.name: p.read_text() for p in sorted(directory.iterdir()) if p.is_file()}
