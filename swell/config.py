@@ -602,9 +602,10 @@ class WeightsSource(BaseModel):
         return None
 
     @property
-    def left_to_the_model(self) -> bool:
-        """A ``model_cache`` Hugging Face repo with no volume: Truss puts it in the image's HF
-        cache for the model's own ``from_pretrained``; Swell leaves that download to the model."""
+    def into_hf_cache(self) -> bool:
+        """A ``model_cache`` Hugging Face repo with no volume: Truss bakes it into the image's
+        Hugging Face cache, where the model's own ``from_pretrained(repo_id)`` finds it; Swell
+        lays it out there too (its files linked from Swell's cache)."""
         return (self.hf_repo is not None and not self.source and not self.volume_folder
                 and not self.mount_location and not self.use_volume)
 

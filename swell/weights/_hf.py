@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -68,6 +70,31 @@ class HfListing:
 def endpoint_from_env(env: Mapping[str, str]) -> str:
     """``HF_ENDPOINT`` (a mirror, or a local test server), else the Hub."""
     return (env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def hub_cache_dir(env: Mapping[str, str]) -> Path:
+    """Where ``huggingface_hub`` (and so ``from_pretrained``) looks for repos, by its own rule:
+    ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``."""
+    if env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(os.path.expanduser(env.get("HF_HUB_CACHE") or env["HUGGINGFACE_HUB_CACHE"]))
+    home = env.get("HF_HOME") or os.path.join(
+        env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def snapshot_dir(hub_cache: Path, repo_id: str, commit: str) -> Path:
+    """``models--owner--name/snapshots/<commit>``: the folder ``from_pretrained`` reads."""
+    return hub_cache / ("models--" + repo_id.replace("/", "--")) / "snapshots" / commit
+
+
+def write_hub_ref(hub_cache: Path, repo_id: str, revision: str | None, commit: str) -> None:
+    """``refs/<revision>`` → the commit, so an offline ``from_pretrained(repo_id, revision=…)`` finds it."""
+    name = revision or "main"
+    if name == commit:  # asked for by commit: the snapshot folder is all it takes
+        return
+    ref = hub_cache / ("models--" + repo_id.replace("/", "--")) / "refs" / name
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text(commit)
 
 
 def resolve_url(endpoint: str, repo_id: str, commit: str, path: str) -> str:

@@ -45,7 +45,6 @@ class SourceReport:
     bytes_fetched: int = 0
     bytes_cached: int = 0
     seconds: float = 0.0
-    skipped: str | None = None
 
 
 @dataclass
@@ -160,17 +159,17 @@ class WeightsFetcher:
                         data_dir: str, headers: Mapping[str, str] | None) -> SourceReport:
         started = time.monotonic()
         url = source.url
-        if source.left_to_the_model:
-            logger.info("weights: %s is a model_cache Hugging Face repo without a volume (use_volume: "
-                        "false); Swell does not prefetch it, the model's own download (e.g. "
-                        "from_pretrained) fetches it; give it a volume_folder to have Swell fetch it",
-                        source.repo_id)
-            return SourceReport(url=url, mount=None, skipped="hugging face repo without a volume")
         mount = mount_dir(source.mount_location, source.volume_folder, package_dir, data_dir)
         sign: Signer
         hf = source.hf_repo
         if hf is not None:
-            files, sign = self._hf_files(hf[0], hf[1], headers)
+            files, sign, commit = self._hf_files(hf[0], hf[1], headers)
+            if source.into_hf_cache:
+                from swell.weights._hf import hub_cache_dir, snapshot_dir, write_hub_ref
+
+                hub_cache = hub_cache_dir(self.env)
+                mount = snapshot_dir(hub_cache, hf[0], commit)
+                write_hub_ref(hub_cache, hf[0], hf[1], commit)
         elif url.startswith("s3://"):
             from swell.weights._s3 import S3Source
 
@@ -216,8 +215,9 @@ class WeightsFetcher:
         return report
 
     def _hf_files(self, repo_id: str, revision: str | None,
-                  headers: Mapping[str, str] | None) -> tuple[list[RemoteFile], Signer]:
-        """A Hugging Face repo's files at its revision; the last listing if the Hub is unreachable."""
+                  headers: Mapping[str, str] | None) -> tuple[list[RemoteFile], Signer, str]:
+        """A Hugging Face repo's files at its revision, and the commit; the last listing if the
+        Hub is unreachable."""
         from swell.weights._hf import HfListing, HfSource, HubUnreachable, remote_files, token_from
 
         hub = HfSource(repo_id, revision, self.env, token_from(headers, self.env))
@@ -233,7 +233,7 @@ class WeightsFetcher:
         else:
             self.cache.write_listing(hub.url, listing.to_json())
         logger.info("weights: %s is commit %s (%d file(s))", hub.url, listing.commit, len(listing.files))
-        return remote_files(listing, hub.endpoint), hub.sign
+        return remote_files(listing, hub.endpoint), hub.sign, listing.commit
 
     # ------------------------------------------------------------------ one file
 

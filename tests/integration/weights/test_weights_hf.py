@@ -88,6 +88,27 @@ def test_a_pinned_commit_is_not_moved_by_a_new_main(hub: HubServer, fetcher: Fet
     assert (package / "w" / "model.safetensors").read_bytes() == WEIGHTS_V1
 
 
+@pytest.mark.parametrize("revision", [None, "v1.0"])
+def test_a_model_cache_repo_without_a_volume_lands_where_from_pretrained_looks(
+        hub: HubServer, fetcher: FetcherFactory, package: Path, tmp_path: Path, revision: str | None) -> None:
+    """Truss bakes such an entry into the image's Hugging Face cache; the model calls
+    from_pretrained(repo_id). huggingface_hub's own offline lookup must find every file."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    hub_cache = tmp_path / "hf-home" / "hub"
+    entry = {"repo_id": "org/tiny", "revision": revision, "allow_patterns": ["*.json", "*.safetensors"]}
+    report = fetcher(env={"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf-home")}).prepare(
+        [entry], package)
+    expected = V1 if revision else V2
+    assert report.sources[0].mount is not None and hub_cache in report.sources[0].mount.parents
+    found = hf_hub_download("org/tiny", "model.safetensors", revision=revision, cache_dir=hub_cache,
+                            local_files_only=True)
+    assert Path(found).read_bytes() == expected["model.safetensors"]
+    folder = Path(snapshot_download("org/tiny", revision=revision, cache_dir=hub_cache, local_files_only=True))
+    assert files_under(folder) == {k: v for k, v in expected.items() if k.endswith((".json", ".safetensors"))}
+    assert not (package / "data").exists()  # nothing in the package
+
+
 def test_allow_and_ignore_patterns(hub: HubServer, fetcher: FetcherFactory, package: Path) -> None:
     report = fetcher(env={"HF_ENDPOINT": hub.endpoint}).prepare(
         [{"source": "hf://org/tiny", "mount_location": "/app/w", "allow_patterns": ["*.json", "tokenizer/*"],

@@ -88,12 +88,12 @@ def test_token_secret(entry: dict[str, Any], secret: tuple[str, bool] | None) ->
 @pytest.mark.parametrize(
     ("entry", "left"),
     [
-        ({"repo_id": "org/m"}, True),  # Truss puts it in the image's HF cache; the model downloads it
+        ({"repo_id": "org/m"}, True),  # Truss bakes it into the image's HF cache for from_pretrained
         ({"repo_id": "org/m", "use_volume": False}, True),
         ({"repo_id": "org/m", "use_volume": True, "volume_folder": "m"}, False),
         ({"source": "hf://org/m"}, False),  # `weights` entries are always fetched
         ({"repo_id": "b/k", "kind": "s3"}, False),
     ],
 )
-def test_which_hugging_face_entries_are_left_to_the_model(entry: dict[str, Any], left: bool) -> None:
-    assert WeightsSource.model_validate(entry).left_to_the_model is left
+def test_which_hugging_face_entries_go_to_the_hugging_face_cache(entry: dict[str, Any], left: bool) -> None:
+    assert WeightsSource.model_validate(entry).into_hf_cache is left
