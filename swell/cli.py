@@ -145,6 +145,38 @@ def cli() -> None:
     help="Largest model package upload (swell push), in MiB; a larger one is answered 413.",
 )
 @click.option(
+    "--max-package-mb",
+    default=8192.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="SWELL_MAX_PACKAGE_MB",
+    help="Largest size a pushed package may unpack to, in MiB; a larger one is answered 413 before it is written.",
+)
+@click.option(
+    "--max-package-files",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    envvar="SWELL_MAX_PACKAGE_FILES",
+    help="Most files a pushed package may hold; more is answered 413.",
+)
+@click.option(
+    "--async-max-mb-per-key",
+    default=256.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="SWELL_ASYNC_MAX_MB_PER_KEY",
+    help="Async inputs one API key may have waiting or running, in MiB; past it async_predict answers 429.",
+)
+@click.option(
+    "--async-max-mb",
+    default=1024.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="SWELL_ASYNC_MAX_MB",
+    help="Async inputs waiting or running in all, in MiB; past it async_predict answers 429.",
+)
+@click.option(
     "--webhook-allow",
     "webhook_allow",
     multiple=True,
@@ -187,6 +219,10 @@ def serve(
     pool_size: int,
     max_request_mb: float,
     max_upload_mb: float,
+    max_package_mb: float,
+    max_package_files: int,
+    async_max_mb_per_key: float,
+    async_max_mb: float,
     webhook_allow: tuple[str, ...],
     backend: str,
     ray_address: str,
@@ -231,6 +267,10 @@ def serve(
             pool_size=pool_size,
             max_request_bytes=_mib_to_bytes(max_request_mb, "--max-request-mb"),
             max_upload_bytes=_mib_to_bytes(max_upload_mb, "--max-upload-mb"),
+            max_package_bytes=_mib_to_bytes(max_package_mb, "--max-package-mb"),
+            max_package_files=max_package_files,
+            async_max_bytes_per_key=_mib_to_bytes(async_max_mb_per_key, "--async-max-mb-per-key"),
+            async_max_bytes=_mib_to_bytes(async_max_mb, "--async-max-mb"),
             webhook_allow=list(webhook_allow),
             backend=backend,
             ray_address=ray_address,

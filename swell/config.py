@@ -825,6 +825,13 @@ class ServerSettings(BaseModel):
     # Largest package upload (`swell push`).  Packages carry code and small
     # files; weights come through `weights:` and are fetched by the replica.
     max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1)
+    # What a package may unpack to: a few MB of compressed zeros could fill the disk.
+    max_package_bytes: int = Field(8 * 1024 * 1024 * 1024, ge=1)
+    max_package_files: int = Field(100_000, ge=1)
+    # Async inputs accepted and not finished yet, held in memory and the store:
+    # per API key, and in all.
+    async_max_bytes_per_key: int = Field(256 * 1024 * 1024, ge=1)
+    async_max_bytes: int = Field(1024 * 1024 * 1024, ge=1)
     # Hosts (names, addresses or networks such as 10.0.0.0/8) webhooks may
     # reach although they are loopback, private, link-local or this server's
     # own: everything else of that kind is refused (server-side request forgery).

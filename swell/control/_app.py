@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from swell import __version__
-from swell.control._limits import BodyLimit, BodyTooLarge, Limit, read_body
+from swell.control._limits import BodyLimit, BodyTooLarge, Limit, LimitExceeded, read_body
 from swell.control._async import AsyncPredictRequest
 from swell.control._keys import KeyRecord
 from swell.control._plane import ApiError, ControlPlane, key_view
@@ -239,9 +239,9 @@ def _management_app(plane: ControlPlane) -> FastAPI:
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(jsonable(exc.payload), status_code=exc.status)
 
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse(exc.payload, status_code=413)
+    @app.exception_handler(LimitExceeded)
+    async def _too_large(_request: Request, exc: LimitExceeded) -> JSONResponse:
+        return JSONResponse(exc.payload, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(StorageError)
     async def _disk(request: Request, exc: StorageError) -> JSONResponse:
@@ -295,6 +295,9 @@ def _management_app(plane: ControlPlane) -> FastAPI:
             payload["error"] = "invalid JSON"
             if isinstance(cause, UnicodeDecodeError):
                 payload["reason"] = f"the body is not UTF-8 encoded JSON: {cause.reason} at byte {cause.start}"
+            elif isinstance(cause, RecursionError):
+                # Python's parser recurses once a level, up to the interpreter's limit (1,000)
+                payload["reason"] = "the body's JSON is nested too deep (more than about 1,000 levels)"
             else:
                 payload["reason"] = f"the body could not be read as JSON: {type(cause).__name__}: {cause}"
         elif exc.status_code == 405:

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from swell.control._ids import new_id
+from swell.control._limits import LimitExceeded
 from swell.control._secrets import SecretBox
 from swell.control._store import Store, Transaction
 from swell.control._time import iso
@@ -179,6 +180,7 @@ class _Live:
     attempts: int = 0
     started_at: float | None = None
     task: asyncio.Task[None] | None = None
+    key_id: str | None = None  # who sent it (None: resumed after a restart), for the quota
 
 
 class AsyncQueue:
@@ -196,8 +198,16 @@ class AsyncQueue:
         *,
         wall: Callable[[], float],
         sender: WebhookSender | None = None,
+        max_bytes_per_key: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.store = store
+        # Inputs accepted and not finished, by key and in all: a quota, so that
+        # one key cannot fill the server's memory and the store.
+        self.max_bytes_per_key = max_bytes_per_key
+        self.max_bytes = max_bytes
+        self._held: dict[str | None, int] = {}
+        self._held_total = 0
         self._writes = _GroupCommit(store)
         self._routers = routers
         self._box = secret_box
@@ -220,7 +230,9 @@ class AsyncQueue:
         )
         for row in rows:
             if row["status"] in UNFINISHED:
-                self._run_later(_live_from_row(row))
+                live = _live_from_row(row)
+                self._hold(live)
+                self._run_later(live)
             else:
                 self._spawn(self._deliver(row))
         if rows:
@@ -280,8 +292,14 @@ class AsyncQueue:
 
     # ------------------------------------------------------------------ API
 
-    async def submit(self, model_id: str, deployment_id: str, request: AsyncPredictRequest) -> dict[str, Any]:
-        """Keep the request (in the store first), then queue it."""
+    async def submit(
+        self, model_id: str, deployment_id: str, request: AsyncPredictRequest, *, key_id: str | None = None
+    ) -> dict[str, Any]:
+        """Keep the request (in the store first), then queue it.
+
+        :class:`LimitExceeded` (413 or 429) when its input would take the
+        key's or the server's held async inputs past their quota.
+        """
         now = self._wall()
         retry = request.inference_retry_config or RetryConfig()
         live = _Live(
@@ -293,7 +311,10 @@ class AsyncQueue:
             webhook_endpoint=request.webhook_endpoint,
             retry=retry,
             expires_at=now + request.max_time_in_queue_seconds,
+            key_id=key_id,
         )
+        self._check_quota(key_id, len(live.model_input))
+        self._hold(live)  # no await since the check: concurrent submits see each other
         row = {
             "id": live.id,
             "model_id": model_id,
@@ -311,7 +332,7 @@ class AsyncQueue:
         }
         # Once written it runs, even if this caller is gone before the 201.
         stored = asyncio.ensure_future(self._writes.write(lambda tx: tx.add_async_request(row)))
-        stored.add_done_callback(lambda t: None if t.cancelled() or t.exception() else self._run_later(live))
+        stored.add_done_callback(lambda t: self._release(live) if t.cancelled() or t.exception() else self._run_later(live))
         await asyncio.shield(stored)
         return {"request_id": live.id}
 
@@ -358,6 +379,52 @@ class AsyncQueue:
             live.task.cancel()
         await self._finish(live, AsyncStatus.CANCELED, error="canceled on request", webhook=False)
         return AsyncStatus.CANCELED, True
+
+    # ------------------------------------------------------------------ quota
+
+    def held(self, key_id: str | None = None) -> int:
+        """Bytes of async input accepted and not finished: the key's, or (None) all."""
+        return self._held_total if key_id is None else self._held.get(key_id, 0)
+
+    def _check_quota(self, key_id: str | None, size: int) -> None:
+        per_key, total = self.max_bytes_per_key, self.max_bytes
+        if per_key is not None and key_id is not None:
+            if size > per_key:
+                raise LimitExceeded(
+                    413, "async input too large",
+                    f"the model_input is {size} bytes, more than an API key may have queued ({per_key} bytes, "
+                    "set by --async-max-mb-per-key)",
+                    per_key,
+                )
+            held = self._held.get(key_id, 0)
+            if held + size > per_key:
+                raise LimitExceeded(
+                    429, "async quota exceeded",
+                    f"this API key has {held} bytes of async input waiting or running; {size} more would pass its "
+                    f"quota of {per_key} bytes (set by --async-max-mb-per-key): wait for some to finish",
+                    per_key, retry_after=5,
+                )
+        if total is not None and self._held_total + size > total:
+            raise LimitExceeded(
+                429, "async quota exceeded",
+                f"the server holds {self._held_total} bytes of async input waiting or running; {size} more would "
+                f"pass its quota of {total} bytes (set by --async-max-mb): wait for some to finish",
+                total, retry_after=5,
+            )
+
+    def _hold(self, live: _Live) -> None:
+        size = len(live.model_input)
+        self._held[live.key_id] = self._held.get(live.key_id, 0) + size
+        self._held_total += size
+
+    def _release(self, live: _Live) -> None:
+        size = len(live.model_input)
+        left = self._held.get(live.key_id, 0) - size
+        if left > 0:
+            self._held[live.key_id] = left
+        else:
+            self._held.pop(live.key_id, None)
+        self._held_total -= size
 
     # ------------------------------------------------------------------ running
 
@@ -476,7 +543,8 @@ class AsyncQueue:
             "webhook_status": (WebhookStatus.PENDING if send else WebhookStatus.NONE).value,
         }
         stored = await self._write(live.id, UNFINISHED, **values)
-        self._live.pop(live.id, None)
+        if self._live.pop(live.id, None) is not None:
+            self._release(live)
         if not stored:
             return
         self.finished[status.value] = self.finished.get(status.value, 0) + 1

@@ -1,4 +1,4 @@
-"""Request size limits: answer 413 as soon as a body is known to be too large.
+"""Size limits: answer 413 as soon as a body (or a package's unpacked size) is known to be too large.
 
 A body is refused before any of it is read when its ``content-length`` says it
 is too large, and as soon as the bytes counted so far pass the limit when it
@@ -13,13 +13,24 @@ exception handler turns it into the same 413).
 from __future__ import annotations
 
 import json
+import tarfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
-__all__ = ["MIB", "BodyLimit", "BodyTooLarge", "Limit", "declared_length", "read_body"]
+__all__ = [
+    "MIB",
+    "BodyLimit",
+    "BodyTooLarge",
+    "Limit",
+    "LimitExceeded",
+    "check_archive",
+    "declared_length",
+    "read_body",
+]
 
 MIB = 1024 * 1024
 
@@ -38,23 +49,59 @@ class Limit:
     flag: str = "--max-request-mb"
 
 
-class BodyTooLarge(HTTPException):
-    """A body over its :class:`Limit`; ``size`` is the declared length, or None when counted past it.
+class LimitExceeded(HTTPException):
+    """A 413 or 429 whose JSON body names the limit, its value and the flag that sets it.
 
     An ``HTTPException`` so that FastAPI's body parsing passes it on untouched
     rather than turning it into a 400.
     """
 
-    def __init__(self, limit: Limit, size: int | None = None) -> None:
-        given = f"is {size} bytes" if size is not None else f"is more than {limit.bytes} bytes"
-        reason = f"the {limit.what} {given}; the limit is {limit.bytes} bytes (set by {limit.flag})"
-        super().__init__(413, reason)
-        self.limit = limit
-        self.size = size
-        self.payload: dict[str, Any] = {"error": "request too large", "reason": reason, "limit": limit.bytes}
+    def __init__(self, status: int, error: str, reason: str, limit: int, *, retry_after: int | None = None) -> None:
+        headers = {"retry-after": str(retry_after)} if retry_after is not None else None
+        super().__init__(status, reason, headers=headers)
+        self.payload: dict[str, Any] = {"error": error, "reason": reason, "limit": limit}
 
     def body(self) -> bytes:
         return json.dumps(self.payload).encode()
+
+
+class BodyTooLarge(LimitExceeded):
+    """A body over its :class:`Limit`; ``size`` is the declared length, or None when counted past it."""
+
+    def __init__(self, limit: Limit, size: int | None = None) -> None:
+        given = f"is {size} bytes" if size is not None else f"is more than {limit.bytes} bytes"
+        reason = f"the {limit.what} {given}; the limit is {limit.bytes} bytes (set by {limit.flag})"
+        super().__init__(413, "request too large", reason, limit.bytes)
+        self.limit = limit
+        self.size = size
+
+
+def check_archive(archive: Path, max_bytes: int, max_files: int) -> None:
+    """413 (:class:`LimitExceeded`) for a package that unpacks to more than ``max_bytes`` or
+    ``max_files``, known from its headers before anything is written.
+
+    The archive is read as a stream and the first header past a limit stops
+    the reading: a small archive of zeros that unpacks to gigabytes is refused
+    after at most ``max_bytes`` of decompression.  Tar errors pass on to the caller.
+    """
+    total = files = 0
+    with tarfile.open(archive, "r|*") as tar:
+        for member in tar:
+            files += 1
+            total += max(member.size, 0)
+            if files > max_files:
+                raise LimitExceeded(
+                    413, "package too large",
+                    f"the package has more than {max_files} files; the limit is {max_files} (set by --max-package-files)",
+                    max_files,
+                )
+            if total > max_bytes:
+                raise LimitExceeded(
+                    413, "package too large",
+                    f"the package unpacks to more than {max_bytes} bytes; the limit is {max_bytes} bytes "
+                    "(set by --max-package-mb)",
+                    max_bytes,
+                )
 
 
 def declared_length(scope: Scope) -> int | None:

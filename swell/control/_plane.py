@@ -30,6 +30,7 @@ from swell.config import (
 from swell.control._async import AsyncPredictRequest, AsyncQueue, AsyncStatus
 from swell.control._ids import new_id
 from swell.control._keys import ApiKeys, KeyRecord, KeyType, digest
+from swell.control._limits import check_archive
 from swell.control._registry import (
     DEFAULT_ENVIRONMENTS,
     NAME_RULE,
@@ -129,6 +130,7 @@ class ControlPlane:
         self.async_queue = AsyncQueue(
             self.store, self._async_router, self.secret_box, wall=wall_clock,
             sender=WebhookSender(destinations=Destinations(settings.webhook_allow)),
+            max_bytes_per_key=settings.async_max_bytes_per_key, max_bytes=settings.async_max_bytes,
         )
         self._env_key = api_key
         self._lock = asyncio.Lock()  # one change at a time: last write wins, nothing torn
@@ -318,7 +320,7 @@ class ControlPlane:
             except WebhookRefused as exc:
                 refused = FieldError("webhook_endpoint", request.webhook_endpoint, str(exc))
                 raise ApiError(422, "invalid request", detail=[refused.as_dict()]) from None
-        return await self.async_queue.submit(record.model_id, record.id, request)
+        return await self.async_queue.submit(record.model_id, record.id, request, key_id=key.id)
 
     async def async_request(self, key: KeyRecord, request_id: str) -> dict[str, Any]:
         view = await self.async_queue.view(request_id)
@@ -552,6 +554,10 @@ class ControlPlane:
         self.controller.add(router)
 
     def _unpack_and_validate(self, archive: Path, package_dir: Path) -> tuple[ModelConfig, list[str]]:
+        try:  # 413 for a package bomb, from its headers, before anything is written
+            check_archive(archive, self.settings.max_package_bytes, self.settings.max_package_files)
+        except (tarfile.TarError, OSError, EOFError):
+            pass  # not a readable archive: _unpack says so
         _unpack(archive, package_dir)
         config, ignored = load_model_config(package_dir, max_replica_cap=self.settings.max_replica_cap)
         model_file = f"{config.model_module_dir}/{config.model_class_filename}"

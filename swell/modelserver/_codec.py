@@ -49,11 +49,18 @@ def encode_json(result: Any) -> bytes:
     return _ENCODER.encode(result).encode()
 
 
+# Python's JSON parser recurses once per level and stops near the interpreter's
+# recursion limit (1,000): past it a body is refused as a client error.
+MAX_JSON_DEPTH = 1000
+
+
 def decode_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except json.JSONDecodeError as e:
         raise InputParsingError(f"Invalid JSON payload: {e}") from e
+    except RecursionError as e:
+        raise InputParsingError(f"Invalid JSON payload: nested more than {MAX_JSON_DEPTH} levels deep") from e
     except UnicodeDecodeError as e:
         raise InputParsingError(f"Invalid JSON payload: {e}") from e
 

@@ -170,6 +170,21 @@ def test_malformed_json_to_a_model_is_the_model_servers_400(live: Live) -> None:
         assert response.headers["x-baseten-error-code"] == "700"  # a client error, as Truss marks it
 
 
+def test_json_nested_30k_deep_is_a_400_on_predict_and_async_predict(live: Live) -> None:
+    # The router forwards a predict body unparsed: the replica's parser is where it recursed.
+    deep = b"[" * 30_000 + b"]" * 30_000  # within this server's 64 KiB body limit
+    response = live.http.post(live.predict_url, content=deep, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "Invalid JSON payload: nested more than 1000 levels deep"
+    queued = live.http.post(
+        live.predict_url.replace("/predict", "/async_predict"),
+        content=b'{"model_input": ' + deep + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert queued.status_code == 400, queued.text
+    assert queued.json()["error"] == "invalid JSON"
+
+
 def test_malformed_json_on_management_routes_says_where(live: Live) -> None:
     before = live.settings()
     response = live.http.patch(

@@ -136,3 +136,9 @@ def test_only_fastapi_http_exception_passes_through() -> None:
     assert (status, json.loads(body), dict(headers)[b"x-baseten-error-code"]) == (422, {"error": {"why": "x"}}, b"600")
     status, _, _ = error_reply(starlette.exceptions.HTTPException(status_code=418))
     assert status == 500
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_json_nested_too_deep_is_an_input_parsing_error_not_a_recursion_error(depth: int) -> None:
+    with pytest.raises(InputParsingError, match="^Invalid JSON payload: nested more than 1000 levels deep$"):
+        _codec.decode_json(b"[" * depth + b"]" * depth)
