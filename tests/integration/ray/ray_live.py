@@ -43,6 +43,10 @@ class RayCluster:
                 return label
         return None
 
+    def remove_worker(self, label: str) -> None:
+        """Take a worker node out of the cluster (its processes stop)."""
+        self.cluster.remove_node(self.workers.pop(label))
+
     def kill_raylet(self, label: str) -> None:
         """SIGKILL the node's raylet: the node is lost, as if its machine died."""
         node = self.workers.pop(label)

@@ -31,6 +31,7 @@ from swell.serving.backends.process import (
 from swell.serving.backends.ray._actor import ReplicaActor
 from swell.serving.backends.ray._package import pack, requirements_of
 from swell.serving.backends.ray._placement import (
+    PLACING,
     NodeView,
     actor_options,
     death_message,
@@ -42,8 +43,6 @@ __all__ = ["RayBackend"]
 
 logger = logging.getLogger("swell.serving.backends.ray")
 
-#: What ``start`` says until Ray has had a moment to place the actor.
-_PLACING = "waiting for Ray to place it"
 #: After the process exits or the stop's grace, how long the actor's last events may take.
 _STOP_SLACK_SECONDS = 10.0
 
@@ -134,7 +133,7 @@ class RayBackend:
             deployment_id=spec.deployment_id,
             state=ReplicaState.PENDING,
             created_at=time.monotonic(),
-            reason=_PLACING,
+            reason=PLACING,
             token=self._tokens.setdefault(spec.deployment_id, _secrets.token_urlsafe(24)),
         )
         digest, ref = await self._package(spec.package_dir)

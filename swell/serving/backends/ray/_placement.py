@@ -13,6 +13,8 @@ from typing import Any
 from swell.config import Resources
 
 _GIB = 1024**3
+#: Until Ray has placed the actor, when no resource is short: it is starting a worker for it.
+PLACING = "waiting for Ray to place it"
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ def pending_reason(options: Mapping[str, Any], nodes: Iterable[NodeView]) -> str
         if not any(n.available.get(name, 0.0) >= amount for n in alive):
             free = "one" if name in ("GPU", "CPU") and amount <= 1 else "that much"
             return f"needs {_amount(name, amount)}; no node has {free} free"
+    if any(all(n.available.get(k, 0.0) >= v for k, v in demand.items()) for n in alive):
+        return f"{PLACING} (a node has {wants} free)"
     return f"needs {wants}; no single node has all of it free"
 
 

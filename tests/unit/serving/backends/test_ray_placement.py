@@ -52,6 +52,7 @@ def _node(total: dict[str, float], available: dict[str, float] | None = None, al
         ({"num_cpus": 1, "memory": 2 * GIB}, [_node({"CPU": 1, "memory": 4 * GIB}, {"CPU": 0, "memory": 4 * GIB}),
                                               _node({"CPU": 1, "memory": 4 * GIB}, {"CPU": 1, "memory": GIB})],
          "needs 1 CPU, 2 GiB of memory; no single node has all of it free"),
+        ({"num_cpus": 1}, [_node({"CPU": 4}, {"CPU": 3})], "waiting for Ray to place it (a node has 1 CPU free)"),
     ],
 )
 def test_pending_reason_says_what_is_missing(options: dict[str, object], nodes: list[NodeView], reason: str) -> None:
