@@ -121,7 +121,8 @@ def _swell_command() -> list[str]:
 class SwellServer:
     """``swell serve`` pinned to the server's core, on a fresh data dir."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+        self.args = args  # more `swell serve` flags (e.g. --backend ray)
         self.port = _wrk.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = Path(tempfile.mkdtemp(prefix="swell-bench-"))
@@ -138,7 +139,7 @@ class SwellServer:
     def start(self) -> None:
         cmd = [
             "taskset", "-c", _wrk.SERVER_CPU, *_swell_command(), "serve",
-            "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
+            "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args,
         ]
         log = self.log.open("ab")
         self.proc = subprocess.Popen(
