@@ -200,6 +200,12 @@ def cli() -> None:
     envvar="SWELL_RAY_ADDRESS",
     help="With --backend ray: the cluster to join, 'auto' (the one this machine belongs to) or HOST:PORT of its head.",
 )
+@click.option(
+    "--new-workspace",
+    is_flag=True,
+    help="If the data dir's swell.db is empty or not Swell's, move it aside and begin a new, empty workspace "
+    "(without this flag such a database is refused at start).",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -225,6 +231,7 @@ def serve(
     async_max_mb: float,
     webhook_allow: tuple[str, ...],
     backend: str,
+    new_workspace: bool,
     ray_address: str,
     tick_seconds: float,
     drain_grace_seconds: float,
@@ -272,6 +279,7 @@ def serve(
             async_max_bytes_per_key=_mib_to_bytes(async_max_mb_per_key, "--async-max-mb-per-key"),
             async_max_bytes=_mib_to_bytes(async_max_mb, "--async-max-mb"),
             webhook_allow=list(webhook_allow),
+            new_workspace=new_workspace,
             backend=backend,
             ray_address=ray_address,
         )
@@ -284,6 +292,7 @@ def serve(
             "run from a checkout of Swell (examples/ sits next to the swell/ package)",
             as_json=False,
         )
+    os.umask(0o077)  # what the server and its replicas write (database, logs, packages) is the user's alone
     _run_server(settings, demo_dir)
 
 

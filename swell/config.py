@@ -836,3 +836,6 @@ class ServerSettings(BaseModel):
     # reach although they are loopback, private, link-local or this server's
     # own: everything else of that kind is refused (server-side request forgery).
     webhook_allow: list[str] = Field(default_factory=list)
+    # An empty or foreign database file is refused at start (it would silently
+    # be a new workspace with a new key); this moves it aside and begins anew.
+    new_workspace: bool = False

@@ -1,4 +1,5 @@
-"""Files the server must read back, written so that a crash or a full disk never leaves half of one.
+"""Files the server must read back, written so that a crash or a full disk never leaves half of one;
+folders a killed server leaves behind, found and removed by the next start.
 
 A file is written to a temporary name in its own folder, flushed to the disk
 (``fsync``) and renamed over the old one, so a reader finds the old content or
@@ -13,9 +14,19 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 from pathlib import Path
 
-__all__ = ["StorageError", "atomic_write", "fsync_tree", "storage_error"]
+__all__ = [
+    "StorageError",
+    "atomic_write",
+    "claim",
+    "fsync_tree",
+    "make_private",
+    "pid_alive",
+    "storage_error",
+    "sweep",
+]
 
 _CAUSES = {
     errno.ENOSPC: "no space left on device",
@@ -57,6 +68,67 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
         raise StorageError(path, exc) from exc
     _fsync_dir(path.parent)
+
+
+def make_private(path: Path) -> None:
+    """Only this user may read ``path``: a folder 0700 (made if missing), a file 0600."""
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+OWNER_FILE = ".swell-owner"
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc: alive is all we can tell
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def pid_alive(pid: int) -> bool:
+    return _start_time(pid) is not None
+
+
+def claim(folder: Path) -> None:
+    """Mark ``folder`` as this process's, so that a later start can tell it from a killed owner's."""
+    pid = os.getpid()
+    atomic_write(folder / OWNER_FILE, f"{pid} {_start_time(pid)}\n".encode())
+
+
+def sweep(parent: Path, prefix: str) -> list[Path]:
+    """Remove this user's ``prefix*`` folders under ``parent`` that a process claimed and is gone
+    (killed before it could clean up).  Folders nobody claimed are left alone."""
+    removed = []
+    try:
+        candidates = [p for p in parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for folder in candidates:
+        try:
+            if folder.is_symlink() or folder.stat().st_uid != os.getuid():
+                continue
+            pid, started = (folder / OWNER_FILE).read_text().split()
+        except (OSError, ValueError):
+            continue
+        now = _start_time(int(pid))
+        if now is not None and (now == started or "?" in (now, started)):
+            continue  # its owner still runs
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def fsync_tree(root: Path) -> None:

@@ -50,7 +50,7 @@ from swell.control._secrets import (
 from swell.control._store import Snapshot, Store, sqlite_url
 from swell.control._time import iso
 from swell.control._webhooks import Destinations, WebhookRefused, WebhookSender
-from swell.files import fsync_tree, storage_error
+from swell.files import fsync_tree, make_private, storage_error
 from swell.modelserver import RequirementsInstallError, ensure_environment
 from swell.serving import (
     BuildState,
@@ -122,7 +122,7 @@ class ControlPlane:
         self.clock = clock or RealClock()
         self.wall = wall_clock  # records' timestamps and idle times: survives restarts
         self.controller = Controller(backend, settings=settings, clock=self.clock, wall_clock=wall_clock)
-        self.store = Store(settings.database_url or sqlite_url(self.data_dir))
+        self.store = Store(settings.database_url or sqlite_url(self.data_dir), new_workspace=settings.new_workspace)
         self.keys = ApiKeys()
         self.secret_box = SecretBox(self.data_dir / "secrets.key")
         self.secret_folders = SecretFolders(self.data_dir)
@@ -144,7 +144,7 @@ class ControlPlane:
         ``background=False`` leaves the control loop and housekeeping to the
         caller (tests drive them with ``controller.tick()`` and ``housekeeping()``).
         """
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(self.data_dir)  # 0700: the database, keys and logs are nobody else's
         await self.store.start()
         log.info("store: %s", self.store.describe())
         self._restore(await self.store.snapshot())

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from swell.files import atomic_write
+from swell.files import atomic_write, claim, sweep
 
 if TYPE_CHECKING:  # imported when a secret is first used: the server's idle memory stays lean
     from cryptography.fernet import Fernet
@@ -133,9 +133,13 @@ class SecretFolders:
             log.warning("no /dev/shm: secrets for replicas are written under %s (mode 0700)", self.root)
 
     def reset(self) -> None:
-        """Remove what an earlier run (perhaps killed) left behind."""
+        """Remove what an earlier run (perhaps killed) left behind: this data dir's folder, and
+        those of other servers that were killed (their secrets must not outlive them in memory)."""
         shutil.rmtree(self.root, ignore_errors=True)
+        for stale in sweep(self.root.parent, "swell-secrets-"):
+            log.info("removed %s, left by a server that was killed", stale)
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        claim(self.root)
 
     def folder(self, deployment_id: str) -> Path:
         return self.root / deployment_id

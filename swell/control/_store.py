@@ -13,7 +13,9 @@ against the connection the store already holds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,8 +27,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from swell.control._schema import api_keys, async_requests, deployments, environments, models, secrets, workspace
+from swell.files import make_private
 
-__all__ = ["MIGRATIONS_DIR", "Snapshot", "Store", "StoreError", "Transaction", "sqlite_url"]
+__all__ = ["MIGRATIONS_DIR", "NEW_WORKSPACE_FLAG", "Snapshot", "Store", "StoreError", "Transaction", "sqlite_url"]
 
 log = logging.getLogger("swell.store")
 
@@ -36,6 +39,40 @@ HEAD_REVISION = "0002"
 
 class StoreError(RuntimeError):
     """The database could not be opened or migrated."""
+
+
+NEW_WORKSPACE_FLAG = "--new-workspace"
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _unusable_sqlite(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be Swell's database, or None (a missing file is a new workspace)."""
+    if not path.exists():
+        return None
+    if path.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    with path.open("rb") as fh:
+        if fh.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+            return "is not a SQLite database"
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        return f"cannot be read as SQLite ({exc})"
+    if tables and "alembic_version" not in tables:
+        return f"is another program's database (tables: {', '.join(sorted(tables)[:5])})"
+    return None
+
+
+def _move_aside(path: Path) -> Path:
+    aside = path.with_name(f"{path.name}.unusable-{int(time.time())}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.replace(aside.with_name(aside.name + suffix))
+    return aside
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -151,8 +188,11 @@ class Transaction:
 class Store:
     """One database; :meth:`transaction` for writes, :meth:`snapshot` at start-up."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, new_workspace: bool = False) -> None:
+        """``new_workspace``: an empty or foreign database file is moved aside and a new one made
+        (else it is refused at start: it would silently be a new workspace with a new key)."""
         self.url = url
+        self.new_workspace = new_workspace
         self._engine: AsyncEngine | None = None
 
     @property
@@ -173,6 +213,7 @@ class Store:
             database = url.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                self._check_file(Path(database))
         else:
             kwargs.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
         try:
@@ -184,11 +225,33 @@ class Store:
         self._engine = engine
         try:
             async with engine.begin() as conn:
-                await conn.run_sync(_migrate)
+                await conn.run_sync(_migrate, self.new_workspace)
+            if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+                for suffix in ("", "-wal", "-shm"):  # async inputs and results are in it, in clear
+                    part = Path(url.database + suffix)
+                    if part.exists():
+                        make_private(part)
+        except StoreError:
+            await engine.dispose()
+            self._engine = None
+            raise
         except Exception as exc:
             await engine.dispose()
             self._engine = None
             raise StoreError(f"cannot open or migrate the database {self.describe()}: {exc}") from exc
+
+    def _check_file(self, path: Path) -> None:
+        problem = _unusable_sqlite(path)
+        if problem is None:
+            return
+        if not self.new_workspace:
+            raise StoreError(
+                f"the database {path} {problem}, so it holds no Swell workspace: restore swell.db from a "
+                f"backup, or start with {NEW_WORKSPACE_FLAG} to move it aside and begin a new, empty "
+                "workspace (no models, a new API key)"
+            )
+        aside = _move_aside(path)
+        log.warning("the database %s %s: moved to %s; a new workspace begins (%s)", path, problem, aside, NEW_WORKSPACE_FLAG)
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -265,12 +328,20 @@ def _current_revision(conn: Connection) -> str | None:
     return str(row[0]) if row else None
 
 
-def _migrate(conn: Connection) -> None:
+def _migrate(conn: Connection, new_workspace: bool = False) -> None:
     """Upgrade to head.  Alembic (and Mako under it) is imported only when
     there is something to do, so a server at head does not carry it."""
     current = _current_revision(conn)
     if current == HEAD_REVISION:
         return
+    if current is None and not new_workspace:
+        tables = inspect(conn).get_table_names()
+        if tables:  # a database some other program uses: Swell's tables do not go beside them unasked
+            raise StoreError(
+                f"the database has tables but no Swell schema ({', '.join(sorted(tables)[:5])}): point "
+                f"--database-url at Swell's database or an empty one, or start with {NEW_WORKSPACE_FLAG} "
+                "to create a new workspace in it"
+            )
     from alembic import command
     from alembic.config import Config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from swell.serving.backends.process import ProcessBackend
+from swell.serving.backends.process import ProcessBackend, remove_leftovers
 
 if TYPE_CHECKING:
     from swell.config import ServerSettings
@@ -18,6 +18,7 @@ def make_backend(settings: ServerSettings) -> Any:
         from swell.serving.backends.ray import RayBackend
 
         return RayBackend(settings.ray_address)
+    remove_leftovers()  # of servers killed before they could clean up
     return ProcessBackend(
         log_dir=settings.data_dir / "logs",
         warm_start=settings.fork_server,

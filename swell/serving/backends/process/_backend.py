@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from swell.files import claim, sweep
 from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
 from swell.serving.backends.process._forkserver import ForkServer, forkable
 from swell.serving.backends.process._lifecycle import (
@@ -46,6 +47,7 @@ from swell.serving.backends.process._resources import (
     memory_exceeded_message,
     pick_cores,
     place,
+    remove_stale_groups,
     request_of,
 )
 
@@ -124,6 +126,18 @@ class _Pending:
     spec: ReplicaSpec
     on_change: StateCallback
     request: ResourceRequest
+
+
+PRIVATE_PREFIX = "swell-"
+
+
+def remove_leftovers() -> list[Path]:
+    """Remove what servers killed with ``kill -9`` left: their socket folders (under the temp
+    dir) and their cgroups.  Run at start; what a live server holds is never touched."""
+    removed = sweep(Path(tempfile.gettempdir()), PRIVATE_PREFIX) + remove_stale_groups()
+    for path in removed:
+        logger.info("removed %s, left by a server that was killed", path)
+    return removed
 
 
 class ProcessBackend:
@@ -639,7 +653,8 @@ class ProcessBackend:
 
     def _private(self) -> Path:
         if self._private_dir is None:
-            self._private_dir = Path(tempfile.mkdtemp(prefix="swell-"))
+            self._private_dir = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))
+            claim(self._private_dir)  # if this server is killed, the next start removes it
         return self._private_dir
 
     def _socket_path(self, replica_id: str) -> Path:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swell.config import Resources
+from swell.files import pid_alive
 
 __all__ = [
     "Capacity",
@@ -48,6 +49,7 @@ __all__ = [
     "memory_exceeded_message",
     "parse_nvidia_smi",
     "place",
+    "remove_stale_groups",
     "request_of",
 ]
 
@@ -426,6 +428,35 @@ def _cgroup_v1(root: Path, tag: str) -> tuple[Path, Path | None] | None:
                 cpu = None
             break
     return memory, cpu
+
+
+def remove_stale_groups(root: Path = Path("/sys/fs/cgroup")) -> list[Path]:
+    """Remove the ``swell-<pid>`` groups (and their empty replica groups) of servers that are
+    gone: killed before they could remove them.  A group with a process in it stays."""
+    bases: set[Path] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::") and (root / "cgroup.controllers").is_file():
+                own = line[3:].strip().lstrip("/")
+                bases.add((root / own).parent if own else root)
+    for name in ("memory", "cpu", "cpu,cpuacct"):
+        if (root / name).is_dir():
+            bases.add((root / name).resolve())
+    removed = []
+    for base in bases:
+        with contextlib.suppress(OSError):
+            for group in base.iterdir():
+                pid = group.name.removeprefix("swell-")
+                if group.name == pid or not pid.isdigit() or pid_alive(int(pid)) or not group.is_dir():
+                    continue
+                with contextlib.suppress(OSError):
+                    for child in group.iterdir():
+                        if child.is_dir():
+                            with contextlib.suppress(OSError):
+                                child.rmdir()
+                    group.rmdir()
+                    removed.append(group)
+    return removed
 
 
 def detect_enforcer(root: Path = Path("/sys/fs/cgroup"), tag: str | None = None) -> Enforcer:
