@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Self
 from urllib.parse import unquote
 
@@ -97,17 +97,22 @@ class _LocalServer:
 
     stats: ServerStats
 
-    def _start(self, handler: type[_Handler], name: str, port: int = 0) -> None:
+    def _start(self, handler: type[_Handler], name: str, port: int = 0) -> int:
+        """Listen (again: a server may have several ports) and serve; the port."""
         handler.owner = self
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=name, daemon=True)
-        self._thread.start()
+        httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        httpd.daemon_threads = True
+        if not hasattr(self, "_httpds"):
+            self._httpds: list[ThreadingHTTPServer] = []
+            self.port = httpd.server_address[1]
+        self._httpds.append(httpd)
+        threading.Thread(target=httpd.serve_forever, args=(0.05,), name=name, daemon=True).start()
+        return int(httpd.server_address[1])
 
     def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        for httpd in self._httpds:
+            httpd.shutdown()
+            httpd.server_close()
 
     def __enter__(self) -> Self:
         return self
@@ -312,10 +317,12 @@ class HubServer(_LocalServer):
     """The Hub's download API on 127.0.0.1: what ``huggingface_hub`` and Swell's fetcher ask.
 
     - ``GET /api/models/{repo}[/revision/{rev}][?blobs=true]``: the commit and its
-      files (``siblings``: name, size, blob id, LFS sha256);
+      files (``siblings``: name, size, blob id, LFS sha256); ``/api/models/{repo}/tree/{rev}``:
+      the same as a tree, as ``snapshot_download`` asks;
     - ``GET|HEAD /{repo}/resolve/{rev}/{path}``: the file, with ``ETag`` (git blob
       id, or sha256 for LFS), ``X-Repo-Commit``, ``Range``; an LFS file redirects
-      (302, ``X-Linked-Etag``, ``X-Linked-Size``) to ``/cdn/{sha256}``;
+      (302, ``X-Linked-Etag``, ``X-Linked-Size``) to ``/cdn/{sha256}`` on another port
+      (another origin, as the Hub's CDN is);
     - a private repo answers ``401`` (``X-Error-Code: RepoNotFound``) without
       ``Authorization: Bearer <token>``, as the Hub does; a missing repo, revision
       or file answers with the Hub's ``X-Error-Code``.
@@ -325,6 +332,8 @@ class HubServer(_LocalServer):
         self.repos = repos
         self.token = token
         self.corrupt_cdn = False  # the CDN flips the first byte: the listing's sha256 must catch it
+        self.rate: float | None = None  # bytes/s per connection for file bytes, as a CDN caps a stream
+        self._digests: dict[int, tuple[bytes, str]] = {}
         self.stats = ServerStats()
         server = self
 
@@ -360,6 +369,8 @@ class HubServer(_LocalServer):
                 return repo
 
             def _api(self, rest: str) -> None:
+                if "/tree/" in rest:  # huggingface_hub's snapshot_download lists the files this way
+                    return self._tree(*rest.split("/tree/", 1))
                 repo_id, _, revision = rest.partition("/revision/")
                 repo = self._repo(repo_id)
                 if repo is None:
@@ -371,11 +382,34 @@ class HubServer(_LocalServer):
                 for name, data in sorted(repo.commits[commit].items()):
                     sibling: dict[str, Any] = {"rfilename": name, "size": len(data), "blobId": _git_blob_id(data)}
                     if _is_lfs(name):
-                        sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                        sibling["lfs"] = {"sha256": server.sha256(data), "size": len(data),
                                           "pointerSize": 134}
                     siblings.append(sibling)
-                body = json.dumps({"_id": repo_id, "id": repo_id, "modelId": repo_id, "sha": commit,
-                                   "private": repo.private, "siblings": siblings}).encode()
+                self._json({"_id": repo_id, "id": repo_id, "modelId": repo_id, "sha": commit,
+                            "private": repo.private, "siblings": siblings})
+
+            def _tree(self, repo_id: str, revision: str) -> None:
+                repo = self._repo(repo_id)
+                if repo is None:
+                    return
+                commit = repo.commit_of(revision.split("/", 1)[0])
+                if commit is None:
+                    return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                entries: list[dict[str, Any]] = []
+                folders = sorted({str(parent) for name in repo.commits[commit]
+                                  for parent in PurePosixPath(name).parents if str(parent) != "."})
+                entries += [{"type": "directory", "oid": "0" * 40, "path": folder} for folder in folders]
+                for name, data in sorted(repo.commits[commit].items()):
+                    entry: dict[str, Any] = {"type": "file", "oid": _git_blob_id(data), "size": len(data),
+                                             "path": name}
+                    if _is_lfs(name):
+                        entry["lfs"] = {"oid": server.sha256(data), "size": len(data),
+                                        "pointerSize": 134}
+                    entries.append(entry)
+                self._json(entries)
+
+            def _json(self, value: Any) -> None:
+                body = json.dumps(value).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -395,9 +429,9 @@ class HubServer(_LocalServer):
                 if data is None:
                     return self._error(404, "EntryNotFound", f"{name} does not exist on {revision}")
                 if _is_lfs(name):
-                    digest = hashlib.sha256(data).hexdigest()
+                    digest = server.sha256(data)
                     self.send_response(302)
-                    self.send_header("Location", f"/cdn/{digest}")
+                    self.send_header("Location", f"http://127.0.0.1:{server.cdn_port}/cdn/{digest}")
                     self.send_header("ETag", f'"{digest}"')
                     self.send_header("X-Linked-Etag", f'"{digest}"')
                     self.send_header("X-Linked-Size", str(len(data)))
@@ -411,7 +445,7 @@ class HubServer(_LocalServer):
                 for repo in server.repos.values():
                     for files in repo.commits.values():
                         for data in files.values():
-                            if hashlib.sha256(data).hexdigest() == digest:
+                            if server.sha256(data) == digest:
                                 if server.corrupt_cdn and data:
                                     data = bytes([data[0] ^ 0xFF]) + data[1:]
                                 return self._bytes(data, f"cdn-{digest[:16]}", head, {})
@@ -434,11 +468,35 @@ class HubServer(_LocalServer):
                 self.end_headers()
                 if head:
                     return
-                self.wfile.write(data[start:end + 1])
+                view = memoryview(data)[start:end + 1]
+                if server.rate is None:
+                    self.wfile.write(view)
+                else:
+                    sent, began = 0, time.monotonic()
+                    while sent < len(view):
+                        self.wfile.write(view[sent:sent + (1 << 18)])
+                        sent = min(sent + (1 << 18), len(view))
+                        ahead = sent / server.rate - (time.monotonic() - began)
+                        if ahead > 0:
+                            time.sleep(ahead)
                 with server.stats.lock:
                     server.stats.body_bytes += end - start + 1
 
         self._start(Handler, "hub-server", port)
+        # The CDN is another origin, as on the Hub: clients keep the token from it, and
+        # huggingface_hub reads a file's metadata from the redirect without following it.
+        self.cdn_port = self._start(Handler, "hub-cdn")
+
+    def sha256(self, data: bytes) -> str:
+        """Each file's digest once (a range request must not hash the whole file again)."""
+        with self.stats.lock:
+            known = self._digests.get(id(data))
+            if known is not None and known[0] is data:
+                return known[1]
+        digest = hashlib.sha256(data).hexdigest()
+        with self.stats.lock:
+            self._digests[id(data)] = (data, digest)
+        return digest
 
     @property
     def endpoint(self) -> str:

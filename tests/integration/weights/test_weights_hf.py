@@ -175,3 +175,12 @@ def test_an_lfs_file_is_checked_against_the_hub_s_sha256(hub: HubServer, fetcher
         fetcher(env={"HF_ENDPOINT": hub.endpoint}).prepare(
             [{"source": "hf://org/tiny", "allow_patterns": ["*.safetensors"]}], package)
     assert not list((tmp_path / "cache" / "blobs" / "sha256").iterdir())  # nothing cached
+
+
+def test_the_local_hub_serves_huggingface_hub_s_own_download(hub: HubServer, tmp_path: Path) -> None:
+    """The server is faithful enough for snapshot_download (tree listing, HEAD metadata from the
+    redirect, the CDN on another origin): what Swell is tested and benchmarked against is the Hub's API."""
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download("org/private", cache_dir=tmp_path / "hf", endpoint=hub.endpoint, token=TOKEN)
+    assert files_under(Path(folder)) == V1
