@@ -1,8 +1,9 @@
 """Model weights: parallel byte-range fetch with resume, and a shared content-addressed cache.
 
 A package's ``weights`` / ``model_cache`` sources (``https://``, ``http://``,
-``s3://``) are fetched once per machine into ``<cache>/blobs/sha256/<digest>``
-and shown to the model as symlinks at the path it asked for.  See docs/weights.md.
+``s3://``, Hugging Face repos) are fetched once per machine into
+``<cache>/blobs/sha256/<digest>`` and shown to the model as symlinks at the path
+it asked for.  See docs/weights.md.
 """
 
 from __future__ import annotations

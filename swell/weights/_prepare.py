@@ -161,6 +161,7 @@ class WeightsFetcher:
         url = source.url
         mount = mount_dir(source.mount_location, source.volume_folder, package_dir, data_dir)
         sign: Signer
+        finish: Callable[[], None] = lambda: None
         hf = source.hf_repo
         if hf is not None:
             files, sign, commit = self._hf_files(hf[0], hf[1], headers)
@@ -169,7 +170,8 @@ class WeightsFetcher:
 
                 hub_cache = hub_cache_dir(self.env)
                 mount = snapshot_dir(hub_cache, hf[0], commit)
-                write_hub_ref(hub_cache, hf[0], hf[1], commit)
+                # The revision points at the snapshot once every file is in it.
+                finish = lambda: write_hub_ref(hub_cache, hf[0], hf[1], commit)  # noqa: E731
         elif url.startswith("s3://"):
             from swell.weights._s3 import S3Source
 
@@ -205,6 +207,7 @@ class WeightsFetcher:
             report.bytes_total += path.stat().st_size
             progress.files_done += 1
             progress.send()
+        finish()
         report.bytes_fetched, report.bytes_cached = progress.fetched, progress.cached
         report.seconds = time.monotonic() - started
         rate = (f" at {human_bytes(report.bytes_fetched / report.seconds)}/s"
