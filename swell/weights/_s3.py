@@ -62,7 +62,12 @@ def credential_source(env: Mapping[str, str]) -> CredentialSource | None:
         return None
 
     def current() -> S3Credentials:
-        frozen = found.get_frozen_credentials()  # refreshes role credentials before they expire
+        import botocore.exceptions  # type: ignore[import-untyped]
+
+        try:
+            frozen = found.get_frozen_credentials()  # refreshes role credentials before they expire
+        except botocore.exceptions.BotoCoreError as exc:  # the role endpoint gone, an SSO login expired
+            raise WeightsError(f"AWS credentials could not be refreshed: {exc}") from exc
         return S3Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     return current
