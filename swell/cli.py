@@ -206,6 +206,20 @@ def cli() -> None:
     help="If the data dir's swell.db is empty or not Swell's, move it aside and begin a new, empty workspace "
     "(without this flag such a database is refused at start).",
 )
+@click.option(
+    "--replica-log-mb",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Disk one replica's log may use (rotated in two halves; the oldest lines go first).",
+)
+@click.option(
+    "--deployment-log-mb",
+    default=100.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Disk all logs of one deployment may use (the oldest replicas' files go first).",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -233,6 +247,8 @@ def serve(
     backend: str,
     new_workspace: bool,
     ray_address: str,
+    replica_log_mb: float,
+    deployment_log_mb: float,
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -282,6 +298,8 @@ def serve(
             new_workspace=new_workspace,
             backend=backend,
             ray_address=ray_address,
+            replica_log_bytes=_mib_to_bytes(replica_log_mb, "--replica-log-mb"),
+            deployment_log_bytes=_mib_to_bytes(deployment_log_mb, "--deployment-log-mb"),
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -345,6 +363,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
         timeout_graceful_shutdown=int(settings.drain_grace_seconds) + 5,
     )
     server = uvicorn.Server(config)
+    plane.should_stop = lambda: server.should_exit  # log and event follows end, not the shutdown's wait
     from rich.console import Console
 
     out = Console(soft_wrap=True, highlight=False)  # stdout; never wrap a command someone will paste

@@ -839,3 +839,7 @@ class ServerSettings(BaseModel):
     # An empty or foreign database file is refused at start (it would silently
     # be a new workspace with a new key); this moves it aside and begins anew.
     new_workspace: bool = False
+    # Disk each replica's log may use (two rotated files of half each), and a
+    # deployment's logs in all (oldest files go first); docs/control.md, Logs.
+    replica_log_bytes: int = Field(10 * 1024 * 1024, ge=4096)
+    deployment_log_bytes: int = Field(100 * 1024 * 1024, ge=4096)

@@ -28,6 +28,7 @@ from starlette.routing import Match
 
 from swell import __version__
 from swell.control._limits import BodyLimit, BodyTooLarge, Limit, LimitExceeded, read_body
+from swell.control._observe import observe_routes
 from swell.control._async import AsyncPredictRequest
 from swell.control._keys import KeyRecord
 from swell.control._plane import ApiError, ControlPlane, key_view
@@ -518,6 +519,7 @@ def _management_app(plane: ControlPlane) -> FastAPI:
     async def delete_secret(name: str) -> dict[str, Any]:
         return await plane.delete_secret(name)
 
+    app.include_router(observe_routes(plane))
     return app
 
 

@@ -28,6 +28,7 @@ from swell.config import (
     parse_autoscaling,
 )
 from swell.control._async import AsyncPredictRequest, AsyncQueue, AsyncStatus
+from swell.control._events import EventLog
 from swell.control._ids import new_id
 from swell.control._keys import ApiKeys, KeyRecord, KeyType, digest
 from swell.control._limits import check_archive
@@ -121,8 +122,12 @@ class ControlPlane:
         self.registry = Registry()
         self.clock = clock or RealClock()
         self.wall = wall_clock  # records' timestamps and idle times: survives restarts
-        self.controller = Controller(backend, settings=settings, clock=self.clock, wall_clock=wall_clock)
         self.store = Store(settings.database_url or sqlite_url(self.data_dir), new_workspace=settings.new_workspace)
+        self.events = EventLog(self.store, wall_clock)
+        self.controller = Controller(
+            backend, settings=settings, clock=self.clock, wall_clock=wall_clock, events=self.events
+        )
+        self.should_stop: Callable[[], bool] = lambda: False  # the server is stopping: end streams
         self.keys = ApiKeys()
         self.secret_box = SecretBox(self.data_dir / "secrets.key")
         self.secret_folders = SecretFolders(self.data_dir)
@@ -146,6 +151,7 @@ class ControlPlane:
         """
         make_private(self.data_dir)  # 0700: the database, keys and logs are nobody else's
         await self.store.start()
+        await self.events.start()
         log.info("store: %s", self.store.describe())
         self._restore(await self.store.snapshot())
         await self._bootstrap_keys()
@@ -177,6 +183,7 @@ class ControlPlane:
             except Exception:
                 log.exception("could not save last-use times")
         self.secret_folders.close()
+        await self.events.close()
         await self.store.close()
 
     def _restore(self, snapshot: Snapshot) -> None:
@@ -679,6 +686,9 @@ class ControlPlane:
                 return {"status": "UNCHANGED", "settings": new.model_dump()}
             await self._set_settings(record, new)
         log.info("%s: autoscaling settings of %s changed: %s", model.name, record.id, _settings_text(new))
+        self.events.record(
+            record.id, "settings_changed", f"autoscaling settings: {_settings_text(new)}", settings=new.model_dump()
+        )
         return {"status": "ACCEPTED", "settings": new.model_dump()}
 
     async def promote(
@@ -731,6 +741,10 @@ class ControlPlane:
         if want:  # hold the warm replicas while the window fills with the traffic that now arrives
             self.controller.hold(record.id, want, until=self.clock.now() + record.settings.autoscaling_window)
         log.info("%s: %s now points at deployment %s", model.name, environment, record.id)
+        self.events.record(
+            record.id, "promoted", f"{environment} now points here" + (f" (was {old_id})" if old_id else ""),
+            environment=environment, previous=old_id,
+        )
         return self.deployment_view(record)
 
     async def _wait_ready(self, record: DeploymentRecord, want: int) -> None:
@@ -763,6 +777,7 @@ class ControlPlane:
             if not record.active:
                 await self._activate(record)
                 log.info("%s: deployment %s activated", model.name, record.id)
+                self.events.record(record.id, "activated", "activated on request")
         return self.deployment_view(record)
 
     async def _activate(self, record: DeploymentRecord) -> None:
@@ -786,6 +801,7 @@ class ControlPlane:
             await tx.update_deployment(record.id, active=False)
         record.active = False
         self.controller.retire(record.id)  # it answers what it holds, then its replicas stop
+        self.events.record(record.id, "deactivated", f"deactivated ({reason})", reason=reason)
         log.info("%s: deployment %s deactivated (%s)", self.registry.models[record.model_id].name, record.id, reason)
 
     async def delete_deployment(self, model_ref: str, deployment_ref: str) -> dict[str, Any]:

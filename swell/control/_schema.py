@@ -29,6 +29,7 @@ __all__ = [
     "async_requests",
     "deployments",
     "environments",
+    "events",
     "metadata",
     "models",
     "secrets",
@@ -133,4 +134,19 @@ workspace = Table(
     Column("name", String(64), primary_key=True),
     Column("value", LargeBinary, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# What happened to each deployment (scaling decisions with their reasons,
+# replica lifecycle, settings, promotion, activation): the last EVENTS_KEPT
+# per deployment survive a restart; older rows are deleted as new ones come.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deployment_id", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("details", JSON, nullable=False),
+    Index("ix_events_deployment_id", "deployment_id", "id"),
 )

@@ -26,7 +26,16 @@ from sqlalchemy import Connection, delete, event, func, insert, inspect, or_, se
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from swell.control._schema import api_keys, async_requests, deployments, environments, models, secrets, workspace
+from swell.control._schema import (
+    api_keys,
+    async_requests,
+    deployments,
+    environments,
+    events,
+    models,
+    secrets,
+    workspace,
+)
 from swell.files import make_private
 
 __all__ = ["MIGRATIONS_DIR", "NEW_WORKSPACE_FLAG", "Snapshot", "Store", "StoreError", "Transaction", "sqlite_url"]
@@ -34,7 +43,7 @@ __all__ = ["MIGRATIONS_DIR", "NEW_WORKSPACE_FLAG", "Snapshot", "Store", "StoreEr
 log = logging.getLogger("swell.store")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 class StoreError(RuntimeError):
@@ -184,6 +193,20 @@ class Transaction:
         result = await self.conn.execute(query.values(**values))
         return bool(result.rowcount)
 
+    async def add_event(self, row: Mapping[str, Any]) -> int:
+        """One event; returns its id (ids grow with time)."""
+        result = await self.conn.execute(insert(events).values(**row))
+        return int(result.inserted_primary_key[0])
+
+    async def trim_events(self, deployment_id: str, keep: int) -> None:
+        """Keep the last ``keep`` events of one deployment."""
+        newest = (
+            select(events.c.id).where(events.c.deployment_id == deployment_id).order_by(events.c.id.desc()).limit(keep)
+        )
+        floor = (await self.conn.execute(select(func.min(newest.subquery().c.id)))).scalar()
+        if floor is not None:
+            await self.conn.execute(delete(events).where(events.c.deployment_id == deployment_id, events.c.id < floor))
+
 
 class Store:
     """One database; :meth:`transaction` for writes, :meth:`snapshot` at start-up."""
@@ -300,6 +323,19 @@ class Store:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(async_requests).where(async_requests.c.id == request_id))).first()
         return None if row is None else dict(row._mapping)
+
+    async def events(
+        self, deployment_id: str, *, since: float | None = None, after_id: int = 0, limit: int = 1000
+    ) -> list[Mapping[str, Any]]:
+        """The last ``limit`` events of one deployment (at or after ``since``, after ``after_id``), oldest first."""
+        query = select(events).where(events.c.deployment_id == deployment_id, events.c.id > after_id)
+        if since is not None:
+            query = query.where(events.c.at >= since)
+        query = query.order_by(events.c.id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in (await conn.execute(query))]
+        rows.reverse()
+        return rows
 
     async def unfinished_async_requests(self, *, unfinished: Iterable[str], webhook_pending: str) -> list[Mapping[str, Any]]:
         """Rows with a status in ``unfinished``, or whose webhook is still to send, oldest first."""

@@ -8,7 +8,9 @@ from swell.serving._backend import (
     StateCallback,
 )
 from swell.serving._controller import Controller, ScaledDeployment
+from swell.serving._events import EventSink, NullSink
 from swell.serving._http_client import ReplicaGone, ReplicaPool
+from swell.serving._logs import LogCapture, LogFollower, LogLimits, LogLine, ReplicaLogs
 from swell.serving._metrics import MetricFamily, render_metrics
 from swell.serving._router import DeploymentRouter, ReplicaHandle, Unavailable
 from swell.serving._status import (
@@ -23,11 +25,18 @@ __all__ = [
     "Controller",
     "DeploymentRouter",
     "DeploymentStatus",
+    "EventSink",
+    "LogCapture",
+    "LogFollower",
+    "LogLimits",
+    "LogLine",
     "MetricFamily",
+    "NullSink",
     "Replica",
     "ReplicaBackend",
     "ReplicaGone",
     "ReplicaHandle",
+    "ReplicaLogs",
     "ReplicaPool",
     "ReplicaSpec",
     "ReplicaState",

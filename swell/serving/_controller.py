@@ -33,6 +33,7 @@ from swell.autoscaling import (
 from swell.config import AutoscalingSettings, ServerSettings
 from swell.serving._backend import Replica, ReplicaBackend, ReplicaSpec, ReplicaState
 from swell.serving._cold_start import ColdStartHistograms, cold_start_of
+from swell.serving._events import EventSink, NullSink
 from swell.serving._router import DeploymentRouter, ReplicaHandle, Unavailable
 from swell.serving._status import (
     BuildState,
@@ -122,8 +123,10 @@ class Controller:
         settings: ServerSettings | None = None,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
+        events: EventSink | None = None,
     ) -> None:
         self.backend = backend
+        self.events: EventSink = events or NullSink()  # what the operator is told (docs/control.md, Events)
         self.settings = settings or ServerSettings()
         self.clock: Clock = clock or RealClock()
         self.wall = wall_clock  # the traffic history's timestamps (unix seconds)
@@ -197,6 +200,7 @@ class Controller:
         for _ in range(start):
             self._start(scaled)
         log.info("%s: reloading with new code (%d replica(s) replaced)", router.name, len(old))
+        self.events.record(deployment_id, "reloaded", f"new code: {len(old)} replica(s) replaced", replaced=len(old))
         return start
 
     def ready_count(self, deployment_id: str) -> int:
@@ -309,6 +313,7 @@ class Controller:
             need = target - serving
             if need <= 0:
                 log.info("%s: %s (kept draining replicas)", router.name, decision.reason)
+                self._decided(scaled, decision, serving, "kept draining replicas")
                 return
             if (
                 (scaled.load_failing or scaled.crashes)
@@ -319,6 +324,7 @@ class Controller:
             if now < scaled.retry_at:
                 return  # back-off after a failed load or a crash loop
             log.info("%s: %s", router.name, decision.reason)
+            self._decided(scaled, decision, serving)
             for _ in range(need):
                 self._start(scaled)
         elif target < serving:
@@ -326,8 +332,20 @@ class Controller:
             victims = scale_down_choice(candidates, serving - target)
             if victims:
                 log.info("%s: %s", router.name, decision.reason)
+                self._decided(scaled, decision, serving)
             for handle in victims:
                 self._drain(scaled, handle)
+
+    def _decided(self, scaled: ScaledDeployment, decision: Decision, replicas: int, note: str = "") -> None:
+        self.events.record(
+            scaled.id,
+            decision.action.value,
+            decision.reason + (f" ({note})" if note else ""),
+            replicas=replicas,
+            target=decision.target,
+            average=round(decision.average, 3),
+            wanted=decision.wanted,
+        )
 
     def _start(self, scaled: ScaledDeployment) -> None:
         router = scaled.router
@@ -345,6 +363,10 @@ class Controller:
             self._load_failed(scaled, f"could not start a replica: {exc}")
             return
         router.pending_starts -= 1
+        self.events.record(
+            scaled.id, "replica_started", f"replica {replica.id} {replica.state.value}"
+            + (f": {replica.reason}" if replica.reason else ""), replica_id=replica.id, start_mode=replica.start_mode,
+        )
         if not replica.state.alive and replica.id not in router.handles:
             # It failed before it existed (could not spawn): no callback will
             # follow, so this is the only news; without it waiters would hang.
@@ -357,6 +379,7 @@ class Controller:
                 self._drain(scaled, handle)
 
     def _drain(self, scaled: ScaledDeployment, handle: ReplicaHandle) -> None:
+        self.events.record(scaled.id, "replica_draining", f"replica {handle.id} draining", replica_id=handle.id)
         if scaled.router.drain(handle):
             self._stop(scaled, handle)
 
@@ -450,9 +473,15 @@ class Controller:
             ready_since = scaled.ready_since.pop(replica.id, None)
             if was_leaving and not before.broken:  # a stop we asked for (a broken one died first)
                 log.debug("%s: replica %s %s", router.name, replica.id, state.value)
+                self.events.record(scaled.id, "replica_stopped", f"replica {replica.id} stopped", replica_id=replica.id)
             elif was_ready:
                 self._crashed(scaled, replica, now - ready_since if ready_since is not None else 0.0, now)
             else:
+                cold = cold_start_of(replica, fallback_total=now - before.started_at)
+                self.events.record(
+                    scaled.id, "replica_failed", f"replica {replica.id} {state.value} before it was ready",
+                    replica_id=replica.id, cold_start=cold.as_dict() if cold else None,
+                )
                 self._load_failed(scaled, replica.error or f"the replica {state.value} before it was ready")
 
     def _became_ready(self, scaled: ScaledDeployment, handle: ReplicaHandle, now: float) -> None:
@@ -481,6 +510,10 @@ class Controller:
             f" ({detail})" if detail else "",
             f" [{cold.start}]" if cold.start else "",
         )
+        self.events.record(
+            scaled.id, "replica_ready", f"replica {replica.id} ready in {seconds:.2f} s" + (f" ({detail})" if detail else ""),
+            replica_id=replica.id, cold_start=cold.as_dict(),
+        )
 
     def _crashed(self, scaled: ScaledDeployment, replica: Replica, uptime: float, now: float) -> None:
         """A ready replica died without being asked to (crash, kill -9, memory limit).
@@ -501,6 +534,7 @@ class Controller:
             else "it exited"
         )
         scaled.error = f"replica {replica.id} failed while serving: {detail}"
+        self.events.record(scaled.id, "replica_failed", scaled.error, replica_id=replica.id, uptime=round(uptime, 3))
         if uptime >= CRASH_LOOP_WINDOW_SECONDS:
             scaled.crashes = 0
             log.warning(
@@ -558,6 +592,10 @@ class Controller:
         scaled.error = error
         backoff = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (scaled.failures - 1))
         scaled.retry_at = now + backoff
+        self.events.record(
+            scaled.id, "load_failed", f"a replica failed to load ({scaled.failures} in a row; next try in {backoff:g} s): "
+            f"{error}", failures=scaled.failures, retry_in=backoff,
+        )
         log.warning(
             "%s: a replica failed to load (%d in a row): %s; next try in %g s",
             router.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from swell.serving._logs import LogLimits  # inside swell.serving
 from swell.serving.backends.process import ProcessBackend, remove_leftovers
 
 if TYPE_CHECKING:
@@ -25,4 +26,5 @@ def make_backend(settings: ServerSettings) -> Any:
         prewarm_modules=settings.prewarm_modules,
         pool_size=settings.pool_size,
         cpu_overcommit=settings.cpu_overcommit,
+        log_limits=LogLimits(settings.replica_log_bytes, settings.deployment_log_bytes),
     )

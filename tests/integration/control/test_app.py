@@ -95,6 +95,8 @@ ROUTES = {
     ("GET", "/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings"),
     ("PATCH", "/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings"),
     ("GET", "/v1/models/{model_id}/deployments/{deployment_id}/traffic"),
+    ("GET", "/v1/models/{model_id}/deployments/{deployment_id}/logs"),
+    ("GET", "/v1/models/{model_id}/deployments/{deployment_id}/events"),
     ("GET", "/v1/models/{model_id}/environments"), ("POST", "/v1/models/{model_id}/environments"),
     ("GET", "/v1/models/{model_id}/environments/{environment}"),
     ("POST", "/v1/models/{model_id}/environments/{environment}/promote"),

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 from swell.files import claim, sweep
 from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
+from swell.serving._logs import LogCapture, LogLimits, ReplicaLogs, strip_stamps
 from swell.serving.backends.process._forkserver import ForkServer, forkable
 from swell.serving.backends.process._lifecycle import (
     ReplicaEvent,
@@ -99,6 +100,7 @@ class _Handle:
     process: _Process
     on_change: StateCallback
     log_path: Path
+    capture: LogCapture
     lifeline: int | None  # write end; closing it tells the replica to exit
     socket: Path | None
     stopping: bool = False
@@ -194,12 +196,15 @@ class ProcessBackend:
         prewarm_modules: Sequence[str] = DEFAULT_PREWARM_MODULES,
         cpu_overcommit: float = 1.0,
         pool_size: int = DEFAULT_POOL_SIZE,
+        log_limits: LogLimits | None = None,
     ) -> None:
         if transport not in ("unix", "tcp"):
             raise ValueError(f"transport: {transport!r} is not allowed; must be 'unix' or 'tcp'")
         self._run_dir = Path(run_dir) if run_dir is not None else None
         self._private_dir: Path | None = None
         self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._log_limits = log_limits or LogLimits()
+        self._logs: ReplicaLogs | None = None
         self._transport = transport
         self._module = module
         self._close_grace = close_grace_seconds
@@ -244,9 +249,16 @@ class ProcessBackend:
             self._weights_cache = Path(configured) if configured else self.log_dir.parent / "weights"
         return self._weights_cache
 
+    @property
+    def logs(self) -> ReplicaLogs:
+        """Every replica's log, capped and rotated (``swell.serving._logs``)."""
+        if self._logs is None:
+            self._logs = ReplicaLogs(self.log_dir, self._log_limits)
+        return self._logs
+
     def log_path(self, replica: Replica) -> Path:
         """Where the replica's stdout and stderr go."""
-        return self.log_dir / replica.deployment_id / f"{replica.id}.log"
+        return self.logs.path(replica.deployment_id, replica.id)
 
     async def prewarm(self) -> bool:
         """Start the fork server now (if ``warm_start``); True once it can fork.
@@ -329,12 +341,12 @@ class ProcessBackend:
         swell_vars["SWELL_WEIGHTS_CACHE"] = str(self.weights_cache)
 
         log_path = self.log_path(replica)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        capture = self.logs.capture(spec.deployment_id, replica_id)
         env = replica_env(os.environ, spec, swell_vars)
         if reservation is not None and reservation.request.gpus:
             env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(reservation.gpus)
         env.setdefault("PYTHONUNBUFFERED", "1")  # logs reach the file as they happen
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        log_fd = capture.write_fd  # a pipe: the server stamps, caps and rotates what comes through
         argv = [spec.python, "-m", self._module, "--model-dir", str(spec.package_dir)]
         forkable = await self._forkable(spec, env)
         standby = self._pool.take() if forkable and self._pool is not None else None
@@ -348,11 +360,7 @@ class ProcessBackend:
         env["SWELL_EVENTS_FD"] = str(events_w)
         env["SWELL_LIFELINE_FD"] = str(lifeline_r)
         try:
-            os.write(
-                log_fd,
-                f"--- swell: starting replica {replica_id} of {spec.deployment_id} "
-                f"at {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode(),
-            )
+            capture.note(f"starting replica {replica_id} of {spec.deployment_id}: {' '.join(argv)}")
             process: _Process | None = None
             if standby is not None:
                 process = self._assign(standby, replica_id, spec, env, log_fd)
@@ -389,12 +397,14 @@ class ProcessBackend:
                     standby.process.kill()
             replica.state = ReplicaState.FAILED
             replica.error = f"could not start the replica process ({' '.join(argv)}): {exc}"
-            with contextlib.suppress(OSError):
-                os.write(log_fd, f"--- swell: {replica.error}\n".encode())
+            capture.note(replica.error)
+            capture.close()
             logger.warning("replica %s: %s", replica_id, replica.error)
             if reservation is not None:
                 self._unreserve(reservation)
             return replica
+        else:
+            capture.start()
         finally:
             # The child holds its own copies now; ours would hide its EOF.
             for fd in (events_w, lifeline_r, log_fd):
@@ -410,6 +420,7 @@ class ProcessBackend:
             process=process,
             on_change=on_change,
             log_path=log_path,
+            capture=capture,
             lifeline=lifeline_w,
             socket=sock,
             reservation=reservation,
@@ -773,8 +784,10 @@ class ProcessBackend:
                 handle.socket.unlink()
         replica = handle.replica
         state = exit_state(replica.state, stopping=handle.stopping, returncode=returncode, killed=handle.killed)
+        # Its last words reach the file before they are read (a grandchild holding the pipe: not waited for).
+        await asyncio.to_thread(handle.capture.join, _EVENTS_DRAIN_SECONDS)
         if state is ReplicaState.FAILED and replica.state is not ReplicaState.FAILED:
-            tail = tail_lines(handle.log_path, _LOG_TAIL_LINES)
+            tail = strip_stamps(tail_lines(handle.log_path, _LOG_TAIL_LINES))
             exceeded = self._memory_error(handle, tail)
             replica.error = f"replica {describe_exit(returncode)}" + (
                 f"; last lines of {handle.log_path}:\n{tail}" if tail else ""
