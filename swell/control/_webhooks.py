@@ -329,15 +329,21 @@ class WebhookSender:
         the ``Host`` header and the TLS handshake."""
         import httpx
 
-        address = (await self.destinations.resolve(url))[0]
+        addresses = await self.destinations.resolve(url)
         target = httpx.URL(url)
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        return await self._http().post(
-            target.copy_with(host=str(address)),
-            content=body,
-            headers={**headers, "host": target.netloc.decode("ascii")},
-            extensions=extensions,
-        )
+        for i, address in enumerate(addresses):  # e.g. ::1 then 127.0.0.1 for localhost
+            try:
+                return await self._http().post(
+                    target.copy_with(host=str(address)),
+                    content=body,
+                    headers={**headers, "host": target.netloc.decode("ascii")},
+                    extensions=extensions,
+                )
+            except httpx.ConnectError:
+                if i == len(addresses) - 1:
+                    raise
+        raise AssertionError("unreachable: resolve() returns at least one address")
 
     async def close(self) -> None:
         if self._client is not None:
