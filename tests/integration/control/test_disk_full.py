@@ -172,3 +172,23 @@ async def test_a_damaged_key_that_secrets_need_is_a_json_503_with_what_to_do(tmp
         assert (data_dir / "secrets.key").exists()  # never replaced while values need it
     finally:
         await plane.close()
+
+
+async def test_a_database_write_on_a_full_disk_is_a_503_naming_the_cause(disk: SmallDisk, data_dir: Path) -> None:
+    plane = await started(data_dir)
+    try:
+        async with client(plane) as http:
+            # enough changes that SQLite must grow its files
+            disk.fill()
+            answers = [
+                await http.post("/v1/api_keys", json={"type": "invoke", "name": "x" * 128}, headers=KEY) for _ in range(200)
+            ]
+            refused = [a for a in answers if a.status_code != 201]
+            assert refused, "the database never ran out of space"
+            assert {a.status_code for a in refused} == {503}
+            assert "no space left on device" in refused[0].json()["reason"]
+            disk.free()
+            assert (await http.post("/v1/api_keys", json={"type": "invoke"}, headers=KEY)).status_code == 201
+    finally:
+        disk.free()
+        await plane.close()
