@@ -34,6 +34,8 @@ _LAZY_COMMANDS = {
     "deactivate": "swell._cli_lifecycle:deactivate",
     "environments": "swell._cli_lifecycle:environments",
     "request": "swell._cli_async:request_command",
+    "logs": "swell._cli_observe:logs_command",
+    "events": "swell._cli_observe:events_command",
 }
 
 
