@@ -93,7 +93,7 @@ def inner(args: argparse.Namespace) -> None:
                                                             "include_dashboard": False})
     legs: dict[str, dict[str, Any]] = {}
     try:
-        cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1")
+        cluster.add_node(num_cpus=4, node_ip_address="127.0.0.1")  # logical CPUs: room for the standby too
         cluster.wait_for_nodes()
         with contextlib.ExitStack() as stack:
             targets: dict[str, tuple[str, dict[str, str] | None]] = {}

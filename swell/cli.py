@@ -128,7 +128,8 @@ def cli() -> None:
     type=click.IntRange(0, 32),
     envvar="SWELL_POOL_SIZE",
     help="Standby replica processes kept forked and set up ahead of time (with the fork server); "
-    "a wake takes one and the pool refills in the background. 0: fork each replica on demand.",
+    "a wake takes one and the pool refills in the background. 0: fork each replica on demand. "
+    "With --backend ray: idle actors kept placed per resource shape, each holding its resources.",
 )
 @click.option(
     "--max-request-mb",

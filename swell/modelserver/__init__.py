@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from swell.modelserver._config import load_truss_config
 from swell.modelserver._environment import RequirementsInstallError, ensure_environment
+from swell.modelserver._node import ReplicaActor
 
-__all__ = ["RequirementsInstallError", "ensure_environment", "load_truss_config", "main"]
+__all__ = ["ReplicaActor", "RequirementsInstallError", "ensure_environment", "load_truss_config", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ def make_backend(settings: ServerSettings) -> Any:
     if settings.backend == "ray":
         from swell.serving.backends.ray import RayBackend
 
-        return RayBackend(settings.ray_address)
+        return RayBackend(settings.ray_address, standbys=settings.pool_size if settings.fork_server else 0)
     remove_leftovers()  # of servers killed before they could clean up
     return ProcessBackend(
         log_dir=settings.data_dir / "logs",

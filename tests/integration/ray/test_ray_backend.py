@@ -120,6 +120,9 @@ def test_scale_to_zero_and_wake(swell: Swell, make_model: Callable[..., Path]) -
     woken = swell.http.post(swell.predict_path(pushed), json={"i": 2})
     assert woken.status_code == 200 and woken.json()["i"] == 2
     assert woken.json()["pid"] != first.json()["pid"]
+    # The wake took the standby actor placed while the first replica served: no placement, no worker start.
+    (replica,) = swell.deployment(pushed)["replicas"]
+    assert replica["cold_start"]["start"] == "prewarmed", replica
     _settle(swell, pushed)
 
 

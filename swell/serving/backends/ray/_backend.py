@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swell.modelserver import ReplicaActor
 from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
 from swell.serving.backends.process import (
     describe_exit,
@@ -28,7 +29,6 @@ from swell.serving.backends.process import (
     next_state,
     parse_event,
 )
-from swell.serving.backends.ray._actor import ReplicaActor
 from swell.serving.backends.ray._package import pack, requirements_of
 from swell.serving.backends.ray._placement import (
     PLACING,
@@ -45,6 +45,10 @@ logger = logging.getLogger("swell.serving.backends.ray")
 
 #: After the process exits or the stop's grace, how long the actor's last events may take.
 _STOP_SLACK_SECONDS = 10.0
+#: A standby actor that Ray has not placed by then is dropped (starting its
+#: worker takes seconds on a busy node).  A replica that waits for room drops
+#: every standby at once, placed or not: standbys never hold room it needs.
+_STANDBY_PLACE_SECONDS = 30.0
 
 
 @dataclass(eq=False)
@@ -53,10 +57,25 @@ class _Handle:
     on_change: StateCallback
     actor: Any
     options: dict[str, Any]
+    where: dict[str, str] | None = None  # known at once when it took a standby
     stopping: bool = False
     killed: bool = False  # ray.kill'ed by us
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
+class _Standby:
+    """An actor placed ahead of time, idle, for the next replica of its shape."""
+
+    actor: Any
+    key: tuple[Any, ...]
+    where: dict[str, str] | None = None
+    task: asyncio.Task[None] | None = None
+
+
+def _shape(options: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted((k, tuple(sorted(v.items())) if isinstance(v, dict) else v) for k, v in options.items()))
 
 
 class RayBackend:
@@ -68,6 +87,14 @@ class RayBackend:
     for the package's ``resources`` (:func:`actor_options`), plus
     ``resources`` given here (custom Ray resources every replica needs, such
     as a node label).  ``module`` is what the node runs with ``-m``.
+
+    ``standbys`` (``swell serve --pool-size``) actors per resource shape are
+    kept placed and idle once a replica of that shape has been ready, so a
+    wake skips Ray's placement and worker start (seconds); each holds its
+    shape's resources on the cluster.  They give way: a replica that Ray
+    cannot place takes a placed standby of its shape, or else every standby
+    is dropped to free room; a standby not placed within a few seconds is
+    dropped too.
     """
 
     def __init__(
@@ -80,6 +107,7 @@ class RayBackend:
         close_grace_seconds: float = 5.0,
         failed_grace_seconds: float = 5.0,
         pending_poll_seconds: float = 1.0,
+        standbys: int = 1,
     ) -> None:
         self.address = address
         self._namespace = namespace
@@ -92,6 +120,8 @@ class RayBackend:
         self._tokens: dict[str, str] = {}
         self._packages: dict[Path, tuple[str, Any]] = {}  # package dir -> (sha256, object ref)
         self._actor_class: Any = None
+        self._pool_size = standbys
+        self._standbys: dict[tuple[Any, ...], list[_Standby]] = {}
         self._closed = False
         self._connected = False
 
@@ -155,8 +185,13 @@ class RayBackend:
             "token": replica.token,
             "module": self._module,
         }
-        actor = self._actor_class.options(**options).remote()
-        handle = _Handle(replica, on_change, actor, options)
+        standby = self._take_standby(_shape(options))
+        if standby is not None:
+            replica.start_mode = "prewarmed"
+            handle = _Handle(replica, on_change, standby.actor, options, where=standby.where)
+        else:
+            replica.start_mode = "spawned"
+            handle = _Handle(replica, on_change, self._actor_class.options(**options).remote(), options)
         self._handles[replica.id] = handle
         handle.task = asyncio.get_running_loop().create_task(self._run(handle, job))
         return replica
@@ -188,6 +223,9 @@ class RayBackend:
     async def close(self) -> None:
         """Stop every replica (``close_grace_seconds`` each) and leave the cluster."""
         self._closed = True
+        for standbys in list(self._standbys.values()):
+            for standby in list(standbys):
+                self._drop_standby(standby)
         handles = list(self._handles.values())
         await asyncio.gather(*(self.stop(h.replica, self._close_grace) for h in handles), return_exceptions=True)
         self._packages.clear()
@@ -222,7 +260,18 @@ class RayBackend:
             self._set(handle, ReplicaState.STARTING)
             if handle.stopping:
                 return
-            started = await handle.actor.start.remote(job)
+            try:
+                started = await handle.actor.start.remote(job)
+            except RayActorError:
+                if replica.start_mode != "prewarmed" or handle.killed:
+                    raise
+                # The standby died idle (its node was lost): start a fresh actor instead.
+                replica.start_mode = "spawned"
+                handle.where = None
+                handle.actor = self._actor_class.options(**handle.options).remote()
+                where = await self._placed(handle)
+                replica.node = node_label(where["node_id"], where["address"])
+                started = await handle.actor.start.remote(job)
             replica.address = started["address"]
             replica.pid = started["pid"]
             replica.marks["spawned"] = time.monotonic()
@@ -258,12 +307,23 @@ class RayBackend:
 
     async def _placed(self, handle: _Handle) -> dict[str, str]:
         """Wait for Ray to place the actor, saying why not meanwhile."""
+        if handle.where is not None:
+            return handle.where
         where = asyncio.ensure_future(handle.actor.where.remote())
         try:
             while True:
                 done, _ = await asyncio.wait([where], timeout=self._poll)
                 if done:
                     return where.result()
+                standby = self._take_standby(_shape(handle.options))
+                if standby is not None and standby.where is not None:  # placed meanwhile: use it
+                    self._kill(handle)
+                    handle.killed = False
+                    handle.actor, handle.replica.start_mode = standby.actor, "prewarmed"
+                    return standby.where
+                for standbys in list(self._standbys.values()):  # give way to a replica that waits
+                    for idle in list(standbys):
+                        self._drop_standby(idle)
                 reason = await asyncio.to_thread(self._why_pending, handle.options)
                 if reason != handle.replica.reason:
                     logger.info("replica %s of %s pending: %s", handle.replica.id, handle.replica.deployment_id, reason)
@@ -305,6 +365,7 @@ class RayBackend:
         if state is replica.state:
             return
         if state is ReplicaState.READY:
+            self._refill(handle.options)
             replica.ready_at = time.monotonic()
             replica.marks.setdefault("live", replica.ready_at)
             replica.load_seconds = event.load_seconds
@@ -337,6 +398,45 @@ class RayBackend:
         handle.done.set()
         if state is not handle.replica.state:
             self._set(handle, state)
+
+    # ------------------------------------------------------------------ standbys
+
+    def _take_standby(self, key: tuple[Any, ...]) -> _Standby | None:
+        for standby in self._standbys.get(key, []):
+            if standby.where is not None:
+                self._standbys[key].remove(standby)
+                return standby
+        return None
+
+    def _refill(self, options: dict[str, Any]) -> None:
+        """Place standbys of this shape up to the pool size, unless a replica waits for room."""
+        if self._closed or self._pool_size <= 0:
+            return
+        if any(h.replica.state is ReplicaState.PENDING for h in self._handles.values()):
+            return
+        key = _shape(options)
+        standbys = self._standbys.setdefault(key, [])
+        for _ in range(self._pool_size - len(standbys)):
+            standby = _Standby(self._actor_class.options(**options).remote(), key)
+            standbys.append(standby)
+            standby.task = asyncio.get_running_loop().create_task(self._place_standby(standby))
+
+    async def _place_standby(self, standby: _Standby) -> None:
+        try:
+            standby.where = await asyncio.wait_for(standby.actor.where.remote(), _STANDBY_PLACE_SECONDS)
+        except Exception:  # noqa: BLE001 -- not placed in time, or its node is gone: either way, drop it
+            self._drop_standby(standby)
+
+    def _drop_standby(self, standby: _Standby) -> None:
+        standbys = self._standbys.get(standby.key, [])
+        if standby in standbys:
+            standbys.remove(standby)
+        if standby.task is not None and not standby.task.done() and standby.task is not asyncio.current_task():
+            standby.task.cancel()
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.kill(standby.actor, no_restart=True)
 
     def _kill(self, handle: _Handle) -> None:
         if handle.killed:

@@ -2,22 +2,18 @@
 
 The server packs a package folder into a deterministic tar (sorted, no times or
 owners), so the same files give the same sha256; the node unpacks it once into
-``<cache>/packages/<sha256>`` and every later replica of it there reuses that.
+``<cache>/packages/<sha256>`` and every later replica of it there reuses that
+(``swell.modelserver``'s node side).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 
 from swell.config import ModelConfig
-
-MARKER = ".swell-complete"
 
 
 def pack(package_dir: Path) -> tuple[str, bytes]:
@@ -38,36 +34,6 @@ def pack(package_dir: Path) -> tuple[str, bytes]:
                 tar.addfile(info)
     data = buffer.getvalue()
     return hashlib.sha256(data).hexdigest(), data
-
-
-def cached(cache: Path, digest: str) -> Path | None:
-    """The unpacked package on this node, if it is there already."""
-    target = cache / "packages" / digest
-    return target if (target / MARKER).exists() else None
-
-
-def unpack(data: bytes, cache: Path, digest: str) -> Path:
-    """Unpack ``data`` into ``<cache>/packages/<digest>`` (once; atomic)."""
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise ValueError(f"the package archive does not match its hash {digest}")
-    found = cached(cache, digest)
-    if found is not None:
-        return found
-    packages = cache / "packages"
-    packages.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=packages, prefix=".unpack-"))
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            tar.extractall(tmp, filter="data")
-        (tmp / MARKER).write_text(digest + "\n")
-        try:
-            os.rename(tmp, packages / digest)
-        except OSError:  # another replica on this node unpacked it first
-            if cached(cache, digest) is None:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return packages / digest
 
 
 def requirements_of(config: ModelConfig, package_dir: Path) -> list[str]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from swell.config import Resources
-from swell.serving.backends.ray._package import cached, pack, unpack
+from swell.modelserver._node import cached, unpack
+from swell.serving.backends.ray._package import pack
 from swell.serving.backends.ray._placement import (
     NodeView,
     actor_options,

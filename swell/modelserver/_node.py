@@ -1,5 +1,10 @@
 """What runs on a Ray node: one actor per replica, supervising Swell's own
-replica process (``python -m swell.modelserver``) there.
+replica process (``python -m swell.modelserver``) there (the Ray backend,
+``swell.serving.backends.ray``, places it).
+
+Standard library only, like the rest of this package's import path: a Ray
+worker imports this module to become the actor, and every import here is
+time a cold start waits for.
 
 The actor unpacks the package into the node's cache (fetched from Ray's object
 store only on a miss), builds the requirements venv there (cached by the hash
@@ -14,17 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import io
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-from swell.serving.backends.ray._package import cached, unpack
 
 #: ``$SWELL_RAY_CACHE`` on a node, else this under the temp folder; one folder per node below it.
 CACHE_ENV = "SWELL_RAY_CACHE"
@@ -32,11 +39,43 @@ CACHE_ENV = "SWELL_RAY_CACHE"
 EVENTS_WAIT_SECONDS = 10.0
 _EVENT_LINE_LIMIT = 4 * 1024 * 1024
 _LOG_TAIL_BYTES = 16 * 1024
+#: Written into an unpacked package once it is complete.
+MARKER = ".swell-complete"
 
 
 def node_cache(node_id: str) -> Path:
     root = os.environ.get(CACHE_ENV) or os.path.join(tempfile.gettempdir(), "swell-ray")
     return Path(root) / node_id[:16]
+
+
+def cached(cache: Path, digest: str) -> Path | None:
+    """The unpacked package on this node, if it is there already."""
+    target = cache / "packages" / digest
+    return target if (target / MARKER).exists() else None
+
+
+def unpack(data: bytes, cache: Path, digest: str) -> Path:
+    """Unpack ``data`` into ``<cache>/packages/<digest>`` (once; atomic)."""
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ValueError(f"the package archive does not match its hash {digest}")
+    found = cached(cache, digest)
+    if found is not None:
+        return found
+    packages = cache / "packages"
+    packages.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=packages, prefix=".unpack-"))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            tar.extractall(tmp, filter="data")
+        (tmp / MARKER).write_text(digest + "\n")
+        try:
+            os.rename(tmp, packages / digest)
+        except OSError:  # another replica on this node unpacked it first
+            if cached(cache, digest) is None:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return packages / digest
 
 
 class ReplicaActor:
@@ -71,7 +110,7 @@ class ReplicaActor:
             package = await asyncio.to_thread(unpack, data, cache, digest)
         python = sys.executable
         if job["requirements"]:
-            from swell.modelserver import ensure_environment
+            from swell.modelserver._environment import ensure_environment
 
             python = str(await asyncio.to_thread(ensure_environment, job["requirements"], cache / "envs"))
         port = _free_port(host)
