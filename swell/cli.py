@@ -313,6 +313,11 @@ def serve(
             "run from a checkout of Swell (examples/ sits next to the swell/ package)",
             as_json=False,
         )
+    if backend == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            fail("--backend ray needs Ray on this machine: pip install 'ray>=2.50' (docs/cluster.md)", as_json=False)
     os.umask(0o077)  # what the server and its replicas write (database, logs, packages) is the user's alone
     _run_server(settings, demo_dir)
 
