@@ -11,6 +11,13 @@ Two opt-in extras (:class:`Extras`, off by default) and one setting act on top:
 ``burst`` raises ``wanted`` at once when the queue could not drain before a new
 replica would be ready, counting replicas already starting as capacity.
 
+Two inputs of :class:`Observation` come from the runner's own state, so that
+everything the control loop acts on passes through here (and the simulator,
+which leaves them at their defaults, replays exactly what the server does):
+a *promotion floor* holds a promoted deployment at its predecessor's size for
+a while, and a *back-off* (after replicas that failed to load or crashed soon
+after becoming ready) withholds new replicas.
+
 No clock reads, no I/O: ``decide`` is a function of its arguments, so the live
 control loop and the simulator run the very same code.
 """
@@ -47,6 +54,10 @@ class Observation:
     replicas: int  # replicas that exist and are not draining
     ready: int | None = None  # of those, the ready ones (None: all of them); for burst
     wall: float | None = None  # unix seconds now, for schedules (None: schedules are not applied)
+    promotion_floor: int = 0  # hold at least this many replicas (a promotion warming up) ...
+    promotion_until: float = math.inf  # ... until this time
+    backoff_until: float = 0.0  # no new replica before this time (after failed or crashing replicas)
+    failing: bool = False  # the last replicas failed: none is started while no request waits (min_replica 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,8 @@ class Decision:
     wanted: int = 0
     floor: int = 0  # the replica floor in force: min_replica or an open schedule's
     burst: bool = False  # the burst extra raised wanted
+    promotion: bool = False  # the promotion floor raised the target
+    withheld: int = 0  # replicas the rule wanted but the back-off does not start
 
 
 def average_concurrency(
@@ -207,7 +220,45 @@ def decide(
     floor, new_state = scheduled_floor(settings, new_state, observation.wall)
     target = clamp(settings, held, floor)
     decision = _explain(settings, observation, average, wanted, held, target, waking, floor, bursting)
+    decision = backoff(settings, observation, promotion_floor(settings, observation, decision))
     return decision, new_state
+
+
+def promotion_floor(settings: AutoscalingSettings, observation: Observation, decision: Decision) -> Decision:
+    """Hold a promoted deployment at ``promotion_floor`` replicas until ``promotion_until``,
+    whatever demand says: its predecessor's traffic arrives all at once when the
+    environment switches, before the window has seen any of it."""
+    floor = min(observation.promotion_floor, settings.max_replica)
+    if floor <= decision.target or observation.now >= observation.promotion_until:
+        return decision
+    return replace(
+        decision,
+        target=floor,
+        action=Action.SCALE_UP if floor > observation.replicas else Action.HOLD,
+        reason=f"held at {floor} replica(s) for a promotion ({decision.reason})",
+        promotion=True,
+    )
+
+
+def backoff(settings: AutoscalingSettings, observation: Observation, decision: Decision) -> Decision:
+    """Start no new replica while the back-off lasts, nor for a failing model nobody is
+    waiting for (it would only fail again for the window's memory); scaling down is never held."""
+    current = observation.replicas
+    if decision.target <= current:
+        return decision
+    if observation.now < observation.backoff_until:
+        why = f"back-off after failed replicas, {observation.backoff_until - observation.now:.3g} s left"
+    elif observation.failing and observation.concurrency == 0 and settings.min_replica == 0:
+        why = "the last replicas failed and no request waits"
+    else:
+        return decision
+    return replace(
+        decision,
+        target=current,
+        action=Action.HOLD,
+        reason=f"hold at {current}: {why} ({decision.reason})",
+        withheld=decision.target - current,
+    )
 
 
 def _explain(

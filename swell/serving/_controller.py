@@ -10,7 +10,6 @@ reports READY through the backend's callback, never by being polled.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import time
@@ -20,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swell.autoscaling import (
-    Action,
     Clock,
     ConcurrencyWindow,
     Decision,
@@ -265,22 +263,23 @@ class Controller:
     def _decide(self, scaled: ScaledDeployment, now: float, demand: int = 0) -> None:
         router = scaled.router
         serving = router.serving_count
-        observation = Observation(now, max(router.concurrency, demand), serving, wall=self.wall())  # wall: for schedules
+        if scaled.floor and now >= scaled.floor_until:
+            scaled.floor = 0  # the promotion's hold is over
+        observation = Observation(
+            now,
+            max(router.concurrency, demand),
+            serving,
+            wall=self.wall(),  # for schedules
+            promotion_floor=scaled.floor,
+            promotion_until=scaled.floor_until,
+            backoff_until=scaled.retry_at,
+            failing=scaled.load_failing or scaled.crashes > 0,
+        )
         decision, scaled.state = decide(router.settings, scaled.window, scaled.state, observation)
-        if scaled.floor and decision.target < scaled.floor:
-            if now < scaled.floor_until:
-                decision = dataclasses.replace(
-                    decision,
-                    target=scaled.floor,
-                    action=Action.SCALE_UP if scaled.floor > serving else Action.HOLD,
-                    reason=f"held at {scaled.floor} replica(s) for a promotion ({decision.reason})",
-                )
-            else:
-                scaled.floor = 0
         scaled.decision = decision
         scaled.decided_at = now
         if decision.target != serving:
-            self._apply(scaled, decision, now)
+            self._apply(scaled, decision)
 
     def _wake(self, router: DeploymentRouter) -> None:
         scaled = self._deployments.get(router.deployment_id)
@@ -299,7 +298,7 @@ class Controller:
 
     # ------------------------------------------------------------------ acting
 
-    def _apply(self, scaled: ScaledDeployment, decision: Decision, now: float) -> None:
+    def _apply(self, scaled: ScaledDeployment, decision: Decision) -> None:
         router = scaled.router
         serving = router.serving_count
         target = decision.target
@@ -315,14 +314,6 @@ class Controller:
                 log.info("%s: %s (kept draining replicas)", router.name, decision.reason)
                 self._decided(scaled, decision, serving, "kept draining replicas")
                 return
-            if (
-                (scaled.load_failing or scaled.crashes)
-                and router.concurrency == 0
-                and router.settings.min_replica == 0
-            ):
-                return  # nobody is waiting: a failing model is not retried for the window's memory
-            if now < scaled.retry_at:
-                return  # back-off after a failed load or a crash loop
             log.info("%s: %s", router.name, decision.reason)
             self._decided(scaled, decision, serving)
             for _ in range(need):

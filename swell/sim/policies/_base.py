@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from swell.autoscaling import ConcurrencyWindow, Extras
+from swell.autoscaling import ConcurrencyWindow, Extras, clamp
 from swell.config import AutoscalingSettings
 from swell.sim._models import ColdStart
 
@@ -86,8 +86,7 @@ class Policy:
         return view.now
 
     def clamp(self, target: int) -> int:
-        s = self.settings
-        return max(s.min_replica, min(s.max_replica, target))
+        return clamp(self.settings, target)
 
 
 INF = math.inf

@@ -12,8 +12,10 @@ from swell.autoscaling import (
     Decision,
     Observation,
     ScalerState,
+    clamp,
     decide,
     next_schedule_change,
+    schedule_floor,
 )
 from swell.sim.policies._base import INF, Policy, PolicyContext, View
 
@@ -34,6 +36,8 @@ class SwellPolicy(Policy):
             self.name = "swell+"
 
     def _observe(self, now: float, concurrency: int, replicas: int, ready: int | None) -> Observation:
+        # A replay has no promotion and its replicas never fail, so the rule's
+        # promotion floor and back-off inputs stay at their defaults (none).
         return Observation(now, concurrency, replicas, ready, self.epoch + now)
 
     def tick(self, view: View) -> int:
@@ -53,13 +57,8 @@ class SwellPolicy(Policy):
 
     def clamp(self, target: int) -> int:
         # The floor at the start of the replay includes an open schedule's.
-        floor = 0
-        if self.settings.schedules:
-            from swell.autoscaling import schedule_floor
-
-            floor = schedule_floor(self.settings.schedules, self.epoch)[0]
-        s = self.settings
-        return max(s.min_replica, min(floor, s.max_replica), min(s.max_replica, target))
+        floor = schedule_floor(self.settings.schedules, self.epoch)[0] if self.settings.schedules else 0
+        return clamp(self.settings, target, floor)
 
     def _idle_target(self, t: float, replicas: int) -> int:
         # An empty window has mean 0: exactly what the real window holds when no

@@ -9,6 +9,7 @@ import pytest
 from swell.autoscaling import (
     Action,
     ConcurrencyWindow,
+    Decision,
     Observation,
     ScalerState,
     clamp,
@@ -241,3 +242,73 @@ def test_scale_down_reason_names_the_delay() -> None:
     s = settings(scale_down_delay=0, autoscaling_window=10)
     changes = replay(s, [(0, 5, 1)], until=60)
     assert changes[-1][2] is Action.SCALE_DOWN
+
+
+# ---------------------------------------------------------------- the runner's inputs: promotion floor, back-off
+
+
+def decide_once(s: AutoscalingSettings, observation: Observation, busy: float = 0.0) -> Decision:
+    """One decision over a window that saw ``busy`` concurrency for its whole span."""
+    window = ConcurrencyWindow(start=0.0)
+    if busy:
+        window.record(observation.now, busy)
+    decision, _ = decide(s, window, ScalerState(), observation)
+    return decision
+
+
+@pytest.mark.parametrize(
+    ("overrides", "observation", "busy", "target", "action", "promotion"),
+    [
+        # no floor: the rule alone
+        ({"max_replica": 5}, Observation(10.0, 0, 0), 0.0, 0, Action.HOLD, False),
+        # a floor while in force raises the target, starting what is missing
+        ({"max_replica": 5}, Observation(10.0, 0, 0, promotion_floor=3), 0.0, 3, Action.SCALE_UP, True),
+        ({"max_replica": 5}, Observation(10.0, 0, 3, promotion_floor=3, promotion_until=20.0), 0.0, 3, Action.HOLD, True),
+        # ... never above max_replica
+        ({"max_replica": 2}, Observation(10.0, 0, 0, promotion_floor=3), 0.0, 2, Action.SCALE_UP, True),
+        # once its time is over it no longer holds
+        ({"max_replica": 5}, Observation(20.0, 0, 3, promotion_floor=3, promotion_until=20.0), 0.0, 0, Action.SCALE_DOWN, False),
+        # demand above the floor: the rule's target stands
+        ({"max_replica": 10}, Observation(10.0, 4, 0, promotion_floor=2), 4.0, 6, Action.WAKE, False),
+    ],
+)
+def test_promotion_floor(
+    overrides: dict[str, int], observation: Observation, busy: float, target: int, action: Action, promotion: bool
+) -> None:
+    s = settings(scale_down_delay=0, autoscaling_window=10, **overrides)
+    decision = decide_once(s, observation, busy)
+    assert (decision.target, decision.action, decision.promotion) == (target, action, promotion)
+    assert ("for a promotion" in decision.reason) is promotion
+
+
+@pytest.mark.parametrize(
+    ("overrides", "observation", "busy", "target", "withheld", "why"),
+    [
+        # a request waits during the back-off: no start until it ends
+        ({}, Observation(10.0, 1, 0, backoff_until=12.0), 0.0, 0, 1, "back-off"),
+        # the back-off is over: the wake goes ahead
+        ({}, Observation(12.0, 1, 0, backoff_until=12.0), 0.0, 1, 0, None),
+        # a failing model nobody waits for is not restarted for the window's memory ...
+        ({}, Observation(10.0, 0, 0, failing=True), 1.0, 0, 1, "no request waits"),
+        # ... but is as soon as somebody waits
+        ({}, Observation(10.0, 1, 0, failing=True), 1.0, 1, 0, None),
+        # ... and min_replica still asks for it
+        ({"min_replica": 1}, Observation(10.0, 0, 0, failing=True), 0.0, 1, 0, None),
+        # a back-off holds scale-up with replicas serving, counting only what is missing
+        ({"max_replica": 5}, Observation(10.0, 4, 1, backoff_until=30.0), 3.0, 1, 4, "back-off"),
+        # scale-down is never held
+        ({"max_replica": 5}, Observation(10.0, 0, 3, backoff_until=30.0, failing=True), 0.0, 0, 0, None),
+        # the back-off also holds the promotion floor's starts
+        ({"max_replica": 5}, Observation(10.0, 0, 0, promotion_floor=2, backoff_until=30.0), 0.0, 0, 2, "back-off"),
+    ],
+)
+def test_backoff(
+    overrides: dict[str, int], observation: Observation, busy: float, target: int, withheld: int, why: str | None
+) -> None:
+    s = settings(scale_down_delay=0, autoscaling_window=10, **overrides)
+    decision = decide_once(s, observation, busy)
+    assert (decision.target, decision.withheld) == (target, withheld)
+    if why is None:
+        assert decision.action is not Action.HOLD or decision.target == observation.replicas
+    else:
+        assert decision.action is Action.HOLD and why in decision.reason
