@@ -549,16 +549,14 @@ class ControlPlane:
 
     async def _add_router(self, record: DeploymentRecord) -> None:
         model = self.registry.models[record.model_id]
-        router = DeploymentRouter(
+        self.controller.add(
             record.id,
             name=model.name,
             spec=await self._spec(record),
             settings=record.settings,
-            now=self.clock.now,
             queue_limit=self.settings.queue_limit,
+            status_url=f"/v1/models/{model.id}/deployments/{record.id}",  # for a 202's caller
         )
-        router.status_url = f"/v1/models/{model.id}/deployments/{record.id}"  # for a 202's caller
-        self.controller.add(router)
 
     def _unpack_and_validate(self, archive: Path, package_dir: Path) -> tuple[ModelConfig, list[str]]:
         try:  # 413 for a package bomb, from its headers, before anything is written
@@ -1060,7 +1058,7 @@ class ControlPlane:
                         "error": replica.error,
                         # serving's: why it is pending; where its cold start went (once ready)
                         "reason": replica.reason,
-                        "cold_start": handle.cold_start.as_dict() if handle.cold_start is not None else None,
+                        "cold_start": cold.as_dict() if (cold := scaled.cold_start(handle.id)) is not None else None,
                     }
                 )
             if scaled.decision is not None:

@@ -7,12 +7,23 @@ from swell.serving._backend import (
     ReplicaState,
     StateCallback,
 )
-from swell.serving._controller import Controller, ScaledDeployment
+from swell.serving._controller import Controller
+from swell.serving._deployment import (
+    DeploymentCondition,
+    DeploymentSpec,
+    ReplicaRecord,
+    ScaledDeployment,
+)
 from swell.serving._events import EventSink, NullSink
 from swell.serving._http_client import ReplicaGone, ReplicaPool
 from swell.serving._logs import LogCapture, LogFollower, LogLimits, LogLine, ReplicaLogs
 from swell.serving._metrics import MetricFamily, render_metrics
-from swell.serving._router import DeploymentRouter, ReplicaHandle, Unavailable
+from swell.serving._router import (
+    DeploymentRouter,
+    ReplicaHandle,
+    Supervisor,
+    Unavailable,
+)
 from swell.serving._status import (
     BuildState,
     DeploymentStatus,
@@ -23,7 +34,9 @@ from swell.serving._status import (
 __all__ = [
     "BuildState",
     "Controller",
+    "DeploymentCondition",
     "DeploymentRouter",
+    "DeploymentSpec",
     "DeploymentStatus",
     "EventSink",
     "LogCapture",
@@ -38,10 +51,12 @@ __all__ = [
     "ReplicaHandle",
     "ReplicaLogs",
     "ReplicaPool",
+    "ReplicaRecord",
     "ReplicaSpec",
     "ReplicaState",
     "ScaledDeployment",
     "StateCallback",
+    "Supervisor",
     "Unavailable",
     "deployment_status",
     "render_metrics",

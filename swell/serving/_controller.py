@@ -15,7 +15,6 @@ import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from swell.autoscaling import (
@@ -24,27 +23,25 @@ from swell.autoscaling import (
     Decision,
     Observation,
     RealClock,
-    ScalerState,
-    TrafficHistory,
     decide,
 )
 from swell.config import AutoscalingSettings, ServerSettings
 from swell.serving._backend import Replica, ReplicaBackend, ReplicaSpec, ReplicaState
-from swell.serving._cold_start import ColdStartHistograms, cold_start_of
-from swell.serving._events import EventSink, NullSink
-from swell.serving._router import DeploymentRouter, ReplicaHandle, Unavailable
-from swell.serving._status import (
-    BuildState,
-    DeploymentStatus,
-    deployment_status,
-    scale_down_choice,
+from swell.serving._cold_start import cold_start_of
+from swell.serving._deployment import (
+    COLD_START_BUCKETS,
+    DeploymentSpec,
+    ReplicaRecord,
+    ScaledDeployment,
 )
+from swell.serving._events import EventSink, NullSink
+from swell.serving._router import ReplicaHandle, Unavailable
+from swell.serving._status import scale_down_choice
 
 __all__ = ["COLD_START_BUCKETS", "Controller", "ScaledDeployment"]
 
 log = logging.getLogger("swell.scaler")
 
-COLD_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 # A replica that dies while serving (a crash, kill -9, its memory limit)
@@ -56,59 +53,6 @@ CRASH_LOOP_WINDOW_SECONDS = 60.0
 # deployment answers 503 (as for a failed load) instead of holding requests
 # through the back-off; a single death only delays them by one start.
 CRASH_LOOP_FAIL_FAST = 2
-
-
-@dataclass(eq=False)
-class ScaledDeployment:
-    """A deployment under the control loop: its router and the rule's memory."""
-
-    router: DeploymentRouter
-    window: ConcurrencyWindow
-    state: ScalerState = field(default_factory=ScalerState)
-    decision: Decision | None = None
-    decided_at: float | None = None
-    failures: int = 0  # consecutive replicas that failed before becoming ready
-    retry_at: float = 0.0  # no new replica before this time (back-off)
-    load_failing: bool = False
-    crashes: int = 0  # consecutive replicas that died within CRASH_LOOP_WINDOW_SECONDS of being ready
-    ready_since: dict[str, float] = field(default_factory=dict)  # replica id -> when it became ready
-    error: str | None = None
-    retiring: bool = False
-    cold_start_counts: list[int] = field(default_factory=lambda: [0] * (len(COLD_START_BUCKETS) + 1))
-    cold_start_sum: float = 0.0
-    cold_phases: ColdStartHistograms = field(default_factory=ColdStartHistograms)
-    floor: int = 0  # hold at least this many replicas (a promotion warming up) ...
-    floor_until: float = 0.0  # ... until this time
-    last_active: float | None = None  # the last tick that saw a request (the clock's time)
-    history: TrafficHistory = field(default_factory=TrafficHistory)  # for `swell advise`
-    arrivals_seen: int = 0
-
-    @property
-    def id(self) -> str:
-        return self.router.deployment_id
-
-    @property
-    def pending_reason(self) -> str | None:
-        """Why a replica waits as ``pending`` (for resources), if one does."""
-        for handle in self.router.handles.values():
-            if handle.serving and handle.state is ReplicaState.PENDING:
-                return handle.replica.reason or "waiting for resources"
-        return None
-
-    def status(self) -> DeploymentStatus:
-        states = [h.state for h in self.router.handles.values() if h.serving]
-        return deployment_status(
-            build=BuildState.BUILT,
-            replicas=states,
-            pending_starts=self.router.pending_starts,
-            load_failing=self.load_failing,
-            crash_looping=self.crash_looping,
-        )
-
-    @property
-    def crash_looping(self) -> bool:
-        """Its last replica to die died soon after becoming ready, and none has served long since."""
-        return self.crashes > 0
 
 
 class Controller:
@@ -135,13 +79,27 @@ class Controller:
 
     # ------------------------------------------------------------------ registry
 
-    def add(self, router: DeploymentRouter) -> ScaledDeployment:
-        scaled = ScaledDeployment(router, ConcurrencyWindow(self.clock.now()))
-        router.on_wake = self._wake
-        router.on_wake_for = self._wake_for
-        router.on_broken = self._broken
-        router.on_drained = self._drained
-        self._deployments[router.deployment_id] = scaled
+    def add(
+        self,
+        deployment_id: str,
+        *,
+        name: str,
+        spec: ReplicaSpec,
+        settings: AutoscalingSettings,
+        queue_limit: int | None = None,
+        status_url: str | None = None,
+    ) -> ScaledDeployment:
+        """Put a deployment under the loop; its router is ``.router`` of the result."""
+        scaled = ScaledDeployment(
+            self,
+            deployment_id,
+            name=name,
+            spec=DeploymentSpec(settings, spec),
+            window=ConcurrencyWindow(self.clock.now()),
+            queue_limit=queue_limit,
+            status_url=status_url,
+        )
+        self._deployments[deployment_id] = scaled
         return scaled
 
     def get(self, deployment_id: str) -> ScaledDeployment | None:
@@ -169,7 +127,7 @@ class Controller:
         whatever the rule says: a promotion warms the new deployment up to the
         old one's size, and holds it there while the window fills with traffic."""
         scaled = self._deployments[deployment_id]
-        scaled.floor = min(replicas, scaled.router.settings.max_replica)
+        scaled.floor = min(replicas, scaled.spec.settings.max_replica)
         scaled.floor_until = until
         self._decide(scaled, self.clock.now())
 
@@ -182,18 +140,13 @@ class Controller:
         """
         scaled = self._deployments[deployment_id]
         router = scaled.router
-        router.spec = spec
-        router.slots = spec.config.runtime.predict_concurrency
+        scaled.spec = DeploymentSpec(scaled.spec.settings, spec)
         old = [h for h in router.handles.values() if h.serving]
-        replace = len(old) + router.pending_starts
+        replace = len(old) + scaled.condition.pending_starts
         for handle in old:
             self._drain(scaled, handle)
         # Starts already under way run the old code: count them out, start anew.
-        scaled.failures = 0
-        scaled.load_failing = False
-        scaled.crashes = 0
-        scaled.retry_at = 0.0
-        router.unavailable = None
+        scaled.condition.clear_failures()
         start = replace or (1 if router.queued else 0)
         for _ in range(start):
             self._start(scaled)
@@ -210,7 +163,7 @@ class Controller:
     def update_settings(self, deployment_id: str, settings: AutoscalingSettings) -> None:
         """New settings; the rule uses them from the next tick."""
         scaled = self._deployments[deployment_id]
-        scaled.router.settings = settings
+        scaled.spec = DeploymentSpec(settings, scaled.spec.replica)
 
     # ------------------------------------------------------------------ the loop
 
@@ -249,10 +202,11 @@ class Controller:
         if scaled.retiring:
             self._retire_step(scaled)
             return
-        if router.unavailable is not None and now >= scaled.retry_at:
-            router.unavailable = None  # the next request may try again
+        condition = scaled.condition
+        if condition.unavailable is not None and now >= condition.retry_at:
+            condition.unavailable = None  # the next request may try again
         self._check_load_timeouts(scaled, now)
-        if scaled.crashes:
+        if condition.crashes:
             self._check_crash_loop(scaled, now)
         self._decide(scaled, now)
 
@@ -272,29 +226,29 @@ class Controller:
             wall=self.wall(),  # for schedules
             promotion_floor=scaled.floor,
             promotion_until=scaled.floor_until,
-            backoff_until=scaled.retry_at,
-            failing=scaled.load_failing or scaled.crashes > 0,
+            backoff_until=scaled.condition.retry_at,
+            failing=scaled.condition.load_failing or scaled.condition.crashes > 0,
         )
-        decision, scaled.state = decide(router.settings, scaled.window, scaled.state, observation)
+        decision, scaled.state = decide(scaled.spec.settings, scaled.window, scaled.state, observation)
         scaled.decision = decision
         scaled.decided_at = now
         if decision.target != serving:
             self._apply(scaled, decision)
 
-    def _wake(self, router: DeploymentRouter) -> None:
-        scaled = self._deployments.get(router.deployment_id)
-        if scaled is None or self._closing:
+    def wake(self, scaled: ScaledDeployment, demand: int = 0) -> None:
+        """A request found no replica: run the rule now, not at the next tick.
+
+        ``demand`` counts callers that did not queue (a 202's, who asked not
+        to wait): they wake the deployment as waiting requests would.
+        """
+        if self._closing or self._deployments.get(scaled.id) is not scaled:
             return
         # A retiring deployment still serves the requests it holds (its
-        # replicas stop only once its queue is empty), so it may wake too.
-        self._decide(scaled, self.clock.now())
-
-    def _wake_for(self, router: DeploymentRouter) -> None:
-        """A caller asked not to wait (202): wake as for one waiting request."""
-        scaled = self._deployments.get(router.deployment_id)
-        if scaled is None or self._closing or scaled.retiring:
+        # replicas stop only once its queue is empty), so it may wake too;
+        # a caller who did not queue has nothing there to be served.
+        if demand and scaled.retiring:
             return
-        self._decide(scaled, self.clock.now(), demand=1)
+        self._decide(scaled, self.clock.now(), demand=demand)
 
     # ------------------------------------------------------------------ acting
 
@@ -339,21 +293,20 @@ class Controller:
         )
 
     def _start(self, scaled: ScaledDeployment) -> None:
-        router = scaled.router
-        router.pending_starts += 1
+        scaled.condition.pending_starts += 1
         self._spawn(self._start_one(scaled))
 
     async def _start_one(self, scaled: ScaledDeployment) -> None:
         router = scaled.router
-        spec = router.spec
+        spec = scaled.spec.replica
         try:
             replica = await self.backend.start(spec, self._on_change)
         except Exception as exc:
-            router.pending_starts -= 1
+            scaled.condition.pending_starts -= 1
             log.exception("%s: could not start a replica", router.name)
             self._load_failed(scaled, f"could not start a replica: {exc}")
             return
-        router.pending_starts -= 1
+        scaled.condition.pending_starts -= 1
         self.events.record(
             scaled.id, "replica_started", f"replica {replica.id} {replica.state.value}"
             + (f": {replica.reason}" if replica.reason else ""), replica_id=replica.id, start_mode=replica.start_mode,
@@ -364,7 +317,7 @@ class Controller:
             self._load_failed(scaled, replica.error or f"the replica {replica.state.value} as it started")
             return
         self._on_change(replica)
-        if router.spec is not spec:  # reloaded while this one started: it runs the old code
+        if scaled.spec.replica is not spec:  # reloaded while this one started: it runs the old code
             handle = router.handles.get(replica.id)
             if handle is not None and handle.serving:
                 self._drain(scaled, handle)
@@ -374,16 +327,16 @@ class Controller:
         if scaled.router.drain(handle):
             self._stop(scaled, handle)
 
-    def _drained(self, router: DeploymentRouter, handle: ReplicaHandle) -> None:
-        scaled = self._deployments.get(router.deployment_id)
-        if scaled is not None and not handle.stopping:
+    def drained(self, scaled: ScaledDeployment, handle: ReplicaHandle) -> None:
+        """A draining replica has answered its last request: stop it."""
+        if self._deployments.get(scaled.id) is scaled and not handle.stopping:
             self._stop(scaled, handle)
 
-    def _broken(self, router: DeploymentRouter, handle: ReplicaHandle) -> None:
-        scaled = self._deployments.get(router.deployment_id)
-        if scaled is None:
+    def replace_broken(self, scaled: ScaledDeployment, handle: ReplicaHandle) -> None:
+        """A replica dropped a request: stop it; the rule starts its replacement."""
+        if self._deployments.get(scaled.id) is not scaled:
             return
-        log.warning("%s: replica %s dropped a connection; replacing it", router.name, handle.id)
+        log.warning("%s: replica %s dropped a connection; replacing it", scaled.router.name, handle.id)
         self._stop(scaled, handle)
 
     def _stop(self, scaled: ScaledDeployment, handle: ReplicaHandle, grace: float | None = None) -> None:
@@ -409,7 +362,7 @@ class Controller:
         for handle in list(router.handles.values()):
             if not handle.draining and not handle.stopping:
                 self._drain(scaled, handle)
-        if not router.handles and not router.pending_starts:
+        if not router.handles and not scaled.condition.pending_starts:
             self._deployments.pop(scaled.id, None)
 
     def _check_load_timeouts(self, scaled: ScaledDeployment, now: float) -> None:
@@ -421,17 +374,20 @@ class Controller:
         sign of life (an event, bytes of weights, a log line); time spent
         ``pending`` (waiting for resources) counts toward neither limit.
         """
-        own = scaled.router.spec.config.runtime.load_timeout_seconds
+        own = scaled.spec.replica.config.runtime.load_timeout_seconds
         total = own or self.settings.load_timeout_seconds
         total_name = "runtime.load_timeout_seconds" if own else "load_timeout_seconds"
+        records = scaled.condition.replicas
         for handle in list(scaled.router.handles.values()):
-            if not handle.serving or handle.ready:
+            record = records.get(handle.id)
+            if not handle.serving or handle.ready or record is None:
                 continue
             if handle.state is ReplicaState.PENDING:
-                handle.started_at = handle.progress_at = now
+                record.started_at = record.progress_at = now
                 continue
             reason = load_verdict(
-                handle, now, stall=self.settings.load_stall_seconds, total=total, total_name=total_name
+                record, handle.replica.progress, now,
+                stall=self.settings.load_stall_seconds, total=total, total_name=total_name,
             )
             if reason is not None:
                 log.warning("%s: replica %s %s", scaled.router.name, handle.id, reason)
@@ -441,57 +397,75 @@ class Controller:
     # ------------------------------------------------------------------ backend news
 
     def _on_change(self, replica: Replica) -> None:
+        """The backend's news about a replica, read here and only here: what it
+        means for the deployment (started, ready, crashed, failed to load, stopped
+        as asked) and what the router is told to do about it."""
         scaled = self._deployments.get(replica.deployment_id)
         if scaled is None:
             if replica.state.alive and not self._closing:
                 self._spawn(self._stop_one(replica, 0))
             return
         router = scaled.router
-        before = router.handles.get(replica.id)
-        was_ready = before is not None and before.pool is not None
-        was_leaving = before is not None and (before.draining or before.stopping)
-        handle = router.replica_changed(replica)
-        now = self.clock.now()
-        if handle is not None and before is None:
-            handle.started_at = handle.progress_at = now
-            handle.progress_seen = replica.progress
-            if replica.state is ReplicaState.READY:
-                was_ready = False
+        handle = router.handles.get(replica.id)
         state = replica.state
-        if state is ReplicaState.READY and not was_ready and handle is not None:
+        now = self.clock.now()
+        if state in (ReplicaState.STOPPED, ReplicaState.FAILED):
+            if handle is not None:
+                router.forget(handle)
+                record = scaled.condition.replicas.pop(replica.id, None)
+                self._ended(scaled, handle, record, now)
+            return
+        if state is ReplicaState.DRAINING:
+            if handle is not None:
+                router.drain(handle)
+            return
+        if handle is None:
+            handle = router.add(replica)
+            scaled.condition.replicas[replica.id] = ReplicaRecord(now, replica.progress, now)
+        else:
+            handle.replica = replica
+        if state is ReplicaState.READY and handle.pool is None and not handle.broken:
+            router.ready(handle)
             self._became_ready(scaled, handle, now)
-        elif state in (ReplicaState.STOPPED, ReplicaState.FAILED) and before is not None:
-            ready_since = scaled.ready_since.pop(replica.id, None)
-            if was_leaving and not before.broken:  # a stop we asked for (a broken one died first)
-                log.debug("%s: replica %s %s", router.name, replica.id, state.value)
-                self.events.record(scaled.id, "replica_stopped", f"replica {replica.id} stopped", replica_id=replica.id)
-            elif was_ready:
-                self._crashed(scaled, replica, now - ready_since if ready_since is not None else 0.0, now)
-            else:
-                cold = cold_start_of(replica, fallback_total=now - before.started_at)
-                self.events.record(
-                    scaled.id, "replica_failed", f"replica {replica.id} {state.value} before it was ready",
-                    replica_id=replica.id, cold_start=cold.as_dict() if cold else None,
-                )
-                self._load_failed(scaled, replica.error or f"the replica {state.value} before it was ready")
+
+    def _ended(self, scaled: ScaledDeployment, handle: ReplicaHandle, record: ReplicaRecord | None, now: float) -> None:
+        """A replica stopped or failed: as asked, after serving (a crash), or before it was ready."""
+        replica = handle.replica
+        state = replica.state
+        if (handle.draining or handle.stopping) and not handle.broken:  # a stop we asked for (a broken one died first)
+            log.debug("%s: replica %s %s", scaled.router.name, replica.id, state.value)
+            self.events.record(scaled.id, "replica_stopped", f"replica {replica.id} stopped", replica_id=replica.id)
+        elif handle.pool is not None:
+            ready_since = record.ready_since if record is not None else None
+            self._crashed(scaled, replica, now - ready_since if ready_since is not None else 0.0, now)
+        else:
+            started_at = record.started_at if record is not None else now
+            cold = cold_start_of(replica, fallback_total=now - started_at)
+            self.events.record(
+                scaled.id, "replica_failed", f"replica {replica.id} {state.value} before it was ready",
+                replica_id=replica.id, cold_start=cold.as_dict() if cold else None,
+            )
+            self._load_failed(scaled, replica.error or f"the replica {state.value} before it was ready")
 
     def _became_ready(self, scaled: ScaledDeployment, handle: ReplicaHandle, now: float) -> None:
         router = scaled.router
         replica = handle.replica
-        scaled.failures = 0
-        scaled.load_failing = False
-        if not scaled.crashes:  # a crash loop's error stays until a replica has served a while
-            scaled.error = None
-        scaled.ready_since[replica.id] = now
-        router.unavailable = None
-        cold = cold_start_of(replica, fallback_total=now - handle.started_at)
+        condition = scaled.condition
+        record = condition.replicas[replica.id]
+        condition.failures = 0
+        condition.load_failing = False
+        if not condition.crashes:  # a crash loop's error stays until a replica has served a while
+            condition.error = None
+        record.ready_since = now
+        condition.unavailable = None
+        cold = cold_start_of(replica, fallback_total=now - record.started_at)
         assert cold is not None
-        handle.cold_start = cold
+        record.cold_start = cold
         seconds = cold.total
         scaled.cold_start_counts[bisect_left(COLD_START_BUCKETS, seconds)] += 1
         scaled.cold_start_sum += seconds
         scaled.cold_phases.observe(cold)
-        router.cold_start_estimate = seconds
+        condition.cold_start_estimate = seconds
         detail = cold.describe()
         log.info(
             "%s: replica %s ready in %.2f s%s%s",
@@ -519,15 +493,16 @@ class Controller:
         minute of capacity.
         """
         router = scaled.router
+        condition = scaled.condition
         detail = replica.error or (
             f"it {replica.state.value} after dropping a connection"
             if replica.state is ReplicaState.STOPPED
             else "it exited"
         )
-        scaled.error = f"replica {replica.id} failed while serving: {detail}"
-        self.events.record(scaled.id, "replica_failed", scaled.error, replica_id=replica.id, uptime=round(uptime, 3))
+        condition.error = f"replica {replica.id} failed while serving: {detail}"
+        self.events.record(scaled.id, "replica_failed", condition.error, replica_id=replica.id, uptime=round(uptime, 3))
         if uptime >= CRASH_LOOP_WINDOW_SECONDS:
-            scaled.crashes = 0
+            condition.crashes = 0
             log.warning(
                 "%s: replica %s failed after serving %.0f s: %s; replacing it",
                 router.name,
@@ -536,67 +511,76 @@ class Controller:
                 _first_line(detail),
             )
         else:
-            scaled.crashes += 1
+            condition.crashes += 1
             ready = any(h.ready and h.serving for h in router.handles.values())
             backoff = 0.0
             if not ready:
-                backoff = crash_backoff(scaled.crashes)
-                scaled.retry_at = max(scaled.retry_at, now + backoff)
+                backoff = crash_backoff(condition.crashes)
+                condition.retry_at = max(condition.retry_at, now + backoff)
             log.warning(
                 "%s: replica %s failed %.0f s after becoming ready (%d in a row): %s; %s",
                 router.name,
                 replica.id,
                 uptime,
-                scaled.crashes,
+                condition.crashes,
                 _first_line(detail),
                 f"next start in {backoff:g} s" if backoff else "replacing it",
             )
-            if not ready and scaled.crashes >= CRASH_LOOP_FAIL_FAST and router.serving_count == 0:
-                router.unavailable = (
-                    f"the model keeps failing soon after it is ready ({scaled.crashes} replicas in a row; "
+            if not ready and condition.crashes >= CRASH_LOOP_FAIL_FAST and router.serving_count == 0:
+                condition.unavailable = (
+                    f"the model keeps failing soon after it is ready ({condition.crashes} replicas in a row; "
                     f"next start in {backoff:g} s): {_first_line(detail)}"
                 )
-                failed = router.fail_queued(Unavailable(503, "deployment unhealthy", scaled.error))
+                failed = router.fail_queued(Unavailable(503, "deployment unhealthy", condition.error))
                 if failed:
                     log.warning("%s: answered %d waiting request(s) with 503", router.name, failed)
                 return
         if not scaled.retiring or (router.queued and router.serving_count == 0):
-            self._wake(router)  # the replacement starts now, or at the first tick after the back-off
+            self.wake(scaled)  # the replacement starts now, or at the first tick after the back-off
 
     def _check_crash_loop(self, scaled: ScaledDeployment, now: float) -> None:
         """A replica that has stayed ready for the crash-loop window ends the loop."""
-        for replica_id, since in scaled.ready_since.items():
+        condition = scaled.condition
+        for replica_id, record in condition.replicas.items():
+            since = record.ready_since
             handle = scaled.router.handles.get(replica_id)
-            if handle is not None and handle.serving and handle.ready and now - since >= CRASH_LOOP_WINDOW_SECONDS:
+            if (
+                since is not None
+                and handle is not None
+                and handle.serving
+                and handle.ready
+                and now - since >= CRASH_LOOP_WINDOW_SECONDS
+            ):
                 log.info(
                     "%s: replica %s has served %.0f s: the crash loop is over", scaled.router.name, replica_id, now - since
                 )
-                scaled.crashes = 0
-                if not scaled.load_failing:
-                    scaled.error = None
+                condition.crashes = 0
+                if not condition.load_failing:
+                    condition.error = None
                 return
 
     def _load_failed(self, scaled: ScaledDeployment, error: str) -> None:
         router = scaled.router
+        condition = scaled.condition
         now = self.clock.now()
-        scaled.failures += 1
-        scaled.error = error
-        backoff = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (scaled.failures - 1))
-        scaled.retry_at = now + backoff
+        condition.failures += 1
+        condition.error = error
+        backoff = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (condition.failures - 1))
+        condition.retry_at = now + backoff
         self.events.record(
-            scaled.id, "load_failed", f"a replica failed to load ({scaled.failures} in a row; next try in {backoff:g} s): "
-            f"{error}", failures=scaled.failures, retry_in=backoff,
+            scaled.id, "load_failed", f"a replica failed to load ({condition.failures} in a row; next try in {backoff:g} s): "
+            f"{error}", failures=condition.failures, retry_in=backoff,
         )
         log.warning(
             "%s: a replica failed to load (%d in a row): %s; next try in %g s",
             router.name,
-            scaled.failures,
+            condition.failures,
             _last_line(error),
             backoff,
         )
         if router.serving_count == 0:
-            scaled.load_failing = True
-            router.unavailable = f"the model failed to load: {_last_line(error)}"
+            condition.load_failing = True
+            condition.unavailable = f"the model failed to load: {_last_line(error)}"
             failed = router.fail_queued(Unavailable(503, "deployment failed to load", error))
             if failed:
                 log.warning("%s: answered %d waiting request(s) with 503", router.name, failed)
@@ -614,7 +598,7 @@ class Controller:
                 pass
         for scaled in self._deployments.values():
             scaled.router.fail_queued(Unavailable(503, "server shutting down", "the server is stopping"))
-            scaled.router.unavailable = "the server is stopping"
+            scaled.condition.unavailable = "the server is stopping"
         stops = [
             self._stop_one(h.replica, self.settings.drain_grace_seconds)
             for scaled in self._deployments.values()
@@ -641,23 +625,28 @@ def crash_backoff(crashes: int) -> float:
 
 
 def load_verdict(
-    handle: ReplicaHandle, now: float, *, stall: float, total: float, total_name: str = "load_timeout_seconds"
+    record: ReplicaRecord,
+    progress: int,
+    now: float,
+    *,
+    stall: float,
+    total: float,
+    total_name: str = "load_timeout_seconds",
 ) -> str | None:
     """Why a starting replica has failed (``None``: let it go on).
 
-    Updates the handle's record of its progress: a change of the replica's
+    Updates the record of its progress: a change of the replica's ``progress``
     counter since the last look restarts the stall clock.
     """
-    progress = handle.replica.progress
-    if progress != handle.progress_seen:
-        handle.progress_seen = progress
-        handle.progress_at = now
-    if now - handle.progress_at > stall:
+    if progress != record.progress_seen:
+        record.progress_seen = progress
+        record.progress_at = now
+    if now - record.progress_at > stall:
         return (
-            f"made no progress while starting for {now - handle.progress_at:.0f} s "
+            f"made no progress while starting for {now - record.progress_at:.0f} s "
             f"(no event, no bytes of weights, no log line; load_stall_seconds is {stall:g})"
         )
-    if now - handle.started_at > total:
+    if now - record.started_at > total:
         return f"did not finish loading within {total:g} s ({total_name})"
     return None
 

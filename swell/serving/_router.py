@@ -14,18 +14,17 @@ import logging
 import math
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from heapq import heappop, heappush
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from swell.config import AutoscalingSettings
 from swell.serving._backend import Replica, ReplicaSpec, ReplicaState
-from swell.serving._cold_start import ColdStart
 from swell.serving._http_client import ReplicaGone, ReplicaPool, UpstreamResponse
 
-__all__ = ["LATENCY_BUCKETS", "DeploymentRouter", "ReplicaHandle", "Unavailable"]
+__all__ = ["LATENCY_BUCKETS", "DeploymentRouter", "ReplicaHandle", "Supervisor", "Unavailable"]
 
 log = logging.getLogger("swell.router")
 
@@ -77,10 +76,7 @@ class Unavailable(Exception):
 class ReplicaHandle:
     """The router's view of one replica: its slots and its connections."""
 
-    __slots__ = (
-        "broken", "cold_start", "draining", "in_flight", "pool", "progress_at", "progress_seen",
-        "replica", "slots", "started_at", "stopping",
-    )
+    __slots__ = ("broken", "draining", "in_flight", "pool", "replica", "slots", "stopping")
 
     def __init__(self, replica: Replica, slots: int) -> None:
         self.replica = replica
@@ -89,11 +85,7 @@ class ReplicaHandle:
         self.draining = False
         self.broken = False  # dropped a connection; routed no more, being replaced
         self.stopping = False  # the backend has been told to stop it
-        self.started_at = 0.0  # when the controller first saw it out of pending (its clock)
-        self.progress_seen = -1  # the replica's progress counter at the last tick ...
-        self.progress_at = 0.0  # ... and when it last changed (the controller's clock)
-        self.cold_start: ColdStart | None = None  # once ready: where its start went
-        self.pool: ReplicaPool | None = None
+        self.pool: ReplicaPool | None = None  # connections, from the moment it is ready
 
     @property
     def id(self) -> str:
@@ -113,13 +105,52 @@ class ReplicaHandle:
         return self.replica.state.alive and not self.draining and not self.broken and not self.stopping
 
 
+class Supervisor(Protocol):
+    """What a router needs from whoever owns its deployment (the controller), given at
+    construction: the deployment's spec and status, read-only, and three pieces of news."""
+
+    @property
+    def settings(self) -> AutoscalingSettings: ...
+
+    @property
+    def replica_spec(self) -> ReplicaSpec: ...
+
+    @property
+    def pending_starts(self) -> int:
+        """Starts asked of the backend that have not returned a replica yet."""
+        ...
+
+    @property
+    def unavailable(self) -> str | None:
+        """Answer 503 with this while no replica serves (``None``: queue and wait)."""
+        ...
+
+    @property
+    def cold_start_estimate(self) -> float | None:
+        """The last replica's start to ready (s), for a 202's ``Retry-After``."""
+        ...
+
+    def wake(self, demand: int = 0) -> None:
+        """A request found no replica (``demand``: callers that did not queue, e.g. a 202)."""
+        ...
+
+    def broken(self, handle: ReplicaHandle) -> None:
+        """``handle`` dropped a request: it is routed no more and wants replacing."""
+        ...
+
+    def drained(self, handle: ReplicaHandle) -> None:
+        """A draining replica has no request left: it may stop."""
+        ...
+
+
 class DeploymentRouter:
     """Queue, dispatch and counting for one deployment.
 
-    The controller owns the replicas' lives and tells this object about them
-    (:meth:`replica_changed`); this object tells the controller when a request
-    finds no replica (``on_wake``), when a replica dropped a request
-    (``on_broken``) and when a draining replica has finished (``on_drained``).
+    The controller owns the replicas' lives and the deployment's spec and
+    status: it tells this object which replicas to route to (:meth:`add`,
+    :meth:`ready`, :meth:`drain`, :meth:`forget`), and this object tells its
+    :class:`Supervisor` when a request finds no replica, when a replica
+    dropped a request and when a draining replica has finished.
     """
 
     def __init__(
@@ -127,17 +158,16 @@ class DeploymentRouter:
         deployment_id: str,
         *,
         name: str,
-        spec: ReplicaSpec,
-        settings: AutoscalingSettings,
+        supervisor: Supervisor,
         now: Callable[[], float],
         queue_limit: int | None = None,
+        status_url: str | None = None,
     ) -> None:
         self.deployment_id = deployment_id
         self.name = name
-        self.spec = spec
-        self.settings = settings
-        self.slots = spec.config.runtime.predict_concurrency
+        self._supervisor = supervisor
         self.queue_limit = queue_limit
+        self.status_url = status_url  # where a caller told 202 can watch the deployment
         self._now = now
         self.handles: dict[str, ReplicaHandle] = {}
         self._ready: list[ReplicaHandle] = []
@@ -154,16 +184,6 @@ class DeploymentRouter:
         self._area = 0.0
         self._since = now()
         self._last_read = self._since
-        # set by the controller
-        self.pending_starts = 0
-        self.unavailable: str | None = None  # answer 503 with this while no replica serves
-        self.on_wake: Callable[[DeploymentRouter], None] = lambda _d: None
-        # Wake with nobody queued (a caller that asked not to wait): demand of one.
-        self.on_wake_for: Callable[[DeploymentRouter], None] = lambda d: d.on_wake(d)
-        self.status_url: str | None = None  # where a caller told 202 can watch the deployment
-        self.cold_start_estimate: float | None = None  # the last replica's start to ready (s)
-        self.on_broken: Callable[[DeploymentRouter, ReplicaHandle], None] = lambda _d, _h: None
-        self.on_drained: Callable[[DeploymentRouter, ReplicaHandle], None] = lambda _d, _h: None
         # statistics, read by /metrics at scrape time
         self.responses: dict[int, int] = {}
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -198,33 +218,45 @@ class DeploymentRouter:
     @property
     def serving_count(self) -> int:
         """Replicas that serve or will serve: the rule's ``replicas``."""
-        return self.pending_starts + sum(1 for h in self.handles.values() if h.serving)
+        return self._supervisor.pending_starts + sum(1 for h in self.handles.values() if h.serving)
 
-    # ------------------------------------------------------------------ replicas
+    # Read-only views of the supervisor's spec (what the deployment runs, and how it scales).
+    @property
+    def spec(self) -> ReplicaSpec:
+        return self._supervisor.replica_spec
 
-    def replica_changed(self, replica: Replica) -> ReplicaHandle | None:
-        """Take the backend's news about a replica; returns its handle if it lives."""
-        handle = self.handles.get(replica.id)
-        if replica.state in (ReplicaState.STOPPED, ReplicaState.FAILED):
-            if handle is not None:
-                self._forget(handle)
+    @property
+    def settings(self) -> AutoscalingSettings:
+        return self._supervisor.settings
+
+    @property
+    def slots(self) -> int:
+        return self._supervisor.replica_spec.config.runtime.predict_concurrency
+
+    def _unavailable(self) -> Unavailable | None:
+        """The 503 to answer at once, while no replica serves and the supervisor says why."""
+        reason = self._supervisor.unavailable
+        if reason is None or self.serving_count:
             return None
-        if replica.state is ReplicaState.DRAINING:
-            if handle is not None:
-                self.drain(handle)
-            return handle
-        if handle is None:
-            handle = self.handles[replica.id] = ReplicaHandle(replica, self.slots)
-        else:
-            handle.replica = replica
-        if replica.state is ReplicaState.READY and handle.pool is None and not handle.broken:
-            handle.pool = ReplicaPool(replica.address, max_idle=max(2, self.slots), token=replica.token)
-            if not handle.draining and not handle.stopping:  # e.g. stopped for a load timeout
-                self._ready.append(handle)
-                self._pump()
+        return Unavailable(503, "deployment unavailable", reason)
+
+    # ------------------------------------------------------------------ replicas (told by the controller)
+
+    def add(self, replica: Replica) -> ReplicaHandle:
+        """Know a replica that is starting; it takes requests once :meth:`ready`."""
+        handle = self.handles[replica.id] = ReplicaHandle(replica, self.slots)
         return handle
 
-    def _forget(self, handle: ReplicaHandle) -> None:
+    def ready(self, handle: ReplicaHandle) -> None:
+        """Open ``handle``'s connections and route to it, unless it is leaving already."""
+        replica = handle.replica
+        handle.pool = ReplicaPool(replica.address, max_idle=max(2, handle.slots), token=replica.token)
+        if not handle.draining and not handle.stopping:  # e.g. stopped for a load timeout
+            self._ready.append(handle)
+            self._pump()
+
+    def forget(self, handle: ReplicaHandle) -> None:
+        """``handle``'s replica has stopped: route no more to it, close its connections."""
         self.handles.pop(handle.id, None)
         if handle in self._ready:
             self._ready.remove(handle)
@@ -326,8 +358,8 @@ class DeploymentRouter:
                 self.in_flight += 1
                 handle.in_flight += 1
                 return handle
-        if self.unavailable is not None and self.serving_count == 0:
-            raise Unavailable(503, "deployment unavailable", self.unavailable)
+        if (refused := self._unavailable()) is not None:
+            raise refused
         if priority is None and not front and self.queue_limit is not None and self.queued >= self.queue_limit:
             raise Unavailable(
                 429, "queue full", f"{self.queued} requests are waiting; the server's queue limit is {self.queue_limit}"
@@ -345,7 +377,7 @@ class DeploymentRouter:
         else:
             self._queue.append(fut)
         if self.serving_count == 0:
-            self.on_wake(self)
+            self._supervisor.wake()
         elif self._lane and self._pick() is not None:
             self._pump()  # a free slot behind cancelled lane entries: they go, this one runs
         try:
@@ -387,48 +419,24 @@ class DeploymentRouter:
         started = perf_counter()
         self.arrivals += 1
         head = self.request_head(_JSON, len(body))
-        for attempt in (1, 2):
-            if attempt == 1:
-                async with asyncio.timeout(queue_timeout):
-                    handle = await self.acquire(priority=priority)
-                if on_start is not None:
-                    on_start()
-            else:
-                handle = await self.acquire(priority=-1)
-            response: UpstreamResponse | None = None
-            try:
-                assert handle.pool is not None
-                response = await handle.pool.request(head, body)
-                if response.chunked:
-                    parts = []
-                    while (chunk := await response.next_chunk()) is not None:
-                        parts.append(chunk)
-                    out = b"".join(parts)
-                else:
-                    out = await response.body()
-            except ReplicaGone as exc:
-                self._lost(handle)
-                if attempt == 2:
-                    self._count(502, started)
-                    raise Unavailable(502, "replica failed", f"replica {handle.id} failed: {exc}") from None
-                self.retries += 1
-                continue
-            except BaseException:
-                if response is not None and not response.complete:
-                    response.abort()
-                self.release(handle)
-                raise
-            self.release(handle)
-            self._count(response.status, started)
-            return response.status, out
-        raise AssertionError("unreachable")
+        try:
+            response, handle, _, out = await self._exchange(
+                head, body, priority=priority, queue_timeout=queue_timeout, on_start=on_start
+            )
+        except Unavailable as exc:
+            if exc.replica is not None:  # a replica failed it (a refusal before any is not an answer)
+                self._count(exc.status, started)
+            raise
+        self.release(handle)
+        self._count(response.status, started)
+        return response.status, out
 
     def _lost(self, handle: ReplicaHandle) -> None:
         """``handle`` dropped a request: free its slot, route no more to it, have it replaced."""
         self.release(handle)
         if not handle.broken:
             self.mark_broken(handle)
-            self.on_broken(self, handle)
+            self._supervisor.broken(handle)
 
     def release(self, handle: ReplicaHandle) -> None:
         self._mark()
@@ -436,7 +444,7 @@ class DeploymentRouter:
         handle.in_flight -= 1
         if handle.draining:
             if handle.in_flight == 0:
-                self.on_drained(self, handle)
+                self._supervisor.drained(handle)
         elif self._queue or self._lane:
             self._pump()
 
@@ -452,31 +460,58 @@ class DeploymentRouter:
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    async def _exchange(self, head: bytes, body: bytes) -> tuple[UpstreamResponse, ReplicaHandle, float]:
-        """Send to a replica; if it drops us, retry once elsewhere (front of the queue)
-        when that is safe, else answer 502 naming the replica.
+    async def _exchange(
+        self,
+        head: bytes,
+        body: bytes,
+        *,
+        priority: int | None = None,
+        queue_timeout: float | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> tuple[UpstreamResponse, ReplicaHandle, float, bytes]:
+        """Send to a replica; if it drops us, retry once elsewhere, ahead of everyone
+        waiting, when that is safe, else answer 502 naming the replica.
 
-        Safe means the request provably never reached the replica (the
-        connection or the write was refused), or the model declares predict idempotent
-        (``runtime.predict_idempotent``): a request that may have run is not
-        run twice behind its caller's back.  Also returns the seconds it
-        waited for its first replica slot.
+        A sync request (``priority`` None) waits in the FIFO queue; safe means
+        the request provably never reached the replica (the connection or the
+        write was refused), or the model declares predict idempotent
+        (``runtime.predict_idempotent``): a request that may have run is not run
+        twice behind its caller's back.  An async request waits in the lane by
+        ``priority`` (at most ``queue_timeout`` s, then TimeoutError) and is
+        always retried once: async requests are delivered at least once by
+        contract.  ``on_start`` runs when the first slot is taken.
+
+        Returns the response, its replica (its slot still held), the seconds
+        it waited for its first slot, and the whole body, read here unless a
+        sync request's answer is streamed (then ``b""``: the caller streams it).
         """
-        front = False
+        asynchronous = priority is not None
         asked = perf_counter()
         waited = 0.0
         first: str | None = None
         for attempt in (1, 2):
-            handle = await self.acquire(front=front)
+            if attempt == 2:
+                handle = await (self.acquire(priority=-1) if asynchronous else self.acquire(front=True))
+            elif asynchronous:
+                async with asyncio.timeout(queue_timeout):
+                    handle = await self.acquire(priority=priority)
+            else:
+                handle = await self.acquire()
             if attempt == 1:
                 waited = perf_counter() - asked
+                if on_start is not None:
+                    on_start()
             response: UpstreamResponse | None = None
             try:
                 assert handle.pool is not None
                 response = await handle.pool.request(head, body)
                 if not response.chunked:
-                    await response.body()
-                return response, handle, waited
+                    out = await response.body()
+                elif asynchronous:
+                    out = b"".join([chunk async for chunk in _chunks(response)])
+                else:
+                    out = b""
+                return response, handle, waited, out
             except ReplicaGone as exc:
                 self._lost(handle)
                 if attempt == 2:
@@ -487,7 +522,7 @@ class DeploymentRouter:
                         f"failed while serving it ({exc})",
                         replica=handle.id,
                     ) from None
-                if exc.sent and not self.spec.config.runtime.predict_idempotent:
+                if exc.sent and not asynchronous and not self.spec.config.runtime.predict_idempotent:
                     raise Unavailable(
                         502,
                         "replica failed",
@@ -505,7 +540,6 @@ class DeploymentRouter:
                     exc,
                     "" if exc.sent else " (it never reached the replica)",
                 )
-                front = True
             except BaseException:
                 if response is not None and not response.complete:
                     response.abort()
@@ -547,11 +581,11 @@ class DeploymentRouter:
             watch = _DisconnectWatch(receive)
         try:
             if timeout is None:
-                response, handle, waited = await self._exchange(head, body)
+                response, handle, waited, whole = await self._exchange(head, body)
             else:
                 try:
                     async with asyncio.timeout(timeout):
-                        response, handle, waited = await self._exchange(head, body)
+                        response, handle, waited, whole = await self._exchange(head, body)
                 except TimeoutError:
                     raise Unavailable(
                         504, "timed out", f"no answer within the caller's timeout of {timeout:g} s"
@@ -575,10 +609,9 @@ class DeploymentRouter:
         if not response.chunked:
             self.release(handle)
             out = response.headers
-            body_out = response.parts[0] if len(response.parts) == 1 else b"".join(response.parts)
-            out.append((b"content-length", b"%d" % len(body_out)))
+            out.append((b"content-length", b"%d" % len(whole)))
             await send({"type": "http.response.start", "status": status, "headers": out})
-            await send({"type": "http.response.body", "body": body_out})
+            await send({"type": "http.response.body", "body": whole})
             self._count(status, started)
             return
         # Writes to a caller who hung up are dropped silently by the ASGI
@@ -611,14 +644,13 @@ class DeploymentRouter:
 
     async def _accepted(self, send: Send, started: float) -> None:
         """``202``: the deployment wakes; the caller comes back after ``Retry-After``."""
-        if self.unavailable is not None and self.serving_count == 0:
-            error = Unavailable(503, "deployment unavailable", self.unavailable)
+        if (error := self._unavailable()) is not None:
             await _answer(send, error.status, error.body())
             self._count(error.status, started)
             return
         if self.serving_count == 0:
-            self.on_wake_for(self)
-        retry = max(1, math.ceil(self.cold_start_estimate or _DEFAULT_RETRY_AFTER))
+            self._supervisor.wake(demand=1)
+        retry = max(1, math.ceil(self._supervisor.cold_start_estimate or _DEFAULT_RETRY_AFTER))
         body = json.dumps(
             {
                 "status": "accepted",
@@ -680,6 +712,11 @@ class _DisconnectWatch:
         self._timer.cancel()
         if self._watcher is not None and not self._watcher.done():
             self._watcher.cancel()
+
+
+async def _chunks(response: UpstreamResponse) -> AsyncIterator[bytes]:
+    while (chunk := await response.next_chunk()) is not None:
+        yield chunk
 
 
 def _wants_no_wait(headers: list[tuple[bytes, bytes]], query: bytes) -> bool:

@@ -1,12 +1,38 @@
-"""A scriptable in-memory :class:`ReplicaBackend` for tests of the router and the loop."""
+"""A scriptable in-memory :class:`ReplicaBackend` for tests of the router and the loop,
+and a :class:`Supervisor` that records what a router tells it."""
 
 from __future__ import annotations
 
 import builtins
 
+from swell.config import AutoscalingSettings
 from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
+from swell.serving._router import ReplicaHandle
 
-__all__ = ["FakeBackend"]
+__all__ = ["FakeBackend", "FakeSupervisor"]
+
+
+class FakeSupervisor:
+    """A router's owner for tests of the router alone: status set by the test, news kept."""
+
+    def __init__(self, spec: ReplicaSpec, settings: AutoscalingSettings | None = None) -> None:
+        self.settings = settings or AutoscalingSettings()
+        self.replica_spec = spec
+        self.pending_starts = 0
+        self.unavailable: str | None = None
+        self.cold_start_estimate: float | None = None
+        self.woken: list[int] = []  # the demand of each wake
+        self.broken_ids: list[str] = []
+        self.drained_ids: list[str] = []
+
+    def wake(self, demand: int = 0) -> None:
+        self.woken.append(demand)
+
+    def broken(self, handle: ReplicaHandle) -> None:
+        self.broken_ids.append(handle.id)
+
+    def drained(self, handle: ReplicaHandle) -> None:
+        self.drained_ids.append(handle.id)
 
 
 class FakeBackend:

@@ -40,15 +40,13 @@ def setup(
         wall_clock=wall_clock,
     )
     config = ModelConfig.model_validate({"runtime": {"predict_concurrency": slots}})
-    router = DeploymentRouter(
+    scaled = controller.add(
         "dep1",
         name="m",
         spec=ReplicaSpec("dep1", Path("/nowhere"), config, python="python"),
         settings=settings or DEFAULT_SETTINGS,
-        now=clock.now,
     )
-    controller.add(router)
-    return controller, router, backend, clock
+    return controller, scaled.router, backend, clock
 
 
 async def tick(controller: Controller, clock: VirtualClock, seconds: float = 1.0) -> None:

@@ -11,20 +11,19 @@ from swell.autoscaling import VirtualClock
 from swell.config import AutoscalingSettings, ModelConfig
 from swell.serving import DeploymentRouter, ReplicaSpec, ReplicaState, Unavailable
 from swell.serving._backend import Replica
+from swell.serving._testing import FakeSupervisor
 
 
 def make_router(clock: VirtualClock, *, queue_limit: int | None = None) -> DeploymentRouter:
     config = ModelConfig.model_validate({"runtime": {"predict_concurrency": 1}})
     spec = ReplicaSpec("dep1", Path("/nowhere"), config, python="python")
-    return DeploymentRouter(
-        "dep1", name="m", spec=spec, settings=AutoscalingSettings(), now=clock.now, queue_limit=queue_limit
-    )
+    supervisor = FakeSupervisor(spec, AutoscalingSettings())
+    return DeploymentRouter("dep1", name="m", supervisor=supervisor, now=clock.now, queue_limit=queue_limit)
 
 
 def ready(router: DeploymentRouter, rid: str = "a") -> None:
-    router.replica_changed(
-        Replica(id=rid, deployment_id="dep1", state=ReplicaState.READY, address=f"unix:/nowhere/{rid}.sock")
-    )
+    replica = Replica(id=rid, deployment_id="dep1", state=ReplicaState.READY, address=f"unix:/nowhere/{rid}.sock")
+    router.ready(router.add(replica))
 
 
 async def settle() -> None:
@@ -77,11 +76,10 @@ async def test_sync_and_async_take_free_slots_in_turn() -> None:
 
 async def test_async_lane_counts_toward_concurrency_and_wakes() -> None:
     router = make_router(VirtualClock())
-    woken: list[DeploymentRouter] = []
-    router.on_wake = woken.append
+    woken = router._supervisor.woken  # type: ignore[attr-defined]
     task = asyncio.create_task(router.acquire(priority=1))
     await settle()
-    assert router.concurrency == 1 and woken == [router]
+    assert router.concurrency == 1 and woken == [0]
     ready(router)
     handle = await task
     assert router.in_flight == 1 and router.queued == 0

@@ -17,13 +17,14 @@ from serving_harness import Recorder, settle, setup, tick  # type: ignore[import
 from swell.config import AutoscalingSettings
 from swell.serving import (
     DeploymentStatus,
+    ReplicaRecord,
     ReplicaState,
     render_metrics,
 )
 from swell.serving._backend import Replica
 from swell.serving._cold_start import ColdStart, ColdStartHistograms, cold_start_of
 from swell.serving._controller import load_verdict
-from swell.serving._router import ReplicaHandle, _wants_no_wait
+from swell.serving._router import _wants_no_wait
 
 # One replica at most: these tests follow a single start.
 SETTINGS = AutoscalingSettings(autoscaling_window=10, scale_down_delay=0, max_replica=1)
@@ -68,11 +69,8 @@ def test_histograms_count_each_known_phase() -> None:
 # ---------------------------------------------------------------- progress-aware load failure
 
 
-def _handle(progress: int = 0) -> ReplicaHandle:
-    handle = ReplicaHandle(Replica(id="r", deployment_id="d", state=ReplicaState.LOADING), 1)
-    handle.started_at = handle.progress_at = 0.0
-    handle.progress_seen = progress
-    return handle
+def _record(progress: int = 0) -> ReplicaRecord:
+    return ReplicaRecord(started_at=0.0, progress_seen=progress, progress_at=0.0)
 
 
 @pytest.mark.parametrize(
@@ -86,17 +84,16 @@ def _handle(progress: int = 0) -> ReplicaHandle:
     ],
 )
 def test_load_verdict(now: float, progress_at: float, new_progress: bool, verdict: str | None) -> None:
-    handle = _handle()
-    handle.progress_at = progress_at
-    if new_progress:
-        handle.replica.progress += 1
-    result = load_verdict(handle, now, stall=60.0, total=1000.0)
+    record = _record()
+    record.progress_at = progress_at
+    progress = 1 if new_progress else 0
+    result = load_verdict(record, progress, now, stall=60.0, total=1000.0)
     if verdict is None:
         assert result is None
     else:
         assert result is not None and verdict in result
     if new_progress:
-        assert handle.progress_at == now and handle.progress_seen == 1
+        assert record.progress_at == now and record.progress_seen == 1
 
 
 async def test_slow_load_with_progress_lives_and_a_stalled_one_fails() -> None:
@@ -147,9 +144,11 @@ async def test_ready_replica_gets_its_breakdown_in_the_metrics_and_the_estimate(
     replica.load_seconds, replica.weights_seconds = 2.0, 0.25
     backend.ready("r0")
     router.release(await task)
-    handle = router.handles["r0"]
-    assert handle.cold_start is not None and handle.cold_start.total == 3.0
-    assert router.cold_start_estimate == 3.0
+    scaled = controller.get("dep1")
+    assert scaled is not None
+    cold = scaled.cold_start("r0")
+    assert cold is not None and cold.total == 3.0
+    assert scaled.cold_start_estimate == 3.0
     text = render_metrics(controller).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     samples = families["swell_cold_start_phase_seconds"].samples

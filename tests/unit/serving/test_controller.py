@@ -11,7 +11,6 @@ from serving_harness import settle, setup, tick  # type: ignore[import-not-found
 
 from swell.config import AutoscalingSettings, ModelConfig
 from swell.serving import (
-    DeploymentRouter,
     DeploymentStatus,
     ReplicaSpec,
     ReplicaState,
@@ -207,14 +206,12 @@ async def test_retiring_deployment_still_serves_what_it_holds_when_its_replica_d
 async def test_a_deployment_whose_tick_raises_does_not_starve_the_others(caplog: pytest.LogCaptureFixture) -> None:
     controller, broken, backend, clock = setup()
     config = ModelConfig.model_validate({})
-    healthy = DeploymentRouter(
+    controller.add(
         "dep2",
         name="m2",
         spec=ReplicaSpec("dep2", Path("/nowhere"), config, python="python"),
         settings=AutoscalingSettings(min_replica=1),
-        now=clock.now,
     )
-    controller.add(healthy)
 
     def boom(now: float) -> float:
         raise RuntimeError("bad window")

@@ -13,7 +13,6 @@ from serving_harness import settle, setup, tick  # type: ignore[import-not-found
 
 from swell.config import AutoscalingSettings, ModelConfig
 from swell.serving import (
-    DeploymentRouter,
     DeploymentStatus,
     ReplicaSpec,
     ReplicaState,
@@ -187,7 +186,7 @@ async def test_a_replica_that_dropped_a_request_counts_as_a_crash() -> None:
     backend.ready("r0")
     handle = router.handles["r0"]
     router.mark_broken(handle)
-    router.on_broken(router, handle)
+    scaled.broken(handle)
     await settle()
     assert "r0" in backend.stopped and scaled.crashes == 1
     assert scaled.error is not None and "replica r0 failed while serving" in scaled.error
@@ -211,14 +210,12 @@ async def test_a_planned_stop_is_not_a_crash() -> None:
 async def test_one_deployments_crash_loop_leaves_another_alone() -> None:
     controller, _router, backend, clock = setup(WARM)
     config = ModelConfig.model_validate({"runtime": {"predict_concurrency": 1}})
-    other = DeploymentRouter(
+    other = controller.add(
         "dep2",
         name="other",
         spec=ReplicaSpec("dep2", Path("/nowhere"), config, python="python"),
         settings=WARM,
-        now=clock.now,
-    )
-    controller.add(other)
+    ).router
     await tick(controller, clock)
     ids = {r.deployment_id: r.id for r in backend.started}
     backend.ready(ids["dep1"])
@@ -250,9 +247,9 @@ async def test_one_deployments_crash_loop_leaves_another_alone() -> None:
 async def test_per_model_load_timeout_overrides_the_servers() -> None:
     controller, router, backend, clock = setup(WARM, load_stall_seconds=1000.0, load_timeout_seconds=1000.0)
     config = ModelConfig.model_validate({"runtime": {"load_timeout_seconds": 5}})
-    router.spec = dataclasses.replace(router.spec, config=config)
     scaled = controller.get("dep1")
     assert scaled is not None
+    scaled.spec = dataclasses.replace(scaled.spec, replica=dataclasses.replace(router.spec, config=config))
     await tick(controller, clock)
     backend.set_state("r0", ReplicaState.LOADING)
     for _ in range(4):

@@ -20,6 +20,7 @@ from swell.serving import (
     Unavailable,
 )
 from swell.serving._backend import Replica
+from swell.serving._testing import FakeSupervisor
 
 
 def make_router(
@@ -27,14 +28,17 @@ def make_router(
 ) -> DeploymentRouter:
     config = ModelConfig.model_validate({"runtime": {"predict_concurrency": slots, "predict_idempotent": idempotent}})
     spec = ReplicaSpec("dep1", Path("/nowhere"), config, python="python")
-    return DeploymentRouter(
-        "dep1", name="m", spec=spec, settings=AutoscalingSettings(), now=clock.now, queue_limit=queue_limit
-    )
+    supervisor = FakeSupervisor(spec, AutoscalingSettings())
+    return DeploymentRouter("dep1", name="m", supervisor=supervisor, now=clock.now, queue_limit=queue_limit)
+
+
+def supervisor(router: DeploymentRouter) -> FakeSupervisor:
+    return router._supervisor  # type: ignore[return-value]
 
 
 def ready(router: DeploymentRouter, rid: str) -> Replica:
     replica = Replica(id=rid, deployment_id="dep1", state=ReplicaState.READY, address=f"unix:/nowhere/{rid}.sock")
-    router.replica_changed(replica)
+    router.ready(router.add(replica))
     return replica
 
 
@@ -141,11 +145,9 @@ async def test_queued_requests_count_toward_concurrency() -> None:
 
 async def test_no_replica_wakes_at_once() -> None:
     router = make_router(VirtualClock())
-    woken: list[str] = []
-    router.on_wake = lambda r: woken.append(r.deployment_id)
     task = asyncio.create_task(router.acquire())
     await settle()
-    assert woken == ["dep1"]
+    assert supervisor(router).woken == [0]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
@@ -185,7 +187,7 @@ async def test_fail_queued_answers_every_waiter() -> None:
 
 async def test_unavailable_deployment_answers_503_without_queueing() -> None:
     router = make_router(VirtualClock())
-    router.unavailable = "the model failed to load: ImportError"
+    supervisor(router).unavailable = "the model failed to load: ImportError"
     with pytest.raises(Unavailable) as info:
         await router.acquire()
     assert info.value.status == 503 and "ImportError" in (info.value.reason or "")
@@ -233,8 +235,7 @@ class FakePool:
 )
 async def test_dropped_request_is_retried_only_when_safe(idempotent: bool, sent: bool, retried: bool) -> None:
     router = make_router(VirtualClock(), idempotent=idempotent)
-    broken: list[str] = []
-    router.on_broken = lambda r, h: broken.append(h.id)
+    broken = supervisor(router).broken_ids
     ready(router, "a")
     ready(router, "b")
     router.handles["a"].pool = FakePool(ReplicaGone("EOF", sent=sent))  # type: ignore[assignment]
@@ -360,9 +361,8 @@ async def test_replica_being_stopped_takes_no_request_when_it_reports_ready() ->
     # may still arrive before the process dies, and must not route to it.
     router = make_router(VirtualClock())
     replica = Replica(id="a", deployment_id="dep1", state=ReplicaState.LOADING, address="unix:/nowhere/a.sock")
-    handle = router.replica_changed(replica)
-    assert handle is not None
+    handle = router.add(replica)
     handle.stopping = True
     replica.state = ReplicaState.READY
-    router.replica_changed(replica)
+    router.ready(handle)
     assert router._pick() is None
