@@ -344,6 +344,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
     import uvicorn
 
     from swell.control import ControlPlane, SwellApp
+    from swell.dashboard import Dashboard
     from swell.modelserver._fastpath import FastPathProtocol
     from swell.modelserver._sched import use_batch_scheduling
     from swell.serving.backends import make_backend
@@ -356,7 +357,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
     backend = make_backend(settings)
     env_key = os.environ.get("SWELL_API_KEY") or None
     plane = ControlPlane(settings, backend, api_key=env_key)
-    app = SwellApp(plane)
+    app = Dashboard(SwellApp(plane))  # the web dashboard at /, /docs offline; the rest goes to SwellApp
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -391,6 +392,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
         url = f"http://{settings.host}:{bound_port}"
         new_key = plane.new_key
         out.print(f"[bold green]Swell {__version__}[/] serving on [bold]{url}[/]  (data: {data_dir})")
+        out.print(f"Dashboard: [bold]{url}/[/] (sign in with a workspace key)  API docs: {url}/docs")
         if new_key:
             out.print(
                 f"API key (shown once; keep it): [bold]{new_key}[/]\n"
