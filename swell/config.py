@@ -8,8 +8,11 @@ same message.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,13 +100,48 @@ _RANGE_MESSAGES = {
 }
 
 
+def _model_at(model: type[BaseModel] | None, path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The settings class that holds the field at ``path`` (``("runtime",)`` → RuntimeConfig)."""
+    for part in path:
+        if model is None:
+            return None
+        if isinstance(part, int):  # an item of a list: its class is the one found so far
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _settings_class(field.annotation)
+    return model
+
+
+def _settings_class(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, tuple):
+        for arg in typing.get_args(annotation):
+            found = _settings_class(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def unknown_key_text(key: Any, known: Any) -> str:
+    """``unknown key; did you mean 'x'? known keys are: …`` (the nearest known name, if any)."""
+    names = sorted(str(k) for k in known)
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key; {hint}known keys are: " + ", ".join(names)
+
+
 def _allowed_text(error: Mapping[str, Any], model: type[BaseModel] | None) -> str:
     """Describe what a field accepts, with its full range where one is declared."""
     loc = error.get("loc", ())
     kind = error.get("type", "")
     if kind == "extra_forbidden":
-        if model is not None:
-            return "unknown key; known keys are: " + ", ".join(sorted(model.model_fields))
+        holder = _model_at(model, tuple(loc[:-1]))
+        if holder is not None:
+            known = set(holder.model_fields) | getattr(holder, "TRUSS_IGNORED", frozenset())
+            return unknown_key_text(loc[-1] if loc else "", known)
         return "unknown key"
     ranges = getattr(model, "RANGES", {}) if model is not None else {}
     if loc and loc[-1] in ranges and kind != "value_error":
@@ -386,6 +424,7 @@ class Resources(BaseModel):
     accelerator: str | None = None
     node_count: int | None = None  # Truss multi-node; accepted, not acted on
     instance_type: str | None = None  # Baseten instance names; accepted, not acted on
+    fabric: Any = None  # Truss's network fabric (RDMA) requirement; accepted, not acted on
 
     @field_validator("cpu", mode="before")
     @classmethod
@@ -434,11 +473,13 @@ class Resources(BaseModel):
 class RuntimeConfig(BaseModel):
     """``runtime:`` of config.yaml.
 
-    Acted on: ``predict_concurrency``, and Swell's own ``predict_idempotent``
-    and ``load_timeout_seconds``.
+    Acted on: ``predict_concurrency``, ``streaming_read_timeout``, and Swell's
+    own ``predict_idempotent`` and ``load_timeout_seconds``.  Truss's other
+    ``runtime`` keys are accepted and not acted on; any other key is refused
+    (a typo must not silently keep the default).
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     predict_concurrency: int = Field(1, ge=1, le=10_000)
     streaming_read_timeout: int = 60
@@ -449,6 +490,18 @@ class RuntimeConfig(BaseModel):
     # Start to ready, however busy the load; overrides the server's
     # load_timeout_seconds for this model (None: the server's).
     load_timeout_seconds: float | None = Field(None, gt=0)
+    # Truss 0.18's other runtime keys (truss/base/truss_config.py, Runtime):
+    # valid in a Truss package, not acted on by Swell.
+    enable_tracing_data: Any = None
+    enable_debug_logs: Any = None
+    transport: Any = None
+    is_websocket_endpoint: Any = None
+    health_checks: Any = None
+    oidc: Any = None
+    remote_ssh: Any = None
+    egress_restrictions: Any = None
+    truss_server_version_override: Any = None
+    num_workers: Any = None  # legacy; Truss refuses any value but 1
 
 
 #: URL schemes a weights ``source`` may use (fetched by ``swell.weights``).
@@ -610,6 +663,16 @@ class WeightsSource(BaseModel):
                 and not self.mount_location and not self.use_volume)
 
 
+#: Why a ``docker_server`` package is refused (Truss's custom-server packages).
+DOCKER_SERVER_UNSUPPORTED = (
+    "docker_server is not supported: Swell runs the package's Truss model class "
+    "(model/model.py, class Model) in its own replica processes, not a container image, so "
+    "a package that only names an image and its start command has nothing Swell can run; "
+    "wrap the server in a model/model.py (start it in load(), call it from predict) or serve "
+    "the image with a container platform"
+)
+
+
 # Keys Truss accepts that Swell reads and uses (besides the fields below).
 _TRUSS_LAYOUT_KEYS = {
     "model_class_name": "Model",
@@ -638,7 +701,6 @@ TRUSS_IGNORED_KEYS = frozenset(
         "examples_filename",
         "trt_llm",
         "build",
-        "docker_server",
         "training_checkpoints",
         "external_data",
         "cache_internal",
@@ -646,6 +708,8 @@ TRUSS_IGNORED_KEYS = frozenset(
         "model_repo",
         "hf_cache",
         "docker_auth",
+        "bdn",
+        "bis_llm",
     }
 )
 
@@ -654,6 +718,9 @@ class ModelConfig(BaseModel):
     """A model package's ``config.yaml``: Truss's keys plus Swell's ``autoscaling``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    #: Valid Truss keys taken out before validation (named when an unknown key is refused).
+    TRUSS_IGNORED: ClassVar[frozenset[str]] = TRUSS_IGNORED_KEYS
 
     model_name: str | None = None
     description: str | None = None
@@ -749,25 +816,34 @@ def load_model_config(
 def parse_model_config(
     raw: Any, *, max_replica_cap: int = DEFAULT_MAX_REPLICA_CAP, source: str | None = None
 ) -> tuple[ModelConfig, list[str]]:
+    """Validate a parsed config.yaml; every section's errors come in one :class:`ConfigError`."""
     if not isinstance(raw, Mapping):
         raise ConfigError(
             [FieldError("config.yaml", raw, "must be a mapping of keys to values")], source=source
         )
     data = dict(raw)
+    errors: list[FieldError] = []
+    if data.get("docker_server") is not None:
+        errors.append(FieldError("docker_server", data["docker_server"], DOCKER_SERVER_UNSUPPORTED))
+    data.pop("docker_server", None)
     ignored = sorted(k for k in data if k in TRUSS_IGNORED_KEYS)
     for key in ignored:
         data.pop(key)
     autoscaling = data.pop("autoscaling", None)
+    config: ModelConfig | None = None
     try:
         config = ModelConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(errors_from_validation(exc, ModelConfig), source=source) from None
+        errors.extend(errors_from_validation(exc, ModelConfig))
+    settings: AutoscalingSettings | None = None
     if autoscaling is not None:
         try:
             settings = parse_autoscaling(autoscaling, max_replica_cap=max_replica_cap)
         except SettingsError as exc:
-            errors = [FieldError(f"autoscaling.{e.field}", e.value, e.allowed) for e in exc.errors]
-            raise ConfigError(errors, source=source) from None
+            errors.extend(FieldError(f"autoscaling.{e.field}", e.value, e.allowed) for e in exc.errors)
+    if errors or config is None:
+        raise ConfigError(errors, source=source)
+    if settings is not None:
         config = config.model_copy(update={"autoscaling": settings})
     return config, ignored
 

@@ -1,0 +1,115 @@
+"""config.yaml as Truss users write it: typos are refused with the right name,
+Truss's own keys are accepted, every section's errors come at once, and
+docker_server packages are refused saying why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from swell.config import ConfigError, load_model_config
+
+
+def write(tmp_path: Path, config: dict) -> Path:
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def refused(tmp_path: Path, config: dict) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_model_config(write(tmp_path, config))
+    return {e.field: e.allowed for e in info.value.errors}
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "suggestion"),
+    [
+        ({"runtime": {"predict_concurency": 4}}, "runtime.predict_concurency", "predict_concurrency"),
+        ({"runtime": {"streaming_read_timout": 5}}, "runtime.streaming_read_timout", "streaming_read_timeout"),
+        ({"resources": {"cpus": "2"}}, "resources.cpus", "cpu"),
+        ({"requirments": ["numpy"]}, "requirments", "requirements"),
+        ({"modle_name": "m"}, "modle_name", "model_name"),
+        ({"autoscaling": {"max_replicas": 3}}, "autoscaling.max_replicas", "max_replica"),
+        ({"weights": [{"source": "https://h/w", "mount_locaton": "/w"}]}, "weights.0.mount_locaton", "mount_location"),
+    ],
+)
+def test_a_typo_is_refused_naming_the_key_and_the_right_one(
+    tmp_path: Path, config: dict, field: str, suggestion: str
+) -> None:
+    errors = refused(tmp_path, config)
+    assert field in errors, errors
+    assert "unknown key" in errors[field]
+    assert f"did you mean {suggestion!r}?" in errors[field]
+
+
+def test_a_nested_unknown_key_lists_its_own_sections_keys(tmp_path: Path) -> None:
+    allowed = refused(tmp_path, {"runtime": {"predict_concurency": 4}})["runtime.predict_concurency"]
+    known = allowed.split("known keys are: ", 1)[1].split(", ")
+    assert "predict_concurrency" in known and "streaming_read_timeout" in known
+    assert "model_name" not in known  # not the top level's keys
+
+
+def test_a_key_far_from_any_gets_no_guess(tmp_path: Path) -> None:
+    allowed = refused(tmp_path, {"runtime": {"zzzz": 1}})["runtime.zzzz"]
+    assert "did you mean" not in allowed and "known keys are:" in allowed
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"runtime": {"enable_tracing_data": True, "enable_debug_logs": False}},
+        {"runtime": {"transport": {"kind": "http"}, "is_websocket_endpoint": False}},
+        {"runtime": {"health_checks": {"restart_threshold_seconds": 600, "stop_traffic_threshold_seconds": 60}}},
+        {"runtime": {"oidc": {"enabled": None}, "remote_ssh": {"enabled": False}, "egress_restrictions": None}},
+        {"runtime": {"truss_server_version_override": "0.9.100", "num_workers": 1}},
+        {"resources": {"cpu": "1", "fabric": {"use_rdma": True}}},
+        {"bdn": {"mounts": []}, "bis_llm": None, "docker_server": None},
+    ],
+)
+def test_keys_truss_knows_are_accepted_though_not_acted_on(tmp_path: Path, config: dict) -> None:
+    config_obj, _ = load_model_config(write(tmp_path, config))
+    assert config_obj.predict_concurrency == 1
+
+
+def test_every_sections_errors_come_in_one_answer(tmp_path: Path) -> None:
+    errors = refused(
+        tmp_path,
+        {
+            "runtime": {"predict_concurency": 4},
+            "resources": {"cpu": "lots"},
+            "autoscaling": {"max_replica": 99, "scale_down_delay": -1},
+            "docker_server": {"start_command": "vllm serve", "server_port": 8000},
+        },
+    )
+    assert set(errors) == {
+        "runtime.predict_concurency",
+        "resources.cpu",
+        "autoscaling.max_replica",
+        "autoscaling.scale_down_delay",
+        "docker_server",
+    }
+
+
+def test_docker_server_package_is_refused_saying_why(tmp_path: Path) -> None:
+    # A Truss custom-server package: an image, a start command, no model/model.py.
+    config = {
+        "model_name": "vllm server",
+        "base_image": {"image": "vllm/vllm-openai:v0.7.3"},
+        "docker_server": {
+            "start_command": "vllm serve meta-llama/Llama-3.1-8B",
+            "readiness_endpoint": "/health",
+            "liveness_endpoint": "/health",
+            "predict_endpoint": "/v1/chat/completions",
+            "server_port": 8000,
+        },
+        "resources": {"accelerator": "H100"},
+    }
+    with pytest.raises(ConfigError) as info:
+        load_model_config(write(tmp_path, config))
+    (error,) = info.value.errors
+    assert error.field == "docker_server"
+    assert "docker_server is not supported" in error.allowed
+    assert "model class" in error.allowed and "container image" in error.allowed
+    assert "no model file" not in str(info.value)
