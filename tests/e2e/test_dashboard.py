@@ -78,8 +78,8 @@ def _wait(driver: Any, check: Callable[[Any], Any], what: str, timeout: float = 
 
 
 def _text(driver: Any, css: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
+    # One script call: the page swaps its live fragments every 2 s, which would stale an element handle.
+    return str(driver.execute_script("const el = document.querySelector(arguments[0]); return el ? el.innerText : '';", css))
 
 
 def _package(root: Path) -> Path:
