@@ -153,3 +153,8 @@ def print_pushed(client: CliClient, result: dict[str, Any]) -> None:
     for warning in result.get("warnings", []):
         out.print(f"[yellow]warning:[/] {escape(str(warning))}")
     out.print(f"predict: POST {client.url}{result['predict_url']}", markup=False)
+    out.print(
+        f"logs: swell logs {result['model_name']} --deployment {result['deployment_id']} -f"
+        f"  (a failed load's traceback is there; events: swell events {result['model_name']})",
+        markup=False,
+    )

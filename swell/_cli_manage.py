@@ -284,13 +284,32 @@ def _push_dev(client: CliClient, directory: Path, model_name: str | None, change
         return True
     if not changed:
         print_pushed(client, result)
-        return True
-    what = changed[0] + (f" and {len(changed) - 1} more" if len(changed) > 1 else "")
-    _say(
-        f"{time.strftime('%H:%M:%S')} [bold green]pushed[/] {escape(what)} → deployment "
-        f"{escape(str(result['deployment_id']))}, status {escape(str(result['status']))}"
-    )
+    else:
+        what = changed[0] + (f" and {len(changed) - 1} more" if len(changed) > 1 else "")
+        _say(
+            f"{time.strftime('%H:%M:%S')} [bold green]pushed[/] {escape(what)} → deployment "
+            f"{escape(str(result['deployment_id']))}, status {escape(str(result['status']))}"
+        )
+    _await_load(client, result)
     return True
+
+
+def _await_load(client: CliClient, result: dict[str, Any], *, poll_s: float = 0.5, most_s: float = 600.0) -> None:
+    """While replicas load the new code, wait: a failed load's traceback is what the watch shows next."""
+    path = f"/v1/models/{result['model_id']}/deployments/{result['deployment_id']}"
+    status = str(result.get("status"))
+    deadline = time.monotonic() + most_s
+    while status in ("Waking up", "Loading model") and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        view = client.request_object("GET", path)
+        status = str(view.get("status"))
+        if status in ("Failed", "Unhealthy") or view.get("error"):
+            _say(f"{time.strftime('%H:%M:%S')} [bold red]load failed[/] ({escape(status)}):")
+            stderr_console().print(str(view.get("error") or "no error reported"), markup=False, highlight=False)
+            _say(f"  full log: swell logs {escape(str(result['model_name']))} --deployment {escape(str(result['deployment_id']))}")
+            return
+        if status == "Active":
+            _say(f"{time.strftime('%H:%M:%S')} [green]ready[/]: the new code serves")
 
 
 @click.command()

@@ -573,6 +573,13 @@ class ControlPlane:
                 reason=f"the package has no {model_file}; it must define class {config.model_class_name}",
                 detail=[FieldError("model_class_filename", model_file, "a file in the package").as_dict()],
             )
+        problem = _syntax_error(package_dir, config.model_module_dir)
+        if problem is not None:  # it could never load: say so now, not at the first predict
+            where, text = problem
+            raise ApiError(
+                422, "the model's code does not compile", reason=text,
+                detail=[FieldError(where, text.splitlines()[-1], "Python this server's interpreter can compile").as_dict()],
+            )
         return config, list(ignored)
 
     def _initial_settings(
@@ -1144,3 +1151,19 @@ def _unpack(archive: Path, package_dir: Path) -> None:
 def _settings_text(settings: AutoscalingSettings) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.model_dump().items())
 
+
+def _syntax_error(package_dir: Path, module_dir: str, *, most: int = 500) -> tuple[str, str] | None:
+    """The first Python file under ``module_dir`` that does not compile: (its path, the error as Python shows it)."""
+    import traceback
+
+    for n, path in enumerate(sorted((package_dir / module_dir).rglob("*.py"))):
+        if n >= most:
+            break
+        name = str(path.relative_to(package_dir))
+        try:
+            compile(path.read_bytes(), name, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:  # ValueError: a null byte
+            return name, "".join(traceback.format_exception_only(exc)).rstrip()
+        except OSError:
+            continue
+    return None

@@ -78,3 +78,15 @@ def test_logs_follow_prints_new_lines_until_interrupted(server: dict[str, str], 
         stopper.cancel()
         follower.terminate()
         follower.wait(timeout=30)
+
+
+def test_push_of_code_that_does_not_compile_shows_the_error_first(server: dict[str, str], tmp_path: Path) -> None:
+    typo = _package(tmp_path / "typo", "class Model:\n    def predict(self, x)\n        return x\n")
+    for command in (("push", str(typo)), ("push", str(typo), "--publish")):
+        result = run(*command, env=server)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        first = result.stderr.strip().splitlines()[0]
+        assert "does not compile" in first, result.stderr
+        assert 'File "model/model.py", line 2' in result.stderr and "SyntaxError" in result.stderr
+    pushed = run("push", str(_package(tmp_path / "fine", PRINTER)), env=server)
+    assert pushed.returncode == 0 and "swell logs printer --deployment" in pushed.stderr

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from swell_live import KEY, SLEEPY, Swell, start_server, stop_server  # type: ignore[import-not-found]
+from swell_live import KEY, SLEEPY, Swell, package_archive, start_server, stop_server  # type: ignore[import-not-found]
 
 REPLICA_CAP_MB = 1
 DEPLOYMENT_CAP_MB = 3
@@ -176,12 +176,29 @@ def test_an_invoke_key_reads_neither_logs_nor_events(swell: Swell, make_model: C
     assert swell.http.get(_base(pushed) + "/logs").status_code == 200
 
 
+def test_a_syntax_error_is_refused_at_push_with_the_error(swell: Swell, make_model: Callable[..., Path]) -> None:
+    response = swell.http.post(
+        "/v1/models/push", params={"model_name": "typo"},
+        content=package_archive(make_model("class Model:\n    def load(self)\n        pass\n")),
+    )
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert "SyntaxError" in body["reason"] and 'File "model/model.py", line 2' in body["reason"]
+    assert body["detail"][0]["field"] == "model/model.py"
+
+
 def test_a_load_failure_traceback_is_in_the_logs(swell: Swell, make_model: Callable[..., Path]) -> None:
-    pushed = swell.push(make_model("class Model:\n    def load(self)\n        pass\n"), name="broken")
+    broken = "class Model:\n    def load(self):\n        raise RuntimeError('weights are missing')\n    def predict(self, x):\n        return x\n"
+    pushed = swell.push(make_model(broken), name="broken")
     assert swell.http.post(swell.predict_path(pushed), json={}).status_code == 503
-    lines = swell.http.get(_base(pushed) + "/logs").json()["lines"]
-    output = [line["text"] for line in lines if line["stream"] == "output"]
-    assert any("SyntaxError" in text for text in output), output[-10:]
+    for _ in range(100):  # the 503 may come a moment before the replica's last lines are read
+        lines = swell.http.get(_base(pushed) + "/logs").json()["lines"]
+        output = [line["text"] for line in lines if line["stream"] == "output"]
+        if any("RuntimeError: weights are missing" in text for text in output):
+            break
+        time.sleep(0.1)
+    assert any("Traceback" in text for text in output), output[-10:]
+    assert any("RuntimeError: weights are missing" in text for text in output), output[-10:]
     assert any(line["stream"] == "swell" and "failed to load" in line["text"] for line in lines)
     bad = swell.http.get(_base(pushed) + "/logs", params={"since": "yesterday"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "since"
