@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -66,26 +66,8 @@ def logs_command(
     model: str, deployment_id: str | None, replica: str | None, since: str | None, limit: int | None, follow: bool, as_json: bool
 ) -> None:
     """What a deployment's replicas printed, with the server's own lines about it (wake, scale, failures)."""
-    client = CliClient(as_json)
-    model_id, deployment = pick_deployment(client, model, deployment_id)
-    path = f"/v1/models/{model_id}/deployments/{deployment}/logs"
     params = {k: str(v) for k, v in {"replica": replica, "since": since, "limit": limit}.items() if v is not None}
-    if follow:
-        try:
-            for line in _stream_lines(client, path, params):
-                click.echo(json.dumps(line)) if as_json else print_log_line(line)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            pass
-        return
-    answer = client.request_object("GET", path, params=params)
-    if as_json:
-        click.echo(json.dumps({"model_id": model_id, **answer}))
-        return
-    for line in answer.get("lines", []):
-        print_log_line(line)
-    if not answer.get("lines"):
-        stderr_console().print(f"no log lines for deployment {deployment} yet", markup=False)
+    _show(model, deployment_id, "logs", params, follow=follow, as_json=as_json, printer=print_log_line)
 
 
 def print_event(event: dict[str, Any]) -> None:
@@ -103,14 +85,22 @@ def print_event(event: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with -f: one per line).")
 def events_command(model: str, deployment_id: str | None, since: str | None, follow: bool, as_json: bool) -> None:
     """Scaling decisions with their reasons, and each replica's start, ready, drain and failure."""
+    params = {"since": since} if since else {}
+    _show(model, deployment_id, "events", params, follow=follow, as_json=as_json, printer=print_event)
+
+
+def _show(
+    model: str, deployment_id: str | None, what: str, params: dict[str, str], *,
+    follow: bool, as_json: bool, printer: Callable[[dict[str, Any]], None],
+) -> None:
+    """``…/logs`` or ``…/events`` of the chosen deployment: followed, as one JSON object, or printed."""
     client = CliClient(as_json)
     model_id, deployment = pick_deployment(client, model, deployment_id)
-    path = f"/v1/models/{model_id}/deployments/{deployment}/events"
-    params = {"since": since} if since else {}
+    path = f"/v1/models/{model_id}/deployments/{deployment}/{what}"
     if follow:
         try:
-            for event in _stream_lines(client, path, params):
-                click.echo(json.dumps(event)) if as_json else print_event(event)
+            for item in _stream_lines(client, path, params):
+                click.echo(json.dumps(item)) if as_json else printer(item)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             pass
@@ -119,7 +109,8 @@ def events_command(model: str, deployment_id: str | None, since: str | None, fol
     if as_json:
         click.echo(json.dumps({"model_id": model_id, **answer}))
         return
-    for event in answer.get("events", []):
-        print_event(event)
-    if not answer.get("events"):
-        stderr_console().print(f"no events for deployment {deployment} yet", markup=False)
+    items = answer.get("lines" if what == "logs" else "events", [])
+    for item in items:
+        printer(item)
+    if not items:
+        stderr_console().print(f"no {what} for deployment {deployment} yet", markup=False)
