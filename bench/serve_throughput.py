@@ -6,19 +6,27 @@ server pinned to CPU 1 and wrk (one thread) to CPU 0, all in one run:
 - bare:  a bare uvicorn app (uvloop + httptools): the physical limit;
 - swell: ``swell serve`` with ``examples/echo`` pushed, called through the router;
 - ray:   Ray Serve with its defaults on the same model, in a network namespace
-         with only a loopback.
+         with only a loopback;
+- dashboard: the same ``swell serve`` while a browser tab's worth of dashboard
+         traffic runs (signed in, the deployment page's fragment every 2 s, its
+         events and logs followed as server-sent events), measured in turns with
+         ``swell`` so the two differ only by the open dashboard.
 
 Only the ratios between legs are meaningful on a shared machine.
 
-    python bench/serve_throughput.py [--duration 8] [--legs bare,swell,ray]
+    python bench/serve_throughput.py [--duration 8] [--legs bare,swell,dashboard,ray]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
+
+import httpx
 
 import _common
 import _wrk
@@ -46,6 +54,57 @@ def _best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return best
 
 
+class DashboardTab:
+    """What an open deployment page asks of the server: its live fragment every 2 s
+    and two followed event streams (events, logs), from threads on the client's core."""
+
+    def __init__(self, url: str, key: str, model_id: str, deployment_id: str) -> None:
+        self.client = httpx.Client(base_url=url, timeout=30)
+        signed = self.client.post("/ui/signin", data={"key": key})
+        if signed.status_code != 303:
+            raise SystemExit(f"dashboard sign-in answered {signed.status_code}: {signed.text[:300]}")
+        self.page = f"/ui/fragment/models/{model_id}/deployments/{deployment_id}"
+        self.api = f"/ui/api/v1/models/{model_id}/deployments/{deployment_id}"
+        self.fragments = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._streams: list[httpx.Response] = []
+
+    def _poll(self) -> None:
+        while not self._stop.wait(2.0):
+            if self.client.get(self.page).status_code == 200:
+                self.fragments += 1
+
+    def _follow(self, path: str) -> None:
+        with contextlib.suppress(httpx.HTTPError, RuntimeError, OSError):
+            with self.client.stream("GET", path, headers={"accept": "text/event-stream"}, timeout=None) as r:
+                self._streams.append(r)
+                for _ in r.iter_lines():
+                    if self._stop.is_set():
+                        return
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[None]:
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=self._poll, daemon=True),
+            threading.Thread(target=self._follow, args=(self.api + "/events?follow=true",), daemon=True),
+            threading.Thread(target=self._follow, args=(self.api + "/logs?follow=true",), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            for stream in self._streams:  # closed here, so no stream outlives the leg's turn
+                with contextlib.suppress(Exception):
+                    stream.close()
+            self._streams.clear()
+            for thread in self._threads:
+                thread.join(timeout=5)
+
+
 def local_legs(
     args: argparse.Namespace, chosen: list[str], advance: Any
 ) -> dict[str, dict[str, Any]]:
@@ -56,7 +115,8 @@ def local_legs(
         extra: dict[str, dict[str, Any]] = {}
         if "bare" in chosen:
             targets["bare"] = (stack.enter_context(_common.bare_app()), None)
-        if "swell" in chosen:
+        tab: DashboardTab | None = None
+        if "swell" in chosen or "dashboard" in chosen:
             server = stack.enter_context(_common.SwellServer())
             pushed = server.push(_common.ECHO_PACKAGE)
             url = server.predict_url(pushed["model_id"])
@@ -66,8 +126,13 @@ def local_legs(
             if status != 200:
                 raise SystemExit(f"Swell answered {status}: {body[:500]!r}")
             console.log(f"swell: first request (cold start) {cold:.3f} s")
-            targets["swell"] = (url, server.headers)
-            extra["swell"] = {"first_request_s": round(cold, 3)}
+            if "swell" in chosen:
+                targets["swell"] = (url, server.headers)
+                extra["swell"] = {"first_request_s": round(cold, 3)}
+            if "dashboard" in chosen:
+                tab = DashboardTab(server.url, _common.API_KEY, pushed["model_id"], pushed["deployment_id"])
+                stack.callback(tab.client.close)
+                targets["dashboard"] = (url, server.headers)
         scripts = {name: _wrk.wrk_script(headers) for name, (_, headers) in targets.items()}
         stack.callback(lambda: [p.unlink(missing_ok=True) for p in scripts.values()])
         rounds: dict[str, dict[int, list[dict[str, Any]]]] = {
@@ -76,10 +141,13 @@ def local_legs(
         for _ in range(args.rounds):
             for connections in args.concurrency:
                 for name, (url, _) in targets.items():
-                    rounds[name][connections].append(
-                        _measure(name, url, connections, args, scripts[name])
-                    )
+                    with tab.open() if name == "dashboard" and tab is not None else contextlib.nullcontext():
+                        rounds[name][connections].append(
+                            _measure(name, url, connections, args, scripts[name])
+                        )
                     advance()
+        if tab is not None:
+            extra["dashboard"] = {"fragments_rendered": tab.fragments}
         return {
             name: {"levels": [_best(rounds[name][c]) for c in args.concurrency], **extra.get(name, {})}
             for name in targets
@@ -113,7 +181,10 @@ def ratios(legs: dict[str, dict[str, Any]], levels: list[int]) -> dict[str, Any]
     out: dict[str, Any] = {}
     for c in levels:
         swell, bare, ray = at("swell", c), at("bare", c), at("ray", c)
+        dashboard = at("dashboard", c)
         row: dict[str, Any] = {}
+        if dashboard and swell and swell["rps"]:
+            row["dashboard_over_swell"] = round(dashboard["rps"] / swell["rps"], 3)
         if swell and bare and bare["rps"]:
             row["swell_over_bare"] = round(swell["rps"] / bare["rps"], 3)
         if swell and ray and ray["rps"]:
@@ -134,6 +205,7 @@ def table(legs: dict[str, dict[str, Any]], ratio: dict[str, Any], levels: list[i
         t.add_column(leg, justify="right")
     t.add_column("swell/bare", justify="right")
     t.add_column("swell/ray", justify="right")
+    t.add_column("dashboard/swell", justify="right")
     for c in levels:
         cells = []
         for leg in legs:
@@ -149,6 +221,7 @@ def table(legs: dict[str, dict[str, Any]], ratio: dict[str, Any], levels: list[i
             str(c), *cells,
             f"{r['swell_over_bare']:.0%}" if "swell_over_bare" in r else "-",
             f"{r['swell_over_ray']:.1f}×" if "swell_over_ray" in r else "-",
+            f"{r['dashboard_over_swell']:.0%}" if "dashboard_over_swell" in r else "-",
         )
     return t
 
@@ -161,9 +234,12 @@ def main() -> None:
         "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 64]
     )
     parser.add_argument("--rounds", type=int, default=2, help="rounds per level; the best is kept")
-    parser.add_argument("--legs", default="bare,swell,ray", help="comma-separated subset")
+    parser.add_argument(
+        "--legs", default="bare,swell,dashboard,ray",
+        help="comma-separated subset (dashboard: swell with a dashboard tab open)",
+    )
     args = parser.parse_args()
-    chosen = [leg for leg in ("bare", "swell", "ray") if leg in args.legs.split(",")]
+    chosen = [leg for leg in ("bare", "swell", "dashboard", "ray") if leg in args.legs.split(",")]
     local = [leg for leg in chosen if leg != "ray"]
     total = len(args.concurrency) * (len(local) * args.rounds + ("ray" in chosen))
     legs: dict[str, dict[str, Any]] = {}
