@@ -75,3 +75,21 @@ def test_simulator_applies_schedules() -> None:
                                                              cold_start=ColdStart("fixed", 30.0))).metrics
     assert metrics["requests_delayed_by_cold_start"] <= plain["requests_delayed_by_cold_start"]
     assert metrics["replica_seconds"] > plain["replica_seconds"]
+
+
+WEEKEND = Schedule.model_validate({"cron": "0 9 * * fri-sun", "duration": 3600, "min_replica": 2})
+NIGHTLY = Schedule.model_validate({"cron": "@daily", "duration": 7200, "min_replica": 1})
+
+
+@pytest.mark.parametrize(
+    ("schedule", "at", "floor"),
+    [
+        (WEEKEND, "2024-05-03T09:30:00", 2),  # a Friday
+        (WEEKEND, "2024-05-05T09:30:00", 2),  # a Sunday: was refused (Sunday is 0)
+        (WEEKEND, "2024-05-06T09:30:00", 0),  # a Monday
+        (NIGHTLY, "2024-05-06T01:59:00", 1),
+        (NIGHTLY, "2024-05-06T02:00:00", 0),
+    ],
+)
+def test_cron_windows_through_sunday_and_aliases(schedule: Schedule, at: str, floor: int) -> None:
+    assert schedule_floor((schedule,), _t(at))[0] == floor
