@@ -444,7 +444,7 @@ async def _push_demo(plane: Any, demo_dir: Path, url: str, key: str | None, out:
         except ApiError as exc:
             log.error("demo push failed: %s", describe_error(exc.payload, exc.status))
             return
-    await plane.patch_settings(result.model_id, result.deployment_id, {"autoscaling_window": 10, "scale_down_delay": 15})
+    await plane.promotion.patch_settings(result.model_id, result.deployment_id, {"autoscaling_window": 10, "scale_down_delay": 15})
     shown_key = key or "$SWELL_API_KEY"
     record = plane.registry.deployments[result.deployment_id]
     body = json.dumps(record.config.model_metadata.get("example_model_input", {}))

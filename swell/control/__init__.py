@@ -1,8 +1,10 @@
 """Control plane: models, deployments and environments, API keys, the server's HTTP surface."""
 
 from swell.control._app import SwellApp, create_app
+from swell.control._errors import ApiError
 from swell.control._keys import ApiKeys
-from swell.control._plane import ApiError, ControlPlane, PushResult
+from swell.control._lifecycle import PushResult
+from swell.control._plane import ControlPlane
 from swell.control._registry import (
     DeploymentKind,
     DeploymentRecord,

@@ -27,10 +27,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from swell import __version__
-from swell.control._limits import BodyLimit, BodyTooLarge, Limit, LimitExceeded, read_body
-from swell.control._observe import observe_routes
 from swell.control._async import AsyncPredictRequest
 from swell.control._keys import KeyRecord
+from swell.control._limits import BodyLimit, BodyTooLarge, Limit, LimitExceeded, read_body
+from swell.control._observe import observe_routes
 from swell.control._plane import ApiError, ControlPlane, key_view
 from swell.control._registry import NotFound
 from swell.control._secrets import SecretKeyError
@@ -322,12 +322,12 @@ def _management_app(plane: ControlPlane) -> FastAPI:
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
         """Every model with its deployments and environments."""
-        return {"models": [plane.model_view(m) for m in plane.registry.models.values()]}
+        return {"models": [plane.views.model_view(m) for m in plane.registry.models.values()]}
 
     @app.post("/v1/models", status_code=201)
     async def create_model(body: NameRequest) -> dict[str, Any]:
         """An empty model (a push creates one too)."""
-        return plane.model_view(await plane.create_model(body.name))
+        return plane.views.model_view(await plane.lifecycle.create_model(body.name))
 
     @app.post("/v1/models/push")
     async def push(
@@ -354,12 +354,12 @@ def _management_app(plane: ControlPlane) -> FastAPI:
 
     @app.get("/v1/models/{model_id}")
     async def get_model(model_id: str) -> dict[str, Any]:
-        return plane.model_view(plane.registry.model(model_id))
+        return plane.views.model_view(plane.registry.model(model_id))
 
     @app.delete("/v1/models/{model_id}")
     async def delete_model(model_id: str) -> dict[str, Any]:
         """The model, every deployment of it (their replicas stop) and its environments."""
-        return await plane.delete_model(model_id)
+        return await plane.lifecycle.delete_model(model_id)
 
     # ------------------------------------------------------------------ deployments
 
@@ -368,7 +368,7 @@ def _management_app(plane: ControlPlane) -> FastAPI:
         model = plane.registry.model(model_id)
         return {
             "deployments": [
-                plane.deployment_view(plane.registry.deployments[d])
+                plane.views.deployment_view(plane.registry.deployments[d])
                 for d in model.deployments
                 if d in plane.registry.deployments
             ]
@@ -378,27 +378,27 @@ def _management_app(plane: ControlPlane) -> FastAPI:
     async def get_deployment(model_id: str, deployment_id: str) -> dict[str, Any]:
         """Status, replicas, settings, the last scaling decision and any error."""
         model = plane.registry.model(model_id)
-        return plane.deployment_view(plane.registry.deployment(model, deployment_id))
+        return plane.views.deployment_view(plane.registry.deployment(model, deployment_id))
 
     @app.delete("/v1/models/{model_id}/deployments/{deployment_id}")
     async def delete_deployment(model_id: str, deployment_id: str) -> dict[str, Any]:
         """Refused while an environment points at the deployment."""
-        return await plane.delete_deployment(model_id, deployment_id)
+        return await plane.lifecycle.delete_deployment(model_id, deployment_id)
 
     @app.get("/v1/models/{model_id}/deployments/{deployment_id}/traffic")
     async def traffic(model_id: str, deployment_id: str) -> dict[str, Any]:
         """Recorded traffic, one bucket a second: ``arrivals`` and mean ``concurrency`` (input of `swell advise`)."""
-        return plane.traffic(model_id, deployment_id)
+        return plane.views.traffic(model_id, deployment_id)
 
     @app.post("/v1/models/{model_id}/deployments/{deployment_id}/activate")
     async def activate(model_id: str, deployment_id: str) -> dict[str, Any]:
         """Let a deactivated deployment scale again (from min_replica)."""
-        return await plane.activate(model_id, deployment_id)
+        return await plane.lifecycle.activate(model_id, deployment_id)
 
     @app.post("/v1/models/{model_id}/deployments/{deployment_id}/deactivate")
     async def deactivate(model_id: str, deployment_id: str) -> dict[str, Any]:
         """Stop every replica; predict answers 409 until the deployment is activated."""
-        return await plane.deactivate(model_id, deployment_id)
+        return await plane.lifecycle.deactivate(model_id, deployment_id)
 
     @app.get("/v1/models/{model_id}/deployments/{deployment_id}/autoscaling_settings")
     async def get_settings(model_id: str, deployment_id: str) -> dict[str, Any]:
@@ -411,13 +411,13 @@ def _management_app(plane: ControlPlane) -> FastAPI:
     ) -> dict[str, Any]:
         """Change some settings: ``ACCEPTED`` or ``UNCHANGED`` with the settings now in force.
         All are validated together; nothing is half-applied."""
-        return await plane.patch_settings(model_id, deployment_id, body)
+        return await plane.promotion.patch_settings(model_id, deployment_id, body)
 
     @app.post("/v1/models/{model_id}/deployments/{deployment_id}/promote")
     async def promote(model_id: str, deployment_id: str, body: PromoteRequest | None = None) -> dict[str, Any]:
         """Point an environment (production by default) at this deployment, once it is warm."""
         body = body or PromoteRequest()
-        return await plane.promote(
+        return await plane.promotion.promote(
             model_id, deployment_id, body.environment, settings=body.autoscaling_settings
         )
 
@@ -426,21 +426,21 @@ def _management_app(plane: ControlPlane) -> FastAPI:
     @app.get("/v1/models/{model_id}/environments")
     async def list_environments(model_id: str) -> dict[str, Any]:
         model = plane.registry.model(model_id)
-        return {"environments": [plane.environment_view(model, name) for name in model.environments]}
+        return {"environments": [plane.views.environment_view(model, name) for name in model.environments]}
 
     @app.post("/v1/models/{model_id}/environments", status_code=201)
     async def create_environment(model_id: str, body: NameRequest) -> dict[str, Any]:
         """A new environment, pointing at nothing until a deployment is promoted into it."""
-        return await plane.create_environment(model_id, body.name)
+        return await plane.lifecycle.create_environment(model_id, body.name)
 
     @app.get("/v1/models/{model_id}/environments/{environment}")
     async def get_environment(model_id: str, environment: str) -> dict[str, Any]:
-        return plane.environment_view(plane.registry.model(model_id), environment)
+        return plane.views.environment_view(plane.registry.model(model_id), environment)
 
     @app.post("/v1/models/{model_id}/environments/{environment}/promote")
     async def promote_into(model_id: str, environment: str, body: EnvironmentPromote) -> dict[str, Any]:
         """Point this environment at a published deployment, once it is warm."""
-        return await plane.promote(model_id, body.deployment_id, environment, settings=body.autoscaling_settings)
+        return await plane.promotion.promote(model_id, body.deployment_id, environment, settings=body.autoscaling_settings)
 
     # ------------------------------------------------------------------ async predict
 
@@ -499,25 +499,25 @@ def _management_app(plane: ControlPlane) -> FastAPI:
     @app.post("/v1/api_keys", status_code=201)
     async def create_key(body: dict[str, Any] = KEY_BODY) -> dict[str, Any]:
         """``type`` workspace (every route) or invoke (predict only; ``model_ids`` limits which models)."""
-        return await plane.create_key(body)
+        return await plane.access.create_key(body)
 
     @app.delete("/v1/api_keys/{key_id}")
     async def revoke_key(key_id: str) -> dict[str, Any]:
-        return await plane.revoke_key(key_id)
+        return await plane.access.revoke_key(key_id)
 
     @app.get("/v1/secrets")
     async def list_secrets() -> dict[str, Any]:
         """Names and dates; values are never shown."""
-        return {"secrets": await plane.list_secrets()}
+        return {"secrets": await plane.access.list_secrets()}
 
     @app.post("/v1/secrets")
     async def set_secret(body: dict[str, Any] = SECRET_BODY) -> dict[str, Any]:
         """Create or replace a secret; replicas that declare it see the new value."""
-        return await plane.set_secret(body)
+        return await plane.access.set_secret(body)
 
     @app.delete("/v1/secrets/{name}")
     async def delete_secret(name: str) -> dict[str, Any]:
-        return await plane.delete_secret(name)
+        return await plane.access.delete_secret(name)
 
     app.include_router(observe_routes(plane))
     return app

@@ -15,7 +15,7 @@ from swell.config import ServerSettings
 from swell.control import ControlPlane
 from swell.control._async import AsyncPredictRequest
 from swell.control._registry import NotFound
-from swell.control._plane import ApiError
+from swell.control import ApiError
 from swell.serving._testing import FakeBackend
 
 
@@ -130,7 +130,7 @@ async def test_request_for_a_deactivated_deployment_fails_clearly_after_a_restar
 ) -> None:
     first, deployment_id, key, request_id = await submitted(settings, wall, make_archive)
     await first.async_queue.close()  # the server dies with the request queued ...
-    await first.deactivate("m", deployment_id)  # ... in a state where it was deactivated
+    await first.lifecycle.deactivate("m", deployment_id)  # ... in a state where it was deactivated
     await first.close()
     second = await new_plane(settings, wall)
     try:
@@ -145,8 +145,8 @@ async def test_unknown_or_foreign_requests_are_not_found(
 ) -> None:
     plane, deployment_id, key, request_id = await submitted(settings, wall, make_archive)
     try:
-        await plane.create_model("other")
-        created = await plane.create_key({"type": "invoke", "model_ids": ["other"]})
+        await plane.lifecycle.create_model("other")
+        created = await plane.access.create_key({"type": "invoke", "model_ids": ["other"]})
         foreign = plane.keys.authenticate(f"Api-Key {created['key']}".encode())
         assert foreign is not None
         with pytest.raises(NotFound):

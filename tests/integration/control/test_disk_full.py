@@ -97,7 +97,7 @@ async def test_first_secret_on_a_full_disk_then_restart(disk: SmallDisk, data_di
         await plane.close()
     plane = await started(data_dir)  # the restart the user made
     try:
-        assert await plane._secret_values(["token"]) == {"token": "v1"}
+        assert await plane.access.secret_values(["token"]) == {"token": "v1"}
     finally:
         await plane.close()
 

@@ -41,15 +41,15 @@ async def test_a_scale_cycle_is_told_with_reasons_and_survives_a_restart(
     try:
         pushed = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
         dep = pushed.deployment_id
-        await plane.patch_settings("m", dep, {"min_replica": 2, "max_replica": 3, "scale_down_delay": 0})
+        await plane.promotion.patch_settings("m", dep, {"min_replica": 2, "max_replica": 3, "scale_down_delay": 0})
         await plane.controller.tick()
         await _settle()
         _ready_all(backend)
-        await plane.patch_settings("m", dep, {"min_replica": 0})
+        await plane.promotion.patch_settings("m", dep, {"min_replica": 0})
         plane.clock.advance(120)  # type: ignore[attr-defined]
         await plane.controller.tick()
         await _settle()
-        await plane.deactivate("m", dep)
+        await plane.lifecycle.deactivate("m", dep)
         events = await _kinds(plane, dep)
         kinds = [kind for kind, _ in events]
         assert kinds.count("settings_changed") == 2

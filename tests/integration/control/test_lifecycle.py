@@ -45,7 +45,7 @@ async def _published_and_ready(
 ) -> PushResult:
     """A published deployment with these settings, its min_replica replicas started and ready."""
     pushed = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    await plane.patch_settings("m", pushed.deployment_id, settings)
+    await plane.promotion.patch_settings("m", pushed.deployment_id, settings)
     await plane.controller.tick()
     await _settle()
     _ready_all(backend)
@@ -58,7 +58,7 @@ async def test_promotion_warms_the_new_deployment_before_switching(
     old = await _published_and_ready(plane, backend, make_archive, min_replica=2, max_replica=4, scale_down_delay=120)
     assert plane.controller.ready_count(old.deployment_id) == 2
     new = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    promotion = asyncio.create_task(plane.promote("m", new.deployment_id, "production"))
+    promotion = asyncio.create_task(plane.promotion.promote("m", new.deployment_id, "production"))
     await eventually(lambda: len(backend.alive(new.deployment_id)) == 2)
     model = plane.registry.model("m")
     assert not promotion.done() and model.environments["production"] == old.deployment_id  # not yet: warming
@@ -74,7 +74,7 @@ async def test_promotion_that_cannot_warm_leaves_the_environment_alone(
 ) -> None:
     old = await _published_and_ready(plane, backend, make_archive, min_replica=1)
     new = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    promotion = asyncio.create_task(plane.promote("m", new.deployment_id))
+    promotion = asyncio.create_task(plane.promotion.promote("m", new.deployment_id))
     await eventually(lambda: len(backend.alive(new.deployment_id)) == 1)
     broken = backend.alive(new.deployment_id)[0]
     backend.set_state(broken.id, broken.state.__class__("failed"), error="ImportError: no module named torch")
@@ -88,26 +88,26 @@ async def test_promote_overrides_settings_and_refuses_bad_ones(plane: ControlPla
     await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     new = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     with pytest.raises(ApiError) as info:
-        await plane.promote("m", new.deployment_id, settings={"max_replica": 0})
+        await plane.promotion.promote("m", new.deployment_id, settings={"max_replica": 0})
     assert info.value.status == 422 and info.value.payload["detail"][0]["field"] == "max_replica"
     assert plane.registry.model("m").environments["production"] != new.deployment_id  # nothing half-applied
-    view = await plane.promote("m", new.deployment_id, settings={"max_replica": 3})
+    view = await plane.promotion.promote("m", new.deployment_id, settings={"max_replica": 3})
     assert view["autoscaling_settings"]["max_replica"] == 3 and view["environments"] == ["production"]
     with pytest.raises(ApiError) as info:
-        await plane.promote("m", new.deployment_id, "canary")
+        await plane.promotion.promote("m", new.deployment_id, "canary")
     assert info.value.status == 404
 
 
 async def test_new_environments_can_be_promoted_into(plane: ControlPlane, make_archive: MakeArchive) -> None:
     pushed = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    await plane.create_environment("m", "canary")
+    await plane.lifecycle.create_environment("m", "canary")
     with pytest.raises(ApiError) as info:
-        await plane.create_environment("m", "canary")
+        await plane.lifecycle.create_environment("m", "canary")
     assert info.value.status == 409
     with pytest.raises(ApiError) as info:
-        await plane.create_environment("m", "no spaces")
+        await plane.lifecycle.create_environment("m", "no spaces")
     assert info.value.status == 422 and info.value.payload["detail"][0]["value"] == "no spaces"
-    await plane.promote("m", pushed.deployment_id, "canary")
+    await plane.promotion.promote("m", pushed.deployment_id, "canary")
     assert plane.router("m", "environments", "canary").deployment_id == pushed.deployment_id
 
 
@@ -115,13 +115,13 @@ async def test_a_deactivated_deployment_has_no_replicas_and_says_so(
     plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
 ) -> None:
     pushed = await _published_and_ready(plane, backend, make_archive, min_replica=1)
-    view = await plane.deactivate("m", pushed.deployment_id)
+    view = await plane.lifecycle.deactivate("m", pushed.deployment_id)
     await _settle()
     assert view["status"] == "Inactive" and backend.alive(pushed.deployment_id) == []
     with pytest.raises(ApiError) as info:
         plane.router("m", "environments", "production")
     assert info.value.status == 409 and "activate" in info.value.payload["reason"]
-    view = await plane.activate("m", pushed.deployment_id)
+    view = await plane.lifecycle.activate("m", pushed.deployment_id)
     await plane.controller.tick()
     await _settle()
     assert view["active"] and len(backend.alive(pushed.deployment_id)) == 1  # back to min_replica
@@ -133,10 +133,10 @@ async def test_idle_deployments_are_deactivated_after_14_and_60_days(
     dev = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
     prod = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     wall.advance(13 * DAY)
-    await plane.housekeeping()
+    await plane.housekeeping.run()
     assert plane.registry.deployments[dev.deployment_id].active
     wall.advance(1 * DAY)
-    await plane.housekeeping()
+    await plane.housekeeping.run()
     assert not plane.registry.deployments[dev.deployment_id].active
     assert plane.registry.deployments[prod.deployment_id].active
     # Traffic seen by the loop resets the idle time.
@@ -144,25 +144,25 @@ async def test_idle_deployments_are_deactivated_after_14_and_60_days(
     scaled = plane.controller.get(prod.deployment_id)
     assert scaled is not None
     scaled.last_active = plane.clock.now() + 1
-    await plane.housekeeping()
+    await plane.housekeeping.run()
     wall.advance(59 * DAY)
-    await plane.housekeeping()
+    await plane.housekeeping.run()
     assert plane.registry.deployments[prod.deployment_id].active
     wall.advance(1 * DAY)
-    await plane.housekeeping()
+    await plane.housekeeping.run()
     assert not plane.registry.deployments[prod.deployment_id].active
 
 
 async def test_deleting_what_an_environment_points_at_is_refused(plane: ControlPlane, make_archive: MakeArchive) -> None:
     first = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     with pytest.raises(ApiError) as info:
-        await plane.delete_deployment("m", first.deployment_id)
+        await plane.lifecycle.delete_deployment("m", first.deployment_id)
     assert info.value.status == 409 and info.value.payload["environments"] == ["production"]
     second = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    await plane.delete_deployment("m", second.deployment_id)
+    await plane.lifecycle.delete_deployment("m", second.deployment_id)
     with pytest.raises(NotFound):
         plane.router("m", "deployment", second.deployment_id)
-    await plane.delete_model("m")
+    await plane.lifecycle.delete_model("m")
     with pytest.raises(NotFound):
         plane.registry.model("m")
 
@@ -170,7 +170,7 @@ async def test_deleting_what_an_environment_points_at_is_refused(plane: ControlP
 async def test_concurrent_patches_apply_whole_one_after_the_other(plane: ControlPlane, make_archive: MakeArchive) -> None:
     pushed = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     bodies = [{"max_replica": n, "concurrency_target": n} for n in range(1, 6)]
-    await asyncio.gather(*(plane.patch_settings("m", pushed.deployment_id, b) for b in bodies))
+    await asyncio.gather(*(plane.promotion.patch_settings("m", pushed.deployment_id, b) for b in bodies))
     settings = plane.registry.deployments[pushed.deployment_id].settings
     assert settings.max_replica == settings.concurrency_target  # never torn between two patches
 
@@ -180,8 +180,8 @@ async def test_secrets_are_encrypted_at_rest_and_only_declared_ones_reach_a_repl
 ) -> None:
     from sqlalchemy import text
 
-    await plane.set_secret({"name": "hf_token", "value": "hunter2-value"})
-    await plane.set_secret({"name": "other", "value": "not-for-m"})
+    await plane.access.set_secret({"name": "hf_token", "value": "hunter2-value"})
+    await plane.access.set_secret({"name": "other", "value": "not-for-m"})
     pushed = await plane.push(
         make_archive({"model_name": "m", "secrets": {"hf_token": None}}), model_name=None, publish=True, promote=False
     )
@@ -193,13 +193,13 @@ async def test_secrets_are_encrypted_at_rest_and_only_declared_ones_reach_a_repl
     assert folder is not None and not str(folder).startswith(str(tmp_path))  # memory, not the data dir
     assert sorted(p.name for p in folder.iterdir()) == ["hf_token"]
     assert (folder / "hf_token").read_text() == "hunter2-value"
-    await plane.set_secret({"name": "hf_token", "value": "rotated"})
+    await plane.access.set_secret({"name": "hf_token", "value": "rotated"})
     assert (folder / "hf_token").read_text() == "rotated"
-    assert [s["name"] for s in await plane.list_secrets()] == ["hf_token", "other"]
-    await plane.delete_secret("hf_token")
+    assert [s["name"] for s in await plane.access.list_secrets()] == ["hf_token", "other"]
+    await plane.access.delete_secret("hf_token")
     assert not (folder / "hf_token").exists()
     with pytest.raises(ApiError) as info:
-        await plane.set_secret({"name": "bad name!", "value": 3})
+        await plane.access.set_secret({"name": "bad name!", "value": 3})
     assert {d["field"] for d in info.value.payload["detail"]} == {"name", "value"}
 
 
@@ -211,11 +211,11 @@ async def test_everything_survives_a_restart(
     await first.start(background=False)
     published = await first.push(make_archive(), model_name="m", publish=True, promote=False)
     dev = await first.push(make_archive(), model_name="m", publish=False, promote=False)
-    await first.patch_settings("m", published.deployment_id, {"min_replica": 1, "max_replica": 3})
-    await first.create_environment("m", "canary")
-    invoke = await first.create_key({"type": "invoke", "model_ids": ["m"]})
-    await first.set_secret({"name": "s", "value": "v"})
-    await first.deactivate("m", dev.deployment_id)
+    await first.promotion.patch_settings("m", published.deployment_id, {"min_replica": 1, "max_replica": 3})
+    await first.lifecycle.create_environment("m", "canary")
+    invoke = await first.access.create_key({"type": "invoke", "model_ids": ["m"]})
+    await first.access.set_secret({"name": "s", "value": "v"})
+    await first.lifecycle.deactivate("m", dev.deployment_id)
     await first.close()
 
     backend = FakeBackend()
@@ -229,7 +229,7 @@ async def test_everything_survives_a_restart(
         key = second.keys.authenticate(f"Api-Key {invoke['key']}".encode())
         assert key is not None and key.model_ids == [model.id] and not key.can_manage()
         assert second.keys.authenticate(b"Api-Key k1") is not None
-        assert [s["name"] for s in await second.list_secrets()] == ["s"]
+        assert [s["name"] for s in await second.access.list_secrets()] == ["s"]
         await second.controller.tick()
         await _settle()
         assert len(backend.alive(published.deployment_id)) == 1  # back to min_replica
@@ -238,24 +238,24 @@ async def test_everything_survives_a_restart(
 
 
 async def test_a_revoked_key_stops_working_and_the_last_workspace_key_stays(plane: ControlPlane) -> None:
-    created = await plane.create_key({"type": "workspace", "name": "ci"})
+    created = await plane.access.create_key({"type": "workspace", "name": "ci"})
     header = f"Api-Key {created['key']}".encode()
     assert plane.keys.authenticate(header) is not None
-    await plane.revoke_key(created["id"])
+    await plane.access.revoke_key(created["id"])
     assert plane.keys.authenticate(header) is None
     last = plane.keys.live()[0]
     with pytest.raises(ApiError) as info:
-        await plane.revoke_key(last.id)
+        await plane.access.revoke_key(last.id)
     assert info.value.status == 409
     with pytest.raises(ApiError) as info:
-        await plane.create_key({"type": "admin", "model_ids": ["nope"], "colour": 1})
+        await plane.access.create_key({"type": "admin", "model_ids": ["nope"], "colour": 1})
     assert {d["field"] for d in info.value.payload["detail"]} == {"type", "model_ids", "colour"}
 
 
 async def test_a_failed_development_build_is_replaced_by_the_next_good_push(
     plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import swell.control._plane as plane_module
+    import swell.control._lifecycle as plane_module
     from swell.modelserver import RequirementsInstallError
 
     def broken(*_args: Any, **_kwargs: Any) -> Path:

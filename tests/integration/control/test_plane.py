@@ -58,7 +58,7 @@ async def test_autoscaling_comes_from_config_yaml(plane: ControlPlane, make_arch
 
 async def test_promoted_deployment_inherits_settings(plane: ControlPlane, make_archive: MakeArchive) -> None:
     first = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    await plane.patch_settings("m", first.deployment_id, {"max_replica": 4})
+    await plane.promotion.patch_settings("m", first.deployment_id, {"max_replica": 4})
     second = await plane.push(make_archive(), model_name="m", publish=True, promote=True)
     assert plane.registry.deployments[second.deployment_id].settings.max_replica == 4
 
@@ -98,13 +98,13 @@ async def test_patch_validates_everything_and_changes_nothing_on_error(plane: Co
     result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     before = plane.registry.deployments[result.deployment_id].settings
     with pytest.raises(ApiError) as info:
-        await plane.patch_settings("m", result.deployment_id, {"max_replica": 2, "autoscaling_window": 5})
+        await plane.promotion.patch_settings("m", result.deployment_id, {"max_replica": 2, "autoscaling_window": 5})
     assert info.value.status == 422
     detail = info.value.payload["detail"]
     assert detail == [{"field": "autoscaling_window", "value": 5, "allowed": "must be between 10 and 3600 seconds"}]
     assert plane.registry.deployments[result.deployment_id].settings == before
     with pytest.raises(ApiError) as info:
-        await plane.patch_settings("m", result.deployment_id, {"max_replica": 6})
+        await plane.promotion.patch_settings("m", result.deployment_id, {"max_replica": 6})
     assert info.value.payload["detail"][0]["allowed"] == "must be between 1 and 5"
 
 
@@ -114,7 +114,7 @@ async def test_patch_validates_everything_and_changes_nothing_on_error(plane: Co
 )
 async def test_patch_answers_accepted_or_unchanged(plane: ControlPlane, make_archive: MakeArchive, body: dict, status: str) -> None:
     result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    answer = await plane.patch_settings("m", result.deployment_id, body)
+    answer = await plane.promotion.patch_settings("m", result.deployment_id, body)
     assert answer["status"] == status
     router = plane.controller.get(result.deployment_id).router  # type: ignore[union-attr]
     assert router.settings == AutoscalingSettings.model_validate(answer["settings"])
@@ -123,7 +123,7 @@ async def test_patch_answers_accepted_or_unchanged(plane: ControlPlane, make_arc
 async def test_patch_of_a_development_deployment_is_refused(plane: ControlPlane, make_archive: MakeArchive) -> None:
     result = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
     with pytest.raises(ApiError) as info:
-        await plane.patch_settings("m", result.deployment_id, {"max_replica": 2})
+        await plane.promotion.patch_settings("m", result.deployment_id, {"max_replica": 2})
     assert info.value.status == 422 and "publish" in info.value.payload["reason"]
 
 
@@ -139,7 +139,7 @@ async def test_unknown_names_are_not_found(plane: ControlPlane, make_archive: Ma
 
 async def test_deployment_view_shows_status_settings_and_replicas(plane: ControlPlane, make_archive: MakeArchive) -> None:
     result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    view = plane.deployment_view(plane.registry.deployments[result.deployment_id])
+    view = plane.views.deployment_view(plane.registry.deployments[result.deployment_id])
     assert view["status"] == "Scaled to zero" and view["replicas"] == []
     assert view["autoscaling_settings"]["max_replica"] == 1 and view["environments"] == ["production"]
 
@@ -147,7 +147,7 @@ async def test_deployment_view_shows_status_settings_and_replicas(plane: Control
 async def test_requirements_failure_is_422_and_a_failed_deployment(
     plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from swell.control import _plane
+    from swell.control import _lifecycle as _plane
     from swell.modelserver import RequirementsInstallError
 
     def fail(requirements: list[str], cache_dir: Path) -> Path:
@@ -160,7 +160,7 @@ async def test_requirements_failure_is_422_and_a_failed_deployment(
     assert info.value.status == 422
     assert "nope" in info.value.payload["reason"] and info.value.payload["status"] == "Failed"
     record = plane.registry.deployments[info.value.payload["deployment_id"]]
-    assert plane.deployment_view(record)["status"] == "Failed" and "nope" in (record.error or "")
+    assert plane.views.deployment_view(record)["status"] == "Failed" and "nope" in (record.error or "")
     with pytest.raises(ApiError) as unavailable:
         plane.router("m", "deployment", record.id)
     assert unavailable.value.status == 503
@@ -169,7 +169,7 @@ async def test_requirements_failure_is_422_and_a_failed_deployment(
 async def test_failed_development_build_keeps_the_old_development_deployment(
     plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from swell.control import _plane
+    from swell.control import _lifecycle as _plane
     from swell.modelserver import RequirementsInstallError
 
     good = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
@@ -187,7 +187,7 @@ async def test_failed_development_build_keeps_the_old_development_deployment(
 async def test_requirements_are_built_into_the_replica_python(
     plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from swell.control import _plane
+    from swell.control import _lifecycle as _plane
 
     seen: list[list[str]] = []
 
@@ -240,7 +240,7 @@ async def test_push_unpacks_off_the_event_loop(
     # loop that would stall every predict request meanwhile.
     import threading
 
-    from swell.control import _plane
+    from swell.control import _lifecycle as _plane
 
     threads: list[bool] = []
     unpack = _plane._unpack
