@@ -45,10 +45,11 @@ class Access(Part):
         self.secret_box.check_at_start(await self.store.encrypted_values())
         self.secret_folders.reset()
 
-    def secrets_dir(self, record: DeploymentRecord, values: Mapping[str, str]) -> Path | None:
-        """The folder of the secrets ``record``'s package declares (None if it declares none)."""
+    async def secrets_dir(self, record: DeploymentRecord) -> Path | None:
+        """The folder with the secrets ``record``'s package declares, written now (None if it declares none)."""
         if not record.config.secrets:
             return None
+        values = await self.secret_values(record.config.secrets)
         return self.secret_folders.write(record.id, record.config.secrets, values)
 
     async def _bootstrap_keys(self) -> None:

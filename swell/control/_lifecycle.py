@@ -264,8 +264,7 @@ class Lifecycle(Part):
         asyncio.get_running_loop().call_later(delay, shutil.rmtree, path, True)
 
     async def _spec(self, record: DeploymentRecord) -> ReplicaSpec:
-        values = await self.access.secret_values(record.config.secrets) if record.config.secrets else {}
-        secrets_dir = self.access.secrets_dir(record, values)
+        secrets_dir = await self.access.secrets_dir(record)
         return ReplicaSpec(record.id, record.package_dir, record.config, python=record.python, secrets_dir=secrets_dir)
 
     async def _add_router(self, record: DeploymentRecord) -> None:

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from swell.autoscaling import VirtualClock
 from swell.config import ServerSettings
-from swell.control import ControlPlane
+from swell.control import ControlPlane, SwellApp
 from swell.serving._testing import FakeBackend
 
 MakeArchive = Callable[..., Path]
@@ -69,3 +70,11 @@ async def plane(
     await p.start(background=False)  # tests tick the loop and run housekeeping themselves
     yield p
     await p.close()
+
+
+@pytest.fixture
+async def client(plane: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
+    """The server's ASGI app over ``plane``, called without sockets."""
+    transport = httpx.ASGITransport(app=SwellApp(plane))
+    async with httpx.AsyncClient(transport=transport, base_url="http://swell") as c:
+        yield c

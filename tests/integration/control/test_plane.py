@@ -1,130 +1,20 @@
-"""Pushes, environments and settings through the control plane, with a fake backend."""
+"""The plane as a whole: the predict lookup, and everything surviving a restart."""
 
 from __future__ import annotations
 
-import asyncio
-
 from collections.abc import Callable
 from pathlib import Path
-
-from swell.serving._testing import FakeBackend
+from typing import Any
 
 import pytest
+from plane_support import settle  # type: ignore[import-not-found]
 
-from swell.config import DEVELOPMENT_AUTOSCALING, AutoscalingSettings
-from swell.control import ApiError, ControlPlane, NotFound
+from swell.autoscaling import VirtualClock
+from swell.config import ServerSettings
+from swell.control import ControlPlane, NotFound
+from swell.serving._testing import FakeBackend
 
 MakeArchive = Callable[..., Path]
-
-
-async def test_first_published_deployment_goes_to_production(plane: ControlPlane, make_archive: MakeArchive) -> None:
-    first = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    assert first.environment == "production" and first.status == "Scaled to zero"
-    assert len(first.deployment_id) == 8 and len(first.model_id) == 8
-    second = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    model = plane.registry.model("m")
-    assert second.environment is None and model.environments["production"] == first.deployment_id
-    third = await plane.push(make_archive(), model_name="m", publish=True, promote=True)
-    assert third.environment == "production" and model.environments["production"] == third.deployment_id
-    assert plane.router(model.id, "environments", "production").deployment_id == third.deployment_id
-    assert plane.router("m", "deployment", first.deployment_id).deployment_id == first.deployment_id
-
-
-async def test_development_push_reloads_the_development_deployment_in_place(
-    plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
-) -> None:
-    first = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
-    record = plane.registry.deployments[first.deployment_id]
-    assert record.settings == DEVELOPMENT_AUTOSCALING and first.kind == "development"
-    router = plane.router("m", "development", None)
-    plane.controller.hold(record.id, 1)  # a replica is up, as after a predict
-    await asyncio.sleep(0)
-    backend.ready(backend.started[0].id)
-    old_dir = record.package_dir
-    second = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
-    await asyncio.sleep(0)
-    assert second.deployment_id == first.deployment_id and record.revision == 2
-    assert record.package_dir != old_dir and router.spec.package_dir == record.package_dir
-    assert plane.router("m", "development", None) is router  # same queue, same URL
-    assert backend.stopped == [backend.started[0].id] and len(backend.started) == 2  # replaced
-
-
-async def test_autoscaling_comes_from_config_yaml(plane: ControlPlane, make_archive: MakeArchive) -> None:
-    archive = make_archive({"model_name": "m", "autoscaling": {"max_replica": 3, "scale_down_delay": 30}})
-    result = await plane.push(archive, model_name=None, publish=True, promote=False)
-    settings = plane.registry.deployments[result.deployment_id].settings
-    assert settings.max_replica == 3 and settings.scale_down_delay == 30 and result.model_name == "m"
-
-
-async def test_promoted_deployment_inherits_settings(plane: ControlPlane, make_archive: MakeArchive) -> None:
-    first = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    await plane.promotion.patch_settings("m", first.deployment_id, {"max_replica": 4})
-    second = await plane.push(make_archive(), model_name="m", publish=True, promote=True)
-    assert plane.registry.deployments[second.deployment_id].settings.max_replica == 4
-
-
-@pytest.mark.parametrize(
-    ("config", "field"),
-    [
-        ({"model_name": "m", "bogus_key": 1}, "bogus_key"),
-        ({"model_name": "m", "autoscaling": {"max_replica": 99}}, "autoscaling.max_replica"),
-        ({"model_name": "m", "runtime": {"predict_concurrency": 0}}, "runtime.predict_concurrency"),
-    ],
-)
-async def test_bad_config_is_422_naming_the_field(
-    plane: ControlPlane, make_archive: MakeArchive, config: dict, field: str
-) -> None:
-    with pytest.raises(ApiError) as info:
-        await plane.push(make_archive(config), model_name=None, publish=True, promote=False)
-    assert info.value.status == 422
-    assert field in {d["field"] for d in info.value.payload["detail"]}
-    assert plane.registry.models == {}
-
-
-async def test_ignored_truss_keys_are_warnings(plane: ControlPlane, make_archive: MakeArchive) -> None:
-    result = await plane.push(make_archive({"model_name": "m", "python_version": "py311"}), model_name=None, publish=True, promote=False)
-    assert any("python_version" in w for w in result.warnings)
-
-
-async def test_not_a_tarball_is_400(plane: ControlPlane, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    junk = tmp_path / "junk.tar.gz"
-    junk.write_bytes(b"not a tarball")
-    with pytest.raises(ApiError) as info:
-        await plane.push(junk, model_name="m", publish=True, promote=False)
-    assert info.value.status == 400
-
-
-async def test_patch_validates_everything_and_changes_nothing_on_error(plane: ControlPlane, make_archive: MakeArchive) -> None:
-    result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    before = plane.registry.deployments[result.deployment_id].settings
-    with pytest.raises(ApiError) as info:
-        await plane.promotion.patch_settings("m", result.deployment_id, {"max_replica": 2, "autoscaling_window": 5})
-    assert info.value.status == 422
-    detail = info.value.payload["detail"]
-    assert detail == [{"field": "autoscaling_window", "value": 5, "allowed": "must be between 10 and 3600 seconds"}]
-    assert plane.registry.deployments[result.deployment_id].settings == before
-    with pytest.raises(ApiError) as info:
-        await plane.promotion.patch_settings("m", result.deployment_id, {"max_replica": 6})
-    assert info.value.payload["detail"][0]["allowed"] == "must be between 1 and 5"
-
-
-@pytest.mark.parametrize(
-    ("body", "status"),
-    [({"max_replica": 2}, "ACCEPTED"), ({}, "UNCHANGED"), ({"max_replica": 1}, "UNCHANGED")],
-)
-async def test_patch_answers_accepted_or_unchanged(plane: ControlPlane, make_archive: MakeArchive, body: dict, status: str) -> None:
-    result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    answer = await plane.promotion.patch_settings("m", result.deployment_id, body)
-    assert answer["status"] == status
-    router = plane.controller.get(result.deployment_id).router  # type: ignore[union-attr]
-    assert router.settings == AutoscalingSettings.model_validate(answer["settings"])
-
-
-async def test_patch_of_a_development_deployment_is_refused(plane: ControlPlane, make_archive: MakeArchive) -> None:
-    result = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
-    with pytest.raises(ApiError) as info:
-        await plane.promotion.patch_settings("m", result.deployment_id, {"max_replica": 2})
-    assert info.value.status == 422 and "publish" in info.value.payload["reason"]
 
 
 async def test_unknown_names_are_not_found(plane: ControlPlane, make_archive: MakeArchive) -> None:
@@ -137,118 +27,35 @@ async def test_unknown_names_are_not_found(plane: ControlPlane, make_archive: Ma
         plane.router("m", "environments", "canary")
 
 
-async def test_deployment_view_shows_status_settings_and_replicas(plane: ControlPlane, make_archive: MakeArchive) -> None:
-    result = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    view = plane.views.deployment_view(plane.registry.deployments[result.deployment_id])
-    assert view["status"] == "Scaled to zero" and view["replicas"] == []
-    assert view["autoscaling_settings"]["max_replica"] == 1 and view["environments"] == ["production"]
-
-
-async def test_requirements_failure_is_422_and_a_failed_deployment(
-    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
+async def test_everything_survives_a_restart(
+    tmp_path: Path, make_archive: MakeArchive, wall: Any, database_url: str
 ) -> None:
-    from swell.control import _lifecycle as _plane
-    from swell.modelserver import RequirementsInstallError
+    settings = ServerSettings(data_dir=tmp_path / "data", max_replica_cap=5, database_url=database_url)
+    first = ControlPlane(settings, FakeBackend(), clock=VirtualClock(), wall_clock=wall, api_key="k1")
+    await first.start(background=False)
+    published = await first.push(make_archive(), model_name="m", publish=True, promote=False)
+    dev = await first.push(make_archive(), model_name="m", publish=False, promote=False)
+    await first.promotion.patch_settings("m", published.deployment_id, {"min_replica": 1, "max_replica": 3})
+    await first.lifecycle.create_environment("m", "canary")
+    invoke = await first.access.create_key({"type": "invoke", "model_ids": ["m"]})
+    await first.access.set_secret({"name": "s", "value": "v"})
+    await first.lifecycle.deactivate("m", dev.deployment_id)
+    await first.close()
 
-    def fail(requirements: list[str], cache_dir: Path) -> Path:
-        raise RequirementsInstallError(requirements, "ERROR: No matching distribution found for nope==9")
-
-    monkeypatch.setattr(_plane, "ensure_environment", fail)
-    archive = make_archive({"model_name": "m", "requirements": ["nope==9"]})
-    with pytest.raises(ApiError) as info:
-        await plane.push(archive, model_name=None, publish=True, promote=False)
-    assert info.value.status == 422
-    assert "nope" in info.value.payload["reason"] and info.value.payload["status"] == "Failed"
-    record = plane.registry.deployments[info.value.payload["deployment_id"]]
-    assert plane.views.deployment_view(record)["status"] == "Failed" and "nope" in (record.error or "")
-    with pytest.raises(ApiError) as unavailable:
-        plane.router("m", "deployment", record.id)
-    assert unavailable.value.status == 503
-
-
-async def test_failed_development_build_keeps_the_old_development_deployment(
-    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from swell.control import _lifecycle as _plane
-    from swell.modelserver import RequirementsInstallError
-
-    good = await plane.push(make_archive(), model_name="m", publish=False, promote=False)
-
-    def fail(requirements: list[str], cache_dir: Path) -> Path:
-        raise RequirementsInstallError(requirements, "ERROR: No matching distribution found for nope==9")
-
-    monkeypatch.setattr(_plane, "ensure_environment", fail)
-    with pytest.raises(ApiError):
-        await plane.push(make_archive({"model_name": "m", "requirements": ["nope==9"]}), model_name=None, publish=False, promote=False)
-    assert plane.registry.model("m").development == good.deployment_id
-    assert plane.router("m", "development", None).deployment_id == good.deployment_id
-
-
-async def test_requirements_are_built_into_the_replica_python(
-    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from swell.control import _lifecycle as _plane
-
-    seen: list[list[str]] = []
-
-    def build(requirements: list[str], cache_dir: Path) -> Path:
-        seen.append(requirements)
-        return Path("/venvs/x/bin/python")
-
-    monkeypatch.setattr(_plane, "ensure_environment", build)
-    result = await plane.push(make_archive({"model_name": "m", "requirements": ["numpy"]}), model_name=None, publish=True, promote=False)
-    assert seen == [["numpy"]]
-    router = plane.controller.get(result.deployment_id).router  # type: ignore[union-attr]
-    assert router.spec.python == "/venvs/x/bin/python"
-
-
-async def test_package_without_its_model_file_is_422_naming_it(plane: ControlPlane, tmp_path: Path) -> None:
-    import tarfile
-
-    root = tmp_path / "nomodel"
-    root.mkdir()
-    (root / "config.yaml").write_text("model_name: m\n")
-    archive = tmp_path / "nomodel.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(root, arcname=".")
-    with pytest.raises(ApiError) as info:
-        await plane.push(archive, model_name=None, publish=True, promote=False)
-    assert info.value.status == 422
-    assert info.value.payload["detail"][0]["value"] == "model/model.py"
-    assert plane.registry.models == {} and not list((plane.data_dir / "packages").iterdir())
-
-
-async def test_package_without_config_yaml_names_it_not_a_server_path(plane: ControlPlane, tmp_path: Path) -> None:
-    import tarfile
-
-    root = tmp_path / "noconfig" / "model"
-    root.mkdir(parents=True)
-    (root / "model.py").write_text("class Model: ...\n")
-    archive = tmp_path / "noconfig.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(root.parent, arcname=".")
-    with pytest.raises(ApiError) as info:
-        await plane.push(archive, model_name="m", publish=True, promote=False)
-    assert info.value.status == 422
-    assert str(plane.data_dir) not in str(info.value.payload)
-
-
-async def test_push_unpacks_off_the_event_loop(
-    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A package with gigabytes of weights takes seconds to extract; on the
-    # loop that would stall every predict request meanwhile.
-    import threading
-
-    from swell.control import _lifecycle as _plane
-
-    threads: list[bool] = []
-    unpack = _plane._unpack
-
-    def spy(archive: Path, package_dir: Path) -> None:
-        threads.append(threading.current_thread() is threading.main_thread())
-        unpack(archive, package_dir)
-
-    monkeypatch.setattr(_plane, "_unpack", spy)
-    await plane.push(make_archive(), model_name="m", publish=True, promote=False)
-    assert threads == [False]
+    backend = FakeBackend()
+    second = ControlPlane(settings, backend, clock=VirtualClock(), wall_clock=wall)
+    await second.start(background=False)
+    try:
+        model = second.registry.model("m")
+        assert model.environments == {"production": published.deployment_id, "staging": None, "canary": None}
+        assert model.development == dev.deployment_id and not second.registry.deployments[dev.deployment_id].active
+        assert second.registry.deployments[published.deployment_id].settings.max_replica == 3
+        key = second.keys.authenticate(f"Api-Key {invoke['key']}".encode())
+        assert key is not None and key.model_ids == [model.id] and not key.can_manage()
+        assert second.keys.authenticate(b"Api-Key k1") is not None
+        assert [s["name"] for s in await second.access.list_secrets()] == ["s"]
+        await second.controller.tick()
+        await settle()
+        assert len(backend.alive(published.deployment_id)) == 1  # back to min_replica
+    finally:
+        await second.close()

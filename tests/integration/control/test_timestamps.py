@@ -8,14 +8,11 @@ routes that create something, so a new route that shows a time is checked too.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-
-from swell.control import ControlPlane, SwellApp
 
 MakeArchive = Callable[..., Path]
 KEY = {"Authorization": "Api-Key k1"}
@@ -37,13 +34,6 @@ def timestamps(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
             yield from timestamps(item, f"{where}[{i}]")
     elif isinstance(value, str) and DATE_LIKE.match(value):
         yield where, value
-
-
-@pytest.fixture
-async def client(plane: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=SwellApp(plane))
-    async with httpx.AsyncClient(transport=transport, base_url="http://swell") as c:
-        yield c
 
 
 async def test_every_route_shows_times_as_iso_utc_with_milliseconds(
