@@ -190,6 +190,8 @@ class DeploymentRouter:
         self.latency_sum = 0.0
         self.retries = 0
         self.arrivals = 0  # requests ever received (the control loop reads the difference)
+        # exchanges whose callers gave up, kept until their replica answers
+        self._abandoned_tasks: set[asyncio.Future[Any]] = set()
 
     # ------------------------------------------------------------------ counting
 
@@ -501,16 +503,12 @@ class DeploymentRouter:
                 waited = perf_counter() - asked
                 if on_start is not None:
                     on_start()
-            response: UpstreamResponse | None = None
+            # The exchange runs in a task of its own: a caller that gives up (its
+            # timeout, a hang-up) leaves it running, so the slot stays taken until
+            # the replica has answered (see _abandon), not while it still works.
+            sending = asyncio.ensure_future(_send(handle, head, body, whole=asynchronous))
             try:
-                assert handle.pool is not None
-                response = await handle.pool.request(head, body)
-                if not response.chunked:
-                    out = await response.body()
-                elif asynchronous:
-                    out = b"".join([chunk async for chunk in _chunks(response)])
-                else:
-                    out = b""
+                response, out = await asyncio.shield(sending)
                 return response, handle, waited, out
             except ReplicaGone as exc:
                 self._lost(handle)
@@ -541,11 +539,31 @@ class DeploymentRouter:
                     "" if exc.sent else " (it never reached the replica)",
                 )
             except BaseException:
-                if response is not None and not response.complete:
-                    response.abort()
-                self.release(handle)
+                if sending.done():
+                    self._abandoned(handle, sending)
+                else:
+                    self._abandoned_tasks.add(sending)
+                    sending.add_done_callback(lambda task, handle=handle: self._abandoned(handle, task))
                 raise
         raise AssertionError("unreachable")
+
+    def _abandoned(self, handle: ReplicaHandle, sending: asyncio.Future[tuple[UpstreamResponse, bytes]]) -> None:
+        """The exchange of a request whose caller gave up has ended: free its slot.
+
+        A whole answer is discarded; a stream is cut (its replica notices the
+        closed connection); a replica that dropped it is replaced as usual.
+        """
+        self._abandoned_tasks.discard(sending)  # type: ignore[arg-type]
+        if sending.cancelled():  # the loop is closing
+            self.release(handle)
+        elif isinstance(exc := sending.exception(), ReplicaGone):
+            self._lost(handle)
+        elif exc is not None:
+            self.release(handle)
+        else:
+            response, _ = sending.result()
+            response.abort()
+            self.release(handle)
 
     async def serve(
         self,
@@ -675,6 +693,20 @@ class DeploymentRouter:
         responses[status] = responses.get(status, 0) + 1
         self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         self.latency_sum += elapsed
+
+
+async def _send(handle: ReplicaHandle, head: bytes, body: bytes, *, whole: bool) -> tuple[UpstreamResponse, bytes]:
+    """One request to ``handle``'s replica: its response and its body, read here
+    unless ``whole`` is false and the answer is streamed (then ``b""``)."""
+    assert handle.pool is not None
+    response = await handle.pool.request(head, body)
+    if not response.chunked:
+        out = await response.body()
+    elif whole:
+        out = b"".join([chunk async for chunk in _chunks(response)])
+    else:
+        out = b""
+    return response, out
 
 
 class _DisconnectWatch:

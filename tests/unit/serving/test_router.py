@@ -279,6 +279,41 @@ async def test_caller_timeout_gets_504_json() -> None:
     assert router.queued == 0
 
 
+class HeldPool:
+    """A replica still working: it answers when ``answer`` is set."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+        self.calls = 0
+
+    async def request(self, head: bytes, body: bytes) -> Any:
+        self.calls += 1
+        await self.answer.wait()
+        return FakeResponse()
+
+    def close(self) -> None:
+        pass
+
+
+async def test_timed_out_caller_keeps_the_slot_until_the_replica_answers() -> None:
+    router = make_router(VirtualClock())
+    ready(router, "a")
+    ready(router, "b")
+    busy = router.handles["a"].pool = HeldPool()  # type: ignore[assignment]
+    other = router.handles["b"].pool = FakePool(FakeResponse())  # type: ignore[assignment]
+    send = Recorder()
+    await router.serve([], b"{}", send, 0.01)
+    assert send.status == 504
+    assert router.in_flight == 1 and router.handles["a"].in_flight == 1  # a still runs it
+    nxt = Recorder()
+    await router.serve([], b"{}", nxt, None)
+    assert nxt.status == 200 and other.calls == 1 and busy.calls == 1  # sent to b, not the busy a
+    busy.answer.set()  # a answers; the answer is discarded and the slot is free
+    await settle()
+    assert router.in_flight == 0 and router.handles["a"].in_flight == 0
+    assert router.responses == {504: 1, 200: 1}
+
+
 def test_request_head_drops_hop_headers() -> None:
     head = DeploymentRouter.request_head(
         [(b"host", b"x"), (b"authorization", b"Api-Key k"), (b"content-type", b"application/json"), (b"x-a", b"1")], 7
