@@ -74,7 +74,7 @@ def cli() -> None:
     "--database-url",
     default=None,
     envvar="SWELL_DATABASE_URL",
-    help="The store [default: SQLite in the data dir]; e.g. postgresql+asyncpg://user:pass@host/db.",
+    help="The store [default: SQLite in the data dir]; e.g. postgresql+asyncpg://user:pass@host/db (pip install 'swell[postgres]').",
 )
 @click.option(
     "--deactivate-after-days",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, delete, event, func, insert, inspect, or_, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from swell.control._schema import (
@@ -208,6 +208,19 @@ class Transaction:
             await self.conn.execute(delete(events).where(events.c.deployment_id == deployment_id, events.c.id < floor))
 
 
+def _check_driver(url: URL) -> None:
+    """PostgreSQL's driver is an extra (``swell[postgres]``): say so, not ``No module named``."""
+    if url.get_backend_name() != "postgresql" or url.get_driver_name() != "asyncpg":
+        return
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        raise StoreError(
+            "PostgreSQL needs its driver, asyncpg, which is not installed: "
+            "pip install 'swell[postgres]'"
+        ) from None
+
+
 class Store:
     """One database; :meth:`transaction` for writes, :meth:`snapshot` at start-up."""
 
@@ -238,6 +251,7 @@ class Store:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 self._check_file(Path(database))
         else:
+            _check_driver(url)
             kwargs.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
         try:
             engine = create_async_engine(url, **kwargs)
