@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote
 from fastapi.openapi.docs import get_swagger_ui_html
 
 from swell.control import SwellApp
-from swell.dashboard._charts import Sample, Sampler, latency_buckets
+from swell.dashboard._charts import Sample, Sampler, async_requests, latency_buckets
 from swell.dashboard._pages import deployment_fragment, deployment_page, index_fragment, index_page, signin_page
 from swell.dashboard._session import Session, Sessions, cookie_header, read_cookie, same_origin
 from swell.serving import render_metrics
@@ -307,7 +307,8 @@ class Dashboard:
             await _json(send, status, view if isinstance(view, dict) else {"error": "not found"})
             return
         _, traffic = await self._get(base + "/traffic")
-        metrics = render_metrics(self.app.plane.controller).decode()
+        plane = self.app.plane
+        metrics = render_metrics(plane.controller, plane.async_queue.metric_families()).decode()
         self.sampler.add(
             view["id"],
             Sample(
@@ -321,7 +322,8 @@ class Dashboard:
         )
         samples = self.sampler.series(view["id"])
         traffic = traffic if isinstance(traffic, dict) else {}
+        waiting = async_requests(metrics, view["id"])
         if fragment:
-            await _html(send, deployment_fragment(view, traffic, samples))
+            await _html(send, deployment_fragment(view, traffic, samples, waiting))
         else:
-            await _html(send, deployment_page(view, traffic, samples, session.csrf))
+            await _html(send, deployment_page(view, traffic, samples, waiting, session.csrf))

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["Sample", "Sampler", "histogram_quantile", "latency_buckets", "svg_chart"]
+__all__ = ["Sample", "Sampler", "async_requests", "histogram_quantile", "latency_buckets", "svg_chart"]
 
 SAMPLES_KEPT = 300
 _BUCKET = re.compile(r'^swell_request_duration_seconds_bucket\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+_ASYNC = re.compile(r'^swell_async_requests\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,20 @@ def latency_buckets(metrics: str, deployment_id: str) -> tuple[tuple[float, floa
             continue
         out.append((math.inf if le[1] == "+Inf" else float(le[1]), float(match["value"])))
     return tuple(sorted(out))
+
+
+def async_requests(metrics: str, deployment_id: str) -> dict[str, int]:
+    """The deployment's unfinished async requests by status (QUEUED, IN_PROGRESS), from Prometheus text."""
+    wanted = f'deployment="{deployment_id}"'
+    out: dict[str, int] = {}
+    for line in metrics.splitlines():
+        match = _ASYNC.match(line)
+        if match is None or wanted not in match["labels"]:
+            continue
+        status = re.search(r'status="([^"]+)"', match["labels"])
+        if status is not None:
+            out[status[1]] = int(float(match["value"]))
+    return out
 
 
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:

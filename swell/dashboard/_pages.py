@@ -167,7 +167,14 @@ def _charts(traffic: Mapping[str, Any], samples: list[Sample]) -> str:
     )
 
 
-def deployment_fragment(view: Mapping[str, Any], traffic: Mapping[str, Any], samples: list[Sample]) -> str:
+def _async_queue(counts: Mapping[str, int]) -> str:
+    shown = ", ".join(f"{e(status)} <b>{e(n)}</b>" for status, n in sorted(counts.items())) or "empty"
+    return f'<p id="async-queue">Async queue: {shown}</p>'
+
+
+def deployment_fragment(
+    view: Mapping[str, Any], traffic: Mapping[str, Any], samples: list[Sample], async_counts: Mapping[str, int]
+) -> str:
     decision = view.get("last_decision") or {}
     error = view.get("error")
     return (
@@ -176,6 +183,7 @@ def deployment_fragment(view: Mapping[str, Any], traffic: Mapping[str, Any], sam
         f' · environments: {e(", ".join(view.get("environments") or []) or "none")}</p>'
         + (f'<p class="error">{e(error)}</p>' if error else "")
         + (f'<p class="muted">Last decision: {e(decision.get("reason"))}</p>' if decision else "")
+        + _async_queue(async_counts)
         + f'<div class="charts">{_charts(traffic, samples)}</div><h2>Replicas</h2>{_replicas(view)}'
     )
 
@@ -199,7 +207,9 @@ def _settings_form(settings: Mapping[str, Any]) -> str:
     )
 
 
-def deployment_page(view: Mapping[str, Any], traffic: Mapping[str, Any], samples: list[Sample], csrf: str) -> str:
+def deployment_page(
+    view: Mapping[str, Any], traffic: Mapping[str, Any], samples: list[Sample], async_counts: Mapping[str, int], csrf: str
+) -> str:
     model_id, deployment_id = view["model_id"], view["id"]
     api = f"/ui/api/v1/models/{quote(model_id, safe='')}/deployments/{quote(deployment_id, safe='')}"
     frag = f"/ui/fragment/models/{quote(model_id, safe='')}/deployments/{quote(deployment_id, safe='')}"
@@ -211,7 +221,7 @@ def deployment_page(view: Mapping[str, Any], traffic: Mapping[str, Any], samples
         '<button data-action="deactivate" id="deactivate">Deactivate</button> '
         '<button data-action="promote" id="promote">Promote to production</button>'
         '<pre id="action-result" class="result" aria-live="polite"></pre></div>'
-        f'<div class="live" data-src="{e(frag)}" id="live">{deployment_fragment(view, traffic, samples)}</div>'
+        f'<div class="live" data-src="{e(frag)}" id="live">{deployment_fragment(view, traffic, samples, async_counts)}</div>'
         f'<h2>Autoscaling settings</h2>{_settings_form(view.get("autoscaling_settings") or {})}'
         '<h2>Events</h2><ol id="events" class="events"><li class="muted">waiting for events…</li></ol>'
         '<h2>Logs</h2><pre id="logs" class="logs"></pre>'

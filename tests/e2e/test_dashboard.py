@@ -125,6 +125,7 @@ def test_the_dashboard_in_a_browser(tmp_path: Path, browser: Any) -> None:
         # The deployment page: a predict wakes it, seen without a reload.
         browser.get(url + f"/ui/models/{model_id}/deployments/{deployment_id}")
         _wait(browser, lambda d: "Scaled to zero" in _text(d, "#live .badge"), "Scaled to zero")
+        assert "Async queue" in _text(browser, "#async-queue")
         browser.execute_script("window.notReloaded = true;")
         assert api.post(f"/model/{model_id}/deployment/{deployment_id}/predict", json={"i": 1}).status_code == 200
         _wait(browser, lambda d: _text(d, "#live .badge") == "Active" and _text(d, "#replicas") == "1/1", "Active 1/1")

@@ -3,7 +3,9 @@ checks on edits, the API's own answers through it, and /docs served offline."""
 
 from __future__ import annotations
 
+import io
 import re
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -139,3 +141,27 @@ async def test_predict_and_the_api_with_a_key_are_untouched(client: httpx.AsyncC
     assert response.status_code == 200
     assert (await client.get("/v1/models")).status_code == 401  # a session cookie is not an API key
     assert (await client.get("/health")).status_code == 200
+
+
+async def test_the_pages_show_a_pushed_deployment(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    root = tmp_path / "pkg"
+    (root / "model").mkdir(parents=True)
+    (root / "model" / "model.py").write_text("class Model:\n    def predict(self, x):\n        return x\n")
+    (root / "config.yaml").write_text("model_name: shown\n")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(root, arcname=".")
+    pushed = await client.post(
+        "/v1/models/push", params={"publish": "true"}, content=buffer.getvalue(),
+        headers={"authorization": f"Api-Key {KEY}"},
+    )
+    assert pushed.status_code == 201, pushed.text
+    model_id, deployment_id = pushed.json()["model_id"], pushed.json()["deployment_id"]
+    await sign_in(client)
+    index = (await client.get("/ui/fragment/index")).text
+    assert f'data-deployment="{deployment_id}"' in index and 'data-status="Scaled to zero"' in index
+    page = (await client.get(f"/ui/models/{model_id}/deployments/{deployment_id}")).text
+    assert page.count("<svg") == 5 and 'id="async-queue"' in page and 'id="setting-max_replica"' in page
+    fragment = await client.get(f"/ui/fragment/models/{model_id}/deployments/{deployment_id}")
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    assert (await client.get(f"/ui/models/{model_id}/deployments/nope")).status_code == 404

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from swell.dashboard._charts import Sample, Sampler, histogram_quantile, latency_buckets, svg_chart
+from swell.dashboard._charts import Sample, Sampler, async_requests, histogram_quantile, latency_buckets, svg_chart
 
 METRICS = """\
 swell_request_duration_seconds_bucket{model="m",deployment="d1",le="0.1"} 5
@@ -49,3 +49,14 @@ def test_svg_chart_draws_series_gaps_and_an_empty_state() -> None:
     assert "queue &lt;&amp;&gt;" in svg
     assert svg.count("<polyline") == 2 and svg.count("<circle") == 1  # the lone 1 after the gap
     assert "no data yet" in svg_chart("empty", [("x", [])])
+
+
+def test_async_requests_of_one_deployment_by_status() -> None:
+    text = (
+        'swell_async_requests{deployment="d1",status="QUEUED"} 3\n'
+        'swell_async_requests{deployment="d1",status="IN_PROGRESS"} 1\n'
+        'swell_async_requests{deployment="d2",status="QUEUED"} 9\n'
+        'swell_async_requests_finished{status="SUCCEEDED"} 4\n'
+    )
+    assert async_requests(text, "d1") == {"QUEUED": 3, "IN_PROGRESS": 1}
+    assert async_requests(text, "d3") == {}
