@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from swell.modelserver._imports import missing_module_hint
 from swell.modelserver._methods import ModelDescriptor
 from swell.modelserver._secrets import LazyDataResolver, Secrets
 
@@ -145,6 +146,10 @@ class ModelWrapper:
             self.error = "".join(traceback.format_exception(exc))
             self.status = Status.FAILED
             logger.error("Exception while loading model", exc_info=filter_traceback(exc, self.model_file_name))
+            hint = missing_module_hint(exc, (str(self.config.get("model_module_dir") or "model"),))
+            if hint is not None:  # the error's last line: what the deployment's status shows
+                logger.error("%s", hint)
+                self.error += hint + "\n"
             return False
         self.load_seconds = time.perf_counter() - start
         logger.info("Completed model.load() execution in %d ms", self.load_seconds * 1000)

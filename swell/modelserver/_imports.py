@@ -1,0 +1,76 @@
+"""What Truss's server image lets model code import without declaring it.
+
+Truss installs its server's own requirements into the image beside the
+model's (``truss/templates/server/requirements.txt``; TRUSS_CONTRACT.md §17),
+so model code written for Truss may import them undeclared.  Swell's replicas
+see Swell's dependencies (which include the light, commonly imported part of
+that set: OpenTelemetry, requests, loguru, prometheus-client)
+and the package's ``requirements:``; ``pip install 'swell[truss-runtime]'``
+adds the rest.  When an import still fails, :func:`missing_module_hint` says
+which package to declare.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TRUSS_SERVER_MODULES", "missing_module_hint"]
+
+#: Top-level module → the requirement that provides it, for Truss 0.18's server requirements.
+TRUSS_SERVER_MODULES = {
+    "aiocontextvars": "aiocontextvars",
+    "aiofiles": "aiofiles",
+    "aiohttp": "aiohttp",
+    "certifi": "certifi",
+    "Cython": "cython",
+    "fastapi": "fastapi",
+    "joblib": "joblib",
+    "loguru": "loguru",
+    "msgpack_numpy": "msgpack-numpy",
+    "msgpack": "msgpack",
+    "numpy": "numpy",
+    "opentelemetry": "opentelemetry-sdk",
+    "prometheus_client": "prometheus-client",
+    "psutil": "psutil",
+    "pythonjsonlogger": "python-json-logger",
+    "yaml": "pyyaml",
+    "requests": "requests",
+    "truss_transfer": "truss-transfer",
+    "uvicorn": "uvicorn",
+    "uvloop": "uvloop",
+    "websockets": "websockets",
+}
+
+
+def _missing_module(exc: BaseException) -> str | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ModuleNotFoundError) and current.name:
+            return current.name
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def missing_module_hint(exc: BaseException, own_modules: tuple[str, ...] = ("model",)) -> str | None:
+    """One line for a load that failed on a missing module: which, and what to declare.
+
+    ``own_modules``: the package's own top-level names (its model folder), whose
+    missing submodules are the package's mistake, not a missing requirement.
+    """
+    name = _missing_module(exc)
+    if name is None:
+        return None
+    top = name.split(".", 1)[0]
+    if top in own_modules:
+        return None
+    requirement = TRUSS_SERVER_MODULES.get(top)
+    if requirement is not None:
+        return (
+            f"model code imports {name!r}, which Truss's server image ships but this replica's "
+            f"environment lacks: declare it in config.yaml requirements: (- {requirement}), "
+            "or install Truss's server packages beside Swell: pip install 'swell[truss-runtime]'"
+        )
+    return (
+        f"model code imports {name!r}, which is not installed in this replica's environment: "
+        "declare the package that provides it in config.yaml requirements:"
+    )

@@ -1,0 +1,48 @@
+"""The load error's hint for a module the replica lacks."""
+
+from __future__ import annotations
+
+from swell.modelserver._imports import TRUSS_SERVER_MODULES, missing_module_hint
+
+
+def _missing(name: str) -> ModuleNotFoundError:
+    return ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+def test_a_truss_server_package_is_named_with_its_requirement() -> None:
+    hint = missing_module_hint(_missing("prometheus_client"))
+    assert hint is not None
+    assert "'prometheus_client'" in hint and "- prometheus-client" in hint and "swell[truss-runtime]" in hint
+
+
+def test_a_submodule_is_traced_to_its_package() -> None:
+    hint = missing_module_hint(_missing("opentelemetry.sdk"))
+    assert hint is not None and "- opentelemetry-sdk" in hint
+
+
+def test_any_other_module_says_to_declare_its_package() -> None:
+    hint = missing_module_hint(_missing("transformers"))
+    assert hint is not None and "'transformers'" in hint and "requirements:" in hint
+    assert "truss-runtime" not in hint
+
+
+def test_a_missing_module_raised_under_another_error_is_found() -> None:
+    try:
+        try:
+            raise _missing("aiohttp")
+        except ImportError as e:
+            raise RuntimeError("could not start the client") from e
+    except RuntimeError as outer:
+        hint = missing_module_hint(outer)
+    assert hint is not None and "'aiohttp'" in hint
+
+
+def test_the_packages_own_modules_and_other_errors_get_no_hint() -> None:
+    assert missing_module_hint(_missing("model.helpers")) is None
+    assert missing_module_hint(_missing("mymodel.x"), ("mymodel",)) is None
+    assert missing_module_hint(RuntimeError("boom")) is None
+
+
+def test_the_table_covers_the_contracts_list() -> None:
+    for module in ("opentelemetry", "requests", "aiohttp", "loguru", "prometheus_client"):
+        assert module in TRUSS_SERVER_MODULES
