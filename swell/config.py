@@ -8,6 +8,7 @@ same message.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import re
@@ -787,12 +788,15 @@ class ModelConfig(BaseModel):
 
 
 def load_model_config(
-    package_dir: str | Path, *, max_replica_cap: int = DEFAULT_MAX_REPLICA_CAP
+    package_dir: str | Path, *, max_replica_cap: int = DEFAULT_MAX_REPLICA_CAP, stored: bool = False
 ) -> tuple[ModelConfig, list[str]]:
     """Read ``package_dir/config.yaml``.
 
     Returns the config and the Truss keys that were present but are not acted
     on by Swell (for the caller to warn about).  Raises :class:`ConfigError`.
+    ``stored``: a package accepted at an earlier push (read again at start);
+    keys an older Swell let through unchecked are skipped, not refused, so an
+    upgrade does not fail a deployment that was serving.
     """
     path = Path(package_dir) / "config.yaml"
     source = str(path)
@@ -810,7 +814,22 @@ def load_model_config(
             [FieldError("config.yaml", where, f"must be valid YAML ({getattr(exc, 'problem', exc)})")],
             source=source,
         ) from None
-    return parse_model_config(raw, max_replica_cap=max_replica_cap, source=source)
+    try:
+        return parse_model_config(raw, max_replica_cap=max_replica_cap, source=source)
+    except ConfigError as exc:
+        unknown = [e for e in exc.errors if e.allowed.startswith("unknown key")]
+        if not stored or not unknown or len(unknown) != len(exc.errors):
+            raise
+        data = copy.deepcopy(raw)
+        for error in unknown:
+            _drop(data, error.field.split("."))
+        return parse_model_config(data, max_replica_cap=max_replica_cap, source=source)
+
+
+def _drop(data: Any, path: list[str]) -> None:
+    for part in path[:-1]:
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    data.pop(path[-1], None)
 
 
 def parse_model_config(

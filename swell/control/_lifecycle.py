@@ -450,7 +450,7 @@ class Lifecycle(Part):
             build, error = BuildState.FAILED, "the server stopped while this deployment was building; push it again"
         elif build is BuildState.BUILT:
             try:
-                config, _ = load_model_config(package_dir, max_replica_cap=self.settings.max_replica_cap)
+                config, _ = load_model_config(package_dir, max_replica_cap=self.settings.max_replica_cap, stored=True)
             except (ConfigError, OSError) as exc:
                 build, error = BuildState.FAILED, f"its package at {package_dir} cannot be read any more: {exc}"
             if build is BuildState.BUILT and row["python"] and not Path(row["python"]).exists():

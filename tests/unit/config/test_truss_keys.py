@@ -113,3 +113,19 @@ def test_docker_server_package_is_refused_saying_why(tmp_path: Path) -> None:
     assert "docker_server is not supported" in error.allowed
     assert "model class" in error.allowed and "container image" in error.allowed
     assert "no model file" not in str(info.value)
+
+
+def test_a_stored_package_with_a_key_an_older_swell_let_through_still_loads(tmp_path: Path) -> None:
+    # Pushed before runtime keys were checked; read again when the server restarts.
+    package = write(tmp_path, {"model_name": "m", "runtime": {"predict_concurency": 4, "predict_concurrency": 2}})
+    with pytest.raises(ConfigError):
+        load_model_config(package)  # a new push is refused
+    config, _ = load_model_config(package, stored=True)
+    assert config.predict_concurrency == 2
+
+
+def test_a_stored_package_is_still_refused_for_real_errors(tmp_path: Path) -> None:
+    package = write(tmp_path, {"runtime": {"predict_concurency": 4, "predict_concurrency": 0}})
+    with pytest.raises(ConfigError) as info:
+        load_model_config(package, stored=True)
+    assert {e.field for e in info.value.errors} == {"runtime.predict_concurency", "runtime.predict_concurrency"}
