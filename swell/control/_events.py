@@ -43,11 +43,23 @@ class EventLog:
         self._lock = asyncio.Lock()
         self._followers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._since_trim: Counter[str] = Counter()
+        self._forgotten: set[str] = set()
+        self._purge: set[str] = set()
 
     def record(self, deployment_id: str, kind: str, message: str, **fields: Any) -> None:
+        if deployment_id in self._forgotten:
+            return
         self._pending.append(
             {"deployment_id": deployment_id, "at": self.wall(), "kind": kind, "message": message, "details": fields}
         )
+        if self._wake is not None:
+            self._wake.set()
+
+    def forget(self, deployment_id: str) -> None:
+        """A deleted deployment: drop what is not written yet, and whatever comes later."""
+        self._forgotten.add(deployment_id)
+        self._purge.add(deployment_id)  # rows a write under way adds are deleted after it
+        self._pending = [row for row in self._pending if row["deployment_id"] != deployment_id]
         if self._wake is not None:
             self._wake.set()
 
@@ -81,9 +93,12 @@ class EventLog:
         """Write what was recorded so far, then tell followers."""
         async with self._lock:
             rows, self._pending = self._pending, []
-            if not rows:
+            purge, self._purge = self._purge, set()
+            if not rows and not purge:
                 return
             async with self.store.transaction() as tx:
+                for deployment_id in purge:
+                    await tx.delete_events(deployment_id)
                 for row in rows:
                     row["id"] = await tx.add_event(row)
                     self._since_trim[row["deployment_id"]] += 1

@@ -409,6 +409,7 @@ class Lifecycle(Part):
         return {"id": record.id, "model_id": model.id, "deleted": True}
 
     def _forget_deployment(self, deployment_id: str) -> None:
+        self.events.forget(deployment_id)  # its rows went with it; its replicas' last news is not kept
         record = self.registry.deployments.get(deployment_id)
         self.controller.retire(deployment_id)
         self.registry.remove_deployment(deployment_id)

@@ -34,6 +34,8 @@ POLL_SECONDS = 0.25  # how often a log follow looks at the files
 KEEPALIVE_SECONDS = 15.0  # a server-sent events comment, so proxies keep the stream open
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LAST_SECOND = 253402300799.0  # 9999-12-31T23:59:59Z: later has no ISO form
+_REPLICA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a file name in the log folder, nothing more
 SINCE_ALLOWED = "a duration back from now (30s, 10m, 1h, 2d) or an ISO 8601 time (2026-12-03T09:00:00Z)"
 
 
@@ -42,15 +44,15 @@ def parse_since(value: str | None, now: float) -> float | None:
     if value is None or value == "":
         return None
     match = _DURATION.match(value)
-    if match:
-        return now - float(match.group(1)) * _UNIT[match.group(2)]
+    if match:  # longer ago than 1970 is everything
+        return max(0.0, now - float(match.group(1)) * _UNIT[match.group(2)])
     try:
         when = datetime.fromisoformat(value.strip().replace("z", "Z"))
     except ValueError:
         raise ApiError(422, "invalid since", detail=[FieldError("since", value, SINCE_ALLOWED).as_dict()]) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    return min(max(0.0, when.timestamp()), _LAST_SECOND)
 
 
 def _streams(request: Request) -> bool:
@@ -119,6 +121,10 @@ def observe_routes(plane: ControlPlane) -> APIRouter:
         ``replica`` keeps one replica's; ``since`` is 10m, 1h … or an ISO time;
         ``limit`` the last lines to show (before following)."""
         deployment = resolve(model_id, deployment_id)
+        if replica is not None and not _REPLICA_ID.match(replica):
+            raise ApiError(
+                422, "invalid replica", detail=[FieldError("replica", replica, "a replica id such as r-3f9a1c").as_dict()]
+            )
         start = parse_since(since, plane.wall())
         since_iso = iso(start) if start is not None else ""
         folder = log_folder(deployment)

@@ -124,6 +124,8 @@ class Transaction:
         # Explicit children first: SQLite enforces ON DELETE CASCADE only with
         # its foreign_keys pragma, which a hand-opened database may lack.
         await self.conn.execute(delete(environments).where(environments.c.model_id == model_id))
+        owned = select(deployments.c.id).where(deployments.c.model_id == model_id)
+        await self.conn.execute(delete(events).where(events.c.deployment_id.in_(owned)))
         await self.conn.execute(delete(deployments).where(deployments.c.model_id == model_id))
         await self.conn.execute(delete(models).where(models.c.id == model_id))
 
@@ -139,6 +141,7 @@ class Transaction:
             update(environments).where(environments.c.deployment_id == deployment_id).values(deployment_id=None)
         )
         await self.conn.execute(delete(deployments).where(deployments.c.id == deployment_id))
+        await self.conn.execute(delete(events).where(events.c.deployment_id == deployment_id))
 
     async def set_environment(self, model_id: str, name: str, deployment_id: str | None, created_at: float) -> None:
         await self._upsert(
@@ -197,6 +200,9 @@ class Transaction:
         """One event; returns its id (ids grow with time)."""
         result = await self.conn.execute(insert(events).values(**row))
         return int(result.inserted_primary_key[0])
+
+    async def delete_events(self, deployment_id: str) -> None:
+        await self.conn.execute(delete(events).where(events.c.deployment_id == deployment_id))
 
     async def trim_events(self, deployment_id: str, keep: int) -> None:
         """Keep the last ``keep`` events of one deployment."""

@@ -96,3 +96,17 @@ async def test_followers_get_each_written_event_once(plane: ControlPlane) -> Non
         await plane.events.flush()
         got = queue.get_nowait()
         assert got["message"] == "one" and got["id"] > 0 and queue.empty()
+
+
+async def test_deleting_a_deployment_deletes_its_events(
+    plane: ControlPlane, make_archive: MakeArchive
+) -> None:
+    first = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    second = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
+    for pushed in (first, second):
+        await plane.patch_settings("m", pushed.deployment_id, {"max_replica": 2})
+    await plane.delete_deployment("m", second.deployment_id)
+    assert await plane.events.history(second.deployment_id) == []
+    assert [row["kind"] for row in await plane.events.history(first.deployment_id)] == ["settings_changed"]
+    await plane.delete_model("m")
+    assert await plane.events.history(first.deployment_id) == []
