@@ -104,9 +104,9 @@ async def test_deleting_a_deployment_deletes_its_events(
     first = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     second = await plane.push(make_archive(), model_name="m", publish=True, promote=False)
     for pushed in (first, second):
-        await plane.patch_settings("m", pushed.deployment_id, {"max_replica": 2})
-    await plane.delete_deployment("m", second.deployment_id)
+        await plane.promotion.patch_settings("m", pushed.deployment_id, {"max_replica": 2})
+    await plane.lifecycle.delete_deployment("m", second.deployment_id)
     assert await plane.events.history(second.deployment_id) == []
     assert [row["kind"] for row in await plane.events.history(first.deployment_id)] == ["settings_changed"]
-    await plane.delete_model("m")
+    await plane.lifecycle.delete_model("m")
     assert await plane.events.history(first.deployment_id) == []
