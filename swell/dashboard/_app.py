@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, unquote
 from fastapi.openapi.docs import get_swagger_ui_html
 
 from swell.control import SwellApp
+from swell.dashboard._advise import AdviseError, run_advise
 from swell.dashboard._charts import Sample, Sampler, async_requests, latency_buckets
 from swell.dashboard._pages import deployment_fragment, deployment_page, index_fragment, index_page, signin_page
 from swell.dashboard._session import Session, Sessions, cookie_header, read_cookie, same_origin
@@ -186,6 +187,9 @@ class Dashboard:
         if path.startswith("/ui/api/"):
             await self._api(scope, receive, send, session, path)
             return
+        if path.startswith("/ui/advise/") and method == "POST":
+            await self._advise(scope, send, session, path)
+            return
         if method not in _SAFE_METHODS:
             await _json(send, 405, {"error": "method not allowed", "reason": f"{method} {path} is not allowed"})
             return
@@ -327,3 +331,26 @@ class Dashboard:
             await _html(send, deployment_fragment(view, traffic, samples, waiting))
         else:
             await _html(send, deployment_page(view, traffic, samples, waiting, session.csrf))
+
+    async def _advise(self, scope: Scope, send: Send, session: Session, path: str) -> None:
+        """``swell advise`` over the deployment's recorded traffic: findings, each with its PATCH body."""
+        if not Sessions.csrf_ok(session, _text(scope, b"x-csrf-token")):
+            await _json(send, 403, {"error": "forbidden", "reason": "missing or wrong X-CSRF-Token"})
+            return
+        parts = [unquote(p) for p in path.split("/")]
+        # ['', 'ui', 'advise', 'models', m, 'deployments', d]
+        if len(parts) != 7 or parts[3] != "models" or parts[5] != "deployments":
+            await _json(send, 404, {"error": "not found", "reason": f"no route {path}"})
+            return
+        base = f"/v1/models/{parts[4]}/deployments/{parts[6]}"
+        status, view = await self._get(base)
+        if status != 200:
+            await _json(send, status, view)
+            return
+        _, traffic = await self._get(base + "/traffic")
+        try:
+            advice = await run_advise(view, traffic, self.app.plane.settings.max_replica_cap)
+        except AdviseError as exc:
+            await _json(send, 409, {"error": "no advice", "reason": str(exc)})
+            return
+        await _json(send, 200, advice)

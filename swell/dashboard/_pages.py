@@ -212,6 +212,7 @@ def deployment_page(
 ) -> str:
     model_id, deployment_id = view["model_id"], view["id"]
     api = f"/ui/api/v1/models/{quote(model_id, safe='')}/deployments/{quote(deployment_id, safe='')}"
+    advise = f"/ui/advise/models/{quote(model_id, safe='')}/deployments/{quote(deployment_id, safe='')}"
     frag = f"/ui/fragment/models/{quote(model_id, safe='')}/deployments/{quote(deployment_id, safe='')}"
     body = (
         f'<h1>{e(view["model_name"])} <span class="muted">/ {e(deployment_id)} ({e(view["kind"])})</span></h1>'
@@ -223,6 +224,10 @@ def deployment_page(
         '<pre id="action-result" class="result" aria-live="polite"></pre></div>'
         f'<div class="live" data-src="{e(frag)}" id="live">{deployment_fragment(view, traffic, samples, async_counts)}</div>'
         f'<h2>Autoscaling settings</h2>{_settings_form(view.get("autoscaling_settings") or {})}'
+        '<h2>Advice</h2><p class="muted">Replays this deployment\'s recorded traffic through <code>swell advise</code> '
+        "(a few seconds to a minute); each finding shows its simulated effect and applies its PATCH body in one click.</p>"
+        f'<button id="advise" data-url="{e(advise)}">Run swell advise</button>'
+        '<div id="advice" aria-live="polite"></div>'
         '<h2>Events</h2><ol id="events" class="events"><li class="muted">waiting for events…</li></ol>'
         '<h2>Logs</h2><pre id="logs" class="logs"></pre>'
         "</div>"

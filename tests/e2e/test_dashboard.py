@@ -154,10 +154,22 @@ def test_the_dashboard_in_a_browser(tmp_path: Path, browser: Any) -> None:
         assert api.get(base + "/autoscaling_settings").json()["max_replica"] == 3
         _screenshot(browser, tmp_path, "dashboard-settings-ok.png")
 
+        # swell advise over the recorded traffic: findings (or none), each with its PATCH body.
+        browser.find_element(By.ID, "advise").click()
+        _wait(browser, lambda d: (t := _text(d, "#advice")) and "running" not in t, "swell advise's answer", timeout=150)
+        assert "error" not in _text(browser, "#advice").lower(), _text(browser, "#advice")
+        _screenshot(browser, tmp_path, "dashboard-advise.png")
+
         # It scales back to zero on its own; the page follows.
         _wait(browser, lambda d: "Scaled to zero" in _text(d, "#live .badge"), "scale to zero", timeout=90)
         _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#events li[data-kind*="scale"]'), "a scaling event")
         _screenshot(browser, tmp_path, "dashboard-scaled-to-zero.png")
+
+        # One click applies a finding's PATCH body (after the scale to zero: it may raise min_replica).
+        applies = browser.find_elements(By.CSS_SELECTOR, "#advice .finding button")
+        if applies:
+            applies[0].click()
+            _wait(browser, lambda d: "(applied)" in _text(d, "#advice .finding pre"), "the finding applied")
 
         # /docs works from the server's own files.
         browser.get(url + "/docs")

@@ -93,6 +93,65 @@
     });
   }
 
+  function cell(tag, text) {
+    const el = document.createElement(tag);
+    el.textContent = text === null || text === undefined ? "–" : String(text);
+    return el;
+  }
+
+  function effectTable(effect) {
+    const table = document.createElement("table");
+    const current = (effect && effect.current) || {};
+    const recommended = (effect && effect.recommended) || {};
+    const head = document.createElement("tr");
+    ["", "now", "with this change"].forEach(function (t) { head.appendChild(cell("th", t)); });
+    table.appendChild(head);
+    Object.keys(current).forEach(function (metric) {
+      const row = document.createElement("tr");
+      row.appendChild(cell("td", metric));
+      row.appendChild(cell("td", current[metric]));
+      row.appendChild(cell("td", recommended[metric]));
+      table.appendChild(row);
+    });
+    return table;
+  }
+
+  const adviseButton = document.getElementById("advise");
+  if (adviseButton) {
+    adviseButton.addEventListener("click", function () {
+      const box = document.getElementById("advice");
+      box.textContent = "running swell advise…";
+      adviseButton.disabled = true;
+      send("POST", adviseButton.dataset.url).then(function (res) {
+        adviseButton.disabled = false;
+        box.textContent = "";
+        if (res.status !== 200) { box.appendChild(cell("p", describe(res))).className = "error"; return; }
+        const findings = res.data.findings || [];
+        if (!findings.length) box.appendChild(cell("p", res.data.summary || "No findings: the settings suit this traffic."));
+        findings.forEach(function (f) {
+          const div = document.createElement("div");
+          div.className = "finding";
+          div.dataset.finding = f.id;
+          div.appendChild(cell("h3", f.title));
+          div.appendChild(cell("p", f.why));
+          div.appendChild(effectTable(f.effect));
+          const apply = cell("button", "Apply " + JSON.stringify(f.recommended));
+          const out = cell("pre", "");
+          out.className = "result";
+          apply.addEventListener("click", function () {
+            send("PATCH", api + "/autoscaling_settings", f.recommended).then(function (r) {
+              out.className = "result " + (r.status < 300 ? "ok" : "bad");
+              out.textContent = describe(r) + (r.status < 300 ? " (applied)" : "");
+            });
+          });
+          div.appendChild(apply);
+          div.appendChild(out);
+          box.appendChild(div);
+        });
+      });
+    });
+  }
+
   function follow(url, onItem, element, unavailable) {
     if (!window.EventSource) return;
     const source = new EventSource(url);

@@ -165,3 +165,15 @@ async def test_the_pages_show_a_pushed_deployment(client: httpx.AsyncClient, tmp
     fragment = await client.get(f"/ui/fragment/models/{model_id}/deployments/{deployment_id}")
     assert fragment.status_code == 200 and "<html" not in fragment.text
     assert (await client.get(f"/ui/models/{model_id}/deployments/nope")).status_code == 404
+    csrf = await sign_in(client)
+    quiet = await client.post(f"/ui/advise/models/{model_id}/deployments/{deployment_id}", headers={"x-csrf-token": csrf})
+    assert quiet.status_code == 409 and "no traffic recorded" in quiet.json()["reason"]
+
+
+async def test_advise_needs_the_csrf_token_and_traffic(client: httpx.AsyncClient) -> None:
+    csrf = await sign_in(client)
+    created = await client.post("/ui/api/v1/models", json={"name": "quiet"}, headers={"x-csrf-token": csrf})
+    assert created.status_code == 201
+    assert (await client.post("/ui/advise/models/quiet/deployments/nope")).status_code == 403
+    missing = await client.post("/ui/advise/models/quiet/deployments/nope", headers={"x-csrf-token": csrf})
+    assert missing.status_code == 404
