@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from swell.autoscaling import ConcurrencyWindow, Extras
+from swell.autoscaling import Extras
 from swell.config import AutoscalingSettings
 from swell.sim._models import ColdStart
-from swell.sim.policies import Plan, Policy, PolicyContext, View, make_policy
+from swell.sim.policies import Plan, Policy, PolicyContext, SimWindow, View, make_policy
 
 __all__ = ["SimConfig", "SimResult", "Timeline", "replay"]
 
@@ -61,7 +61,8 @@ class SimConfig:
     tick: float = 1.0
     queue_limit: int | None = None
     seed: int = 0
-    skip_idle: bool = True
+    skip_idle: bool = True  # jump over stretches where nothing can change (False: tick through every one)
+    coast: bool = True  # with skip_idle: also through busy stretches and a window's decay (False: idle only)
     timeline: bool = False
     extras: Extras = field(default_factory=Extras)  # Swell's opt-in extras, for the 'swell' policy
     epoch: float = 0.0  # unix seconds at trace time 0 (schedules read this wall clock)
@@ -128,7 +129,7 @@ class _Replay:
         lead = policy.lead_time
         self.t0 = min(0.0, first) - ((math.ceil(lead / dt - 1e-9) + 1) * dt if lead > 0 else 0.0)
         retention = max(policy.lookback, float(config.settings.autoscaling_window)) + 4 * dt
-        self.window = ConcurrencyWindow(self.t0, retention=retention)
+        self.window = SimWindow(self.t0, retention=retention)
         self.clock = self.t0
 
         # Per request, preallocated; nothing else grows with the trace.
@@ -416,6 +417,45 @@ class _Replay:
             return False
         return self._alive(now) == len(self.active)
 
+    def _coast(self, k: int, horizon: float) -> int:
+        """Ticks from ``k`` on in which nothing happens, done as ticks without their work.
+
+        Until the next arrival, end of a request, start of a queued one, replica ready or drained,
+        concurrency is constant: each tick still records its window sample (the same arithmetic
+        as :meth:`_integrate_to`, so the window holds the same numbers), and the policy says
+        whether it holds (:meth:`Policy.steady`).  Returns the first tick that needs the whole
+        treatment.
+        """
+        if self.new_ends or self.limit is not None or not self.heap:
+            return k
+        now = self.clock
+        events = [float(self.arr[self.seen]) if self.seen < self.n else math.inf, horizon]
+        if self.pending.shape[0]:
+            events.append(float(self.pending[0]))
+        if self.h < self.seen:
+            events.append(self.heap[0])
+        events.extend(r for _, r in self.active if r > now)
+        events.extend(s for s in self.draining if s > now)
+        event = min(events)
+        t0, dt, n, window, policy = self.t0, self.dt, self.acct_n, self.window, self.policy
+        replicas = len(self.active)
+        ready = sum(1 for _, r in self.active if r <= now)
+        progress = self.progress
+        while True:
+            T = t0 + k * dt
+            if T >= event:
+                return k
+            span = T - self.acct_t
+            window.record(T, max(0.0, (n * max(span, 0.0) + 0.0 - 0.0) / span))
+            self.acct_t = self.clock = T
+            view = View(T, n, replicas, ready, window, T if n > 0 else self.last_end)
+            if policy.steady(view) != replicas:
+                return k  # recorded; the whole tick at k does the rest (its own record is a no-op)
+            self.ticks += 1
+            if progress is not None and self.ticks % _PROGRESS_EVERY == 0:
+                progress(T)
+            k += 1
+
     def run(self) -> float:
         dt, t0, policy = self.dt, self.t0, self.policy
         policy.prepare(Plan(self.arr, self.svc, t0, dt))
@@ -432,6 +472,7 @@ class _Replay:
         schedules = bool(settings.schedules)
         settle = float(settings.autoscaling_window + settings.scale_down_delay) + dt
         last_row: tuple[int, int, int, int] | None = None
+        jump = self.config.skip_idle and self.config.coast
         k = 1
         while True:
             T = t0 + k * dt
@@ -440,7 +481,9 @@ class _Replay:
             if average is not None:
                 self.window.record(T, average)
             self.clock = T
-            self._apply(policy.tick(self._view(T)), T)
+            view = self._view(T)
+            target = policy.steady(view) if jump else None
+            self._apply(policy.tick(view) if target is None else target, T)
             self.ticks += 1
             view = self._view(T)
             if rows is not None:
@@ -454,7 +497,7 @@ class _Replay:
                 self.progress(T)
             if self._idle(T):
                 until = min(
-                    policy.idle_until(view, dt),
+                    policy.quiet_until(view, dt) if jump else policy.idle_until(view, dt),
                     float(self.arr[self.h]) if self.h < self.n else math.inf,
                 )
                 if until == math.inf or T > horizon:
@@ -477,6 +520,8 @@ class _Replay:
             if T > horizon:
                 break
             k += 1
+            if jump:
+                k = self._coast(k, horizon)
         if self.progress is not None:
             self.progress(T)
         return T

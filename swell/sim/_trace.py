@@ -325,6 +325,23 @@ def _diurnal(rng: np.random.Generator, p: dict[str, str]) -> Floats:
     return times[rng.random(times.shape[0]) * peak < rate]
 
 
+def _bursts(rng: np.random.Generator, p: dict[str, str]) -> Floats:
+    rate = _number("rate", p["rate"])
+    width = _seconds("width", p.get("width", "20s"))
+    low, _, high = p.get("lull", "2m/8m").partition("/")
+    lull_lo = _seconds("lull", low)
+    lull_hi = _seconds("lull", high or low)
+    if lull_hi < lull_lo:
+        raise SimulationError(f"lull={p['lull']!r}: the shortest lull comes first (e.g. 2m/8m)")
+    duration = _seconds("duration", p.get("duration", "1h"))
+    starts: list[float] = []
+    t = 0.0
+    while t < duration:
+        starts.append(t)
+        t += width + float(rng.uniform(lull_lo, lull_hi))
+    return np.concatenate([_homogeneous(rng, rate, a, min(a + width, duration)) for a in starts] or [np.empty(0)])
+
+
 _Generator = Callable[[np.random.Generator, dict[str, str]], Floats]
 
 GENERATORS: dict[str, tuple[_Generator, set[str], set[str]]] = {
@@ -333,6 +350,7 @@ GENERATORS: dict[str, tuple[_Generator, set[str], set[str]]] = {
     "steps": (_steps, {"rates"}, {"step", "seed"}),
     "spike": (_spike, {"peak"}, {"base", "at", "width", "duration", "seed"}),
     "diurnal": (_diurnal, {"mean"}, {"amplitude", "period", "duration", "seed"}),
+    "bursts": (_bursts, {"rate"}, {"width", "lull", "duration", "seed"}),
 }
 
 SYNTHETIC_GRAMMAR = """\
@@ -340,6 +358,8 @@ poisson:rate=R[,duration=D]                     Poisson arrivals at R req/s (dur
 steps:rates=R1/R2/...[,step=D]                   Poisson, rate R1 for D, then R2, ... (step 10m)
 spike:peak=P[,base=B,at=T,width=W,duration=D]    base rate B (1), P req/s during [T, T+W) (W 60s)
 diurnal:mean=M[,amplitude=A,period=D,duration=D] rate M·(1 − A·cos 2πt/period) (A 0.8, period 1d)
+bursts:rate=R[,width=W,lull=L1/L2,duration=D]    R req/s for W (20s), then silence for a uniform
+                                                 L1 … L2 (2m/8m), again and again
 durations take s, m, h, d (e.g. 24h); seed=N overrides --seed"""
 
 

@@ -7,7 +7,7 @@ next to what else a team could run.
 
 from __future__ import annotations
 
-from swell.sim.policies._base import Plan, Policy, PolicyContext, View
+from swell.sim.policies._base import IdleWindow, Plan, Policy, PolicyContext, SimWindow, View
 from swell.sim.policies.keepalive import KeepAlivePolicy
 from swell.sim.policies.knative import KnativePolicy
 from swell.sim.policies.oracle import OraclePolicy
@@ -41,6 +41,7 @@ def make_policy(name: str, context: PolicyContext) -> Policy:
 
 __all__ = [
     "DESCRIPTIONS",
+    "IdleWindow",
     "POLICIES",
     "KeepAlivePolicy",
     "KnativePolicy",
@@ -49,6 +50,7 @@ __all__ = [
     "Policy",
     "PolicyContext",
     "RayServePolicy",
+    "SimWindow",
     "SwellPolicy",
     "View",
     "make_policy",

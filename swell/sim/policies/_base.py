@@ -4,7 +4,8 @@ Every tick the engine hands a policy a :class:`View` (what is true now) and
 applies the replica count it returns; a request that finds no replica calls
 :meth:`Policy.wake` at once.  :meth:`Policy.idle_until` lets the engine jump
 over idle stretches: it must return a time no later than the policy's next
-change of mind while no request arrives.
+change of mind while no request arrives.  :meth:`Policy.steady` lets it skip
+the work of a tick whose answer it can prove is the last one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from swell.autoscaling import ConcurrencyWindow, Extras, clamp
 from swell.config import AutoscalingSettings
 from swell.sim._models import ColdStart
 
-__all__ = ["Plan", "Policy", "PolicyContext", "View"]
+__all__ = ["IdleWindow", "Plan", "Policy", "PolicyContext", "SimWindow", "View"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,36 @@ class Plan:
     tick: float
 
 
+class SimWindow(ConcurrencyWindow):
+    """The engine's window, which can also tell its mean at a later time if nothing arrives."""
+
+    __slots__ = ()
+
+    def mean_if_idle(self, now: float, window: float) -> float:
+        """``mean(now, window)`` as it will be after ``record(now, 0.0)``: concurrency 0 since the last sample.
+
+        The very arithmetic of :meth:`ConcurrencyWindow.mean` on that window (a zero sample adds
+        exactly nothing to the running integral), so a jump that relies on it lands where ticking
+        through the silence would.
+        """
+        lo = max(now - window, self._times[0])
+        if now <= lo:
+            return 0.0
+        return max(0.0, (self._cum[-1] - self._integral_at(lo)) / (now - lo))
+
+
+class IdleWindow:
+    """A :class:`SimWindow` as ``decide`` would read it at a later time with no request in between."""
+
+    __slots__ = ("window",)
+
+    def __init__(self, window: SimWindow) -> None:
+        self.window = window
+
+    def mean(self, now: float, window: float) -> float:
+        return self.window.mean_if_idle(now, window)
+
+
 @dataclass(slots=True)
 class View:
     """What is true at ``now``, as a live control loop would see it."""
@@ -63,6 +94,7 @@ class Policy:
     lookback: float = 60.0
     #: How long before an arrival the policy may want to act (only the oracle).
     lead_time: float = 0.0
+    plan: Plan
 
     def __init__(self, context: PolicyContext) -> None:
         self.context = context
@@ -70,6 +102,17 @@ class Policy:
 
     def prepare(self, plan: Plan) -> None:
         """Called once before the replay."""
+        self.plan = plan
+
+    def tick_time(self, now: float, ahead: int) -> float:
+        """The engine's tick ``ahead`` ticks after the tick ``now``, computed as the engine computes it."""
+        plan = self.plan
+        return plan.start + (round((now - plan.start) / plan.tick) + ahead) * plan.tick
+
+    def steady(self, view: View) -> int | None:
+        """``tick(view)``'s answer when it is provably the previous one, and skipping the call changes
+        nothing later; ``None``: call :meth:`tick`.  Only a jumping replay asks."""
+        return None
 
     def tick(self, view: View) -> int:
         raise NotImplementedError
@@ -84,6 +127,11 @@ class Policy:
         ``math.inf``: none ever.  Returning ``view.now`` is always safe (no skip).
         """
         return view.now
+
+    def quiet_until(self, view: View, tick: float) -> float:
+        """As :meth:`idle_until`, also while the window still holds past demand (nothing in flight
+        now).  Only a replay that also jumps through busy stretches asks."""
+        return self.idle_until(view, tick)
 
     def clamp(self, target: int) -> int:
         return clamp(self.settings, target)

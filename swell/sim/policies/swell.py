@@ -7,17 +7,20 @@ With the context's :class:`~swell.autoscaling.Extras` (burst) and the settings'
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from swell.autoscaling import (
-    ConcurrencyWindow,
     Decision,
     Observation,
     ScalerState,
+    average_concurrency,
     clamp,
     decide,
-    next_schedule_change,
     schedule_floor,
+    wanted_replicas,
 )
-from swell.sim.policies._base import INF, Policy, PolicyContext, View
+from swell.sim.policies._base import INF, IdleWindow, Policy, PolicyContext, SimWindow, View
 
 
 class SwellPolicy(Policy):
@@ -60,39 +63,79 @@ class SwellPolicy(Policy):
         floor = schedule_floor(self.settings.schedules, self.epoch)[0] if self.settings.schedules else 0
         return clamp(self.settings, target, floor)
 
-    def _idle_target(self, t: float, replicas: int) -> int:
-        # An empty window has mean 0: exactly what the real window holds when no
-        # request has been seen for a whole autoscaling window.
-        decision, _ = decide(
-            self.settings, ConcurrencyWindow(t), self.state, self._observe(t, 0, replicas, replicas), self.extras
-        )
-        return decision.target
+    def steady(self, view: View) -> int | None:
+        # decide() would answer as last time, and leave a state that behaves the same, when the
+        # window still wants what it wanted (a run of equal wanted values is held as one entry),
+        # no held value expires and the schedules' floor holds; the extras and a wake read more.
+        last, state, s = self.last, self.state, self.settings
+        if last is None or self.extras.active or (view.replicas == 0 and view.concurrency > 0):
+            return None
+        now = view.now
+        if wanted_replicas(s, average_concurrency(s, view.window, now)) != last.wanted:
+            return None
+        held = state.held
+        if len(held) > 1 and held[0].until <= now - s.scale_down_delay:
+            return None
+        if s.schedules and not state.floor_from <= self.epoch + now < state.floor_until:
+            return None
+        return last.target
+
+    def _first_tick(self, now: float, ahead: int, reached: Callable[[float], bool]) -> int:
+        """The first tick after ``now`` (at most ``ahead`` on) where ``reached`` holds, a monotone test."""
+        lo, hi = 0, 1
+        while hi < ahead and not reached(self.tick_time(now, hi)):
+            lo, hi = hi, hi * 2
+        hi = min(hi, ahead)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if reached(self.tick_time(now, mid)):
+                hi = mid
+            else:
+                lo = mid
+        return hi
 
     def idle_until(self, view: View, tick: float) -> float:
         last = self.last
-        if last is None or last.average > 0 or last.wanted > 0 or last.target != view.replicas:
+        if last is None or last.average > 0 or last.wanted > 0:
             return view.now
-        now, current = view.now, last.target
-        # A schedule's window opening or closing changes the floor: stop there
-        # (no later), and search for a scale-down only up to it.
-        bound = INF
-        if self.settings.schedules:
-            bound = next_schedule_change(self.settings.schedules, self.epoch + now) - self.epoch
-        # Zero demand: the held maximum only falls, and after scale_down_delay
-        # every value held now has expired; search the first tick it differs.
-        limit = int((self.settings.scale_down_delay + tick) // tick) + 2
-        if bound < INF:
-            limit = max(1, min(limit, int((bound - now) // tick)))
-        if self._idle_target(now + limit * tick, view.replicas) == current:
-            return INF if bound == INF else max(now, now + limit * tick)
-        lo, hi = 0, 1
-        while hi < limit and self._idle_target(now + hi * tick, view.replicas) == current:
-            lo, hi = hi, hi * 2
-        hi = min(hi, limit)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self._idle_target(now + mid * tick, view.replicas) == current:
-                lo = mid
-            else:
-                hi = mid
-        return now + hi * tick
+        return self.quiet_until(view, tick)
+
+    def quiet_until(self, view: View, tick: float) -> float:
+        # With nothing in flight from now on, decide() changes its answer (or its state in a way
+        # that matters) only at the first tick where the window's mean gives another wanted (it
+        # only falls while the busy past leaves the window), where the oldest held value expires,
+        # or where the schedules' floor may change.  The engine jumps to the earliest.
+        last, state, s = self.last, self.state, self.settings
+        if last is None or last.target != view.replicas or not isinstance(view.window, SimWindow):
+            return view.now
+        if self.extras.trend and last.average > 0:
+            return view.now  # the trend reads the window's shape, not only its mean
+        now = view.now
+        events = [INF]
+        idle = IdleWindow(view.window)
+        if last.wanted > 0:
+            ahead = math.ceil(s.autoscaling_window / tick) + 2
+            events.append(self.tick_time(now, self._first_tick(
+                now, ahead, lambda t: wanted_replicas(s, average_concurrency(s, idle, t)) != last.wanted  # type: ignore[arg-type]
+            )))
+        elif last.average > 0:
+            # Nothing will change, but the ticking replay ends only once the window is empty: stop there too.
+            ahead = math.ceil(s.autoscaling_window / tick) + 2
+            events.append(self.tick_time(now, self._first_tick(
+                now, ahead, lambda t: average_concurrency(s, idle, t) <= 0  # type: ignore[arg-type]
+            )))
+        # A held value that expires changes the target only when the next one, clamped, differs
+        # (expiring later, on the next call, leaves the same state: expiry only looks back).
+        held = state.held
+        floor = state.floor if s.schedules else 0
+        for j in range(1, len(held)):
+            if clamp(s, held[j].wanted, floor) != last.target:
+                until, delay = held[j - 1].until, s.scale_down_delay
+                ahead = max(1, math.ceil((until + delay - now) / tick) + 2)
+                events.append(self.tick_time(now, self._first_tick(now, ahead, lambda t: until <= t - delay)))
+                break
+        if s.schedules and state.floor_until < INF:
+            edge = state.floor_until
+            ahead = max(1, math.ceil((edge - self.epoch - now) / tick) + 2)
+            events.append(self.tick_time(now, self._first_tick(now, ahead, lambda t: self.epoch + t >= edge)))
+        return min(events)

@@ -145,3 +145,11 @@ def test_steps_spike_and_diurnal_shapes() -> None:
 def test_bad_synthetic_specs(spec: str, words: str) -> None:
     with pytest.raises(SimulationError, match=words):
         load_trace(spec)
+
+
+def test_bursts_come_in_their_width_with_lulls_in_between() -> None:
+    trace = synthetic_trace("bursts:rate=2,width=20s,lull=2m/8m,duration=2h", seed=4)
+    gaps = np.diff(trace.arrivals)
+    lulls = gaps[gaps > 60]
+    assert lulls.size > 10 and lulls.min() >= 120 - 20 and lulls.max() <= 480 + 20
+    assert trace.arrivals[-1] < 7200
