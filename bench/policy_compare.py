@@ -5,7 +5,7 @@ token + 0.02 s/generated token + 0.05 s, 4 slots per replica, 30 s cold start,
 max 10 replicas.  Rows: the peers (Knative KPA, Ray Serve), Swell with the
 default settings, the clairvoyant oracle, and per advise run (at the defaults'
 p99 queue wait, and with ``--queue-wait-p99`` set to the better peer's): Swell
-with what ``swell advise`` recommends, with the extras it offers (settings tuned
+with what ``swell advise`` recommends, each option of its menu, with the extras it offers (settings tuned
 for them) when it offers any, and, for the record, with each extra switched on
 over the recommended settings.  Prints the table and writes
 bench/results/policy_compare.json, with the issue's bar checked per trace:
@@ -80,6 +80,10 @@ def _advised(trace: Any, service: Any, settings: Any, cold: ColdStart, peers: di
         tuned = SimConfig(settings=parse_autoscaling(advice.extras_recommended), predict_concurrency=SLOTS,
                           cold_start=cold, extras=extras)
         rows["swell (advised + extras)"] = _row(replay(trace.arrivals, service, "swell", tuned).metrics)
+    # Each option of advise's menu (cost against latency), replayed.
+    for option in advice.menu:
+        chosen = SimConfig(settings=parse_autoscaling(option.settings), predict_concurrency=SLOTS, cold_start=cold)
+        rows[f"swell (menu: {option.name})"] = _row(replay(trace.arrivals, service, "swell", chosen).metrics)
     # For the record, each extra switched on over the advised settings as they are (offered or not).
     for name in ("trend", "burst"):
         extra = Extras(burst=name == "burst", trend=name == "trend", cold_start=COLD,
@@ -105,6 +109,7 @@ def _advised(trace: Any, service: Any, settings: Any, cold: ColdStart, peers: di
         "advised_settings": advice.recommended,
         "advised_extras": advice.extras,
         "advised_extras_settings": advice.extras_recommended,
+        "menu": {o.name: o.settings for o in advice.menu},
         "findings": [f.id for f in advice.findings],
         "advise_seconds": round(took, 2),
         "advise_replays": advice.simulations,

@@ -28,7 +28,7 @@ from swell.sim._engine import SimConfig, replay
 from swell.sim._errors import SimulationError
 from swell.sim._models import ColdStart
 
-__all__ = ["EFFECT_METRICS", "Advice", "AdviseSetup", "Finding", "advise", "traffic_to_arrivals"]
+__all__ = ["EFFECT_METRICS", "Advice", "AdviseSetup", "Finding", "Option", "advise", "traffic_to_arrivals"]
 
 Floats = NDArray[np.float64]
 
@@ -36,6 +36,7 @@ Floats = NDArray[np.float64]
 EFFECT_METRICS = (
     "replica_seconds",
     "requests_delayed_by_cold_start",
+    "queue_wait_p50",
     "queue_wait_p99",
     "queue_wait_max",
     "latency_p99",
@@ -92,6 +93,21 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class Option:
+    """One point of the menu: settings on the cost/latency Pareto front, with their simulated effect."""
+
+    name: str  # "cheapest", "balanced", "fastest"
+    title: str
+    why: str
+    settings: dict[str, Any]  # the full settings: a PATCH …/autoscaling_settings body
+    metrics: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "title": self.title, "why": self.why, "settings": self.settings,
+                "metrics": self.metrics}
+
+
+@dataclass(frozen=True)
 class Advice:
     findings: list[Finding]
     current: dict[str, Any]  # current settings
@@ -103,6 +119,7 @@ class Advice:
     simulations: int
     extras_recommended: dict[str, Any] | None = None  # settings tuned with ``extras`` on
     extras_metrics: dict[str, Any] | None = None
+    menu: list[Option] = field(default_factory=list)  # up to three points of the cost/latency front
 
     @property
     def good(self) -> bool:
@@ -119,6 +136,7 @@ class Advice:
                 if self.extras
                 else None
             ),
+            "menu": [o.as_dict() for o in self.menu],
             "simulations": self.simulations,
         }
 
@@ -133,6 +151,7 @@ class _Lab:
         self.setup = setup
         self.progress = progress
         self._cache: dict[str, dict[str, Any]] = {}
+        self.plain: dict[str, tuple[AutoscalingSettings, dict[str, Any]]] = {}  # without extras, for the menu
         self.mean_service = float(setup.service.mean()) if setup.service.size else 1.0
 
     def extras(self, *, burst: bool = False, trend: bool = False) -> Extras:
@@ -168,6 +187,8 @@ class _Lab:
             )
             metrics = replay(s.arrivals, s.service, "swell", config).metrics
             self._cache[key] = {k: metrics[k] for k in EFFECT_METRICS}
+            if not extras.active:
+                self.plain[key] = (settings, self._cache[key])
             if self.progress is not None:
                 self.progress(len(self._cache))
         return self._cache[key]
@@ -772,6 +793,9 @@ def advise(setup: AdviseSetup, *, progress: Callable[[int], None] | None = None)
                 dict(extras),
             )
         )
+    menu, waits = _menu(lab, cur, m0, base, mb, traffic)
+    if waits is not None:
+        findings.append(waits)
     if findings:
         shown = me if me is not None else mb
         summary = (
@@ -795,7 +819,158 @@ def advise(setup: AdviseSetup, *, progress: Callable[[int], None] | None = None)
         lab.count,
         _patch(with_extras) if with_extras is not None else None,
         me,
+        menu,
     )
+
+
+# --------------------------------------------------------------------------- the menu
+
+#: A share of requests delayed by a cold start that counts as "large": the menu then includes the
+#: option that removes most of those waits, and a finding says so.
+_MANY_DELAYED = 0.1
+#: The fastest option may cost up to this many times the current (or the cheapest) replica-seconds.
+_FAST_BUDGET = 3.0
+
+
+@dataclass(frozen=True)
+class _Lulls:
+    lengths: Floats  # silences between bursts (gaps ≥ a minute), s
+    rise: float | None  # median seconds from a burst's first request until one replica is not enough
+
+    def quantile(self, q: float) -> float:
+        return float(np.percentile(self.lengths, q)) if self.lengths.size else 0.0
+
+    def outlasted(self, seconds: float) -> float:
+        """The share of lulls a replica kept ``seconds`` after a burst outlasts."""
+        return float((self.lengths <= seconds).mean()) if self.lengths.size else 1.0
+
+
+def _lulls(setup: AdviseSetup) -> _Lulls:
+    a = setup.arrivals
+    gaps = np.diff(a)
+    breaks = np.flatnonzero(gaps >= 60.0)
+    starts = np.r_[0, breaks + 1]
+    ends = np.r_[breaks + 1, a.shape[0]]
+    k = setup.predict_concurrency
+    rises = [float(a[i + k] - a[i]) for i, j in zip(starts, ends) if j - i > k]
+    return _Lulls(gaps[breaks], float(np.median(rises)) if rises else None)
+
+
+def _warm_candidates(lab: _Lab, cur: AutoscalingSettings, base: AutoscalingSettings, lulls: _Lulls, t: _Traffic) -> None:
+    """Replay what keeps replicas warm: delays that outlast most lulls, and a floor for the bursts."""
+    window = cur.autoscaling_window
+    delays = sorted({min(3600, max(0, math.ceil((lulls.quantile(q) - window) / 60) * 60 + 60)) for q in (50, 90, 100)})
+    for start in {cur.model_dump_json(): cur, base.model_dump_json(): base}.values():
+        for d in delays:
+            if (s := lab.settings(start, scale_down_delay=d)) is not None:
+                lab.run(s)
+        for floor in sorted({t.steady, t.peak}):
+            if floor > start.min_replica and (s := lab.settings(start, min_replica=min(floor, start.max_replica))) is not None:
+                lab.run(s)
+
+
+def _front(points: Iterable[tuple[AutoscalingSettings, dict[str, Any]]]) -> list[tuple[AutoscalingSettings, dict[str, Any]]]:
+    """The cost/latency Pareto front (replica-seconds vs delayed requests, then p99), cheapest first."""
+    ranked = sorted(points, key=lambda c: (_num(c[1], COST), _num(c[1], DELAYED), _num(c[1], P99)))
+    front: list[tuple[AutoscalingSettings, dict[str, Any]]] = []
+    for s, m in ranked:
+        # Kept when quicker than every cheaper point kept: fewer delayed, or as many and less p99 wait.
+        if not front or (_num(m, DELAYED), _num(m, P99)) < (_num(front[-1][1], DELAYED), _num(front[-1][1], P99)):
+            front.append((s, m))
+    return front
+
+
+def _option_why(
+    setup: AdviseSetup, cur: AutoscalingSettings, s: AutoscalingSettings, m0: dict[str, Any], m: dict[str, Any],
+    lulls: _Lulls, t: _Traffic,
+) -> str:
+    cost0, cost = _num(m0, COST), _num(m, COST)
+    price = cost - cost0
+    parts = [
+        f"{_changes(cur, s)}." if _changes(cur, s) != "no change" else "The current settings.",
+        f"Simulated: {_describe(m)} ({'+' if price >= 0 else '−'}{abs(price) / 3600:,.1f} replica-hours, "
+        f"{'+' if price >= 0 else '−'}{abs(price) / max(cost0, 1e-9) * 100:.0f} % against now; delayed requests "
+        f"{int(_num(m0, DELAYED)):,} → {int(_num(m, DELAYED)):,}, p99 queue wait {_num(m0, P99):.1f} → {_num(m, P99):.1f} s).",
+    ]
+    cold = setup.cold_start.nominal
+    if s.scale_down_delay > cur.scale_down_delay and lulls.lengths.size:
+        kept0 = cur.autoscaling_window + cur.scale_down_delay
+        kept = s.autoscaling_window + s.scale_down_delay
+        parts.append(
+            f"The lulls between bursts last {lulls.quantile(50):.0f} s (median) to {lulls.quantile(90):.0f} s "
+            f"(90th percentile). A replica stays about autoscaling_window + scale_down_delay after a burst: "
+            f"{kept0} s now, gone before {100 * (1 - lulls.outlasted(kept0)):.0f} % of the lulls end, so the next "
+            f"burst waits a {cold:g} s cold start; {kept} s outlasts {100 * lulls.outlasted(kept):.0f} % of them."
+        )
+    if s.min_replica > cur.min_replica:
+        rise = f"within {lulls.rise:.0f} s" if lulls.rise is not None else "at once"
+        parts.append(
+            f"A burst outgrows one replica {rise} of its first request, faster than a {cold:g} s cold start, "
+            f"and needs up to {t.peak} at once: min_replica {s.min_replica} keeps them warm."
+        )
+    if s.schedules != cur.schedules:
+        parts.append("A schedule holds replicas for the daily peak before it starts.")
+    if s.scale_down_delay < cur.scale_down_delay and cost < cost0:
+        parts.append(f"A shorter scale_down_delay ({s.scale_down_delay} s) lets replicas go sooner after demand falls.")
+    return " ".join(parts)
+
+
+def _menu(
+    lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], base: AutoscalingSettings, mb: dict[str, Any], t: _Traffic,
+) -> tuple[list[Option], Finding | None]:
+    """Up to three settings on the cost/latency front, and a finding when many requests wait for a cold start."""
+    setup = lab.setup
+    lulls = _lulls(setup)
+    n = float(setup.arrivals.shape[0])
+    many = _num(m0, DELAYED) >= max(_significant(lab), _MANY_DELAYED * n)
+    if many:
+        _warm_candidates(lab, cur, base, lulls, t)
+    front = _front(lab.plain.values())
+    budget = _FAST_BUDGET * max(_num(m0, COST), _num(mb, COST))
+    affordable = [c for c in front if _num(c[1], COST) <= budget]
+    options: list[tuple[str, str, AutoscalingSettings, dict[str, Any]]] = []
+    if base.model_dump_json() != cur.model_dump_json():
+        options.append(("cheapest", "The cheapest at today's latency", base, mb))
+    fastest = None
+    if affordable:
+        # The fewest delayed requests (within the joint search's slack), then the lowest p99 wait
+        # (within its tolerance), then the cheapest of those.
+        least = min(_num(m, DELAYED) for _, m in affordable) + max(3.0, 0.005 * n)
+        quick = [c for c in affordable if _num(c[1], DELAYED) <= least]
+        wait = min(_num(m, P99) for _, m in quick) * 1.2 + 0.5
+        fastest = min((c for c in quick if _num(c[1], P99) <= wait), key=lambda c: _num(c[1], COST))
+    if fastest is not None and (
+        _improves(mb, fastest[1], DELAYED, share=0.3, absolute=_significant(lab))
+        or _improves(mb, fastest[1], P99, share=0.3, absolute=1.0)
+    ):
+        between = [c for c in affordable if _num(mb, COST) < _num(c[1], COST) < _num(fastest[1], COST)]
+        if between:
+            c_lo, c_hi = _num(mb, COST), _num(fastest[1], COST)
+            d_lo, d_hi = _num(fastest[1], DELAYED), max(_num(mb, DELAYED), _num(fastest[1], DELAYED) + 1)
+
+            def distance(c: tuple[AutoscalingSettings, dict[str, Any]]) -> float:
+                return (_num(c[1], COST) - c_lo) / max(c_hi - c_lo, 1e-9) + (_num(c[1], DELAYED) - d_lo) / (d_hi - d_lo)
+
+            s_b, m_b = min(between, key=distance)
+            if distance((s_b, m_b)) < 1.0:  # nearer the ideal than either end
+                options.append(("balanced", "Balanced: most of the latency gain for part of the price", s_b, m_b))
+        options.append((
+            "fastest", f"The fewest cold-start waits within {_FAST_BUDGET:g}× today's replica-seconds", *fastest))
+    menu = [Option(name, title, _option_why(setup, cur, s, m0, m, lulls, t), _patch(s), dict(m))
+            for name, title, s, m in options]
+    finding = None
+    # Said as a finding when the recommendation at today's latency leaves those waits in place.
+    if many and fastest is not None and _num(fastest[1], DELAYED) <= 0.2 * _num(m0, DELAYED) < _num(mb, DELAYED):
+        s, m = fastest
+        finding = Finding(
+            "cold_start_waits",
+            f"{int(_num(m0, DELAYED)):,} of {int(n):,} requests wait for a cold start: keeping replicas warm "
+            f"removes most of those waits, at a price",
+            _option_why(setup, cur, s, m0, m, lulls, t),
+            _patch(s),
+            _effect(m0, m),
+        )
+    return menu, finding
 
 
 def _changes(before: AutoscalingSettings, after: AutoscalingSettings) -> str:

@@ -36,8 +36,12 @@ through the live rule over candidate settings: checks for known mistakes, then
 a joint search over every setting for the fewest replica-seconds at the current
 latency (or within --queue-wait-p99), then the opt-in extras, offered only when
 Pareto-better. A few hundred replays: seconds to a minute on a day-long trace. --json prints one object
-{{"findings": [...], "summary", "current", "recommended"}}; --patch prints only
+{{"findings": [...], "summary", "current", "recommended", "menu"}}; --patch prints only
 the recommended settings as the body for PATCH .../autoscaling_settings.
+The menu: the current point and up to three settings on the cost/latency
+front (cheapest at today's latency, balanced, fastest within 3x today's
+replica-seconds), each a PATCH body with its simulated effect; --patch
+--option NAME prints one of them.
 """
 
 
@@ -83,6 +87,8 @@ def _fetch(deployment: str, path: str) -> Any:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic traces and cold starts.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.option("--patch", "as_patch", is_flag=True, help="Print only the recommended settings (PATCH body).")
+@click.option("--option", "option", type=click.Choice(["cheapest", "balanced", "fastest"]), default=None,
+              help="With --patch: print that menu option's settings instead (absent from the menu: an error).")
 def advise_command(
     trace: str | None,
     deployment: str | None,
@@ -97,6 +103,7 @@ def advise_command(
     seed: int,
     as_json: bool,
     as_patch: bool,
+    option: str | None,
     **overrides: Any,
 ) -> None:
     if (trace is None) == (deployment is None):
@@ -177,7 +184,13 @@ def advise_command(
             result = advise(setup, progress=progress)
     except SimulationError as exc:
         raise _Refused(str(exc)) from None
-    if as_patch:
+    if as_patch and option is not None:
+        chosen = next((o for o in result.menu if o.name == option), None)
+        if chosen is None:
+            names = ", ".join(o.name for o in result.menu) or "none: the current settings are on the front"
+            raise _Refused(f"--option {option}: not on this traffic's menu (options: {names})")
+        click.echo(json.dumps(chosen.settings))
+    elif as_patch:
         click.echo(json.dumps(result.recommended))
     elif as_json:
         click.echo(json.dumps(result.as_dict()))
@@ -188,9 +201,32 @@ def advise_command(
 _SHOWN = (
     ("replica_seconds", "replica-seconds"),
     ("requests_delayed_by_cold_start", "delayed by cold start"),
+    ("queue_wait_p50", "queue wait p50 (s)"),
     ("queue_wait_p99", "queue wait p99 (s)"),
     ("cold_starts", "cold starts"),
 )
+
+
+def _print_menu(console: Any, result: Advice, current: dict[str, Any]) -> None:
+    """The current point and the menu's options side by side, then each option's changes and why."""
+    from rich.table import Table
+
+    if not result.menu:
+        return
+    console.print("\n[bold]Menu[/] (cost against latency; each a whole PATCH body: --patch --option NAME)")
+    table = Table(show_edge=False, box=None, padding=(0, 2))
+    table.add_column("")
+    table.add_column("current", justify="right")
+    for o in result.menu:
+        table.add_column(o.name, justify="right")
+    for key, label in _SHOWN:
+        table.add_row(label, _cell(result.metrics.get(key)), *(_cell(o.metrics.get(key)) for o in result.menu))
+    console.print(table)
+    for o in result.menu:
+        changes = {k: v for k, v in o.settings.items() if current.get(k) != v}
+        console.print(f"[cyan]{o.name}[/]: {o.title}. " + ", ".join(f"{k} {json.dumps(v)}" for k, v in changes.items()),
+                      highlight=False)
+        console.print(f"  {o.why}", highlight=False)
 
 
 def _cell(value: Any) -> str:
@@ -225,6 +261,7 @@ def _print(result: Advice, current: dict[str, Any]) -> None:
         for key, label in _SHOWN:
             table.add_row(label, _cell(f.effect["current"].get(key)), _cell(f.effect["recommended"].get(key)))
         console.print(table)
+    _print_menu(console, result, current)
     console.print(f"\n{result.summary}", highlight=False)
     console.print(f"PATCH body: {json.dumps(result.recommended)}", highlight=False, soft_wrap=True)
     if result.extras and result.extras_recommended is not None:

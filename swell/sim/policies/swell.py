@@ -132,7 +132,8 @@ class SwellPolicy(Policy):
             if clamp(s, held[j].wanted, floor) != last.target:
                 until, delay = held[j - 1].until, s.scale_down_delay
                 ahead = max(1, math.ceil((until + delay - now) / tick) + 2)
-                events.append(self.tick_time(now, self._first_tick(now, ahead, lambda t: until <= t - delay)))
+                events.append(self.tick_time(now, self._first_tick(
+                    now, ahead, lambda t, until=until, delay=delay: until <= t - delay)))
                 break
         if s.schedules and state.floor_until < INF:
             edge = state.floor_until

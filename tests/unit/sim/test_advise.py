@@ -119,16 +119,17 @@ def test_min_replica_1_is_told_to_keep_2_for_redundancy() -> None:
     assert finding.recommended["min_replica"] >= 2
 
 
+# What advise itself recommends for this traffic (from min 2, target 4, utilisation 70, window 60):
+# two replicas of four slots hold ~5 in flight; utilisation 85 and a 30 s window keep a third away.
+WELL_TUNED: tuple[str, dict[str, Any]] = (
+    "poisson:rate=5,duration=15m",
+    {"min_replica": 2, "max_replica": 10, "concurrency_target": 4, "scale_down_delay": 900,
+     "target_utilization_percentage": 85, "autoscaling_window": 30},
+)
+
+
 def test_a_well_tuned_deployment_is_told_its_settings_are_good() -> None:
-    # What advise itself recommends for this traffic (from min 2, target 4, utilisation 70, window 60):
-    # two replicas of four slots hold ~5 in flight; utilisation 85 and a 30 s window keep a third away.
-    advice, _ = _advise(
-        "poisson:rate=5,duration=15m",
-        {"min_replica": 2, "max_replica": 10, "concurrency_target": 4, "scale_down_delay": 900,
-         "target_utilization_percentage": 85, "autoscaling_window": 30},
-        pc=4,
-        joint=True,
-    )
+    advice, _ = _advise(*WELL_TUNED, pc=4, joint=True)
     assert advice.findings == []
     assert advice.good
     assert "good" in advice.summary
@@ -213,6 +214,50 @@ def test_daily_peak_proposes_a_schedule_that_prewarms() -> None:
     after = _replayed(setup, finding.recommended)
     assert after["requests_delayed_by_cold_start"] < 0.7 * before["requests_delayed_by_cold_start"]
     assert after["requests_delayed_by_cold_start"] == finding.effect["recommended"]["requests_delayed_by_cold_start"]
+
+
+# --------------------------------------------------------------------------- the menu
+
+BURSTY = "bursts:rate=2,width=20s,lull=2m/8m,duration=2h"
+
+
+def test_bursty_traffic_gets_an_option_that_keeps_replicas_across_lulls() -> None:
+    # Bursts of 20 s, lulls of 2-8 min, scale_down_delay 30, a 30 s cold start: nearly every
+    # request waits for one. Some offer keeps a replica longer than the typical lull, and
+    # replayed it delays far fewer requests.
+    current = {"max_replica": 10, "scale_down_delay": 30}
+    advice, setup = _advise(BURSTY, current, pc=4)
+    n = setup.arrivals.shape[0]
+    now = advice.metrics["requests_delayed_by_cold_start"]
+    assert now >= 0.5 * n
+    gaps = np.diff(setup.arrivals)
+    lull = float(np.median(gaps[gaps >= 60]))
+    offers = [f.recommended for f in advice.findings] + [o.settings for o in advice.menu]
+    kept = [s for s in offers if s["scale_down_delay"] > lull - s["autoscaling_window"] and s["scale_down_delay"] > 30]
+    assert kept
+    assert min(_replayed(setup, s)["requests_delayed_by_cold_start"] for s in kept) <= 0.2 * now
+    assert any("lulls between bursts" in o.why for o in advice.menu) or any(
+        f.id == "scale_down_delay_short" for f in advice.findings)
+
+
+def test_the_menu_is_on_the_front_and_each_option_replays_as_reported() -> None:
+    advice, setup = _advise(BURSTY, {"max_replica": 10, "scale_down_delay": 30}, pc=4)
+    assert advice.menu and [o.name for o in advice.menu][0] == "cheapest"
+    out = advice.as_dict()["menu"]
+    for o, shown in zip(advice.menu, out, strict=True):
+        assert {"name", "title", "why", "settings", "metrics"} == set(shown)
+        assert set(o.metrics) == set(EFFECT_METRICS)
+        parse_autoscaling(o.settings)  # a body the API accepts
+        replayed = _replayed(setup, o.settings)
+        assert {k: replayed[k] for k in EFFECT_METRICS} == o.metrics
+    costs = [o.metrics["replica_seconds"] for o in advice.menu]
+    assert costs == sorted(costs)  # cheapest first; each later one buys latency
+
+
+def test_a_well_tuned_deployment_has_at_most_one_finding_and_no_cold_start_alarm() -> None:
+    advice, _ = _advise(*WELL_TUNED, pc=4)
+    assert len(advice.findings) <= 1
+    assert all(f.id != "cold_start_waits" for f in advice.findings)
 
 
 # --------------------------------------------------------------------------- recorded traffic
