@@ -25,3 +25,17 @@ def test_a_queue_wait_budget_is_named_in_the_tuned_finding() -> None:
 def test_a_negative_budget_is_refused() -> None:
     result = CliRunner().invoke(advise_command, [TRACE, "--queue-wait-p99", "-1"])
     assert result.exit_code == 2 and "--queue-wait-p99" in result.output
+
+
+def test_patch_option_prints_that_menu_options_body_or_refuses_one_not_on_the_menu() -> None:
+    args = [TRACE, "--max-replica", "10", "--predict-concurrency", "4"]
+    data = json.loads(CliRunner().invoke(advise_command, [*args, "--json"]).output)
+    names = [o["name"] for o in data["menu"]]
+    assert names and names[0] == "cheapest"
+    chosen = CliRunner().invoke(advise_command, [*args, "--patch", "--option", "cheapest"])
+    assert chosen.exit_code == 0, chosen.output
+    assert json.loads(chosen.output) == data["menu"][0]["settings"]
+    missing = next(n for n in ("balanced", "fastest") if n not in names) if len(names) < 3 else None
+    if missing is not None:
+        refused = CliRunner().invoke(advise_command, [*args, "--patch", "--option", missing])
+        assert refused.exit_code == 2 and f"--option {missing}" in refused.output and "Traceback" not in refused.output
