@@ -18,7 +18,15 @@ import click
 from rich.markup import escape
 
 from swell import __version__
-from swell._cli_common import CliClient, fail, make_archive, new_table, print_pushed, push_directory, stderr_console
+from swell._cli_common import (
+    CliClient,
+    fail,
+    make_archive,
+    new_table,
+    print_pushed,
+    push_directory,
+    stderr_console,
+)
 from swell.client import describe_error
 
 # Commands defined in other modules, imported only when run (or listed by --help):
@@ -345,8 +353,7 @@ def _run_server(settings: Any, demo_dir: Path | None) -> None:
 
     from swell.control import ControlPlane, SwellApp
     from swell.dashboard import Dashboard
-    from swell.modelserver._fastpath import FastPathProtocol
-    from swell.modelserver._sched import use_batch_scheduling
+    from swell.http import FastPathProtocol, use_batch_scheduling
     from swell.serving.backends import make_backend
 
     log = logging.getLogger("swell")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import parse_qs
 
 from swell import __version__
@@ -22,37 +20,20 @@ from swell.control._registry import NotFound
 from swell.control._routes import management_app
 from swell.control._secrets import SecretKeyError
 from swell.control._store import StoreError
-from swell.serving import render_metrics
-from swell.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from swell.http import ClientDisconnected, Receive, Scope, Send, header, respond
+from swell.serving import METRICS_CONTENT_TYPE, render_metrics
 
 __all__ = ["SwellApp", "create_app"]
 
 log = logging.getLogger("swell.app")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-_JSON = [(b"content-type", b"application/json")]
+_METRICS_HEADERS = [(b"content-type", METRICS_CONTENT_TYPE.encode())]
 _UNAUTHORIZED = json.dumps(
     {"error": "unauthorized", "reason": "send the header 'Authorization: Api-Key <key>' with a live API key"}
 ).encode()
 _FORBIDDEN = json.dumps(
     {"error": "forbidden", "reason": "this is an invoke key: it may only call predict; manage with a workspace key"}
 ).encode()
-
-
-async def _json(send: Send, status: int, payload: dict[str, Any] | bytes) -> None:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status, "headers": _JSON})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value  # type: ignore[no-any-return]
-    return None
 
 
 class SwellApp:
@@ -79,29 +60,22 @@ class SwellApp:
                 await self._predict(scope, receive, send)
                 return
             if path == "/health":
-                await _json(send, 200, {"status": "ok", "version": __version__})
+                await respond(send, 200, {"status": "ok", "version": __version__})
                 return
-            key = self.plane.keys.authenticate(_header(scope, b"authorization"))
+            key = self.plane.keys.authenticate(header(scope, b"authorization"))
             if key is None:
-                await _json(send, 401, _UNAUTHORIZED)
+                await respond(send, 401, _UNAUTHORIZED)
                 return
             if path.startswith("/async_request/"):  # invoke keys may follow their requests
                 scope.setdefault("state", {})["key"] = key
                 await self.management(scope, receive, send)  # type: ignore[arg-type]
                 return
             if not key.can_manage():
-                await _json(send, 403, _FORBIDDEN)
+                await respond(send, 403, _FORBIDDEN)
                 return
             if path == "/metrics":
                 body = render_metrics(self.plane.controller, self.plane.async_queue.metric_families())
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [(b"content-type", METRICS_CONTENT_TYPE.encode())],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await respond(send, 200, body, _METRICS_HEADERS)
                 return
             await self.management(scope, receive, send)  # type: ignore[arg-type]
         elif kind == "lifespan":
@@ -133,9 +107,9 @@ class SwellApp:
                 return
 
     async def _predict(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = self.plane.keys.authenticate(_header(scope, b"authorization"))
+        key = self.plane.keys.authenticate(header(scope, b"authorization"))
         if key is None:
-            await _json(send, 401, _UNAUTHORIZED)
+            await respond(send, 401, _UNAUTHORIZED)
             return
         parts = scope["path"].split("/")
         # ['', 'model', ref, kind, (name,) verb]
@@ -145,33 +119,33 @@ class SwellApp:
         elif n == 5 and parts[3] == "development":
             kind, ref, verb = "development", None, parts[4]
         else:
-            await _json(send, 404, {"error": "not found", "reason": f"no route {scope['path']}"})
+            await respond(send, 404, {"error": "not found", "reason": f"no route {scope['path']}"})
             return
         if verb == "async_predict":  # not the hot path: the management app parses and validates it
             scope.setdefault("state", {})["key"] = key
             await self.management(scope, receive, send)  # type: ignore[arg-type]
             return
         if verb != "predict":
-            await _json(
+            await respond(
                 send, 404, {"error": "not found", "reason": f"no route {scope['path']} (use …/predict or …/async_predict)"}
             )
             return
         if scope["method"] != "POST":
-            await _json(send, 405, {"error": "method not allowed", "reason": "predict takes POST"})
+            await respond(send, 405, {"error": "method not allowed", "reason": "predict takes POST"})
             return
         try:
             router = self.plane.router(parts[2], kind, ref)
         except NotFound as exc:
-            await _json(send, 404, {"error": "not found", "reason": str(exc)})
+            await respond(send, 404, {"error": "not found", "reason": str(exc)})
             return
         except ApiError as exc:
-            await _json(send, exc.status, exc.payload)
+            await respond(send, exc.status, exc.payload)
             return
         if key.model_ids is not None and not key.can_invoke(self.plane.registry.deployments[router.deployment_id].model_id):
-            await _json(send, 403, {"error": "forbidden", "reason": f"this key may not call model {parts[2]!r}"})
+            await respond(send, 403, {"error": "forbidden", "reason": f"this key may not call model {parts[2]!r}"})
             return
         timeout: float | None = None
-        raw_timeout = _header(scope, b"x-swell-timeout")
+        raw_timeout = header(scope, b"x-swell-timeout")
         if raw_timeout is None and scope.get("query_string"):
             values = parse_qs(scope["query_string"].decode("latin-1")).get("timeout")
             raw_timeout = values[0].encode() if values else None
@@ -181,7 +155,7 @@ class SwellApp:
                 if not timeout > 0:
                     raise ValueError
             except ValueError:
-                await _json(
+                await respond(
                     send,
                     400,
                     {"error": "invalid timeout", "reason": f"timeout must be seconds > 0, got {raw_timeout.decode('latin-1')!r}"},
@@ -190,8 +164,10 @@ class SwellApp:
         try:
             body = await read_body(scope, receive, self.request_limit)
         except BodyTooLarge as exc:
-            await _json(send, 413, exc.payload)
+            await respond(send, 413, exc.payload)
             return
+        except ClientDisconnected:
+            return  # nobody is left to answer
         await router.serve(scope["headers"], body, send, timeout, receive, scope.get("query_string", b""))
 
 

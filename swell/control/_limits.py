@@ -12,14 +12,24 @@ exception handler turns it into the same 413).
 
 from __future__ import annotations
 
-import json
 import tarfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException
+
+from swell import http
+from swell.http import (
+    ASGIApp,
+    BodyOverLimit,
+    Receive,
+    Scope,
+    Send,
+    declared_length,
+    respond,
+)
 
 __all__ = [
     "MIB",
@@ -28,16 +38,11 @@ __all__ = [
     "Limit",
     "LimitExceeded",
     "check_archive",
-    "declared_length",
     "read_body",
 ]
 
 MIB = 1024 * 1024
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -60,9 +65,6 @@ class LimitExceeded(HTTPException):
         headers = {"retry-after": str(retry_after)} if retry_after is not None else None
         super().__init__(status, reason, headers=headers)
         self.payload: dict[str, Any] = {"error": error, "reason": reason, "limit": limit}
-
-    def body(self) -> bytes:
-        return json.dumps(self.payload).encode()
 
 
 class BodyTooLarge(LimitExceeded):
@@ -104,41 +106,16 @@ def check_archive(archive: Path, max_bytes: int, max_files: int) -> None:
                 )
 
 
-def declared_length(scope: Scope) -> int | None:
-    """The request's ``content-length``, or None when absent (chunked) or unreadable."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:  # the HTTP parser refuses these before we see them
-                return None
-    return None
-
-
 async def read_body(scope: Scope, receive: Receive, limit: Limit) -> bytes:
-    """The whole request body, or :class:`BodyTooLarge` as soon as it is known to exceed ``limit``."""
-    size = declared_length(scope)
-    if size is not None and size > limit.bytes:
-        raise BodyTooLarge(limit, size)
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if len(body) > limit.bytes:
-        raise BodyTooLarge(limit)
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    count = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        chunk = message.get("body", b"")
-        count += len(chunk)
-        if count > limit.bytes:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The whole request body, or :class:`BodyTooLarge` as soon as it is known to exceed ``limit``.
 
-
-_HEADERS = [(b"content-type", b"application/json")]
+    A caller who leaves before the body is all here raises
+    :class:`swell.http.ClientDisconnected`: there is nobody to answer.
+    """
+    try:
+        return await http.read_body(scope, receive, limit.bytes)
+    except BodyOverLimit as exc:
+        raise BodyTooLarge(limit, exc.size) from None
 
 
 class BodyLimit:
@@ -160,9 +137,7 @@ class BodyLimit:
         limit = self.limit_for(scope)
         size = declared_length(scope)
         if size is not None and size > limit.bytes:
-            refusal = BodyTooLarge(limit, size)
-            await send({"type": "http.response.start", "status": 413, "headers": _HEADERS})
-            await send({"type": "http.response.body", "body": refusal.body()})
+            await respond(send, 413, BodyTooLarge(limit, size).payload)
             return
         count = 0
 

@@ -14,9 +14,11 @@ import logging
 import sys
 import threading
 import types
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+from swell.http import JSON_HEADERS as _JSON
+from swell.http import ClientDisconnected, Receive, Scope, Send, read_body, respond
 from swell.modelserver import _codec
 from swell.modelserver._errors import (
     CLIENT_ERROR,
@@ -36,15 +38,11 @@ from swell.modelserver._wrapper import ModelWrapper, Status, filter_traceback
 
 logger = logging.getLogger("swell.modelserver")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # anyio's default limiter, which Truss's sync model code runs under.
 WORKER_THREADS = 40
 MODEL_NAME = "model"
 
-_JSON = [(b"content-type", b"application/json")]
 _BINARY = [(b"content-type", b"application/octet-stream")]
 _TRUE = b"true"
 _EMPTY_OBJECT = b"{}"
@@ -80,32 +78,9 @@ def _is_generator(value: Any) -> bool:
     return isinstance(value, _GENERATORS)
 
 
-async def _send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _send_error(send: Send, exc: BaseException) -> None:
     status, body, headers = error_reply(exc)
-    await _send_bytes(send, status, body, [*_JSON, *headers])
-
-
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGone("Client disconnected while reading request.")
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone("Client disconnected while reading request.")
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
+    await respond(send, status, body, [*_JSON, *headers])
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -166,9 +141,9 @@ class ReplicaApp:
         if path == "/health/ready":
             return await self.health_ready(send)
         if path == "/health/live":
-            return await _send_bytes(send, 200, b'{"status":"live"}', _JSON)
+            return await respond(send, 200, b'{"status":"live"}', _JSON)
         if path == "/":
-            return await _send_bytes(send, 200, _TRUE, _JSON)
+            return await respond(send, 200, _TRUE, _JSON)
         if path == "/invocations":
             if method == "POST":
                 return await self.predict(scope, receive, send)
@@ -192,10 +167,10 @@ class ReplicaApp:
                 return
 
     async def _not_found(self, send: Send) -> None:
-        await _send_bytes(send, 404, b'{"detail":"Not Found"}', _JSON)
+        await respond(send, 404, b'{"detail":"Not Found"}', _JSON)
 
     async def _method_not_allowed(self, send: Send) -> None:
-        await _send_bytes(send, 405, b'{"detail":"Method Not Allowed"}', _JSON)
+        await respond(send, 405, b'{"detail":"Method Not Allowed"}', _JSON)
 
     # ------------------------------------------------------------ health
 
@@ -207,7 +182,7 @@ class ReplicaApp:
     async def health_ready(self, send: Send) -> None:
         wrapper = self.wrapper
         if wrapper.status is Status.READY:
-            return await _send_bytes(send, 200, b'{"status":"ready"}', _JSON)
+            return await respond(send, 200, b'{"status":"ready"}', _JSON)
         body: dict[str, Any] = {"status": wrapper.status.value}
         if wrapper.status is Status.FAILED:
             body["reason"] = "load failed"
@@ -215,11 +190,11 @@ class ReplicaApp:
             body["error"] = lines[-1] if lines else ""
         else:
             body["reason"] = "model is loading" if wrapper.status is Status.LOADING else "model load has not started"
-        await _send_bytes(send, 503, compact_json(body), _JSON)
+        await respond(send, 503, compact_json(body), _JSON)
 
     async def truss_loaded(self, send: Send) -> None:
         if self.wrapper.status is Status.READY:
-            return await _send_bytes(send, 200, _EMPTY_OBJECT, _JSON)
+            return await respond(send, 200, _EMPTY_OBJECT, _JSON)
         await _send_error(send, self._not_ready())
 
     async def truss_ready(self, send: Send) -> None:
@@ -243,15 +218,15 @@ class ReplicaApp:
     async def schema(self, send: Send) -> None:
         descriptor = self.wrapper.descriptor
         if self.wrapper.status is not Status.READY or descriptor is None:
-            return await _send_bytes(send, 503, compact_json({"detail": "Schema not available, please try again later."}), _JSON)
+            return await respond(send, 503, compact_json({"detail": "Schema not available, please try again later."}), _JSON)
         if descriptor.input_type is None and descriptor.output_type is None:
-            return await _send_bytes(send, 404, compact_json({"detail": "No schema found"}), _JSON)
+            return await respond(send, 404, compact_json({"detail": "No schema found"}), _JSON)
         schema = {
             "input_schema": descriptor.input_type.model_json_schema() if descriptor.input_type else None,
             "output_schema": descriptor.output_type.model_json_schema() if descriptor.output_type else None,
             "supports_streaming": False if descriptor.output_type else None,
         }
-        await _send_bytes(send, 200, compact_json(schema), _JSON)
+        await respond(send, 200, compact_json(schema), _JSON)
 
     # ------------------------------------------------------------ predict chain
 
@@ -267,7 +242,10 @@ class ReplicaApp:
             body: bytes | None = None
             inputs: Any = None
             if endpoint is not None or not descriptor.skip_input_parsing:
-                body = await _read_body(receive)
+                try:
+                    body = await read_body(scope, receive)
+                except ClientDisconnected:
+                    raise ClientGone("Client disconnected while reading request.") from None
                 inputs = self._decode(body, binary, descriptor)
             request = self._request(scope, receive, body) if descriptor.needs_request or endpoint else None
             if endpoint is not None:
@@ -411,8 +389,8 @@ class ReplicaApp:
             return await self._send_response(scope, receive, send, result)
         if binary:
             body = _codec.encode_msgpack(result)
-            return await _send_bytes(send, 200, body, _BINARY)
-        await _send_bytes(send, 200, _codec.encode_json(result), _JSON)
+            return await respond(send, 200, body, _BINARY)
+        await respond(send, 200, _codec.encode_json(result), _JSON)
 
     # ------------------------------------------------------------ streaming
 

@@ -18,10 +18,9 @@ from typing import Any
 
 import uvicorn
 
+from swell.http import fast_path_protocol, use_batch_scheduling
 from swell.modelserver._app import ReplicaApp
 from swell.modelserver._config import load_truss_config
-from swell.modelserver._fastpath import fast_path_protocol
-from swell.modelserver._sched import use_batch_scheduling
 from swell.modelserver._token import TOKEN_ENV, require_token
 from swell.modelserver._weights import fetch_weights
 from swell.modelserver._wrapper import ModelWrapper

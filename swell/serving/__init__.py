@@ -17,6 +17,7 @@ from swell.serving._deployment import (
 from swell.serving._events import EventSink, NullSink
 from swell.serving._http_client import ReplicaGone, ReplicaPool
 from swell.serving._logs import LogCapture, LogFollower, LogLimits, LogLine, ReplicaLogs
+from swell.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from swell.serving._metrics import MetricFamily, render_metrics
 from swell.serving._router import (
     DeploymentRouter,
@@ -32,6 +33,7 @@ from swell.serving._status import (
 )
 
 __all__ = [
+    "METRICS_CONTENT_TYPE",
     "BuildState",
     "Controller",
     "DeploymentCondition",

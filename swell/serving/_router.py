@@ -14,13 +14,14 @@ import logging
 import math
 from bisect import bisect_left
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from heapq import heappop, heappush
 from time import perf_counter
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from swell.config import AutoscalingSettings
+from swell.http import Receive, Send, respond
 from swell.serving._backend import Replica, ReplicaSpec, ReplicaState
 from swell.serving._http_client import ReplicaGone, ReplicaPool, UpstreamResponse
 
@@ -28,8 +29,6 @@ __all__ = ["LATENCY_BUCKETS", "DeploymentRouter", "ReplicaHandle", "Supervisor",
 
 log = logging.getLogger("swell.router")
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 _WATCH_AFTER = 1.0
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -609,7 +608,7 @@ class DeploymentRouter:
                         504, "timed out", f"no answer within the caller's timeout of {timeout:g} s"
                     ) from None
         except Unavailable as exc:
-            await _answer(send, exc.status, exc.body())
+            await respond(send, exc.status, exc.body())
             self._count(exc.status, started)
             return
         except asyncio.CancelledError:
@@ -761,8 +760,3 @@ def _wants_no_wait(headers: list[tuple[bytes, bytes]], query: bytes) -> bool:
             if wait.lower() in ("false", "0", "no"):
                 return True
     return False
-
-
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _JSON})
-    await send({"type": "http.response.body", "body": body})

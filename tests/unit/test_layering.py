@@ -1,5 +1,5 @@
 """Dependencies point one way (DESIGN.md): cli → control → serving → autoscaling → config;
-modelserver → weights → config."""
+modelserver → weights → config; http (the HTTP layer both servers stand on) imports nothing of the project."""
 
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ ALLOWED: dict[str, set[str]] = {
     "client": set(),
     "sim": {"autoscaling", "config", "client"},
     "weights": {"config"},
-    "modelserver": {"config", "weights", "files"},
-    "serving": {"autoscaling", "config", "modelserver", "files"},
-    "control": {"serving", "autoscaling", "config", "modelserver", "files"},
+    "http": set(),
+    "modelserver": {"config", "weights", "files", "http"},
+    "serving": {"autoscaling", "config", "modelserver", "files", "http"},
+    "control": {"serving", "autoscaling", "config", "modelserver", "files", "http"},
     "dashboard": {"control", "serving", "autoscaling", "config"},
-    "cli": {"control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard", "client", "_cli_common", "_cli_manage", "_cli_lifecycle", "_cli_async"},
+    "cli": {"control", "serving", "autoscaling", "config", "modelserver", "http", "sim", "dashboard", "client", "_cli_common", "_cli_manage", "_cli_lifecycle", "_cli_async"},
     # What the client commands share (their client, tables, uploads); it imports none of them.
     "_cli_common": {"client"},
     # The CLI's `keys`, `secrets`, `watch`, lifecycle and async commands: built on _cli_common, never on cli.

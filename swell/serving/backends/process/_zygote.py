@@ -51,8 +51,9 @@ PRELOAD = (
     "swell.modelserver._wrapper",
     "swell.modelserver._codec",
     "swell.modelserver._config",
-    "swell.modelserver._httptools",
-    "swell.modelserver._fastpath",
+    "swell.http",
+    "swell.http._httptools",
+    "swell.http._fastpath",
     "swell.modelserver._weights",
     "swell.weights",  # the weights fetcher and its HTTP client: ~0.1 s of a cold start that has weights
     "yaml",

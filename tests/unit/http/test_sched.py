@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from swell.modelserver._sched import use_batch_scheduling
+from swell.http._sched import use_batch_scheduling
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
 

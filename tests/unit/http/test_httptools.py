@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from swell.modelserver._httptools import (
+from swell.http._httptools import (
     FLUSH_AT,
     CorkedHttpToolsProtocol,
     CorkedTransport,

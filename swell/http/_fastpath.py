@@ -29,7 +29,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
-from swell.modelserver._httptools import CorkedHttpToolsProtocol, CorkedTransport
+from swell.http._httptools import CorkedHttpToolsProtocol, CorkedTransport
 
 __all__ = ["FastPathProtocol", "fast_path_protocol"]
 

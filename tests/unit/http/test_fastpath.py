@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from swell.modelserver._fastpath import FastPathProtocol, fast_path_protocol
+from swell.http._fastpath import FastPathProtocol, fast_path_protocol
 
 SEEN: list[dict[str, Any]] = []
 GATE: list[asyncio.Event] = []
@@ -300,7 +300,7 @@ async def test_what_uvicorn_refuses_in_an_answer_is_refused_here(port: int) -> N
 
 
 async def test_header_pairs_may_be_lists_and_a_checked_header_is_checked_once(port: int) -> None:
-    from swell.modelserver import _fastpath
+    from swell.http import _fastpath
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     for _ in range(2):

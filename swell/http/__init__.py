@@ -1,0 +1,73 @@
+"""The HTTP layer both of Swell's servers stand on: the server's front door and each replica.
+
+- ``FastPathProtocol`` / ``fast_path_protocol``: uvicorn's ``http=`` protocol that
+  serves the hot route (``POST /model/…``, ``POST /v1/models/…``) without
+  uvicorn's per-request machinery and hands anything else to uvicorn.
+- ``CorkedHttpToolsProtocol``: uvicorn's httptools protocol writing each answer
+  in one system call.
+- ``use_batch_scheduling``: ``SCHED_BATCH`` for the serving processes.
+- The ASGI vocabulary: ``Scope``/``Receive``/``Send``, ``respond``, ``read_body``.
+
+The protocols import uvicorn and httptools, so they load on first use: code
+that only answers ASGI messages does not pay for them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from swell.http._asgi import (
+    JSON_HEADERS,
+    ASGIApp,
+    BodyOverLimit,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    declared_length,
+    header,
+    read_body,
+    respond,
+)
+from swell.http._sched import use_batch_scheduling
+
+if TYPE_CHECKING:
+    from swell.http._fastpath import FastPathProtocol, fast_path_protocol
+    from swell.http._httptools import CorkedHttpToolsProtocol, CorkedTransport
+
+__all__ = [
+    "JSON_HEADERS",
+    "ASGIApp",
+    "BodyOverLimit",
+    "ClientDisconnected",
+    "CorkedHttpToolsProtocol",
+    "CorkedTransport",
+    "FastPathProtocol",
+    "Receive",
+    "Scope",
+    "Send",
+    "declared_length",
+    "fast_path_protocol",
+    "header",
+    "read_body",
+    "respond",
+    "use_batch_scheduling",
+]
+
+_LAZY = {
+    "FastPathProtocol": "swell.http._fastpath",
+    "fast_path_protocol": "swell.http._fastpath",
+    "CorkedHttpToolsProtocol": "swell.http._httptools",
+    "CorkedTransport": "swell.http._httptools",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'swell.http' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

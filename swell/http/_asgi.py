@@ -1,0 +1,111 @@
+"""The ASGI vocabulary both HTTP servers share: types, one way to answer, one body reader.
+
+The server's front door (``control``) and each replica (``modelserver``) speak
+raw ASGI without a framework on their hot routes; they answer and read bodies
+through these few functions so that both do it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = [
+    "JSON_HEADERS",
+    "ASGIApp",
+    "BodyOverLimit",
+    "ClientDisconnected",
+    "Receive",
+    "Scope",
+    "Send",
+    "declared_length",
+    "header",
+    "read_body",
+    "respond",
+]
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON_HEADERS: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
+
+
+class ClientDisconnected(Exception):
+    """The caller went away before its request body was read."""
+
+
+class BodyOverLimit(Exception):
+    """A body over ``read_body``'s limit; ``size`` is the declared length, or None when counted past it."""
+
+    def __init__(self, size: int | None) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+async def respond(
+    send: Send, status: int, body: bytes | dict[str, Any], headers: list[tuple[bytes, bytes]] = JSON_HEADERS
+) -> None:
+    """One whole answer: ``body`` (a dict is sent as JSON) with its ``content-length``."""
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of request header ``name`` (lower case), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The request's ``content-length``, or None when absent (chunked) or unreadable."""
+    value = header(scope, b"content-length")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:  # the HTTP parser refuses these before we see them
+        return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int | None = None) -> bytes:
+    """The whole request body.
+
+    Raises :class:`BodyOverLimit` as soon as it is known to exceed ``limit``
+    bytes (by its ``content-length`` before anything is read, else by counting),
+    and :class:`ClientDisconnected` if the caller leaves before it is all here.
+    """
+    if limit is not None:
+        size = declared_length(scope)
+        if size is not None and size > limit:
+            raise BodyOverLimit(size)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        if limit is not None and len(body) > limit:
+            raise BodyOverLimit(None)
+        return body
+    chunks = [body]
+    count = len(body)
+    while True:
+        if limit is not None and count > limit:
+            raise BodyOverLimit(None)
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk: bytes = message.get("body", b"")
+        count += len(chunk)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            if limit is not None and count > limit:
+                raise BodyOverLimit(None)
+            return b"".join(chunks)
