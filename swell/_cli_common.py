@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, NoReturn
 import click
 from rich.markup import escape
 
+from swell._archive import EXCLUDED, make_archive  # shared with `swell serve --demo`
 from swell.client import Client, ClientError
 
 __all__ = [
@@ -32,9 +32,6 @@ __all__ = [
     "push_directory",
     "stderr_console",
 ]
-
-EXCLUDED = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".DS_Store"}
-
 
 def stderr_console() -> Any:
     from rich.console import Console
@@ -74,17 +71,6 @@ def print_table(table: Any, *, soft_wrap: bool = False) -> None:
     from rich.console import Console
 
     Console(highlight=False, soft_wrap=soft_wrap).print(table)
-
-
-def make_archive(directory: Path, archive: Path) -> None:
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        name = Path(info.name).name
-        if name in EXCLUDED or name.endswith(".pyc"):
-            return None
-        return info
-
-    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
-        tar.add(directory, arcname=".", filter=keep)
 
 
 def _model_name(directory: Path) -> str:

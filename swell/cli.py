@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,11 @@ from swell import __version__
 from swell._cli_common import (
     CliClient,
     fail,
-    make_archive,
     new_table,
     print_pushed,
     push_directory,
     stderr_console,
 )
-from swell.client import describe_error
 
 # Commands defined in other modules, imported only when run (or listed by --help):
 # `swell serve` then never carries the simulator (numpy) or the client commands.
@@ -327,7 +324,9 @@ def serve(
         if importlib.util.find_spec("ray") is None:
             fail("--backend ray needs Ray on this machine: pip install 'ray>=2.50' (docs/cluster.md)", as_json=False)
     os.umask(0o077)  # what the server and its replicas write (database, logs, packages) is the user's alone
-    _run_server(settings, demo_dir)
+    from swell.server import run_server
+
+    run_server(settings, demo_dir)
 
 
 def _mib_to_bytes(mib: float, flag: str) -> int:
@@ -342,130 +341,6 @@ def _examples_dir() -> Path:
     import swell
 
     return Path(swell.__file__).resolve().parents[1] / "examples"
-
-
-def _run_server(settings: Any, demo_dir: Path | None) -> None:
-    import asyncio
-    import gc
-    import logging
-
-    import uvicorn
-
-    from swell.control import ControlPlane, SwellApp
-    from swell.dashboard import Dashboard
-    from swell.http import FastPathProtocol, use_batch_scheduling
-    from swell.serving.backends import make_backend
-
-    log = logging.getLogger("swell")
-    use_batch_scheduling()  # no wake-up preemption ping-pong with the replicas; before any thread starts
-    data_dir = Path(settings.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    settings = settings.model_copy(update={"data_dir": data_dir})
-    backend = make_backend(settings)
-    env_key = os.environ.get("SWELL_API_KEY") or None
-    plane = ControlPlane(settings, backend, api_key=env_key)
-    app = Dashboard(SwellApp(plane))  # the web dashboard at /, /docs offline; the rest goes to SwellApp
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http=FastPathProtocol,  # predict requests skip uvicorn's per-request machinery
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # one ASGI layer less on every request; we bind 127.0.0.1
-        server_header=False,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.drain_grace_seconds) + 5,
-    )
-    server = uvicorn.Server(config)
-    plane.should_stop = lambda: server.should_exit  # log and event follows end, not the shutdown's wait
-    from rich.console import Console
-
-    out = Console(soft_wrap=True, highlight=False)  # stdout; never wrap a command someone will paste
-
-    async def announce() -> None:
-        while not server.started:
-            if server.should_exit:
-                return
-            await asyncio.sleep(0.05)
-        # Start-up's objects live as long as the server: keep the collector off them.
-        gc.collect()
-        gc.freeze()
-        bound_port = settings.port
-        for srv in getattr(server, "servers", []):
-            for sock in srv.sockets:
-                bound_port = sock.getsockname()[1]
-        url = f"http://{settings.host}:{bound_port}"
-        new_key = plane.new_key
-        out.print(f"[bold green]Swell {__version__}[/] serving on [bold]{url}[/]  (data: {data_dir})")
-        out.print(f"Dashboard: [bold]{url}/[/] (sign in with a workspace key)  API docs: {url}/docs")
-        if new_key:
-            out.print(
-                f"API key (shown once; keep it): [bold]{new_key}[/]\n"
-                f"  export SWELL_URL={url} SWELL_API_KEY={new_key}"
-            )
-        elif env_key:
-            out.print("API key: the one in $SWELL_API_KEY")
-        else:
-            out.print("API key: created earlier (only its hash is kept; `swell keys create` makes another); set SWELL_API_KEY")
-        if demo_dir is not None:
-            await _push_demo(plane, demo_dir, url, new_key or env_key, out, log)
-
-    async def prewarm() -> None:
-        # The fork server imports the replicas' runtime now, so the first wake
-        # is a fork plus the model's load(), not a fresh interpreter.
-        try:
-            await backend.prewarm()
-        except Exception:
-            log.warning("could not start the replicas' fork server; replicas will be spawned", exc_info=True)
-
-    async def main() -> None:
-        task = asyncio.create_task(announce())
-        warming = asyncio.create_task(prewarm() if settings.fork_server else asyncio.sleep(0))
-        try:
-            await server.serve()
-        finally:
-            task.cancel()
-            warming.cancel()
-
-    try:
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-            asyncio.run(main())
-        else:
-            uvloop.run(main())
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown
-        pass
-
-
-async def _push_demo(plane: Any, demo_dir: Path, url: str, key: str | None, out: Any, log: Any) -> None:
-    from swell.control import ApiError
-
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = Path(tmp) / "package.tar.gz"
-        make_archive(demo_dir, archive)
-        try:
-            result = await plane.push(archive, model_name="iris", publish=True, promote=True)
-        except ApiError as exc:
-            log.error("demo push failed: %s", describe_error(exc.payload, exc.status))
-            return
-    await plane.promotion.patch_settings(result.model_id, result.deployment_id, {"autoscaling_window": 10, "scale_down_delay": 15})
-    shown_key = key or "$SWELL_API_KEY"
-    record = plane.registry.deployments[result.deployment_id]
-    body = json.dumps(record.config.model_metadata.get("example_model_input", {}))
-    out.print(
-        f"\nDemo: model [bold]iris[/] ({result.model_id}) deployed as {result.deployment_id}, "
-        "autoscaling window 10 s, scale-down delay 15 s.\nCall it (the first call wakes a replica):\n"
-    )
-    out.print(
-        f"  curl -s -X POST {url}/model/{result.model_id}/environments/production/predict \\\n"
-        f"    -H 'Authorization: Api-Key {shown_key}' -d '{body}'\n",
-        markup=False,
-        highlight=False,
-    )
-    out.print("Watch this log: the replica scales to zero ~25 s after the last call and wakes on the next.\n")
 
 
 @cli.command()

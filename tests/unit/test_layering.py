@@ -29,9 +29,13 @@ ALLOWED: dict[str, set[str]] = {
     "serving": {"autoscaling", "config", "modelserver", "files", "http"},
     "control": {"serving", "autoscaling", "config", "modelserver", "files", "http"},
     "dashboard": {"control", "serving", "autoscaling", "config"},
-    "cli": {"control", "serving", "autoscaling", "config", "modelserver", "http", "sim", "dashboard", "client", "_cli_common", "_cli_manage", "_cli_lifecycle", "_cli_async"},
+    # The server's composition root: builds the backend, the plane, the app and uvicorn.
+    "server": {"control", "dashboard", "serving", "config", "http", "client", "_archive"},
+    # A model package on the wire (the tar.gz a push uploads): a leaf.
+    "_archive": set(),
+    "cli": {"server", "control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard", "client", "_cli_common", "_cli_manage", "_cli_lifecycle", "_cli_async"},
     # What the client commands share (their client, tables, uploads); it imports none of them.
-    "_cli_common": {"client"},
+    "_cli_common": {"client", "_archive"},
     # The CLI's `keys`, `secrets`, `watch`, lifecycle and async commands: built on _cli_common, never on cli.
     "_cli_manage": {"_cli_common", "control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard"},
     "_cli_lifecycle": {"_cli_common"},
@@ -70,6 +74,37 @@ def test_dependencies_point_one_way() -> None:
             if target in ALLOWED:
                 wrong.append(f"{path.relative_to(PACKAGE.parent)} imports swell.{target}")
     assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
+
+
+def _private_imports(path: Path) -> set[str]:
+    """Modules ``swell.x._y`` (or ``from swell.x import _y``) that ``path`` imports."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "swell" or len(parts) < 3 or not (PACKAGE / parts[1]).is_dir():
+                continue  # private names of a module (the CLI's) are not this rule's business
+            if any(p.startswith("_") for p in parts[2:]):
+                found.add(name)
+    return found
+
+
+def test_no_package_imports_another_packages_private_module() -> None:
+    """``swell.x._y`` is for ``swell.x`` alone; everyone else uses the names ``swell.x`` exports."""
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        part = _part(path)
+        for name in _private_imports(path):
+            if name.split(".")[1] != part:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+    assert not wrong, "private modules imported from outside their package:\n" + "\n".join(wrong)
 
 
 def test_autoscaling_is_mypy_strict_clean() -> None:
