@@ -66,13 +66,13 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 def declared_length(scope: Scope) -> int | None:
     """The request's ``content-length``, or None when absent (chunked) or unreadable."""
-    value = header(scope, b"content-length")
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:  # the HTTP parser refuses these before we see them
-        return None
+    for name, value in scope["headers"]:  # header()'s loop, inline: read_body runs it on every request
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:  # the HTTP parser refuses these before we see them
+                return None
+    return None
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int | None = None) -> bytes:
@@ -90,22 +90,20 @@ async def read_body(scope: Scope, receive: Receive, limit: int | None = None) ->
     if message["type"] == "http.disconnect":
         raise ClientDisconnected
     body: bytes = message.get("body", b"")
+    if limit is not None and len(body) > limit:
+        raise BodyOverLimit(None)
     if not message.get("more_body"):
-        if limit is not None and len(body) > limit:
-            raise BodyOverLimit(None)
-        return body
+        return body  # the usual case, and the fast path's: the whole body in one message
     chunks = [body]
     count = len(body)
     while True:
-        if limit is not None and count > limit:
-            raise BodyOverLimit(None)
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         chunk: bytes = message.get("body", b"")
         count += len(chunk)
+        if limit is not None and count > limit:
+            raise BodyOverLimit(None)
         chunks.append(chunk)
         if not message.get("more_body"):
-            if limit is not None and count > limit:
-                raise BodyOverLimit(None)
             return b"".join(chunks)

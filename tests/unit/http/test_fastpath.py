@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from swell.http import read_body
 from swell.http._fastpath import FastPathProtocol, fast_path_protocol
 
 SEEN: list[dict[str, Any]] = []
@@ -21,12 +22,7 @@ GATE: list[asyncio.Event] = []
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(scope, receive)
     SEEN.append({"path": scope["path"], "method": scope["method"], "query": scope["query_string"],
                  "headers": dict(scope["headers"]), "body": body, "fast": type(receive.__self__).__name__ == "_Cycle"})
     path = scope["path"]

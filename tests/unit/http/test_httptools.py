@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from swell.http import read_body
 from swell.http._httptools import (
     FLUSH_AT,
     CorkedHttpToolsProtocol,
@@ -123,12 +124,7 @@ _RELEASE: list[asyncio.Event] = []
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(scope, receive)
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         for i in range(3):
