@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from swell.config import load_model_config
+from swell.modelserver._environment import _inherit_site_packages
 from swell.serving import Replica, ReplicaSpec, ReplicaState
 from swell.serving.backends import ProcessBackend
 from swell.serving.backends.process._resources import Capacity
@@ -148,6 +149,9 @@ def test_a_deployment_on_its_own_interpreter_bypasses_the_pool(tmp_path: Path) -
     # What a deployment with requirements gets: its own venv (here seeing ours, for swell itself).
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
                    check=True, timeout=60)
+    # --system-site-packages reaches only the base interpreter's: link ours the way
+    # the environment builder does, or the test passes only where swell is installed system-wide.
+    _inherit_site_packages(sys.executable, venv / "bin" / "python")
     python = str(venv / "bin" / "python")
 
     async def body() -> None:
