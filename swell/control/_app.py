@@ -134,15 +134,12 @@ class SwellApp:
             await respond(send, 405, {"error": "method not allowed", "reason": "predict takes POST"})
             return
         try:
-            router = self.plane.router(parts[2], kind, ref)
+            router = self.plane.router(parts[2], kind, ref, key)
         except NotFound as exc:
             await respond(send, 404, {"error": "not found", "reason": str(exc)})
             return
         except ApiError as exc:
             await respond(send, exc.status, exc.payload)
-            return
-        if key.model_ids is not None and not key.can_invoke(self.plane.registry.deployments[router.deployment_id].model_id):
-            await respond(send, 403, {"error": "forbidden", "reason": f"this key may not call model {parts[2]!r}"})
             return
         timeout: float | None = None
         raw_timeout = header(scope, b"x-swell-timeout")

@@ -14,7 +14,8 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,21 @@ class Lifecycle(Part):
         super().__init__(shared)
         self.access = access
         self.views = views
+        # Pushes of one model run one at a time (name -> [lock, holders and waiters]),
+        # so its environment pointer and development deployment change atomically.
+        self._pushes: dict[str, list[Any]] = {}
+
+    @asynccontextmanager
+    async def _serialised(self, name: str) -> AsyncIterator[None]:
+        entry = self._pushes.setdefault(name, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._pushes[name]
 
     async def push(
         self,
@@ -113,6 +129,7 @@ class Lifecycle(Part):
                 raise ApiError(422, "no model name", detail=[FieldError("model_name", None, "give --model-name or set model_name in config.yaml").as_dict()])
             if not valid_model_name(name):
                 raise ApiError(422, "invalid model name", detail=[FieldError("model_name", name, NAME_RULE).as_dict()])
+            self._check_not_an_id(name, "model_name")
             existing = self.registry.model_by_name(name)
             known_envs = sorted(existing.environments) if existing else list(DEFAULT_ENVIRONMENTS)
             if environment not in known_envs:
@@ -126,7 +143,36 @@ class Lifecycle(Part):
         kind = DeploymentKind.PUBLISHED if publish else DeploymentKind.DEVELOPMENT
         if kind is DeploymentKind.DEVELOPMENT and config.autoscaling is not None:
             warnings.append("autoscaling in config.yaml applies to published deployments; development is fixed")
+        try:
+            async with self._serialised(name):
+                return await self._push(name, package_id, package_dir, config, kind, warnings, promote, environment)
+        except BaseException:
+            if package_id not in self.registry.deployments:  # no row points at it (a reload's new code, a refusal)
+                shutil.rmtree(package_dir, ignore_errors=True)
+            raise
 
+    def _check_not_an_id(self, name: str, field_name: str) -> None:
+        """A name equal to another model's id would make the two ambiguous in every route."""
+        other = self.registry.models.get(name)
+        if other is not None and other.name != name:
+            raise ApiError(
+                422,
+                "invalid model name",
+                detail=[FieldError(field_name, name, "a name that is not another model's id").as_dict()],
+            )
+
+    async def _push(
+        self,
+        name: str,
+        package_id: str,
+        package_dir: Path,
+        config: ModelConfig,
+        kind: DeploymentKind,
+        warnings: list[str],
+        promote: bool,
+        environment: str,
+    ) -> PushResult:
+        """:meth:`push` once the package is valid, with no other push of the model running."""
         async with self._lock:
             model = self.registry.model_by_name(name) or await self._create_model(name)
             reload = self.registry.deployments.get(model.development or "") if kind is DeploymentKind.DEVELOPMENT else None
@@ -142,12 +188,7 @@ class Lifecycle(Part):
             else:
                 record = reload
 
-        try:
-            python = await self._build(model, record, config, package_dir, new=reload is None)
-        except ApiError:
-            if reload is not None:
-                shutil.rmtree(package_dir, ignore_errors=True)  # the running code stays as it was
-            raise
+        python = await self._build(model, record, config, package_dir, new=reload is None)
 
         promoted: str | None = None
         async with self._lock:
@@ -324,6 +365,7 @@ class Lifecycle(Part):
     async def create_model(self, name: Any) -> ModelRecord:
         if not isinstance(name, str) or not valid_model_name(name):
             raise ApiError(422, "invalid model name", detail=[FieldError("name", name, NAME_RULE).as_dict()])
+        self._check_not_an_id(name, "name")
         async with self._lock:
             if self.registry.model_by_name(name) is not None:
                 raise ApiError(409, "model exists", reason=f"a model named {name!r} exists already", name=name)

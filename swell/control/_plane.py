@@ -148,10 +148,21 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ the hot path's lookup
 
-    def router(self, model_ref: str, kind: str, ref: str | None) -> DeploymentRouter:
-        """The router that serves ``/model/{model_ref}/{kind}/{ref}/predict``."""
+    def router(self, model_ref: str, kind: str, ref: str | None, key: KeyRecord | None = None) -> DeploymentRouter:
+        """The router that serves ``/model/{model_ref}/{kind}/{ref}/predict``.
+
+        A ``key`` restricted to other models gets 403 before anything about
+        the model is looked at, whether it exists or not: nothing about it leaks.
+        """
         registry = self.registry
-        model = registry.model(model_ref)
+        try:
+            model = registry.model(model_ref)
+        except NotFound:
+            if key is not None and key.model_ids is not None:
+                raise _forbidden(model_ref) from None
+            raise
+        if key is not None and not key.can_invoke(model.id):
+            raise _forbidden(model_ref)
         if kind == "environments":
             assert ref is not None
             record = registry.environment_target(model, ref)
@@ -182,10 +193,8 @@ class ControlPlane:
         self, key: KeyRecord, model_ref: str, kind: str, ref: str | None, request: AsyncPredictRequest
     ) -> dict[str, Any]:
         """Accept an async request for the deployment the route names (kept before this returns)."""
-        router = self.router(model_ref, kind, ref)
+        router = self.router(model_ref, kind, ref, key)
         record = self.registry.deployments[router.deployment_id]
-        if not key.can_invoke(record.model_id):
-            raise ApiError(403, "forbidden", reason=f"this key may not call model {model_ref!r}")
         if request.webhook_endpoint is not None:
             try:
                 await self.async_queue.sender.destinations.check_url(request.webhook_endpoint)
@@ -221,3 +230,7 @@ class ControlPlane:
         if record is None or not record.active or scaled is None or scaled.retiring:
             return None
         return scaled.router
+
+
+def _forbidden(model_ref: str) -> ApiError:
+    return ApiError(403, "forbidden", reason=f"this key may not call model {model_ref!r}")

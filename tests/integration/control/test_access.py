@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from swell.autoscaling import VirtualClock
@@ -95,3 +96,29 @@ async def test_env_key_and_an_older_keys_json_become_workspace_keys(tmp_path: Pa
         assert not (tmp_path / "keys.json").exists() and (tmp_path / "keys.json.imported").exists()
     finally:
         await plane.close()
+
+
+async def test_a_restricted_invoke_key_gets_403_for_other_models_revealing_nothing(
+    plane: ControlPlane, client: httpx.AsyncClient, make_archive: Callable[..., Path]
+) -> None:
+    a = await plane.push(make_archive(), model_name="a", publish=True, promote=False)
+    b = await plane.push(make_archive(), model_name="b", publish=True, promote=False)
+    dev_b = await plane.push(make_archive(), model_name="b", publish=False, promote=False)
+    await plane.lifecycle.deactivate(b.model_id, b.deployment_id)  # its 409 would name it
+    key = (await plane.access.create_key({"type": "invoke", "name": "only-a", "model_ids": ["a"]}))["key"]
+    headers = {"Authorization": f"Api-Key {key}"}
+    paths = [
+        f"/model/{ref}/{route}"
+        for ref in ("b", b.model_id, "no-such-model")
+        for route in ("environments/production/predict", "development/predict", f"deployment/{b.deployment_id}/predict",
+                      "environments/staging/predict")
+    ]
+    for path in paths:
+        for verb in ("predict", "async_predict"):
+            response = await client.post(path.replace("/predict", f"/{verb}"), headers=headers, json={"model_input": {}})
+            ref = path.split("/")[2]
+            assert response.status_code == 403, (path, response.text)
+            assert response.json() == {"error": "forbidden", "reason": f"this key may not call model {ref!r}"}
+            assert dev_b.deployment_id not in response.text
+    allowed = plane.keys.authenticate(f"Api-Key {key}".encode())
+    assert plane.router("a", "deployment", a.deployment_id, allowed).deployment_id == a.deployment_id

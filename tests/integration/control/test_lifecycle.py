@@ -246,3 +246,42 @@ async def test_a_failed_development_build_is_replaced_by_the_next_good_push(
     model = plane.registry.model("m")
     assert model.development == good.deployment_id and failed not in plane.registry.deployments
     assert model.deployments == [good.deployment_id]
+
+
+async def test_concurrent_first_publishes_leave_production_on_one_of_them(
+    plane: ControlPlane, make_archive: MakeArchive
+) -> None:
+    archives = [make_archive({"model_name": "race"}) for _ in range(8)]
+    results = await asyncio.gather(*(plane.push(a, model_name=None, publish=True, promote=False) for a in archives))
+    model = plane.registry.model("race")
+    production = model.environments["production"]
+    assert production is not None and production in plane.registry.deployments
+    assert [r.deployment_id for r in results if r.environment == "production"] == [production]
+    assert plane.router("race", "environments", "production").deployment_id == production
+    assert len(model.deployments) == 8
+
+
+async def test_concurrent_development_pushes_answer_only_deployments_that_exist(
+    plane: ControlPlane, make_archive: MakeArchive
+) -> None:
+    archives = [make_archive({"model_name": "devrace"}) for _ in range(6)]
+    results = await asyncio.gather(*(plane.push(a, model_name=None, publish=False, promote=False) for a in archives))
+    model = plane.registry.model("devrace")
+    assert {r.deployment_id for r in results} == {model.development} == set(model.deployments)
+    record = plane.registry.deployments[model.development]
+    assert record.revision == 6 and plane.controller.get(record.id) is not None
+    assert len({r.deployment_id for r in results}) == 1
+
+
+async def test_a_model_may_not_be_named_with_another_models_id(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    first = await plane.push(make_archive(), model_name="first", publish=True, promote=False)
+    with pytest.raises(ApiError) as info:
+        await plane.push(make_archive(), model_name=first.model_id, publish=True, promote=False)
+    assert info.value.status == 422
+    assert info.value.payload["detail"] == [
+        {"field": "model_name", "value": first.model_id, "allowed": "a name that is not another model's id"}
+    ]
+    with pytest.raises(ApiError) as info:
+        await plane.lifecycle.create_model(first.model_id)
+    assert info.value.status == 422
+    assert [m.name for m in plane.registry.models.values()] == ["first"]
