@@ -1,9 +1,16 @@
-"""Dependencies point one way (DESIGN.md): cli → control → serving → autoscaling → config;
-modelserver → weights → config; http (the HTTP layer both servers stand on) imports nothing of the project."""
+"""The layering in docs/architecture.md, enforced exactly as the page states it.
+
+The page's table (between its ``layering:begin`` and ``layering:end`` markers)
+lists what each part of ``swell/`` may import from the project. The test reads
+the table from the page, so the page and the rule cannot drift apart: an import
+the table does not allow fails, and so does an allowance no import uses (the
+page would promise more freedom than the code takes).
+"""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,36 +18,23 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "swell"
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
 
-# What each part may import from the project (besides itself).
-ALLOWED: dict[str, set[str]] = {
-    # Cron expressions: a leaf under config (which validates them) and autoscaling (which runs them).
-    "cron": set(),
-    # Atomic writes of the files the server reads back: a leaf anything may use.
-    "files": set(),
-    "config": {"cron"},
-    "autoscaling": {"config", "cron"},
-    # The server's HTTP client: the client commands and `swell advise` share it.
-    "client": set(),
-    "sim": {"autoscaling", "config", "client"},
-    "weights": {"config"},
-    "http": set(),
-    "modelserver": {"config", "weights", "files", "http"},
-    "serving": {"autoscaling", "config", "modelserver", "files", "http"},
-    "control": {"serving", "autoscaling", "config", "modelserver", "files", "http"},
-    "dashboard": {"control", "serving", "autoscaling", "config"},
-    # The server's composition root: builds the backend, the plane, the app and uvicorn.
-    "server": {"control", "dashboard", "serving", "config", "http", "client", "_archive"},
-    # A model package on the wire (the tar.gz a push uploads): a leaf.
-    "_archive": set(),
-    "cli": {"server", "control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard", "client", "_cli_common", "_cli_manage", "_cli_lifecycle", "_cli_async"},
-    # What the client commands share (their client, tables, uploads); it imports none of them.
-    "_cli_common": {"client", "_archive"},
-    # The CLI's `keys`, `secrets`, `watch`, lifecycle and async commands: built on _cli_common, never on cli.
-    "_cli_manage": {"_cli_common", "control", "serving", "autoscaling", "config", "modelserver", "sim", "dashboard"},
-    "_cli_lifecycle": {"_cli_common"},
-    "_cli_async": {"_cli_common"},
-}
+
+def _allowed() -> dict[str, set[str]]:
+    """What each part may import from the project (besides itself), from the page's table."""
+    text = ARCHITECTURE.read_text()
+    table = text[text.index("<!-- layering:begin -->") : text.index("<!-- layering:end -->")]
+    allowed: dict[str, set[str]] = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 2 or not cells[0].startswith("`"):
+            continue
+        allowed[cells[0].strip("`")] = set(re.findall(r"`([^`]+)`", cells[1]))
+    return allowed
+
+
+ALLOWED = _allowed()
 
 
 def _part(path: Path) -> str:
@@ -64,16 +58,40 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+def _parts() -> set[str]:
+    return {_part(path) for path in PACKAGE.rglob("*.py")} - {"__init__"}
+
+
+def test_the_page_names_every_part_and_only_parts() -> None:
+    assert ALLOWED, f"no layering table found in {ARCHITECTURE}"
+    parts = _parts()
+    assert not parts - ALLOWED.keys(), f"parts of swell/ the page's table does not list: {sorted(parts - ALLOWED.keys())}"
+    named = ALLOWED.keys() | set().union(*ALLOWED.values())
+    assert not named - parts, f"the page's table names parts that do not exist: {sorted(named - parts)}"
+
+
+def _used() -> dict[str, set[str]]:
+    used: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        part = _part(path)
+        used.setdefault(part, set()).update(_imports(path) - {part, "__init__"})
+    return used
+
+
 def test_dependencies_point_one_way() -> None:
     wrong = []
     for path in sorted(PACKAGE.rglob("*.py")):
         part = _part(path)
-        if part not in ALLOWED:
-            continue
-        for target in _imports(path) - ALLOWED[part] - {part, "__init__"}:
-            if target in ALLOWED:
-                wrong.append(f"{path.relative_to(PACKAGE.parent)} imports swell.{target}")
-    assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
+        for target in sorted(_imports(path) - ALLOWED.get(part, set()) - {part, "__init__"}):
+            wrong.append(f"{path.relative_to(PACKAGE.parent)} imports swell.{target}")
+    assert not wrong, "imports the layering in docs/architecture.md does not allow:\n" + "\n".join(wrong)
+
+
+def test_the_page_allows_nothing_the_code_does_not_use() -> None:
+    used = _used()
+    unused = [f"{part} -> {target}" for part, targets in sorted(ALLOWED.items())
+              for target in sorted(targets - used.get(part, set()))]
+    assert not unused, "docs/architecture.md allows imports nothing makes (drop them from its table):\n" + "\n".join(unused)
 
 
 def _private_imports(path: Path) -> set[str]:
