@@ -74,7 +74,9 @@ class SwellApp:
                 await respond(send, 403, _FORBIDDEN)
                 return
             if path == "/metrics":
-                body = render_metrics(self.plane.controller, self.plane.async_queue.metric_families())
+                body = render_metrics(
+                    self.plane.controller, (*self.plane.async_queue.metric_families(), *self.plane.keys.metric_families())
+                )
                 await respond(send, 200, body, _METRICS_HEADERS)
                 return
             await self.management(scope, receive, send)  # type: ignore[arg-type]

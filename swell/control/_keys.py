@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -17,6 +18,7 @@ from enum import Enum
 from typing import Any
 
 from swell.control._ids import new_id
+from swell.serving import MetricFamily
 
 __all__ = ["ApiKeys", "KeyRecord", "KeyType", "digest", "new_secret"]
 
@@ -88,6 +90,10 @@ class KeyRecord:
         return self.type is KeyType.WORKSPACE or self.model_ids is None or model_id in self.model_ids
 
 
+log = logging.getLogger("swell.auth")
+_FAILURE_LOG_EVERY = 10.0  # seconds between two log lines about bad keys
+
+
 class ApiKeys:
     """The workspace's live keys, by digest."""
 
@@ -96,6 +102,11 @@ class ApiKeys:
         self._by_digest: dict[str, KeyRecord] = {}
         self._accepted: dict[bytes, KeyRecord] = {}  # header values already checked
         self._used: dict[str, float] = {}  # key id -> last use, not yet written to the store
+        # Authorization headers that named no live key (a guesser's tries): counted
+        # for /metrics, logged at most once per _FAILURE_LOG_EVERY seconds.
+        self.failures = 0
+        self._failures_logged = 0
+        self._next_failure_log = 0.0
 
     def __len__(self) -> int:
         return len(self._by_digest)
@@ -128,12 +139,33 @@ class ApiKeys:
         if record is None:
             record = self._check(value)
             if record is None:
+                self._failed()
                 return None
             if len(self._accepted) >= _CACHE_LIMIT:
                 self._accepted.clear()
             self._accepted[value] = record
         self._used[record.id] = time.time()
         return record
+
+    def _failed(self) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if now >= self._next_failure_log:
+            log.warning(
+                "%d request(s) with an unknown or revoked API key since the last such line (%d in all); "
+                "swell_auth_failures_total counts them",
+                self.failures - self._failures_logged,
+                self.failures,
+            )
+            self._failures_logged = self.failures
+            self._next_failure_log = now + _FAILURE_LOG_EVERY
+
+    def metric_families(self) -> tuple[MetricFamily, ...]:
+        failures = MetricFamily(
+            "swell_auth_failures", "counter", "Requests whose Authorization header named no live API key"
+        )
+        failures.add((), self.failures)
+        return (failures,)
 
     def _check(self, value: bytes) -> KeyRecord | None:
         lowered = value[:8].lower()

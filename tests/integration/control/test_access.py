@@ -122,3 +122,12 @@ async def test_a_restricted_invoke_key_gets_403_for_other_models_revealing_nothi
             assert dev_b.deployment_id not in response.text
     allowed = plane.keys.authenticate(f"Api-Key {key}".encode())
     assert plane.router("a", "deployment", a.deployment_id, allowed).deployment_id == a.deployment_id
+
+
+async def test_bad_keys_are_counted_on_metrics(client: httpx.AsyncClient) -> None:
+    for i in range(5):
+        assert (await client.get("/v1/models", headers={"Authorization": f"Api-Key guess-{i}"})).status_code == 401
+        assert (await client.post("/model/m/development/predict", headers={"Authorization": "Api-Key x"})).status_code == 401
+    metrics = (await client.get("/metrics", headers={"Authorization": "Api-Key k1"})).text
+    assert "# TYPE swell_auth_failures_total counter" in metrics
+    assert any(line.split()[:1] == ["swell_auth_failures_total"] and float(line.split()[1]) == 10 for line in metrics.splitlines())

@@ -46,3 +46,19 @@ def test_use_is_recorded_for_the_store() -> None:
     assert keys.take_used() == {}
 
 
+
+
+def test_bad_keys_are_counted_and_logged_at_most_once_per_period(caplog) -> None:  # type: ignore[no-untyped-def]
+    keys = ApiKeys()
+    record, secret = KeyRecord.create(type=KeyType.WORKSPACE, name=None, model_ids=None, now=0.0)
+    keys.add(record)
+    caplog.set_level("WARNING", logger="swell.auth")
+    for i in range(1000):  # a guesser, at full speed
+        assert keys.authenticate(f"Api-Key guess-{i}".encode()) is None
+    assert keys.authenticate(f"Api-Key {secret}".encode()) is record
+    assert keys.authenticate(None) is None  # no header at all is not a guess
+    assert keys.failures == 1000
+    lines = [r.getMessage() for r in caplog.records if r.name == "swell.auth"]
+    assert len(lines) == 1 and "1 request(s) with an unknown or revoked API key" in lines[0]
+    (family,) = keys.metric_families()
+    assert family.lines[-1] in ("swell_auth_failures_total 1000", "swell_auth_failures_total 1000.0")
