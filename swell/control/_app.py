@@ -1,26 +1,46 @@
 """The server's ASGI application.
 
 Predict requests never touch a framework: a hand-written ASGI function checks
-the key, finds the router and hands it the body bytes.  Everything under
+the key, finds the router and hands it the body bytes.  Every ``/model/…`` route
+(async_predict too) is dispatched there, the path parsed once and the deployment
+looked up once; async_predict's body is validated as FastAPI would and refused
+by the management app's own exception handlers.  Everything under
 ``/v1`` is a FastAPI app (``_routes.py``, so ``/openapi.json`` documents it),
 reached only after the hot path has ruled the request out.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+from typing import Any
 from urllib.parse import parse_qs
 
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from swell import __version__
+from swell.control._async import AsyncPredictRequest
 from swell.control._errors import ApiError
+from swell.control._keys import KeyRecord
 from swell.control._limits import BodyLimit, BodyTooLarge, Limit, read_body
 from swell.control._plane import ControlPlane
 from swell.control._registry import NotFound
 from swell.control._routes import management_app
 from swell.control._secrets import SecretKeyError
 from swell.control._store import StoreError
-from swell.http import ClientDisconnected, Receive, Scope, Send, header, respond
+from swell.http import (
+    JSON_HEADERS,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    header,
+    respond,
+)
 from swell.serving import METRICS_CONTENT_TYPE, render_metrics
 
 __all__ = ["SwellApp", "create_app"]
@@ -44,10 +64,13 @@ class SwellApp:
         settings = plane.settings
         self.request_limit = Limit(settings.max_request_bytes)
         upload = Limit(settings.max_upload_bytes, "package upload", "--max-upload-mb")
+        api = management_app(plane)
         self.management = BodyLimit(
-            management_app(plane),  # type: ignore[arg-type]
+            api,  # type: ignore[arg-type]
             lambda scope: upload if scope["path"] == "/v1/models/push" else self.request_limit,
         )
+        # What the management API answers for each exception; async_predict answers alike.
+        self._handlers = api.exception_handlers
         # The fast path buffers a predict body before the app sees it: one
         # declared over the limit goes to uvicorn, and from there to the 413.
         self.max_request_bytes = settings.max_request_bytes
@@ -57,7 +80,7 @@ class SwellApp:
         if kind == "http":
             path: str = scope["path"]
             if path.startswith("/model/"):
-                await self._predict(scope, receive, send)
+                await self._model(scope, receive, send)
                 return
             if path == "/health":
                 await respond(send, 200, {"status": "ok", "version": __version__})
@@ -108,7 +131,9 @@ class SwellApp:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _model(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every ``/model/…`` route, sync and async predict alike: the path is parsed
+        here once, and the deployment looked up once."""
         key = self.plane.keys.authenticate(header(scope, b"authorization"))
         if key is None:
             await respond(send, 401, _UNAUTHORIZED)
@@ -123,9 +148,8 @@ class SwellApp:
         else:
             await respond(send, 404, {"error": "not found", "reason": f"no route {scope['path']}"})
             return
-        if verb == "async_predict":  # not the hot path: the management app parses and validates it
-            scope.setdefault("state", {})["key"] = key
-            await self.management(scope, receive, send)  # type: ignore[arg-type]
+        if verb == "async_predict":
+            await self._async_predict(scope, receive, send, key, parts[2], kind, ref)
             return
         if verb != "predict":
             await respond(
@@ -168,6 +192,71 @@ class SwellApp:
         except ClientDisconnected:
             return  # nobody is left to answer
         await router.serve(scope["headers"], body, send, timeout, receive, scope.get("query_string", b""))
+
+
+    async def _async_predict(
+        self, scope: Scope, receive: Receive, send: Send, key: KeyRecord, model_ref: str, kind: str, ref: str | None
+    ) -> None:
+        """Read and validate the body as the management API reads its bodies, then keep the
+        request (before the 201: it survives a restart of the server)."""
+        if scope["method"] != "POST":
+            allowed = [(b"allow", b"POST")]
+            reason = f"{scope['method']} {scope['path']} is not allowed; allowed: POST"
+            await respond(send, 405, {"error": "method not allowed", "reason": reason, "allowed": ["POST"]}, [*JSON_HEADERS, *allowed])
+            return
+        try:
+            body = await read_body(scope, receive, self.request_limit)
+            request = _async_request(header(scope, b"content-type"), body)
+            accepted = await self.plane.async_predict(key, model_ref, kind, ref, request)
+        except ClientDisconnected:
+            return  # nobody is left to answer
+        except Exception as exc:  # noqa: BLE001 (answered by the management API's own handler, or re-raised)
+            await self._refuse(scope, receive, send, exc)
+            return
+        await respond(send, 201, accepted)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        """Answer ``exc`` with the management API's handler for its class (a 4xx/5xx JSON body);
+        one it has no handler for goes on to the server (a 500)."""
+        for cls in type(exc).__mro__:
+            handler = self._handlers.get(cls)
+            if handler is not None:
+                response = handler(Request(scope, receive), exc)
+                if inspect.isawaitable(response):
+                    response = await response
+                await response(scope, receive, send)  # type: ignore[arg-type]
+                return
+        raise exc
+
+
+def _async_request(content_type: bytes | None, body: bytes) -> AsyncPredictRequest:
+    """The body of ``…/async_predict``, read and validated as FastAPI reads a JSON body
+    parameter, with FastAPI's exceptions, so that its refusals are the management API's."""
+    text_type = content_type.decode("latin-1") if content_type is not None else None
+    if not body:
+        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+        raise RequestValidationError([missing], body=None)
+    value: Any = body  # not declared JSON: refused below as "not an object", with a hint
+    if text_type is not None and _is_json(text_type):
+        try:
+            value = json.loads(body)
+        except json.JSONDecodeError as exc:
+            error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {},
+                     "ctx": {"error": exc.msg}}
+            raise RequestValidationError([error], body=exc.doc) from exc
+        except Exception as exc:  # not UTF-8, nested too deep, ...: FastAPI answers any of them 400
+            raise StarletteHTTPException(400, "There was an error parsing the body") from exc
+    try:
+        return AsyncPredictRequest.model_validate(value, from_attributes=True)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors, body=value) from None
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json`` or ``application/…+json``: the bodies FastAPI parses as JSON."""
+    maintype, _, subtype = content_type.split(";", 1)[0].strip().lower().partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 def create_app(plane: ControlPlane) -> SwellApp:

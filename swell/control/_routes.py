@@ -290,6 +290,8 @@ def _environment_routes(app: FastAPI, plane: ControlPlane) -> None:
 
 def _async_routes(app: FastAPI, plane: ControlPlane) -> None:
     """Async predict: queue a request, follow it, cancel it; the webhook secret."""
+    # SwellApp._model serves …/async_predict itself (one parse of the path, one look-up of
+    # the deployment); the routes are declared here so that /openapi.json documents them.
     def caller(request: Request) -> KeyRecord:
         key: KeyRecord | None = getattr(request.state, "key", None)
         if key is None:  # only reached through SwellApp, which authenticates first

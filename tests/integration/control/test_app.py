@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from swell.control import ControlPlane, SwellApp
+
 MakeArchive = Callable[..., Path]
 KEY = {"Authorization": "Api-Key k1"}
 
@@ -49,3 +51,32 @@ async def test_predict_errors_are_json(client: httpx.AsyncClient, make_archive: 
     assert wrong_method.status_code == 405
 
 
+
+
+async def test_async_predict_is_served_by_the_model_dispatcher_alone(
+    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One parse of the path, one look-up of the deployment: async_predict is not handed on to the
+    management app (which would parse the path and look the deployment up again)."""
+    app = SwellApp(plane)
+    await plane.push(make_archive(), model_name="m", publish=True, promote=True)
+    lookups: list[tuple[str, str, str | None]] = []
+    find = plane.router
+
+    def counted(model_ref: str, kind: str, ref: str | None, *rest: object) -> object:
+        lookups.append((model_ref, kind, ref))
+        return find(model_ref, kind, ref, *rest)  # type: ignore[arg-type]
+
+    async def management(*_args: object) -> None:
+        raise AssertionError("async_predict reached the management app")
+
+    monkeypatch.setattr(plane, "router", counted)
+    monkeypatch.setattr(app, "management", management)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://swell") as client:
+        accepted = await client.post(
+            "/model/m/environments/production/async_predict", json={"model_input": {"x": 1}}, headers=KEY
+        )
+        refused = await client.post("/model/m/environments/production/async_predict", json={"priority": 1}, headers=KEY)
+    assert accepted.status_code == 201 and accepted.json()["request_id"], accepted.text
+    assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "body.model_input"
+    assert lookups == [("m", "environments", "production")]  # the refused body was never looked up
