@@ -139,24 +139,34 @@ class SwellApp:
             await respond(send, 401, _UNAUTHORIZED)
             return
         parts = scope["path"].split("/")
-        # ['', 'model', ref, kind, (name,) verb]
+        # ['', 'model', ref, kind, (name,) verb], or Baseten's pass-through: verb 'sync' and a path after it
         n = len(parts)
-        if n == 6 and parts[3] in ("environments", "deployment"):
+        target: bytes | None = None
+        if n >= 6 and parts[3] in ("environments", "deployment"):
             kind, ref, verb = parts[3], parts[4], parts[5]
-        elif n == 5 and parts[3] == "development":
+            if verb != "sync" and n > 6:
+                verb = "/".join(parts[5:])
+        elif n >= 5 and parts[3] == "development":
             kind, ref, verb = "development", None, parts[4]
+            if verb != "sync" and n > 5:
+                verb = "/".join(parts[4:])
         else:
             await respond(send, 404, {"error": "not found", "reason": f"no route {scope['path']}"})
             return
-        if verb == "async_predict":
+        if verb == "sync":
+            target = _sync_target(scope, 6 if kind != "development" else 5)
+            if target is None:
+                reason = f"no route {scope['path']} (use …/sync/PATH, e.g. …/sync/v1/chat/completions)"
+                await respond(send, 404, {"error": "not found", "reason": reason})
+                return
+        elif verb == "async_predict":
             await self._async_predict(scope, receive, send, key, parts[2], kind, ref)
             return
-        if verb != "predict":
-            await respond(
-                send, 404, {"error": "not found", "reason": f"no route {scope['path']} (use …/predict or …/async_predict)"}
-            )
+        elif verb != "predict":
+            reason = f"no route {scope['path']} (use …/predict, …/async_predict or …/sync/PATH)"
+            await respond(send, 404, {"error": "not found", "reason": reason})
             return
-        if scope["method"] != "POST":
+        elif scope["method"] != "POST":
             await respond(send, 405, {"error": "method not allowed", "reason": "predict takes POST"})
             return
         try:
@@ -191,7 +201,7 @@ class SwellApp:
             return
         except ClientDisconnected:
             return  # nobody is left to answer
-        await router.serve(scope["headers"], body, send, timeout, receive, scope.get("query_string", b""))
+        await router.serve(scope["headers"], body, send, timeout, receive, scope.get("query_string", b""), target)
 
 
     async def _async_predict(
@@ -257,6 +267,17 @@ def _is_json(content_type: str) -> bool:
     """``application/json`` or ``application/…+json``: the bodies FastAPI parses as JSON."""
     maintype, _, subtype = content_type.split(";", 1)[0].strip().lower().partition("/")
     return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _sync_target(scope: Scope, skip: int) -> bytes | None:
+    """``METHOD /path?query`` on the replica for Baseten's ``…/sync/{path}``: the caller's
+    path after ``sync`` as it was sent (still escaped), or None when there is none."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    rest = raw.split(b"/", skip)[skip] if raw.count(b"/") >= skip else b""
+    if not rest or any(c in rest for c in b" \r\n"):
+        return None
+    query = scope.get("query_string", b"")
+    return scope["method"].encode() + b" /" + rest + (b"?" + query if query else b"")
 
 
 def create_app(plane: ControlPlane) -> SwellApp:

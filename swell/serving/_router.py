@@ -452,9 +452,14 @@ class DeploymentRouter:
     # ------------------------------------------------------------------ the byte pipe
 
     @staticmethod
-    def request_head(headers: list[tuple[bytes, bytes]], body_length: int) -> bytes:
-        """The replica request's head: the caller's headers less the hop's."""
-        parts = [_PREDICT_HEAD, b"content-length: %d\r\n" % body_length]
+    def request_head(headers: list[tuple[bytes, bytes]], body_length: int, target: bytes | None = None) -> bytes:
+        """The replica request's head: the caller's headers less the hop's.
+
+        ``target``: ``METHOD /path?query`` on the replica for a pass-through
+        (Baseten's ``…/sync/{path}``); predict when None.
+        """
+        first = _PREDICT_HEAD if target is None else b"%s HTTP/1.1\r\nhost: replica\r\n" % target
+        parts = [first, b"content-length: %d\r\n" % body_length]
         for name, value in headers:
             if name not in _DROP_REQUEST_HEADERS:
                 parts += (name, b": ", value, b"\r\n")
@@ -572,8 +577,13 @@ class DeploymentRouter:
         timeout: float | None,
         receive: Receive | None = None,
         query: bytes = b"",
+        target: bytes | None = None,
     ) -> None:
         """Forward one predict request and copy the answer back to ``send``.
+
+        ``target`` (``METHOD /path?query``) forwards to that route of the
+        replica instead of predict (Baseten's ``…/sync/{path}`` pass-through),
+        with the same queue, limits and streaming.
 
         With ``receive``, a caller that hangs up while its request waits in
         the queue is noticed (after a second of waiting) and the request leaves
@@ -592,7 +602,7 @@ class DeploymentRouter:
         if cold and _wants_no_wait(headers, query):
             await self._accepted(send, started)
             return
-        head = self.request_head(headers, len(body))
+        head = self.request_head(headers, len(body), target)
         watch: _DisconnectWatch | None = None
         if receive is not None and (self._queue or self._pick() is None):
             watch = _DisconnectWatch(receive)
