@@ -297,6 +297,10 @@ class AutoscalingSettings(BaseModel):
         return self.concurrency_target * self.target_utilization_percentage / 100.0
 
 
+#: The numeric autoscaling settings (everything but ``schedules``), in the order users know them.
+SCALAR_SETTINGS: tuple[str, ...] = tuple(name for name in AutoscalingSettings.model_fields if name != "schedules")
+
+
 _AUTOSCALING_RANGES = {
     "min_replica": "must be between 0 and max_replica",
     "max_replica": f"must be between 1 and the server's cap (default {DEFAULT_MAX_REPLICA_CAP})",
@@ -767,6 +771,18 @@ class ModelConfig(BaseModel):
     @property
     def predict_concurrency(self) -> int:
         return self.runtime.predict_concurrency
+
+    def requirements_in(self, package_dir: Path) -> list[str]:
+        """The pip requirements the package declares: ``requirements`` and the lines of ``requirements_file``."""
+        requirements = list(self.requirements)
+        if self.requirements_file:
+            path = package_dir / self.requirements_file
+            if path.is_file():
+                for line in path.read_text().splitlines():
+                    line = line.split("#", 1)[0].strip()
+                    if line and not line.startswith("-"):
+                        requirements.append(line)
+        return requirements
 
     @property
     def weight_sources(self) -> list[WeightsSource]:

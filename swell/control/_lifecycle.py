@@ -245,7 +245,7 @@ class Lifecycle(Part):
         self, model: ModelRecord, record: DeploymentRecord, config: ModelConfig, package_dir: Path, *, new: bool
     ) -> str:
         """The interpreter for the package: a venv with its requirements, or ours."""
-        requirements = _requirements(config, package_dir)
+        requirements = config.requirements_in(package_dir)
         if not requirements:
             return sys.executable
         log.info("%s: building the environment for %d requirement(s)", model.name, len(requirements))
@@ -525,18 +525,6 @@ class Lifecycle(Part):
         for record in list(self.registry.deployments.values()):
             if record.active and record.build is BuildState.BUILT:
                 await self._add_router(record)
-
-
-def _requirements(config: ModelConfig, package_dir: Path) -> list[str]:
-    requirements = list(config.requirements)
-    if config.requirements_file:
-        path = package_dir / config.requirements_file
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line and not line.startswith("-"):
-                    requirements.append(line)
-    return requirements
 
 
 def _unpack(archive: Path, package_dir: Path) -> None:

@@ -18,16 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from swell.config import SCALAR_SETTINGS
+
 __all__ = ["AdviseError", "advise_args", "run_advise", "trace_csv"]
 
-SCALAR_SETTINGS = (
-    "min_replica",
-    "max_replica",
-    "autoscaling_window",
-    "scale_down_delay",
-    "concurrency_target",
-    "target_utilization_percentage",
-)
 TIMEOUT_SECONDS = 120.0
 _one_at_a_time = asyncio.Lock()
 

@@ -6,6 +6,7 @@ The process backend, the Ray backend and the simulator's fake all satisfy
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -71,6 +72,16 @@ class Replica:
 
 #: Called by the backend on every state change, on the event loop.
 StateCallback = Callable[[Replica], None]
+
+
+def report_state(replica: Replica, state: ReplicaState, on_change: StateCallback) -> None:
+    """Set ``replica``'s state and tell ``on_change``; a failing callback is logged, never raised
+    into the backend's own bookkeeping (a half-applied transition would be worse)."""
+    replica.state = state
+    try:
+        on_change(replica)
+    except Exception:
+        logging.getLogger("swell.serving").exception("state callback failed for replica %s", replica.id)
 
 
 class ReplicaBackend(Protocol):

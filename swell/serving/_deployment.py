@@ -14,7 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from swell.autoscaling import Clock, ConcurrencyWindow, Decision, ScalerState, TrafficHistory
+from swell.autoscaling import (
+    Clock,
+    ConcurrencyWindow,
+    Decision,
+    ScalerState,
+    TrafficHistory,
+)
 from swell.config import AutoscalingSettings, Resources
 from swell.serving._backend import ReplicaSpec, ReplicaState
 from swell.serving._cold_start import ColdStart, ColdStartHistograms

@@ -672,7 +672,7 @@ class DeploymentRouter:
     async def _accepted(self, send: Send, started: float) -> None:
         """``202``: the deployment wakes; the caller comes back after ``Retry-After``."""
         if (error := self._unavailable()) is not None:
-            await _answer(send, error.status, error.body())
+            await respond(send, error.status, error.body())
             self._count(error.status, started)
             return
         if self.serving_count == 0:

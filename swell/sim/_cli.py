@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from swell.config import DEFAULT_MAX_REPLICA_CAP, AutoscalingSettings, SettingsError, parse_autoscaling
+from swell.config import (
+    DEFAULT_MAX_REPLICA_CAP,
+    SCALAR_SETTINGS,
+    AutoscalingSettings,
+    SettingsError,
+    parse_autoscaling,
+)
 from swell.sim._engine import SimConfig, SimResult, replay
 from swell.sim._errors import SimulationError
 from swell.sim._models import DEFAULT_TOKEN_MODEL, ColdStart, ServiceTime
 from swell.sim._trace import SYNTHETIC_GRAMMAR, Trace, load_trace
-from swell.sim.policies import DESCRIPTIONS, POLICIES, PolicyContext, make_policy
+from swell.sim.policies import DESCRIPTIONS, POLICIES, make_policy
 
-_SETTINGS = (
-    "min_replica",
-    "max_replica",
-    "autoscaling_window",
-    "scale_down_delay",
-    "concurrency_target",
-    "target_utilization_percentage",
-)
+_SETTINGS = SCALAR_SETTINGS
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -194,6 +194,16 @@ async def test_unavailable_deployment_answers_503_without_queueing() -> None:
     assert router.queued == 0
 
 
+async def test_unavailable_deployment_answers_a_caller_that_asked_not_to_wait_with_its_503() -> None:
+    router = make_router(VirtualClock())
+    supervisor(router).unavailable = "the model failed to load: ImportError"
+    send = Recorder()
+    await router.serve([(b"prefer", b"respond-async")], b"{}", send, None)
+    assert send.messages[0]["status"] == 503
+    assert "ImportError" in json.loads(send.messages[1]["body"])["reason"]
+    assert router.queued == 0
+
+
 class FakeResponse:
     def __init__(self, status: int = 200, body: bytes = b'{"ok": true}') -> None:
         self.status = status

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from swell.files import claim, sweep
-from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
+from swell.serving._backend import (
+    Replica,
+    ReplicaSpec,
+    ReplicaState,
+    StateCallback,
+    report_state,
+)
 from swell.serving._logs import LogCapture, LogLimits, ReplicaLogs, strip_stamps
 from swell.serving.backends.process._forkserver import ForkServer, forkable
 from swell.serving.backends.process._lifecycle import (
@@ -686,11 +692,7 @@ class ProcessBackend:
         return task
 
     def _set(self, handle: _Handle, state: ReplicaState) -> None:
-        handle.replica.state = state
-        try:
-            handle.on_change(handle.replica)
-        except Exception:
-            logger.exception("state callback failed for replica %s", handle.replica.id)
+        report_state(handle.replica, state, handle.on_change)
 
     async def _read_events(self, handle: _Handle, reader: asyncio.StreamReader, address: str) -> None:
         while True:

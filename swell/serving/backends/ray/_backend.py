@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from swell.modelserver import ReplicaActor
-from swell.serving._backend import Replica, ReplicaSpec, ReplicaState, StateCallback
+from swell.serving._backend import (
+    Replica,
+    ReplicaSpec,
+    ReplicaState,
+    StateCallback,
+    report_state,
+)
 from swell.serving.backends.process import (
     describe_exit,
     exit_state,
@@ -29,7 +35,7 @@ from swell.serving.backends.process import (
     next_state,
     parse_event,
 )
-from swell.serving.backends.ray._package import pack, requirements_of
+from swell.serving.backends.ray._package import pack
 from swell.serving.backends.ray._placement import (
     PLACING,
     NodeView,
@@ -175,7 +181,7 @@ class RayBackend:
             "deployment_id": spec.deployment_id,
             "package_hash": digest,
             "package": [ref],  # in a list: the node fetches it only when its cache lacks it
-            "requirements": requirements_of(spec.config, spec.package_dir) if spec.python != sys.executable else [],
+            "requirements": spec.config.requirements_in(spec.package_dir) if spec.python != sys.executable else [],
             "env": {
                 **{k: v for k, v in os.environ.items() if k.startswith("SWELL_WEIGHTS_") and k != "SWELL_WEIGHTS_CACHE"},
                 **spec.config.environment_variables,
@@ -448,11 +454,7 @@ class RayBackend:
             ray.kill(handle.actor, no_restart=True)
 
     def _set(self, handle: _Handle, state: ReplicaState) -> None:
-        handle.replica.state = state
-        try:
-            handle.on_change(handle.replica)
-        except Exception:
-            logger.exception("state callback failed for replica %s", handle.replica.id)
+        report_state(handle.replica, state, handle.on_change)
 
 
 def _read_secrets(directory: Path | None) -> dict[str, str]:

@@ -13,8 +13,6 @@ import io
 import tarfile
 from pathlib import Path
 
-from swell.config import ModelConfig
-
 
 def pack(package_dir: Path) -> tuple[str, bytes]:
     """``(sha256 hex, tar bytes)`` of the package, caches left out."""
@@ -34,16 +32,3 @@ def pack(package_dir: Path) -> tuple[str, bytes]:
                 tar.addfile(info)
     data = buffer.getvalue()
     return hashlib.sha256(data).hexdigest(), data
-
-
-def requirements_of(config: ModelConfig, package_dir: Path) -> list[str]:
-    """The pip requirements a package declares (``requirements`` and its file)."""
-    requirements = list(config.requirements)
-    if config.requirements_file:
-        path = package_dir / config.requirements_file
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line and not line.startswith("-"):
-                    requirements.append(line)
-    return requirements
