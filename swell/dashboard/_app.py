@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -26,15 +26,24 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from swell.control import SwellApp
 from swell.dashboard._advise import AdviseError, run_advise
 from swell.dashboard._charts import Sample, Sampler, async_requests, latency_buckets
-from swell.dashboard._pages import deployment_fragment, deployment_page, index_fragment, index_page, signin_page
-from swell.dashboard._session import Session, Sessions, cookie_header, read_cookie, same_origin
+from swell.dashboard._pages import (
+    deployment_fragment,
+    deployment_page,
+    index_fragment,
+    index_page,
+    signin_page,
+)
+from swell.dashboard._session import (
+    Session,
+    Sessions,
+    cookie_header,
+    read_cookie,
+    same_origin,
+)
+from swell.http import Receive, Scope, Send, header, respond
 from swell.serving import render_metrics
 
 __all__ = ["Dashboard"]
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 STATIC = Path(__file__).parent / "static"
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
@@ -48,29 +57,15 @@ _SECURITY_HEADERS = [
 _CSP = b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; frame-ancestors 'none'"
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value  # type: ignore[no-any-return]
-    return None
-
-
 def _text(scope: Scope, name: bytes) -> str | None:
-    value = _header(scope, name)
+    value = header(scope, name)
     return None if value is None else value.decode("latin-1")
 
 
 async def _respond(
     send: Send, status: int, body: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type), *_SECURITY_HEADERS, *(headers or [])],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await respond(send, status, body, [(b"content-type", content_type), *_SECURITY_HEADERS, *(headers or [])])
 
 
 async def _html(send: Send, body: str, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -110,7 +105,7 @@ class Dashboard:
             if path == "/" or path.startswith("/ui/") or path == "/docs" or path.startswith("/docs/"):
                 await self._route(scope, receive, send, path)
                 return
-            if path == "/openapi.json" and _header(scope, b"authorization") is None and self._session(scope):
+            if path == "/openapi.json" and header(scope, b"authorization") is None and self._session(scope):
                 await self.app.management(scope, receive, send)  # type: ignore[arg-type]
                 return
         await self.app(scope, receive, send)
@@ -118,7 +113,7 @@ class Dashboard:
     # ------------------------------------------------------------------ plumbing
 
     def _session(self, scope: Scope) -> Session | None:
-        return self.sessions.get(read_cookie(_header(scope, b"cookie")), self.now())
+        return self.sessions.get(read_cookie(header(scope, b"cookie")), self.now())
 
     def _same_origin(self, scope: Scope) -> bool:
         return same_origin(_text(scope, b"origin"), _text(scope, b"host"), scope.get("scheme", "http"))
@@ -285,7 +280,7 @@ class Dashboard:
         if not Sessions.csrf_ok(session, sent):
             await _json(send, 403, {"error": "forbidden", "reason": "missing or wrong CSRF token"})
             return
-        self.sessions.end(read_cookie(_header(scope, b"cookie")))
+        self.sessions.end(read_cookie(header(scope, b"cookie")))
         await _redirect(send, "/", [(b"set-cookie", cookie_header("", secure=self._secure(scope), max_age=0))])
 
     async def _api(self, scope: Scope, receive: Receive, send: Send, session: Session, path: str) -> None:
