@@ -228,6 +228,32 @@ def cli() -> None:
     type=click.FloatRange(min=0.01),
     help="Disk all logs of one deployment may use (the oldest replicas' files go first).",
 )
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="SWELL_HEADER_TIMEOUT",
+    help="Seconds a request's head may take to arrive (from the connection's start, or the request's first byte); "
+    "a slower client's connection is closed.",
+)
+@click.option(
+    "--body-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="SWELL_BODY_TIMEOUT",
+    help="Seconds a request body may stall between two pieces before the connection is closed.",
+)
+@click.option(
+    "--max-connections",
+    default=None,
+    type=click.IntRange(min=1),
+    envvar="SWELL_MAX_CONNECTIONS",
+    help="Most client connections open at once; over it the oldest ones still sending a request, then idle ones, "
+    "are closed (never one with a request in flight). Default: the open-file limit (raised to its maximum at start) "
+    "less 1024 kept for replicas and the database.",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -257,6 +283,9 @@ def serve(
     ray_address: str,
     replica_log_mb: float,
     deployment_log_mb: float,
+    header_timeout: float,
+    body_timeout: float,
+    max_connections: int | None,
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -308,6 +337,9 @@ def serve(
             ray_address=ray_address,
             replica_log_bytes=_mib_to_bytes(replica_log_mb, "--replica-log-mb"),
             deployment_log_bytes=_mib_to_bytes(deployment_log_mb, "--deployment-log-mb"),
+            header_timeout_seconds=header_timeout,
+            body_timeout_seconds=body_timeout,
+            max_connections=max_connections,
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None

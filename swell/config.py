@@ -953,4 +953,12 @@ class ServerSettings(BaseModel):
     # Disk each replica's log may use (two rotated files of half each), and a
     # deployment's logs in all (oldest files go first); docs/control.md, Logs.
     replica_log_bytes: int = Field(10 * 1024 * 1024, ge=4096)
+    # The front door against slow clients (docs/security.md): a request's head
+    # must arrive within header_timeout_seconds of its first byte (of the
+    # connection, for the first request); a body may stall at most
+    # body_timeout_seconds between two pieces; at most max_connections open
+    # (None: the open-file limit less a reserve for replicas and the database).
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    max_connections: int | None = Field(None, ge=1)
     deployment_log_bytes: int = Field(100 * 1024 * 1024, ge=4096)

@@ -26,12 +26,39 @@ from swell.client import describe_error
 from swell.config import ServerSettings
 from swell.control import ApiError, ControlPlane, SwellApp
 from swell.dashboard import Dashboard
-from swell.http import FastPathProtocol, use_batch_scheduling
+from swell.http import ConnectionGuard, fast_path_protocol, use_batch_scheduling
 from swell.serving.backends import make_backend
 
 __all__ = ["run_server"]
 
 log = logging.getLogger("swell")
+
+# File descriptors kept back from the connection cap: replicas' sockets and
+# logs, the database, packages being written.
+_FD_RESERVE = 1024
+_MIN_CONNECTIONS = 64
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's open-file soft limit to its hard limit; the limit now."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.warning("could not raise the open-file limit from %d to %d", soft, target)
+    return soft
+
+
+def connection_cap(settings: ServerSettings, open_files: int) -> int:
+    """--max-connections, or what the open-file limit leaves after the reserve."""
+    if settings.max_connections is not None:
+        return settings.max_connections
+    return max(_MIN_CONNECTIONS, open_files - _FD_RESERVE)
 
 
 def run_server(settings: ServerSettings, demo_dir: Path | None = None) -> None:
@@ -43,12 +70,19 @@ def run_server(settings: ServerSettings, demo_dir: Path | None = None) -> None:
     backend = make_backend(settings)
     env_key = os.environ.get("SWELL_API_KEY") or None
     plane = ControlPlane(settings, backend, api_key=env_key)
+    guard = ConnectionGuard(
+        settings.header_timeout_seconds, settings.body_timeout_seconds, connection_cap(settings, raise_open_file_limit())
+    )
+    app = SwellApp(plane)
+    app.connections = guard  # its counts on /metrics
     config = uvicorn.Config(
-        Dashboard(SwellApp(plane)),  # the web dashboard at /, /docs offline; the rest goes to SwellApp
+        Dashboard(app),  # the web dashboard at /, /docs offline; the rest goes to SwellApp
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=FastPathProtocol,  # predict requests skip uvicorn's per-request machinery
+        # Predict requests skip uvicorn's per-request machinery; the guard's
+        # read timeouts and cap keep slow clients from holding the door.
+        http=fast_path_protocol(b"POST /model/", guard),
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # one ASGI layer less on every request; we bind 127.0.0.1

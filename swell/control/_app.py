@@ -35,13 +35,14 @@ from swell.control._store import StoreError
 from swell.http import (
     JSON_HEADERS,
     ClientDisconnected,
+    ConnectionGuard,
     Receive,
     Scope,
     Send,
     header,
     respond,
 )
-from swell.serving import METRICS_CONTENT_TYPE, render_metrics
+from swell.serving import METRICS_CONTENT_TYPE, MetricFamily, render_metrics
 
 __all__ = ["SwellApp", "create_app"]
 
@@ -74,6 +75,8 @@ class SwellApp:
         # The fast path buffers a predict body before the app sees it: one
         # declared over the limit goes to uvicorn, and from there to the 413.
         self.max_request_bytes = settings.max_request_bytes
+        # The front door's guard (set by the server), counted on /metrics.
+        self.connections: ConnectionGuard | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -98,7 +101,12 @@ class SwellApp:
                 return
             if path == "/metrics":
                 body = render_metrics(
-                    self.plane.controller, (*self.plane.async_queue.metric_families(), *self.plane.keys.metric_families())
+                    self.plane.controller,
+                    (
+                        *self.plane.async_queue.metric_families(),
+                        *self.plane.keys.metric_families(),
+                        *_connection_families(self.connections),
+                    ),
                 )
                 await respond(send, 200, body, _METRICS_HEADERS)
                 return
@@ -282,3 +290,17 @@ def _sync_target(scope: Scope, skip: int) -> bytes | None:
 
 def create_app(plane: ControlPlane) -> SwellApp:
     return SwellApp(plane)
+
+
+def _connection_families(guard: ConnectionGuard | None) -> tuple[MetricFamily, ...]:
+    if guard is None:
+        return ()
+    closed = MetricFamily(
+        "swell_connections_closed", "counter",
+        "Connections the server closed: a request head or body too slow, idle past keep-alive, or over the cap",
+    )
+    for reason, count in guard.closed.items():
+        closed.add((("reason", reason),), count)
+    open_now = MetricFamily("swell_connections_open", "gauge", "Client connections open now")
+    open_now.add((), guard.open)
+    return closed, open_now

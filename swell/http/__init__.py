@@ -5,6 +5,7 @@
   uvicorn's per-request machinery and hands anything else to uvicorn.
 - ``CorkedHttpToolsProtocol``: uvicorn's httptools protocol writing each answer
   in one system call.
+- ``ConnectionGuard``: the front door's header/body read timeouts and connection cap.
 - ``use_batch_scheduling``: ``SCHED_BATCH`` for the serving processes.
 - The ASGI vocabulary: ``Scope``/``Receive``/``Send``, ``respond``, ``read_body``.
 
@@ -29,6 +30,7 @@ from swell.http._asgi import (
     read_body,
     respond,
 )
+from swell.http._guard import ConnectionGuard, pick_victim
 from swell.http._sched import use_batch_scheduling
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ __all__ = [
     "ASGIApp",
     "BodyOverLimit",
     "ClientDisconnected",
+    "ConnectionGuard",
     "CorkedHttpToolsProtocol",
     "CorkedTransport",
     "FastPathProtocol",
@@ -49,6 +52,7 @@ __all__ = [
     "declared_length",
     "fast_path_protocol",
     "header",
+    "pick_victim",
     "read_body",
     "respond",
     "use_batch_scheduling",

@@ -29,6 +29,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
+from swell.http._guard import BUSY, IDLE, READING, ConnectionGuard
 from swell.http._httptools import CorkedHttpToolsProtocol, CorkedTransport
 
 __all__ = ["FastPathProtocol", "fast_path_protocol"]
@@ -44,6 +45,8 @@ _BAD_VALUE = HEADER_VALUE_RE.search
 _GOOD: set[tuple[bytes, bytes]] = set()
 _GOOD_MAX = 1024
 _STATUS: dict[int, bytes] = {}
+# What a connection waits for, for its one timer (see _expired).
+_BUSY, _IDLE, _HEAD, _BODY = 0, 1, 2, 3
 _500 = (
     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
@@ -184,6 +187,8 @@ class FastPathProtocol(asyncio.Protocol):
     """Serve requests that start with :attr:`prefix` here, hand anything else to uvicorn."""
 
     prefix = b"POST /model/"
+    #: The server's read timeouts and connection cap (``None``: only the keep-alive timeout).
+    guard: ConnectionGuard | None = None
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -204,8 +209,12 @@ class FastPathProtocol(asyncio.Protocol):
         self.handed_off = False
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._idle_since: float | None = None  # loop time of the last answer, while idle
+        # One timer per connection, re-armed only when it fires early: the idle
+        # keep-alive timeout, and with a guard the header and body deadlines.
+        self._timer: asyncio.TimerHandle | None = None
+        self._wait = _BUSY  # what the connection waits for (_IDLE, _HEAD, _BODY), since _since
+        self._since = 0.0
+        self._handler: _GuardedHttpTools | None = None  # uvicorn's protocol, after a hand-off
         self._reading_paused = False
         # per request, filled by the parser
         self._url = b""
@@ -229,11 +238,19 @@ class FastPathProtocol(asyncio.Protocol):
         self.server_state.connections.add(self)
         self.server = get_local_addr(self.raw_transport)
         self.client = get_remote_addr(self.raw_transport)
+        guard = self.guard
+        if guard is not None:
+            # The head's deadline runs from the connection's first moment,
+            # whoever ends up serving it (a hand-off keeps it).
+            self._wait = _HEAD
+            self._since = now = self.loop.time()
+            if guard.header_timeout is not None:
+                self._timer = self.loop.call_at(now + guard.header_timeout, self._expired)
+            guard.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self._gone()
         cycle = self.cycle
         if cycle is not None and not cycle.complete:
             cycle.disconnected = True
@@ -258,8 +275,14 @@ class FastPathProtocol(asyncio.Protocol):
             self._drain = self.loop.create_future()
         await self._drain
 
+    def _gone(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.guard is not None:
+            self.guard.gone(self)
+
     def data_received(self, data: bytes) -> None:
-        self._idle_since = None  # busy; a pending idle timer will find so and let go
         buffer = self.buffer
         if not buffer:
             self.buffer = data
@@ -270,6 +293,8 @@ class FastPathProtocol(asyncio.Protocol):
             buffer += data
         if self.cycle is None:
             self._next()
+            if self.cycle is None and not self.handed_off and self.guard is not None:
+                self._reading()  # a request in pieces: its deadline
         elif len(self.buffer) > HIGH_WATER_LIMIT and not self._reading_paused:
             self._reading_paused = True  # a pipelined request waits for the current answer
             self.transport.pause_reading()
@@ -334,18 +359,32 @@ class FastPathProtocol(asyncio.Protocol):
         body = buffer[head_end:total]
         rest = buffer[total:]
         self.buffer = rest if rest else b""
+        self._wait = _BUSY
         self._start(self._keep_alive, bytes(body) if isinstance(body, bytearray) else body, raw_path, path, query)
 
     def _hand_off(self) -> None:
         """uvicorn serves this connection from here on, starting with the unanswered bytes."""
         self.handed_off = True
         self.server_state.connections.discard(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        protocol = CorkedHttpToolsProtocol(
-            config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
-        )
+        guard = self.guard
+        if guard is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            protocol: CorkedHttpToolsProtocol = CorkedHttpToolsProtocol(
+                config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+            )
+        else:
+            # uvicorn has no header or body deadline: this protocol keeps
+            # watching the connection (its timer, its place under the cap).
+            protocol = self._handler = _GuardedHttpTools(
+                config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+            )
+            protocol.owner = self
+            if self._wait == _HEAD:
+                protocol.head_since = self._since
+            if self._timer is None:
+                self._timer = self.loop.call_at(self.loop.time(), self._expired)
         self.transport._flush()  # type: ignore[attr-defined]  # answers already given go first
         protocol.connection_made(self.raw_transport)
         self.raw_transport.set_protocol(protocol)
@@ -444,20 +483,88 @@ class FastPathProtocol(asyncio.Protocol):
         if self.cycle is None and not self.handed_off and not self.transport.is_closing():
             # Keep-alive timeout: one timer per connection, re-armed only when it
             # fires early, rather than a timer made and cancelled per request.
-            self._idle_since = self.loop.time()
-            if self._idle_timer is None:
-                self._idle_timer = self.loop.call_later(self.keep_alive_timeout, self._idle_expired)
+            self._since = now = self.loop.time()
+            self._wait = _IDLE
+            if self.buffer and self.guard is not None:
+                self._reading()
+            if self._timer is None:
+                self._timer = self.loop.call_at(now + self.keep_alive_timeout, self._expired)
 
-    def _idle_expired(self) -> None:
-        self._idle_timer = None
-        since = self._idle_since
-        if since is None or self.cycle is not None or self.buffer or self.handed_off:
+    def _reading(self) -> None:
+        """Part of a request is here and no more: its head's or body's deadline runs."""
+        if self._pending is not None:  # the head is in, the body comes: a deadline per piece
+            self._wait = _BODY
+            self._since = self.loop.time()
+            limit = self.guard.body_timeout  # type: ignore[union-attr]
+        elif self._wait != _HEAD:  # the first bytes of a request's head
+            self._wait = _HEAD
+            self._since = self.loop.time()
+            limit = self.guard.header_timeout  # type: ignore[union-attr]
+        else:
+            return
+        timer = self._timer
+        if limit is not None and (timer is None or timer.when() > self._since + limit):
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(self._since + limit, self._expired)
+
+    def _deadline(self) -> tuple[float, str] | None:
+        """When this connection is closed unless something happens, and why."""
+        guard = self.guard
+        handler = self._handler
+        if handler is not None:  # uvicorn serves it: read its progress
+            if handler.head_since is not None:
+                return _after(handler.head_since, guard.header_timeout, "header_timeout")  # type: ignore[union-attr]
+            if handler.body_since is not None and not handler.flow.read_paused:
+                return _after(handler.body_since, guard.body_timeout, "body_timeout")  # type: ignore[union-attr]
+            return None  # idle (uvicorn's keep-alive timer) or serving
+        wait = self._wait
+        if wait == _IDLE:
+            return self._since + self.keep_alive_timeout, "idle"
+        if guard is None or wait == _BUSY:
+            return None
+        if wait == _HEAD:
+            return _after(self._since, guard.header_timeout, "header_timeout")
+        return _after(self._since, guard.body_timeout, "body_timeout")
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self.raw_transport.is_closing():
+            return
+        if self.cycle is not None or (self.buffer and self._wait == _IDLE):
             return  # busy: the next answer arms it again
-        left = since + self.keep_alive_timeout - self.loop.time()
-        if left > 0.001:
-            self._idle_timer = self.loop.call_later(left, self._idle_expired)
+        deadline = self._deadline()
+        if deadline is None:
+            if self._handler is not None and self.guard is not None and self.guard.header_timeout is not None:
+                # uvicorn's connection may start another request: look again later.
+                self._timer = self.loop.call_at(self.loop.time() + self.guard.header_timeout, self._expired)
+            return
+        when, reason = deadline
+        if when - self.loop.time() > 0.001:
+            self._timer = self.loop.call_at(when, self._expired)
+        elif self.guard is not None:
+            self.guard.close(self, reason)
         else:
             self.transport.close()
+
+    # ------------------------------------------------------------ the guard's view
+
+    def guard_state(self) -> str:
+        handler = self._handler
+        if handler is not None:
+            if handler.head_since is not None or (handler.body_since is not None and not handler.flow.read_paused):
+                return READING
+            cycle = handler.cycle
+            return BUSY if cycle is not None and not cycle.response_complete else IDLE
+        if self.cycle is not None:
+            return BUSY
+        return IDLE if self._wait == _IDLE and not self.buffer else READING
+
+    def guard_close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        (self.raw_transport if self.handed_off else self.transport).close()
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close when idle, else after this answer."""
@@ -466,6 +573,40 @@ class FastPathProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-def fast_path_protocol(prefix: bytes) -> type[FastPathProtocol]:
-    """A :class:`FastPathProtocol` for requests that start with ``prefix``."""
-    return type("FastPathProtocol", (FastPathProtocol,), {"prefix": prefix})
+def _after(since: float, limit: float | None, reason: str) -> tuple[float, str] | None:
+    return None if limit is None else (since + limit, reason)
+
+
+class _GuardedHttpTools(CorkedHttpToolsProtocol):
+    """uvicorn's protocol, telling the :class:`FastPathProtocol` that handed it over how far a request is."""
+
+    owner: FastPathProtocol
+    head_since: float | None = None  # a request's head started arriving then, and is not complete
+    body_since: float | None = None  # the last piece of an unfinished body came then
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.head_since is None:
+            self.head_since = self.loop.time()
+
+    def on_headers_complete(self) -> None:
+        self.head_since = None
+        self.body_since = self.loop.time()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.body_since = self.loop.time()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.body_since = None
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.owner._gone()
+
+
+def fast_path_protocol(prefix: bytes, guard: ConnectionGuard | None = None) -> type[FastPathProtocol]:
+    """A :class:`FastPathProtocol` for requests that start with ``prefix`` (and with ``guard``'s limits)."""
+    return type("FastPathProtocol", (FastPathProtocol,), {"prefix": prefix, "guard": guard})
