@@ -63,14 +63,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": out})
 
 
-@pytest.fixture
-async def port() -> AsyncIterator[int]:
-    SEEN.clear()
-    GATE[:] = [asyncio.Event()]
+@contextlib.asynccontextmanager
+async def serving(http: Any, timeout_keep_alive: int = 5) -> AsyncIterator[int]:
+    """uvicorn with ``http`` as its protocol on a free port, until the block ends."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, http=fast_path_protocol(b"POST /model/"), lifespan="off", log_config=None,
-                            access_log=False, loop="asyncio", timeout_keep_alive=5)
+    config = uvicorn.Config(app, http=http, lifespan="off", log_config=None, access_log=False, loop="asyncio",
+                            timeout_keep_alive=timeout_keep_alive)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -82,6 +81,14 @@ async def port() -> AsyncIterator[int]:
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(task, 10)
         sock.close()
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    SEEN.clear()
+    GATE[:] = [asyncio.Event()]
+    async with serving(fast_path_protocol(b"POST /model/")) as bound:
+        yield bound
 
 
 def post(path: str, body: bytes = b'{"x": 1}', extra: bytes = b"") -> bytes:
@@ -251,27 +258,14 @@ async def test_a_large_body_in_many_pieces_arrives_whole(port: int) -> None:
 
 
 async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, http=FastPathProtocol, lifespan="off", log_config=None, access_log=False,
-                            loop="asyncio", timeout_keep_alive=1)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+    async with serving(FastPathProtocol, timeout_keep_alive=1) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for _ in range(4):  # a busy connection stays open, whenever its one timer fires
             writer.write(post("/model/a/predict"))
             assert (await read_response(reader))[0] == 200
             await asyncio.sleep(0.1)
         assert await asyncio.wait_for(reader.read(), 10) == b""  # then, idle, it is closed
         writer.close()
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(task, 10)
-        sock.close()
 
 
 async def test_what_uvicorn_refuses_in_an_answer_is_refused_here(port: int) -> None:
@@ -308,3 +302,25 @@ async def test_header_pairs_may_be_lists_and_a_checked_header_is_checked_once(po
     assert (b"content-type", b"application/json") in _fastpath._GOOD
     assert not any(isinstance(h, list) for h in _fastpath._GOOD)
     writer.close()
+
+
+async def test_a_request_that_stops_half_way_is_closed_at_its_deadline_and_counted() -> None:
+    from swell.http import ConnectionGuard
+
+    guard = ConnectionGuard(header_timeout=0.3, body_timeout=0.3, max_connections=None)
+    async with serving(fast_path_protocol(b"POST /model/", guard), timeout_keep_alive=30) as port:
+        halves = {
+            "head, after an answer": post("/model/a/predict") + b"POST /model/a/predict HTTP/1.1\r\nhost: x\r\n",
+            "body, after an answer": post("/model/a/predict") + post("/model/a/predict")[:-2],
+            "head, handed to uvicorn": b"GET /health HTTP/1.1\r\nhost: x\r\n",
+            "nothing at all": b"",
+        }
+        for what, data in halves.items():
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(data)
+            if data.startswith(b"POST"):
+                assert (await read_response(reader))[0] == 200, what
+            assert await asyncio.wait_for(reader.read(), 10) == b"", what  # closed by the server
+            writer.close()
+        assert guard.closed["header_timeout"] == 3 and guard.closed["body_timeout"] == 1, guard.closed
+        assert guard.open == 0
