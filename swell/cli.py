@@ -238,6 +238,22 @@ def cli() -> None:
     "a slower client's connection is closed.",
 )
 @click.option(
+    "--auth-failure-burst",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    envvar="SWELL_AUTH_FAILURE_BURST",
+    help="Unknown or revoked API keys one client address may send at once; past it, 429 until its budget refills.",
+)
+@click.option(
+    "--auth-failure-rate",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="SWELL_AUTH_FAILURE_RATE",
+    help="How fast a client's budget of bad keys refills, per second.",
+)
+@click.option(
     "--body-timeout",
     default=30.0,
     show_default=True,
@@ -284,6 +300,8 @@ def serve(
     replica_log_mb: float,
     deployment_log_mb: float,
     header_timeout: float,
+    auth_failure_burst: int,
+    auth_failure_rate: float,
     body_timeout: float,
     max_connections: int | None,
     tick_seconds: float,
@@ -338,6 +356,8 @@ def serve(
             replica_log_bytes=_mib_to_bytes(replica_log_mb, "--replica-log-mb"),
             deployment_log_bytes=_mib_to_bytes(deployment_log_mb, "--deployment-log-mb"),
             header_timeout_seconds=header_timeout,
+            auth_failure_burst=auth_failure_burst,
+            auth_failure_rate=auth_failure_rate,
             body_timeout_seconds=body_timeout,
             max_connections=max_connections,
         )

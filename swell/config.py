@@ -961,4 +961,9 @@ class ServerSettings(BaseModel):
     header_timeout_seconds: float = Field(10.0, gt=0)
     body_timeout_seconds: float = Field(30.0, gt=0)
     max_connections: int | None = Field(None, ge=1)
+    # A client (address) that sends auth_failure_burst unknown or revoked keys is
+    # answered 429 without a key check until its budget refills at
+    # auth_failure_rate a second (control/_throttle.py).
+    auth_failure_burst: int = Field(20, ge=1)
+    auth_failure_rate: float = Field(1.0, gt=0)
     deployment_log_bytes: int = Field(100 * 1024 * 1024, ge=4096)

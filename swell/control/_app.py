@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -32,6 +33,7 @@ from swell.control._registry import NotFound
 from swell.control._routes import management_app
 from swell.control._secrets import SecretKeyError
 from swell.control._store import StoreError
+from swell.control._throttle import FailureThrottle
 from swell.http import (
     JSON_HEADERS,
     ClientDisconnected,
@@ -77,6 +79,8 @@ class SwellApp:
         self.max_request_bytes = settings.max_request_bytes
         # The front door's guard (set by the server), counted on /metrics.
         self.connections: ConnectionGuard | None = None
+        # Clients that keep naming no live key are answered 429 for a while (docs/security.md).
+        self.throttle = FailureThrottle(burst=settings.auth_failure_burst, rate=settings.auth_failure_rate)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -88,9 +92,8 @@ class SwellApp:
             if path == "/health":
                 await respond(send, 200, {"status": "ok", "version": __version__})
                 return
-            key = self.plane.keys.authenticate(header(scope, b"authorization"))
+            key = await self._authenticate(scope, send)
             if key is None:
-                await respond(send, 401, _UNAUTHORIZED)
                 return
             if path.startswith("/async_request/"):  # invoke keys may follow their requests
                 scope.setdefault("state", {})["key"] = key
@@ -105,6 +108,7 @@ class SwellApp:
                     (
                         *self.plane.async_queue.metric_families(),
                         *self.plane.keys.metric_families(),
+                        _throttle_family(self.throttle),
                         *_connection_families(self.connections),
                     ),
                 )
@@ -139,12 +143,38 @@ class SwellApp:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _authenticate(self, scope: Scope, send: Send) -> KeyRecord | None:
+        """The request's live key; or None, with the 401 (or, for a client that keeps
+        naming no live key, the 429) already sent."""
+        value = header(scope, b"authorization")
+        client = scope.get("client")
+        address = client[0] if client else ""
+        now = time.monotonic()
+        wait = self.throttle.retry_after(address, now)
+        if wait is not None:
+            key = self.plane.keys.accepted(value)  # a caller already known gets through; nothing is checked
+            if key is None:
+                self.throttle.refused += 1
+                await respond(
+                    send,
+                    429,
+                    {"error": "too many requests without a live API key",
+                     "reason": f"this client sent too many unknown or revoked keys; try again in {wait} s"},
+                    [*JSON_HEADERS, (b"retry-after", b"%d" % wait)],
+                )
+            return key
+        key = self.plane.keys.authenticate(value)
+        if key is None:
+            if value:  # a key that names nothing: a guess (no header at all costs no check)
+                self.throttle.failed(address, now)
+            await respond(send, 401, _UNAUTHORIZED)
+        return key
+
     async def _model(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every ``/model/…`` route, sync and async predict alike: the path is parsed
         here once, and the deployment looked up once."""
-        key = self.plane.keys.authenticate(header(scope, b"authorization"))
+        key = await self._authenticate(scope, send)
         if key is None:
-            await respond(send, 401, _UNAUTHORIZED)
             return
         parts = scope["path"].split("/")
         # ['', 'model', ref, kind, (name,) verb], or Baseten's pass-through: verb 'sync' and a path after it
@@ -290,6 +320,15 @@ def _sync_target(scope: Scope, skip: int) -> bytes | None:
 
 def create_app(plane: ControlPlane) -> SwellApp:
     return SwellApp(plane)
+
+
+def _throttle_family(throttle: FailureThrottle) -> MetricFamily:
+    refused = MetricFamily(
+        "swell_auth_throttled", "counter",
+        "Requests answered 429 without a key check: their client had sent too many unknown or revoked keys",
+    )
+    refused.add((), throttle.refused)
+    return refused
 
 
 def _connection_families(guard: ConnectionGuard | None) -> tuple[MetricFamily, ...]:

@@ -131,6 +131,13 @@ class ApiKeys:
     def live(self) -> list[KeyRecord]:
         return [r for r in self.records.values() if r.revoked_at is None]
 
+    def accepted(self, value: bytes | None) -> KeyRecord | None:
+        """The key of a header value already checked and accepted (no hashing), if any."""
+        record = self._accepted.get(value) if value else None
+        if record is not None:
+            self._used[record.id] = time.time()
+        return record
+
     def authenticate(self, value: bytes | None) -> KeyRecord | None:
         """The key that ``Authorization: Api-Key <key>`` (or ``Bearer``) names, if live."""
         if not value:

@@ -12,7 +12,7 @@ import pytest
 
 from swell.autoscaling import VirtualClock
 from swell.config import ServerSettings
-from swell.control import ApiError, ControlPlane
+from swell.control import ApiError, ControlPlane, SwellApp
 from swell.serving._testing import FakeBackend
 
 MakeArchive = Callable[..., Path]
@@ -131,3 +131,25 @@ async def test_bad_keys_are_counted_on_metrics(client: httpx.AsyncClient) -> Non
     metrics = (await client.get("/metrics", headers={"Authorization": "Api-Key k1"})).text
     assert "# TYPE swell_auth_failures_total counter" in metrics
     assert any(line.split()[:1] == ["swell_auth_failures_total"] and float(line.split()[1]) == 10 for line in metrics.splitlines())
+
+
+async def test_a_client_that_keeps_sending_bad_keys_is_answered_429_and_others_are_not(plane: ControlPlane) -> None:
+    app = SwellApp(plane)
+    guesser = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 4000)), base_url="http://swell")
+    other = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("198.51.100.9", 4000)), base_url="http://swell")
+    async with guesser, other:
+        # A real caller behind the guesser's address, known before the guessing starts.
+        assert (await guesser.get("/v1/models", headers={"Authorization": "Api-Key k1"})).status_code == 200
+        burst = plane.settings.auth_failure_burst
+        for i in range(burst):
+            assert (await guesser.get("/v1/models", headers={"Authorization": f"Api-Key guess-{i}"})).status_code == 401
+        held = await guesser.post("/model/m/development/predict", headers={"Authorization": "Api-Key guess-x"})
+        assert held.status_code == 429
+        assert int(held.headers["retry-after"]) >= 1
+        assert held.json()["error"] == "too many requests without a live API key"
+        # The known caller still gets through; another address is not held; nothing was checked for the guess.
+        assert (await guesser.get("/v1/models", headers={"Authorization": "Api-Key k1"})).status_code == 200
+        assert (await other.get("/v1/models", headers={"Authorization": "Api-Key guess"})).status_code == 401
+        metrics = (await other.get("/metrics", headers={"Authorization": "Api-Key k1"})).text
+    assert plane.keys.failures == burst + 1
+    assert any(line.split() == ["swell_auth_throttled_total", "1.0"] for line in metrics.splitlines()), metrics
