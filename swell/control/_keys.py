@@ -142,15 +142,16 @@ class ApiKeys:
         """The key that ``Authorization: Api-Key <key>`` (or ``Bearer``) names, if live."""
         if not value:
             return None
-        record = self._accepted.get(value)
+        record = self.accepted(value)
+        if record is not None:
+            return record
+        record = self._check(value)
         if record is None:
-            record = self._check(value)
-            if record is None:
-                self._failed()
-                return None
-            if len(self._accepted) >= _CACHE_LIMIT:
-                self._accepted.clear()
-            self._accepted[value] = record
+            self._failed()
+            return None
+        if len(self._accepted) >= _CACHE_LIMIT:
+            self._accepted.clear()
+        self._accepted[value] = record
         self._used[record.id] = time.time()
         return record
 
