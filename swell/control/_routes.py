@@ -72,7 +72,36 @@ def management_app(plane: ControlPlane) -> FastAPI:
     for add_routes in (_model_routes, _deployment_routes, _environment_routes, _async_routes, _access_routes):
         add_routes(app, plane)
     app.include_router(observe_routes(plane))  # a deployment's logs and events (_observe.py)
+    _declare_keys(app)
     return app
+
+
+# How a caller shows its key (DESIGN.md, "HTTP surface"): both forms name one scheme each in
+# /openapi.json, so Swagger UI's Authorize button (at /docs) sends the key with "Try it out".
+SECURITY_SCHEMES = {
+    "ApiKey": {
+        "type": "apiKey", "in": "header", "name": "Authorization",
+        "description": "The header's whole value: `Api-Key <key>` (a key from `swell keys create` or `swell serve`'s first start)",
+    },
+    "Bearer": {"type": "http", "scheme": "bearer", "description": "The key alone, sent as `Authorization: Bearer <key>` (OpenAI clients)"},
+}
+
+
+def _declare_keys(app: FastAPI) -> None:
+    """Every operation requires one of :data:`SECURITY_SCHEMES` in ``/openapi.json``
+    (the front door checks the key before any route runs, so none declares it itself)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _answer_errors(app: FastAPI, plane: ControlPlane) -> None:

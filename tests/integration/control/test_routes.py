@@ -94,3 +94,16 @@ async def test_a_body_json_reads_as_utf16_with_a_lone_surrogate_is_422_not_500(c
     assert response.status_code == 422
     (detail,) = response.json()["detail"]
     assert detail["field"] == "body" and "JSON" in detail["allowed"]
+
+
+async def test_openapi_declares_the_key_schemes_so_swagger_can_try_it_out(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json", headers=KEY)).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["ApiKey"] == {**schemes["ApiKey"], "type": "apiKey", "in": "header", "name": "Authorization"}
+    assert schemes["Bearer"] == {**schemes["Bearer"], "type": "http", "scheme": "bearer"}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            assert operation["security"] == [{"ApiKey": []}, {"Bearer": []}], (method, path)
+    # What Swagger sends after Authorize, in either form, is what the server accepts.
+    for value in ("Api-Key k1", "Bearer k1"):
+        assert (await client.get("/v1/models", headers={"Authorization": value})).status_code == 200
