@@ -376,9 +376,12 @@ def serve(
         if importlib.util.find_spec("ray") is None:
             fail("--backend ray needs Ray on this machine: pip install 'ray>=2.50' (docs/cluster.md)", as_json=False)
     os.umask(0o077)  # what the server and its replicas write (database, logs, packages) is the user's alone
-    from swell.server import run_server
+    from swell.server import ServeError, run_server
 
-    run_server(settings, demo_dir)
+    try:
+        run_server(settings, demo_dir)
+    except ServeError as exc:
+        fail(str(exc), as_json=False)
 
 
 def _mib_to_bytes(mib: float, flag: str) -> int:

@@ -10,10 +10,12 @@ here is imported by the client commands.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import json
 import logging
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from swell.dashboard import Dashboard
 from swell.http import ConnectionGuard, fast_path_protocol, use_batch_scheduling
 from swell.serving.backends import make_backend
 
-__all__ = ["run_server"]
+__all__ = ["ServeError", "bind_listener", "run_server"]
 
 log = logging.getLogger("swell")
 
@@ -61,8 +63,44 @@ def connection_cap(settings: ServerSettings, open_files: int) -> int:
     return max(_MIN_CONNECTIONS, open_files - _FD_RESERVE)
 
 
+class ServeError(Exception):
+    """What stops ``swell serve`` before anything is created: one message for the user."""
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound first: a port in use is found before the
+    workspace exists (a first start creates its key, and a key created by a server
+    that then could not listen would never be shown)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ServeError(f"--host {host!r} is not an address of this machine ({exc.strerror}); pass --host 127.0.0.1") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart reuses TIME_WAIT ports
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(
+                f"port {port} on {host} is in use (another Swell, or another program); "
+                f"stop it or pass --port, e.g. --port {port + 1}"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ServeError(f"port {port} on {host} needs privileges this user lacks; pass --port 1024 or above") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ServeError(f"--host {host} is not an address of this machine; pass --host 127.0.0.1") from None
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def run_server(settings: ServerSettings, demo_dir: Path | None = None) -> None:
-    """Serve until Ctrl-C or SIGTERM; with ``demo_dir``, push that package as model ``iris`` once up."""
+    """Serve until Ctrl-C or SIGTERM; with ``demo_dir``, push that package as model ``iris`` once up.
+
+    Raises :class:`ServeError` when the address cannot be bound, before the data dir is touched."""
+    listener = bind_listener(settings.host, settings.port)
     use_batch_scheduling()  # no wake-up preemption ping-pong with the replicas; before any thread starts
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -102,10 +140,7 @@ def run_server(settings: ServerSettings, demo_dir: Path | None = None) -> None:
         # Start-up's objects live as long as the server: keep the collector off them.
         gc.collect()
         gc.freeze()
-        bound_port = settings.port
-        for srv in getattr(server, "servers", []):
-            for sock in srv.sockets:
-                bound_port = sock.getsockname()[1]
+        bound_port = listener.getsockname()[1]
         url = f"http://{settings.host}:{bound_port}"
         new_key = plane.new_key
         out.print(f"[bold green]Swell {__version__}[/] serving on [bold]{url}[/]  (data: {data_dir})")
@@ -134,7 +169,7 @@ def run_server(settings: ServerSettings, demo_dir: Path | None = None) -> None:
         task = asyncio.create_task(announce())
         warming = asyncio.create_task(prewarm() if settings.fork_server else asyncio.sleep(0))
         try:
-            await server.serve()
+            await server.serve(sockets=[listener])
         finally:
             task.cancel()
             warming.cancel()

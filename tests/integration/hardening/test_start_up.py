@@ -5,7 +5,10 @@ database refused (``--new-workspace`` begins anew), and what a ``kill -9``'d ser
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import signal
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -138,3 +141,44 @@ def test_private_files_and_a_killed_servers_leftovers(tmp_path: Path) -> None:
         assert not [g for g in groups if g.exists()]
     finally:
         stop_server(process, server)
+
+
+def test_a_busy_port_is_refused_before_the_workspace_key_is_made(tmp_path: Path) -> None:
+    """A first start creates the workspace key and prints it once it listens: a start that
+    cannot listen must create nothing, or the key is made, never shown, and the next start
+    locks the user out (`swell keys create` itself needs a key)."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k != "SWELL_API_KEY"}
+    command = [sys.executable, "-c", "from swell.cli import main; main()", "serve", "--data-dir", str(data_dir)]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = subprocess.run([*command, "--port", str(port)], capture_output=True, text=True, timeout=60, env=env)
+    assert refused.returncode != 0
+    assert f"port {port} on 127.0.0.1 is in use" in refused.stderr and "--port" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (data_dir / "swell.db").exists()  # no workspace, so no key nobody saw
+
+    # the next start is a first start: it makes the key and shows it
+    process = subprocess.Popen(
+        [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 30
+        shown = ""
+        while "SWELL_API_KEY=" not in shown and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            shown += line
+        assert "API key (shown once; keep it)" in shown, shown
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
