@@ -8,13 +8,16 @@ import socket
 import subprocess
 import sys
 import tarfile
+import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
+from ray_live import require_ray  # type: ignore[import-not-found]
 
 KEY = "integration-key"
 REPO = Path(__file__).resolve().parents[3]
@@ -76,11 +79,18 @@ def stop_server(process: subprocess.Popen[bytes], server: Swell) -> None:
 
 
 class Swell:
-    """A running server and a client for it."""
+    """A running server and a client for it.
 
-    def __init__(self, url: str, log: Path) -> None:
+    ``backend`` is what runs its replicas ("process" or "ray"); on Ray,
+    ``cluster`` is the test's :class:`ray_live.RayCluster`.
+    """
+
+    def __init__(self, url: str, log: Path, backend: str = "process", cluster: Any = None) -> None:
         self.url = url
         self.log = log
+        self.backend = backend
+        self.cluster = cluster
+        self.pushed: list[dict[str, Any]] = []  # what a test pushed and did not settle yet
         self.http = httpx.Client(base_url=url, headers={"Authorization": f"Api-Key {KEY}"}, timeout=60)
 
     def push(self, directory: Path, *, name: str | None = None, publish: bool = True, promote: bool = False) -> dict[str, Any]:
@@ -89,7 +99,18 @@ class Swell:
             params["model_name"] = name
         response = self.http.post("/v1/models/push", params=params, content=package_archive(directory))
         assert response.status_code == 201, response.text
-        return dict(response.json())
+        pushed = dict(response.json())
+        self.pushed.append(pushed)
+        return pushed
+
+    def settle(self, pushed: dict[str, Any]) -> None:
+        """Deactivate a deployment and wait for its replicas to stop (frees a Ray cluster's CPUs)."""
+        url = f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}/deactivate"
+        response = self.http.post(url)
+        assert response.status_code == 200, response.text
+        self.wait_for(pushed, lambda v: not v["replicas"], timeout=60, what="its replicas stopped")
+        if pushed in self.pushed:
+            self.pushed.remove(pushed)
 
     def settings_url(self, pushed: dict[str, Any]) -> str:
         return f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}/autoscaling_settings"
@@ -132,3 +153,55 @@ class Model:
         time.sleep(min(float(model_input.get("sleep", 0)), 10))
         return {"pid": os.getpid(), "i": model_input.get("i")}
 '''
+
+
+# ---------------------------------------------------------------- fixtures
+# Imported by tests/integration/live/conftest.py and tests/integration/ray/conftest.py;
+# a conftest's own ``backend`` fixture says which backend ``swell`` runs.
+
+
+@pytest.fixture(scope="module")
+def swell(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swell]:
+    """``swell serve`` for the module on ``backend``: "process", or "ray" against a
+    two-worker Ray cluster in a loopback-only namespace (ray_live)."""
+    args: tuple[str, ...] = ()
+    cluster = None
+    if backend == "ray":
+        require_ray()
+        cluster = request.getfixturevalue("ray_cluster")
+        args = ("--backend", "ray", "--ray-address", cluster.address)
+    process, server = start_server(tmp_path_factory.mktemp(f"swell-data-{backend}"), *args)
+    server.backend, server.cluster = backend, cluster
+    try:
+        yield server
+    finally:
+        stop_server(process, server)
+
+
+@pytest.fixture(autouse=True)
+def settle_on_ray(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On the Ray backend, deactivate what a test pushed once it is done: the
+    cluster has 4 CPUs, and the next test needs them."""
+    yield
+    if "swell" not in request.fixturenames:
+        return
+    server = request.getfixturevalue("swell")
+    if server.backend == "ray":
+        for pushed in list(server.pushed):
+            server.settle(pushed)
+    server.pushed.clear()
+
+
+@pytest.fixture
+def make_model(tmp_path: Path) -> Callable[..., Path]:
+    """Write a package: model.py source and config (predict_concurrency 1 unless told)."""
+    counter = iter(range(1000))
+
+    def make(source: str, config: dict[str, Any] | None = None) -> Path:
+        root = tmp_path / f"pkg{next(counter)}"
+        (root / "model").mkdir(parents=True)
+        (root / "model" / "model.py").write_text(textwrap.dedent(source))
+        (root / "config.yaml").write_text(yaml.safe_dump(config or {"runtime": {"predict_concurrency": 1}}))
+        return root
+
+    return make

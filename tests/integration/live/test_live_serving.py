@@ -1,4 +1,7 @@
-"""Issue 4's "Done when", against a real server, real replicas and real HTTP."""
+"""Issue 4's "Done when", against a real server, real replicas and real HTTP,
+on each backend: replica processes on this machine, and actors on a two-node
+Ray cluster (ray_live.py; skipped without Ray, failed under SWELL_REQUIRE_RAY=1).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,13 @@ import pytest
 from swell_live import KEY, REPO, SLEEPY, Swell  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=["process", "ray"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs once per backend (one server per backend and module)."""
+    return str(request.param)
+
 
 ORDERED = '''
 import os
@@ -141,6 +151,10 @@ def test_scale_out_under_load_then_to_zero_and_wake(swell: Swell, make_model: Ca
             pushed, lambda v: sum(r["state"] == "ready" for r in v["replicas"]) >= 3, timeout=60, what="3 ready replicas"
         )
         assert view["status"] == "Active" and view["last_decision"]
+        if swell.cluster is not None:  # Ray: the view names each replica's node; two CPUs a node, so both
+            ready = [r for r in view["replicas"] if r["state"] == "ready"]
+            assert all(swell.cluster.label_of(r["node"]) for r in ready), ready
+            assert {swell.cluster.label_of(r["node"]) for r in ready} == {"node_a", "node_b"}, ready
         deadline = time.monotonic() + 20
         while len(pids) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -231,7 +245,9 @@ def test_bad_patch_is_422_naming_field_and_range_and_changes_nothing(
     assert swell.http.get(swell.settings_url(pushed)).json() == before
 
 
-def test_metrics_report_requests_replicas_and_cold_starts(swell: Swell) -> None:
+def test_metrics_report_requests_replicas_and_cold_starts(swell: Swell, make_model: Callable[..., Path]) -> None:
+    pushed = swell.push(make_model(SLEEPY), name="measured")  # a deployment of its own that served (and started)
+    assert swell.http.post(swell.predict_path(pushed), json={"i": 1}).status_code == 200
     text = swell.http.get("/metrics").text
     for name in ("swell_requests_total", "swell_request_duration_seconds_bucket", "swell_queue_length",
                  "swell_replicas{", "swell_cold_start_seconds_bucket"):

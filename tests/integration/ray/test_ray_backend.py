@@ -1,25 +1,21 @@
-"""``swell serve --backend ray`` against a real multi-node Ray cluster (conftest.py)."""
+"""``swell serve --backend ray`` against a real multi-node Ray cluster (conftest.py):
+what only Ray has.  The live serving suite (predict, FIFO, scale out and to
+zero, a replica killed, 401, 422) runs on Ray in tests/integration/live.
+"""
 
 from __future__ import annotations
 
-import os
-import signal
-import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
-from ray_live import RayCluster  # type: ignore[import-not-found]
-from swell_live import Swell, start_server, stop_server  # type: ignore[import-not-found]
+from ray_live import RayCluster, require_ray  # type: ignore[import-not-found]
+from swell_live import Swell  # type: ignore[import-not-found]
 
-if os.environ.get("SWELL_REQUIRE_RAY") == "1":  # CI: these tests must run, not skip
-    import ray  # noqa: F401
-else:
-    pytest.importorskip("ray", reason="ray cannot be imported; pip install -e '.[test]' installs it")
+require_ray()  # CI (SWELL_REQUIRE_RAY=1): these tests must run, not skip
 
 pytestmark = pytest.mark.slow
 
@@ -44,40 +40,8 @@ class Model:
 '''
 
 
-@pytest.fixture(scope="module")
-def swell(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swell]:
-    process, server = start_server(
-        tmp_path_factory.mktemp("swell-data"), "--backend", "ray", "--ray-address", ray_cluster.address
-    )
-    try:
-        yield server
-    finally:
-        stop_server(process, server)
-
-
-@pytest.fixture
-def make_model(tmp_path: Path) -> Callable[..., Path]:
-    counter = iter(range(1000))
-
-    def make(source: str = WHERE, config: dict[str, Any] | None = None) -> Path:
-        root = tmp_path / f"pkg{next(counter)}"
-        (root / "model").mkdir(parents=True)
-        (root / "model" / "model.py").write_text(textwrap.dedent(source))
-        (root / "config.yaml").write_text(yaml.safe_dump(config or {"runtime": {"predict_concurrency": 1}}))
-        return root
-
-    return make
-
-
 def _ready(view: dict[str, Any], count: int = 1) -> bool:
     return sum(1 for r in view["replicas"] if r["state"] == "ready") >= count
-
-
-def _settle(swell: Swell, pushed: dict[str, Any]) -> None:
-    """Deactivate a deployment so that the next test has the cluster's CPUs."""
-    url = f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}/deactivate"
-    assert swell.http.post(url).status_code == 200
-    swell.wait_for(pushed, lambda v: not v["replicas"], timeout=60, what="its replicas stopped")
 
 
 def test_predict_runs_on_a_worker_node_and_the_replica_refuses_other_callers(
@@ -108,11 +72,12 @@ def test_predict_runs_on_a_worker_node_and_the_replica_refuses_other_callers(
         if path.is_file() and path.stat().st_size < 1 << 20:
             data = path.read_bytes()
             assert b"hello from the server" not in data, path
-    _settle(swell, pushed)
 
 
-def test_scale_to_zero_and_wake(swell: Swell, make_model: Callable[..., Path]) -> None:
-    pushed = swell.push(make_model(), name="sleeper")
+def test_a_wake_from_zero_takes_the_standby_actor_placed_while_the_first_replica_served(
+    swell: Swell, make_model: Callable[..., Path]
+) -> None:
+    pushed = swell.push(make_model(WHERE), name="sleeper")
     assert swell.patch(pushed, min_replica=0, autoscaling_window=10, scale_down_delay=0).status_code == 200
     first = swell.http.post(swell.predict_path(pushed), json={"i": 1})
     assert first.status_code == 200, first.text
@@ -123,44 +88,6 @@ def test_scale_to_zero_and_wake(swell: Swell, make_model: Callable[..., Path]) -
     # The wake took the standby actor placed while the first replica served: no placement, no worker start.
     (replica,) = swell.deployment(pushed)["replicas"]
     assert replica["cold_start"]["start"] == "prewarmed", replica
-    _settle(swell, pushed)
-
-
-def test_scale_out_to_three_replicas_across_nodes(
-    swell: Swell, ray_cluster: RayCluster, make_model: Callable[..., Path]
-) -> None:
-    pushed = swell.push(make_model(), name="wide")
-    assert swell.patch(pushed, min_replica=3, max_replica=3).status_code == 200
-    view = swell.wait_for(pushed, lambda v: _ready(v, 3), timeout=90, what="three ready replicas")
-    nodes = {ray_cluster.label_of(r["node"]) for r in view["replicas"]}
-    assert nodes == {"node_a", "node_b"}, view["replicas"]  # two CPUs a node: three replicas need both
-    answers = [swell.http.post(swell.predict_path(pushed), json={"i": i}) for i in range(6)]
-    assert all(a.status_code == 200 for a in answers)
-    _settle(swell, pushed)
-
-
-def test_replica_killed_mid_request_is_replaced_and_request_answered(
-    swell: Swell, make_model: Callable[..., Path]
-) -> None:
-    pushed = swell.push(make_model(), name="victim")
-    path = swell.predict_path(pushed)
-    assert swell.http.post(path, json={}).status_code == 200  # a replica is up
-    first_pid = swell.deployment(pushed)["replicas"][0]["pid"]
-    outcome: list[httpx.Response] = []
-    caller = threading.Thread(target=lambda: outcome.append(swell.http.post(path, json={"sleep": 3, "i": 1})))
-    caller.start()
-    swell.wait_for(pushed, lambda v: v["in_flight"] == 1, timeout=30, what="the request in flight")
-    os.kill(first_pid, signal.SIGKILL)  # the node is this machine: its pid is ours to kill
-    caller.join(timeout=60)
-    assert not caller.is_alive(), "the request hung"
-    response = outcome[0]
-    if response.status_code == 200:  # retried on a fresh replica
-        assert response.json()["i"] == 1 and response.json()["pid"] != first_pid
-    else:  # or a clear answer: predict is not idempotent, so it is not run twice
-        assert response.status_code == 502 and response.json()["error"]
-    after = swell.http.post(path, json={"i": 2})
-    assert after.status_code == 200 and after.json()["pid"] != first_pid
-    _settle(swell, pushed)
 
 
 def test_a_replica_ray_cannot_place_is_pending_with_the_reason_then_placed_when_a_node_joins(
@@ -179,7 +106,7 @@ def test_a_replica_ray_cannot_place_is_pending_with_the_reason_then_placed_when_
     view = swell.wait_for(pushed, _ready, timeout=90, what="placed on the node that joined")
     assert ray_cluster.label_of(view["replicas"][0]["node"]) == "node_gpu"
     assert swell.http.post(swell.predict_path(pushed), json={"i": 1}).status_code == 200
-    _settle(swell, pushed)
+    swell.settle(pushed)  # before its node goes
     ray_cluster.remove_worker("node_gpu")
 
 
@@ -227,4 +154,3 @@ def test_a_lost_node_under_load_loses_no_queued_request_and_its_replicas_come_ba
         what="both replicas back on the surviving node",
     )
     assert "was lost" in (view["error"] or ""), view  # why: the node named, Ray's cause kept
-    _settle(swell, pushed)

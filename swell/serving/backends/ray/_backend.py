@@ -130,14 +130,19 @@ class RayBackend:
         self._standbys: dict[tuple[Any, ...], list[_Standby]] = {}
         self._closed = False
         self._connected = False
+        self._connect_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ public
 
     async def connect(self) -> None:
-        """Join the Ray cluster (once); raises if it cannot be reached."""
-        if not self._connected:
-            await asyncio.to_thread(self._init)
-            self._connected = True
+        """Join the Ray cluster (once); raises if it cannot be reached.
+
+        Serialised: the server's prewarm and a first replica's start may both
+        ask at once, and a second ``ray.init`` in flight raises."""
+        async with self._connect_lock:
+            if not self._connected:
+                await asyncio.to_thread(self._init)
+                self._connected = True
 
     async def prewarm(self) -> bool:
         """Join the cluster at server start (``swell serve`` calls it): an
