@@ -32,7 +32,7 @@ from swell.control._housekeeping import Housekeeping
 from swell.control._keys import ApiKeys, KeyRecord
 from swell.control._lifecycle import Lifecycle, PushResult
 from swell.control._promotion import Promotion
-from swell.control._registry import DeploymentKind, NotFound, Registry
+from swell.control._registry import DeploymentKind, DeploymentRecord, ModelRecord, NotFound, Registry
 from swell.control._shared import Shared
 from swell.control._store import Store, sqlite_url
 from swell.control._views import Views, key_view
@@ -106,6 +106,7 @@ class ControlPlane:
         self.lifecycle.restore(snapshot)
         await self.access.start(snapshot)
         await self.lifecycle.bring_back()
+        await self.promotion.start()
         await self.async_queue.start()
         if background:
             await self.controller.start()
@@ -113,6 +114,7 @@ class ControlPlane:
         self._started = True
 
     async def close(self) -> None:
+        await self.promotion.close()
         await self.housekeeping.close()
         # First: requests still queued or running stay so in the store (the next
         # start runs them) instead of being failed by the stopping controller.
@@ -166,6 +168,8 @@ class ControlPlane:
         if kind == "environments":
             assert ref is not None
             record = registry.environment_target(model, ref)
+            if model.splits:  # a rolling promotion is moving a share of this model's environment traffic
+                record = self._split(model, ref, record)
         elif kind == "deployment":
             assert ref is not None
             record = registry.deployment(model, ref)
@@ -186,6 +190,15 @@ class ControlPlane:
                 raise ApiError(503, "deployment is building", reason="its requirements are being installed; try again shortly")
             raise ApiError(503, "deployment unavailable", reason=record.error or f"status {self.views.status(record).value}")
         return scaled.router
+
+    def _split(self, model: ModelRecord, environment: str, record: DeploymentRecord) -> DeploymentRecord:
+        """``record``, or the deployment a rolling promotion moves ``environment`` to, by its share."""
+        split = model.splits.get(environment)
+        if split is not None and split.take():
+            new = self.registry.deployments.get(split.deployment_id)
+            if new is not None and new.active:
+                return new
+        return record
 
     # ------------------------------------------------------------------ async predict
 

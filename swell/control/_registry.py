@@ -11,8 +11,10 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from swell.config import AutoscalingSettings, ModelConfig
+from swell.control._rolling import TrafficSplit
 from swell.serving import BuildState
 
 __all__ = [
@@ -92,6 +94,11 @@ class ModelRecord:
         default_factory=lambda: dict.fromkeys(DEFAULT_ENVIRONMENTS)
     )
     development: str | None = None
+    # Rolling promotions: the share of an environment's requests that goes to the deployment
+    # being promoted (read on the request path: empty unless one is under way) ...
+    splits: dict[str, TrafficSplit] = field(default_factory=dict)
+    # ... and each environment's last one, as the API shows it.
+    promotions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Registry:

@@ -49,12 +49,27 @@ class NameRequest(BaseModel):
     name: str
 
 
-class PromoteRequest(BaseModel):
+class RollingFields(BaseModel):
+    """A rolling promotion: ``rolling: true`` and its plan (``_rolling.parse_rolling`` checks the values)."""
+
+    rolling: bool = False
+    steps: Any = None
+    step_seconds: Any = None
+    max_error_rate: Any = None
+    min_requests: Any = None
+    warm_seconds: Any = None
+
+    def plan(self) -> dict[str, Any] | None:
+        """The plan's fields, or None for a promotion at once."""
+        return self.model_dump(include=set(RollingFields.model_fields) - {"rolling"}) if self.rolling else None
+
+
+class PromoteRequest(RollingFields):
     environment: str = "production"
     autoscaling_settings: dict[str, Any] | None = None
 
 
-class EnvironmentPromote(BaseModel):
+class EnvironmentPromote(RollingFields):
     deployment_id: str
     autoscaling_settings: dict[str, Any] | None = None
 
@@ -287,11 +302,14 @@ def _deployment_routes(app: FastAPI, plane: ControlPlane) -> None:
         return await plane.promotion.patch_settings(model_id, deployment_id, body)
 
     @app.post("/v1/models/{model_id}/deployments/{deployment_id}/promote")
-    async def promote(model_id: str, deployment_id: str, body: PromoteRequest | None = None) -> dict[str, Any]:
-        """Point an environment (production by default) at this deployment, once it is warm."""
+    async def promote(model_id: str, deployment_id: str, body: PromoteRequest | None = None) -> Any:
+        """Point an environment (production by default) at this deployment, once it is warm; with
+        ``rolling: true``, 202 and the promotion under way (it moves the traffic in steps)."""
         body = body or PromoteRequest()
-        return await plane.promotion.promote(
-            model_id, deployment_id, body.environment, settings=body.autoscaling_settings
+        return _promoted(
+            body, await plane.promotion.promote(
+                model_id, deployment_id, body.environment, settings=body.autoscaling_settings, rolling=body.plan()
+            )
         )
 
 
@@ -312,9 +330,18 @@ def _environment_routes(app: FastAPI, plane: ControlPlane) -> None:
         return plane.views.environment_view(plane.registry.model(model_id), environment)
 
     @app.post("/v1/models/{model_id}/environments/{environment}/promote")
-    async def promote_into(model_id: str, environment: str, body: EnvironmentPromote) -> dict[str, Any]:
-        """Point this environment at a published deployment, once it is warm."""
-        return await plane.promotion.promote(model_id, body.deployment_id, environment, settings=body.autoscaling_settings)
+    async def promote_into(model_id: str, environment: str, body: EnvironmentPromote) -> Any:
+        """Point this environment at a published deployment, once it is warm (``rolling: true``: in steps)."""
+        return _promoted(
+            body, await plane.promotion.promote(
+                model_id, body.deployment_id, environment, settings=body.autoscaling_settings, rolling=body.plan()
+            )
+        )
+
+
+def _promoted(body: RollingFields, answer: dict[str, Any]) -> Any:
+    """A promotion's answer: the deployment (200), or a rolling promotion under way (202)."""
+    return JSONResponse(jsonable(answer), status_code=202) if body.rolling else answer
 
 
 def _async_routes(app: FastAPI, plane: ControlPlane) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "events",
     "metadata",
     "models",
+    "promotions",
     "secrets",
     "workspace",
 ]
@@ -149,4 +150,20 @@ events = Table(
     Column("message", Text, nullable=False),
     Column("details", JSON, nullable=False),
     Index("ix_events_deployment_id", "deployment_id", "id"),
+)
+
+# Each environment's last rolling promotion and how far it got (its phase,
+# step and share): the API shows it, and a start after a crash settles one that
+# was still running (docs/control.md, "Rolling promotion").
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("model_id", String(32), ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("environment", String(64), primary_key=True),
+    Column("deployment_id", String(32), nullable=False),
+    Column("previous_id", String(32), nullable=True),
+    Column("plan", JSON, nullable=False),
+    Column("state", JSON, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )

@@ -33,6 +33,7 @@ from swell.control._schema import (
     environments,
     events,
     models,
+    promotions,
     secrets,
     workspace,
 )
@@ -43,7 +44,7 @@ __all__ = ["MIGRATIONS_DIR", "NEW_WORKSPACE_FLAG", "Snapshot", "Store", "StoreEr
 log = logging.getLogger("swell.store")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 class StoreError(RuntimeError):
@@ -124,6 +125,7 @@ class Transaction:
         # Explicit children first: SQLite enforces ON DELETE CASCADE only with
         # its foreign_keys pragma, which a hand-opened database may lack.
         await self.conn.execute(delete(environments).where(environments.c.model_id == model_id))
+        await self.conn.execute(delete(promotions).where(promotions.c.model_id == model_id))
         owned = select(deployments.c.id).where(deployments.c.model_id == model_id)
         await self.conn.execute(delete(events).where(events.c.deployment_id.in_(owned)))
         await self.conn.execute(delete(deployments).where(deployments.c.model_id == model_id))
@@ -150,6 +152,12 @@ class Transaction:
             {"deployment_id": deployment_id},
             on_insert={"created_at": created_at},
         )
+
+    async def save_promotion(self, row: Mapping[str, Any]) -> None:
+        """An environment's rolling promotion, created or moved on (one row per environment)."""
+        values = dict(row)
+        key = {"model_id": values.pop("model_id"), "environment": values.pop("environment")}
+        await self._upsert(promotions, key, values)
 
     async def add_key(self, row: Mapping[str, Any]) -> None:
         await self.conn.execute(insert(api_keys).values(**row))
@@ -318,6 +326,11 @@ class Store:
                 environments=await rows(select(environments).order_by(environments.c.created_at)),
                 api_keys=await rows(select(api_keys).order_by(api_keys.c.created_at)),
             )
+
+    async def promotions(self) -> list[Mapping[str, Any]]:
+        """Every environment's last rolling promotion."""
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(select(promotions)))]
 
     async def secret_rows(self, names: Iterable[str] | None = None) -> list[Mapping[str, Any]]:
         query = select(secrets).order_by(secrets.c.name)

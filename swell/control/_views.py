@@ -59,12 +59,25 @@ class Views:
             "active": record.active,
             "revision": record.revision,
             "environments": self.registry.environments_of(record),
+            "traffic": self.traffic_shares(record),
             "replicas_ready": ready,
             "replicas_total": total,
             "autoscaling_settings": record.settings.model_dump(),
             "created_at": iso(record.created_at),
             "last_request_at": iso(record.last_request_at) if record.last_request_at else None,
         }
+
+    def traffic_shares(self, record: DeploymentRecord) -> dict[str, int]:
+        """Percent of each environment's requests this deployment takes (a rolling promotion splits one)."""
+        model = self.registry.models[record.model_id]
+        shares: dict[str, int] = {}
+        for env, target in model.environments.items():
+            split = model.splits.get(env)
+            if target == record.id:
+                shares[env] = 100 - split.percent if split is not None else 100
+            elif split is not None and split.deployment_id == record.id:
+                shares[env] = split.percent
+        return shares
 
     def deployment_view(self, record: DeploymentRecord) -> dict[str, Any]:
         view = self.deployment_summary(record)
@@ -116,12 +129,21 @@ class Views:
     def environment_view(self, model: ModelRecord, name: str) -> dict[str, Any]:
         target = self.registry.environment(model, name)
         record = self.registry.deployments.get(target or "")
+        split = model.splits.get(name)
+        traffic = [{"deployment_id": target, "percent": 100}] if target is not None else []
+        if split is not None and target is not None:
+            traffic = [
+                {"deployment_id": target, "percent": 100 - split.percent},
+                {"deployment_id": split.deployment_id, "percent": split.percent},
+            ]
         return {
             "name": name,
             "model_id": model.id,
             "deployment_id": target,
             "deployment": self.deployment_summary(record) if record is not None else None,
             "predict_url": f"/model/{model.id}/environments/{name}/predict",
+            "traffic": traffic,  # who takes the environment's requests, in percent
+            "promotion": model.promotions.get(name),  # its last rolling promotion (under way or finished)
         }
 
     def traffic(self, model_ref: str, deployment_ref: str) -> dict[str, Any]:
