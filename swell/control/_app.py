@@ -43,6 +43,7 @@ from swell.http import (
     Send,
     header,
     respond,
+    websocket_refusal,
 )
 from swell.serving import METRICS_CONTENT_TYPE, MetricFamily, render_metrics
 
@@ -117,9 +118,8 @@ class SwellApp:
             await self.management(scope, receive, send)  # type: ignore[arg-type]
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-        else:  # websockets are not served
-            if kind == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -221,19 +221,11 @@ class SwellApp:
         timeout: float | None = None
         raw_timeout = header(scope, b"x-swell-timeout")
         if raw_timeout is None and scope.get("query_string"):
-            values = parse_qs(scope["query_string"].decode("latin-1")).get("timeout")
-            raw_timeout = values[0].encode() if values else None
+            raw_timeout = _query_timeout(scope)
         if raw_timeout is not None:
-            try:
-                timeout = float(raw_timeout)
-                if not timeout > 0:
-                    raise ValueError
-            except ValueError:
-                await respond(
-                    send,
-                    400,
-                    {"error": "invalid timeout", "reason": f"timeout must be seconds > 0, got {raw_timeout.decode('latin-1')!r}"},
-                )
+            timeout = _timeout(raw_timeout)
+            if timeout is None:
+                await respond(send, 400, _bad_timeout(raw_timeout))
                 return
         try:
             body = await read_body(scope, receive, self.request_limit)
@@ -244,6 +236,41 @@ class SwellApp:
             return  # nobody is left to answer
         await router.serve(scope["headers"], body, send, timeout, receive, scope.get("query_string", b""), target)
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Baseten's websocket routes, ``/model/{id}/environments/{env}/websocket``,
+        ``…/deployment/{id}/websocket`` and ``…/development/websocket``: the key and
+        the deployment as for predict, refusals as the handshake's HTTP answer."""
+        refuse = websocket_refusal(scope, send)
+        key = await self._authenticate(scope, refuse)
+        if key is None:
+            return
+        parts = scope["path"].split("/")
+        n = len(parts)
+        if n == 6 and parts[1] == "model" and parts[3] in ("environments", "deployment") and parts[5] == "websocket":
+            kind, ref = parts[3], parts[4]
+        elif n == 5 and parts[1] == "model" and parts[3] == "development" and parts[4] == "websocket":
+            kind, ref = "development", None
+        else:
+            reason = (f"no websocket route {scope['path']} (use /model/ID/environments/ENV/websocket, "
+                      "/model/ID/deployment/ID/websocket or /model/ID/development/websocket)")
+            await respond(refuse, 404, {"error": "not found", "reason": reason})
+            return
+        try:
+            router = self.plane.router(parts[2], kind, ref, key)
+        except NotFound as exc:
+            await respond(refuse, 404, {"error": "not found", "reason": str(exc)})
+            return
+        except ApiError as exc:
+            await respond(refuse, exc.status, exc.payload)
+            return
+        timeout: float | None = None
+        raw_timeout = header(scope, b"x-swell-timeout") or _query_timeout(scope)
+        if raw_timeout is not None:
+            timeout = _timeout(raw_timeout)
+            if timeout is None:
+                await respond(refuse, 400, _bad_timeout(raw_timeout))
+                return
+        await router.websocket(scope, receive, send, timeout)
 
     async def _async_predict(
         self, scope: Scope, receive: Receive, send: Send, key: KeyRecord, model_ref: str, kind: str, ref: str | None
@@ -278,6 +305,27 @@ class SwellApp:
                 await response(scope, receive, send)  # type: ignore[arg-type]
                 return
         raise exc
+
+
+def _query_timeout(scope: Scope) -> bytes | None:
+    """``?timeout=`` of the request, or None."""
+    if not scope.get("query_string"):
+        return None
+    values = parse_qs(scope["query_string"].decode("latin-1")).get("timeout")
+    return values[0].encode() if values else None
+
+
+def _timeout(raw: bytes) -> float | None:
+    """The caller's timeout in seconds; None when it is not a number > 0."""
+    try:
+        timeout = float(raw)
+    except ValueError:
+        return None
+    return timeout if timeout > 0 else None
+
+
+def _bad_timeout(raw: bytes) -> dict[str, str]:
+    return {"error": "invalid timeout", "reason": f"timeout must be seconds > 0, got {raw.decode('latin-1')!r}"}
 
 
 def _async_request(content_type: bytes | None, body: bytes) -> AsyncPredictRequest:

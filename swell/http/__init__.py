@@ -7,7 +7,8 @@
   in one system call.
 - ``ConnectionGuard``: the front door's header/body read timeouts and connection cap.
 - ``use_batch_scheduling``: ``SCHED_BATCH`` for the serving processes.
-- The ASGI vocabulary: ``Scope``/``Receive``/``Send``, ``respond``, ``read_body``.
+- The ASGI vocabulary: ``Scope``/``Receive``/``Send``, ``respond``, ``read_body``,
+  ``websocket_refusal`` (``respond`` to a websocket handshake).
 
 The protocols import uvicorn and httptools, so they load on first use: code
 that only answers ASGI messages does not pay for them.
@@ -29,6 +30,7 @@ from swell.http._asgi import (
     header,
     read_body,
     respond,
+    websocket_refusal,
 )
 from swell.http._guard import ConnectionGuard, pick_victim
 from swell.http._sched import use_batch_scheduling
@@ -56,6 +58,7 @@ __all__ = [
     "read_body",
     "respond",
     "use_batch_scheduling",
+    "websocket_refusal",
 ]
 
 _LAZY = {

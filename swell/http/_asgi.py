@@ -23,6 +23,7 @@ __all__ = [
     "header",
     "read_body",
     "respond",
+    "websocket_refusal",
 ]
 
 Scope = dict[str, Any]
@@ -54,6 +55,28 @@ async def respond(
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", b"%d" % len(body))]})
     await send({"type": "http.response.body", "body": body})
+
+
+def websocket_refusal(scope: Scope, send: Send) -> Send:
+    """A ``send`` through which :func:`respond` refuses a websocket handshake.
+
+    The answer goes out as the handshake's HTTP response (status and JSON body,
+    ASGI's ``websocket.http.response`` extension, which uvicorn has); a server
+    without the extension gets a plain close (code 1008, policy violation),
+    which the client sees as a 403.
+    """
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+
+        async def refuse(message: dict[str, Any]) -> None:
+            await send({**message, "type": "websocket." + message["type"]})
+
+        return refuse
+
+    async def close(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            await send({"type": "websocket.close", "code": 1008})
+
+    return close
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

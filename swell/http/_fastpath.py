@@ -606,6 +606,13 @@ class _GuardedHttpTools(CorkedHttpToolsProtocol):
         super().connection_lost(exc)
         self.owner._gone()
 
+    def handle_websocket_upgrade(self) -> None:
+        # An open websocket is neither a slow request nor an idle connection: it
+        # leaves the guard's deadlines and cap (the router counts it in flight),
+        # and its connection_lost goes to the websocket protocol, not here.
+        self.owner._gone()
+        super().handle_websocket_upgrade()
+
 
 def fast_path_protocol(prefix: bytes, guard: ConnectionGuard | None = None) -> type[FastPathProtocol]:
     """A :class:`FastPathProtocol` for requests that start with ``prefix`` (and with ``guard``'s limits)."""

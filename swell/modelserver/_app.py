@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from swell.http import JSON_HEADERS as _JSON
-from swell.http import ClientDisconnected, Receive, Scope, Send, read_body, respond
+from swell.http import ClientDisconnected, Receive, Scope, Send, read_body, respond, websocket_refusal
 from swell.modelserver import _codec
 from swell.modelserver._errors import (
     CLIENT_ERROR,
@@ -47,6 +47,8 @@ _BINARY = [(b"content-type", b"application/octet-stream")]
 _TRUE = b"true"
 _EMPTY_OBJECT = b"{}"
 _SENTINEL = object()
+# Truss's answer to a websocket on a model without one (its close code 1003, "unsupported data").
+NO_WEBSOCKET = "WebSocket is not implemented on this deployment: its model has no `async def websocket`."
 _OPENAI_ROUTES = {
     "/v1/chat/completions": "chat_completions",
     "/v1/completions": "completions",
@@ -90,6 +92,14 @@ def _header(scope: Scope, name: bytes) -> str:
     return ""
 
 
+async def _close_websocket(socket: Any, code: int, reason: str | None = None) -> None:
+    """Close unless the model or the client closed it already (Truss's ``_safe_close_websocket``)."""
+    try:
+        await socket.close(code=code, reason=reason)
+    except (RuntimeError, OSError) as exc:
+        logger.debug("Duplicate close of websocket: `%s`.", exc)
+
+
 def _chunk_bytes(chunk: Any) -> bytes:
     if isinstance(chunk, (bytes, bytearray, memoryview)):
         return bytes(chunk)
@@ -116,7 +126,9 @@ class ReplicaApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "lifespan":
+            if scope["type"] == "websocket":
+                await self.websocket(scope, receive, send)
+            elif scope["type"] == "lifespan":
                 await self._lifespan(receive, send)
             return
         path: str = scope["path"]
@@ -227,6 +239,35 @@ class ReplicaApp:
             "supports_streaming": False if descriptor.output_type else None,
         }
         await respond(send, 200, compact_json(schema), _JSON)
+
+    # ------------------------------------------------------------ websocket
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Truss's ``WS /v1/websocket``: accept, hand the model a starlette ``WebSocket``,
+        close 1000 when it returns, 1011 when it raises (TRUSS_CONTRACT.md §12)."""
+        if scope["path"] != "/v1/websocket":
+            return await respond(websocket_refusal(scope, send), 404, b'{"detail":"Not Found"}', _JSON)
+        wrapper = self.wrapper
+        descriptor = wrapper.descriptor
+        if wrapper.status is not Status.READY or descriptor is None:
+            return await _send_error(websocket_refusal(scope, send), self._not_ready())
+        from starlette.websockets import WebSocket, WebSocketDisconnect
+
+        socket = WebSocket(scope, receive, send)  # type: ignore[arg-type]  # ASGI's send, typed narrower here
+        try:
+            await socket.accept()
+            if descriptor.websocket is None:
+                # Truss accepts, then closes with its reason: a refused upgrade cannot say why.
+                logger.error("%s", NO_WEBSOCKET)
+                return await _close_websocket(socket, 1003, NO_WEBSOCKET)
+            await wrapper.model.websocket(socket)
+        except (WebSocketDisconnect, OSError) as exc:  # OSError: uvicorn's ClientDisconnected
+            logger.info("Client terminated websocket connection: `%s`.", exc)
+            return
+        except Exception as exc:
+            self._log_user_error(exc)
+            return await _close_websocket(socket, 1011, MODEL_ERROR_MESSAGE)
+        await _close_websocket(socket, 1000)
 
     # ------------------------------------------------------------ predict chain
 

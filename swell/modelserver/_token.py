@@ -12,6 +12,8 @@ import hmac
 import json
 from typing import Any
 
+from swell.http import respond, websocket_refusal
+
 TOKEN_ENV = "SWELL_REPLICA_TOKEN"
 TOKEN_HEADER = b"x-swell-replica-token"
 
@@ -25,12 +27,11 @@ def require_token(app: Any, token: str) -> Any:
     expected = token.encode()
 
     async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
+        kind = scope["type"]
+        if kind == "http" or kind == "websocket":
             given = next((v for k, v in scope["headers"] if k == TOKEN_HEADER), b"")
             if not hmac.compare_digest(given, expected):
-                await send({"type": "http.response.start", "status": 401, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", b"%d" % len(_UNAUTHORIZED))]})
-                await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+                await respond(send if kind == "http" else websocket_refusal(scope, send), 401, _UNAUTHORIZED)
                 return
         await app(scope, receive, send)
 

@@ -98,6 +98,7 @@ class Controller:
             window=ConcurrencyWindow(self.clock.now()),
             queue_limit=queue_limit,
             status_url=status_url,
+            drain_grace=self.settings.drain_grace_seconds,
         )
         self._deployments[deployment_id] = scaled
         return scaled

@@ -114,6 +114,7 @@ class ScaledDeployment:
         window: ConcurrencyWindow,
         queue_limit: int | None = None,
         status_url: str | None = None,
+        drain_grace: float = 30.0,
     ) -> None:
         self._controller = controller
         self.spec = spec
@@ -125,6 +126,7 @@ class ScaledDeployment:
             now=controller.clock.now,
             queue_limit=queue_limit,
             status_url=status_url,
+            drain_grace=drain_grace,
         )
         self.window = window
         self.state = ScalerState()

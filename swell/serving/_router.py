@@ -17,13 +17,16 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from heapq import heappop, heappush
 from time import perf_counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 from swell.config import AutoscalingSettings
-from swell.http import Receive, Send, respond
+from swell.http import Receive, Scope, Send, respond, websocket_refusal
 from swell.serving._backend import Replica, ReplicaSpec, ReplicaState
 from swell.serving._http_client import ReplicaGone, ReplicaPool, UpstreamResponse
+
+if TYPE_CHECKING:
+    from swell.serving._websocket import OpenSockets
 
 __all__ = ["LATENCY_BUCKETS", "DeploymentRouter", "ReplicaHandle", "Supervisor", "Unavailable"]
 
@@ -75,7 +78,7 @@ class Unavailable(Exception):
 class ReplicaHandle:
     """The router's view of one replica: its slots and its connections."""
 
-    __slots__ = ("broken", "draining", "in_flight", "pool", "replica", "slots", "stopping")
+    __slots__ = ("broken", "draining", "in_flight", "pool", "replica", "slots", "sockets", "stopping")
 
     def __init__(self, replica: Replica, slots: int) -> None:
         self.replica = replica
@@ -85,6 +88,7 @@ class ReplicaHandle:
         self.broken = False  # dropped a connection; routed no more, being replaced
         self.stopping = False  # the backend has been told to stop it
         self.pool: ReplicaPool | None = None  # connections, from the moment it is ready
+        self.sockets: OpenSockets | None = None  # its open websockets, from the first
 
     @property
     def id(self) -> str:
@@ -161,12 +165,14 @@ class DeploymentRouter:
         now: Callable[[], float],
         queue_limit: int | None = None,
         status_url: str | None = None,
+        drain_grace: float = 30.0,
     ) -> None:
         self.deployment_id = deployment_id
         self.name = name
         self._supervisor = supervisor
         self.queue_limit = queue_limit
         self.status_url = status_url  # where a caller told 202 can watch the deployment
+        self.drain_grace = drain_grace  # a draining replica's websockets close (1001) after this many seconds
         self._now = now
         self.handles: dict[str, ReplicaHandle] = {}
         self._ready: list[ReplicaHandle] = []
@@ -269,10 +275,14 @@ class DeploymentRouter:
         handle.draining = True
         if handle in self._ready:
             self._ready.remove(handle)
+        if handle.sockets is not None:  # open websockets would hold it forever: they close after the grace
+            handle.sockets.going_away(self.drain_grace, f"replica {handle.id} is draining")
         return handle.in_flight == 0
 
     def undrain(self, handle: ReplicaHandle) -> None:
         handle.draining = False
+        if handle.sockets is not None:
+            handle.sockets.staying()
         if handle.ready and handle.pool is not None and not handle.broken and handle not in self._ready:
             self._ready.append(handle)
             self._pump()
@@ -668,6 +678,65 @@ class DeploymentRouter:
                 stream_watch.close()
             self.release(handle)
             self._count(status, started)
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send, timeout: float | None) -> None:
+        """Serve one websocket (an ASGI ``websocket`` scope): a replica slot for as long
+        as it is open, frames copied both ways.
+
+        The handshake waits for a slot as a predict does (queued, waking a
+        deployment at zero, ``timeout`` seconds at most); a refusal is the
+        handshake's HTTP answer (503, 429, 504, or the replica's own).  The
+        replica's ``accept`` (its subprotocol) is the caller's; the socket counts
+        in flight until either side closes it, its replica drains (1001 after
+        the drain grace) or dies (1011).
+        """
+        from swell.serving._websocket import OpenSockets, ReplicaRefused, WebSocketSession, open_replica_socket
+
+        started = perf_counter()
+        self.arrivals += 1
+        cold = not self._ready
+        refuse = websocket_refusal(scope, send)
+        try:
+            async with asyncio.timeout(timeout):
+                handle = await self.acquire()
+        except Unavailable as exc:
+            await respond(refuse, exc.status, exc.body())
+            self._count(exc.status, started)
+            return
+        except TimeoutError:
+            error = Unavailable(504, "timed out", f"no replica took the websocket within the caller's timeout of {timeout:g} s")
+            await respond(refuse, 504, error.body())
+            self._count(504, started)
+            return
+        try:
+            query = scope.get("query_string", b"")
+            target = "/v1/websocket" + ("?" + query.decode("latin-1") if query else "")
+            upstream = await open_replica_socket(handle.replica, target, scope["headers"], scope.get("subprotocols", []))
+        except ReplicaRefused as refused:
+            self.release(handle)
+            await respond(refuse, refused.status, refused.body)
+            self._count(refused.status, started)
+            return
+        except BaseException:
+            self.release(handle)
+            raise
+        session = WebSocketSession(upstream, receive, send, handle.id)
+        sockets = handle.sockets
+        if sockets is None:
+            sockets = handle.sockets = OpenSockets()
+        sockets.sessions.add(session)
+        if handle.draining:
+            sockets.going_away(self.drain_grace, f"replica {handle.id} is draining")
+        try:
+            extra = [(b"x-swell-cold-start-wait", b"%.3f" % (perf_counter() - started))] if cold else []
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol, "headers": extra})
+            self.responses[101] = self.responses.get(101, 0) + 1
+            await session.run()
+        except OSError:  # the caller left before the accept reached it
+            await upstream.close()
+        finally:
+            sockets.sessions.discard(session)
+            self.release(handle)
 
     async def _accepted(self, send: Send, started: float) -> None:
         """``202``: the deployment wakes; the caller comes back after ``Retry-After``."""

@@ -30,3 +30,16 @@ async def test_only_the_token_gets_through() -> None:
     assert await _call(app, []) == 401
     assert await _call(app, [(TOKEN_HEADER, b"s3cre")]) == 401
     assert await _call(app, [(b"authorization", b"s3cret")]) == 401
+
+
+async def test_a_websocket_without_the_token_is_refused_401() -> None:
+    app = require_token(_inner, "s3cret")
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "headers": [], "extensions": {"websocket.http.response": {}}}
+    await app(scope, None, send)
+    assert sent[0]["type"] == "websocket.http.response.start" and sent[0]["status"] == 401
+    assert sent[1]["type"] == "websocket.http.response.body" and b"x-swell-replica-token" in sent[1]["body"]
