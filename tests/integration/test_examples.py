@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -54,10 +55,26 @@ def check_weights(r: httpx.Response, example: Any) -> None:
     assert [len(row) for row in body["scores"]] == [3] * len(example["inputs"])
 
 
+def check_websocket(url: str, example: Any) -> None:
+    """A websocket model: every example message answered on one socket, then ``bye`` closes it."""
+    from websockets.exceptions import ConnectionClosedOK
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=30) as socket:
+        for n, text in enumerate(example, 1):
+            socket.send(text)
+            assert json.loads(socket.recv(timeout=30)) == {"echo": text, "words": len(text.split()), "said": n}
+        socket.send("bye")
+        with pytest.raises(ConnectionClosedOK):
+            socket.recv(timeout=30)
+
+
 CHECKS: dict[str, Callable[[httpx.Response, Any], None]] = {
     "echo": check_echo, "iris": check_iris, "slow-load": check_slow_load, "stream": check_stream,
     "weights": check_weights, "hf-weights": check_hf_weights,
 }
+# Examples spoken to over a websocket (Truss's WS /v1/websocket) instead of predict.
+SOCKET_CHECKS: dict[str, Callable[[str, Any], None]] = {"websocket": check_websocket}
 
 
 def serve_weights(package: Path, stack: contextlib.ExitStack, env: dict[str, str]) -> None:
@@ -76,7 +93,7 @@ def serve_weights(package: Path, stack: contextlib.ExitStack, env: dict[str, str
 
 
 def test_every_example_has_a_check_and_a_readme() -> None:
-    assert {p.name for p in PACKAGES} == set(CHECKS)
+    assert {p.name for p in PACKAGES} == set(CHECKS) | set(SOCKET_CHECKS)
     for package in PACKAGES:
         assert (package / "model" / "model.py").is_file()
         assert (package / "README.md").is_file()
@@ -94,6 +111,10 @@ def test_example_serves(package: Path, tmp_path: Path) -> None:
         serve_weights(copy, stack, env)  # before the replica reads its config
         replica = stack.enter_context(ReplicaProcess(copy, port=port, env=env))
         replica.wait_ready(timeout=30)
+        if package.name in SOCKET_CHECKS:
+            SOCKET_CHECKS[package.name](f"ws://127.0.0.1:{port}/v1/websocket", example)
+            assert replica.terminate() == 0
+            return
         r = httpx.post(f"http://127.0.0.1:{port}/v1/models/{package.name}:predict", json=example, timeout=30)
         assert r.status_code == 200, r.text
         CHECKS[package.name](r, example)
