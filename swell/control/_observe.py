@@ -101,8 +101,8 @@ def observe_routes(plane: ControlPlane) -> APIRouter:
         return plane.registry.deployment(plane.registry.model(model_id), ref).id
 
     def log_folder(deployment: str) -> Any:
-        # Backends that keep replica logs on this machine expose them (the
-        # process backend); a Ray replica's log stays on its node.
+        # Backends that keep replica logs on this machine expose them (both
+        # built-in ones: a Ray replica's output is shipped here from its node).
         logs = getattr(plane.controller.backend, "logs", None)
         return None if logs is None else logs.root / deployment
 

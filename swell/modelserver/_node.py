@@ -10,7 +10,10 @@ The actor unpacks the package into the node's cache (fetched from Ray's object
 store only on a miss), builds the requirements venv there (cached by the hash
 of the requirements), starts the process listening on the node's address with
 the deployment's token, and relays the process's events (live, loading, ready,
-failed, exit) to the server, which long-polls :meth:`ReplicaActor.events`.
+failed, exit) and its output (stdout and stderr, in batches: at most two calls a
+second however much it prints) to the server, which long-polls
+:meth:`ReplicaActor.events` and writes the output into the replica's log there
+(``swell logs``).
 Secrets reach the process in its environment, never a file on the node.
 Requests never pass through here: the router talks HTTP to the process.
 """
@@ -29,7 +32,6 @@ import socket
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,11 @@ from typing import Any
 CACHE_ENV = "SWELL_RAY_CACHE"
 #: How long one :meth:`ReplicaActor.events` call waits for news.
 EVENTS_WAIT_SECONDS = 10.0
+#: With output but no event, how long :meth:`ReplicaActor.events` lets more output gather.
+OUTPUT_BATCH_SECONDS = 0.5
+#: Output held for the server at most; past it the oldest is dropped (and counted).
+OUTPUT_BUFFER_BYTES = 1024 * 1024
+_READ_BYTES = 64 * 1024
 _EVENT_LINE_LIMIT = 4 * 1024 * 1024
 _LOG_TAIL_BYTES = 16 * 1024
 #: Written into an unpacked package once it is complete.
@@ -84,9 +91,12 @@ class ReplicaActor:
     def __init__(self) -> None:
         self._process: asyncio.subprocess.Process | None = None
         self._events: list[dict[str, Any]] = []
-        self._news = asyncio.Event()
+        self._news = asyncio.Event()  # an event or output
+        self._evented = asyncio.Event()  # an event
+        self._output = bytearray()  # not yet fetched by the server
+        self._dropped = 0  # bytes of output dropped since the last fetch (the server was too slow)
+        self._tail = bytearray()  # the last output, for the error of a process that exits
         self._lifeline: int | None = None
-        self._log: Path | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def where(self) -> dict[str, str]:
@@ -114,8 +124,6 @@ class ReplicaActor:
 
             python = str(await asyncio.to_thread(ensure_environment, job["requirements"], cache / "envs"))
         port = _free_port(host)
-        log = self._log = cache / "logs" / job["deployment_id"] / f"{job['replica_id']}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
         events_r, events_w = os.pipe()
         lifeline_r, self._lifeline = os.pipe()
         os.set_inheritable(self._lifeline, False)
@@ -137,37 +145,49 @@ class ReplicaActor:
             "PYTHONUNBUFFERED": "1",
         })
         argv = [python, "-m", job["module"], "--model-dir", str(package)]
-        with log.open("ab") as out:
-            out.write(f"--- swell: starting replica {job['replica_id']} on node {node_id[:12]} "
-                      f"at {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
-            try:
-                self._process = await asyncio.create_subprocess_exec(
-                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                    pass_fds=(events_w, lifeline_r), env=env, cwd=str(package),
-                )
-            finally:
-                os.close(events_w)
-                os.close(lifeline_r)
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, pass_fds=(events_w, lifeline_r), env=env, cwd=str(package),
+            )
+        finally:
+            os.close(events_w)
+            os.close(lifeline_r)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=_EVENT_LINE_LIMIT)
         pipe = os.fdopen(events_r, "rb", buffering=0)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
         read = self._spawn(self._read(reader))
-        self._spawn(self._wait(read, transport))
+        assert self._process.stdout is not None
+        pump = self._spawn(self._pump(self._process.stdout))
+        self._spawn(self._wait((read, pump), transport))
         return {
             "address": f"http://{host}:{port}",
             "pid": self._process.pid,
-            "log": str(log),
+            "argv": argv,
             "package_fetched": fetched,
         }
 
-    async def events(self, cursor: int) -> list[dict[str, Any]]:
-        """The events after the first ``cursor``; waits a while for one when there is none."""
+    async def events(self, cursor: int) -> dict[str, Any]:
+        """The events after the first ``cursor`` and the output since the last call.
+
+        Waits a while for news when there is none; with output but no event,
+        lets more output gather for :data:`OUTPUT_BATCH_SECONDS` (an event ends
+        the wait), so a model that prints on every request costs the server
+        at most two calls a second, never one per line.
+        """
         if len(self._events) <= cursor:
-            self._news.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._news.wait(), EVENTS_WAIT_SECONDS)
-        return self._events[cursor:]
+            if not self._output and not self._dropped:
+                self._news.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._news.wait(), EVENTS_WAIT_SECONDS)
+            if len(self._events) <= cursor and (self._output or self._dropped):
+                self._evented.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._evented.wait(), OUTPUT_BATCH_SECONDS)
+        output, self._output = bytes(self._output), bytearray()
+        dropped, self._dropped = self._dropped, 0
+        return {"events": self._events[cursor:], "output": output, "dropped": dropped}
 
     async def stop(self, grace_seconds: float) -> None:
         """SIGTERM, up to ``grace_seconds`` to finish in-flight work, then SIGKILL."""
@@ -194,6 +214,20 @@ class ReplicaActor:
     def _push(self, event: dict[str, Any]) -> None:
         self._events.append(event)
         self._news.set()
+        self._evented.set()
+
+    async def _pump(self, stdout: asyncio.StreamReader) -> None:
+        """The process's output into the buffer the server fetches (and the tail kept here)."""
+        while chunk := await stdout.read(_READ_BYTES):
+            self._output += chunk
+            over = len(self._output) - OUTPUT_BUFFER_BYTES
+            if over > 0:
+                del self._output[:over]
+                self._dropped += over
+            self._tail += chunk
+            if len(self._tail) > _LOG_TAIL_BYTES:
+                del self._tail[: len(self._tail) - _LOG_TAIL_BYTES]
+            self._news.set()
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -208,16 +242,18 @@ class ReplicaActor:
                 if isinstance(event, dict) and isinstance(event.get("event"), str):
                     self._push(event)
 
-    async def _wait(self, read: asyncio.Task[None], transport: asyncio.BaseTransport) -> None:
+    async def _wait(self, readers: tuple[asyncio.Task[None], ...], transport: asyncio.BaseTransport) -> None:
         assert self._process is not None
         returncode = await self._process.wait()
-        await asyncio.wait([read], timeout=1.0)  # a "failed" written just before the exit comes first
-        read.cancel()
+        # A "failed" written just before the exit, and the last output, come first.
+        await asyncio.wait(readers, timeout=1.0)
+        for reader in readers:
+            reader.cancel()
         transport.close()
         if self._lifeline is not None:
             os.close(self._lifeline)
             self._lifeline = None
-        self._push({"event": "exit", "returncode": returncode, "tail": _tail(self._log)})
+        self._push({"event": "exit", "returncode": returncode, "tail": _tail(bytes(self._tail))})
 
 
 def _free_port(host: str) -> int:
@@ -226,14 +262,6 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _tail(path: Path | None) -> str:
-    if path is None:
-        return ""
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - _LOG_TAIL_BYTES))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-40:])
+def _tail(output: bytes) -> str:
+    """The last 40 lines of a process's output."""
+    return "\n".join(output.decode("utf-8", "replace").splitlines()[-40:])

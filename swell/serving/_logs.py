@@ -2,7 +2,9 @@
 
 A replica writes its stdout and stderr into a pipe, not a file: a thread of
 the server reads the pipe, stamps every line with the time it arrived and
-appends it to ``LOG_DIR/<deployment_id>/<replica_id>.log``.  When that file
+appends it to ``LOG_DIR/<deployment_id>/<replica_id>.log`` (a replica on
+another machine, a Ray node, has its output shipped here in batches and fed to
+the same writer).  When that file
 passes half of the per-replica cap it becomes ``<replica_id>.log.1`` (the
 previous one is dropped) and a new one starts, so one replica never holds
 more than its cap on disk; each rotation (and each new replica) also trims the
@@ -35,6 +37,7 @@ __all__ = [
     "LogFollower",
     "LogLimits",
     "LogLine",
+    "LogWriter",
     "ReplicaLogs",
     "iso_now",
     "strip_stamps",
@@ -90,16 +93,23 @@ class ReplicaLogs:
 
     def capture(self, deployment_id: str, replica_id: str) -> LogCapture:
         """A pipe for the replica's stdout and stderr, read into its log (call ``start`` once the child holds it)."""
+        return LogCapture(self._open(deployment_id, replica_id), self)
+
+    def writer(self, deployment_id: str, replica_id: str) -> LogWriter:
+        """The replica's log, fed by the caller (``feed``): output that arrives some other way than a pipe."""
+        return LogWriter(self._open(deployment_id, replica_id), self)
+
+    def _open(self, deployment_id: str, replica_id: str) -> Path:
         path = self.path(deployment_id, replica_id)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self._lock:
             self._live.add(path)
         self.trim(path.parent)
-        return LogCapture(path, self)
+        return path
 
-    def _closed(self, capture: LogCapture) -> None:
+    def _closed(self, writer: LogWriter) -> None:
         with self._lock:
-            self._live.discard(capture.path)
+            self._live.discard(writer.path)
 
     def trim(self, folder: Path) -> None:
         """Delete a deployment's oldest log files (never a live replica's current one) until it fits its cap."""
@@ -125,28 +135,20 @@ class ReplicaLogs:
                 total -= size
 
 
-class LogCapture:
-    """Reads one replica's output from a pipe, in a thread, into its rotating log."""
+class LogWriter:
+    """One replica's rotating log: output fed to it is stamped line by line and written."""
 
     def __init__(self, path: Path, logs: ReplicaLogs) -> None:
         self.path = path
         self._logs = logs
         self._half = max(1, logs.limits.replica_bytes // 2)
-        self._read_fd, self.write_fd = os.pipe()
-        os.set_inheritable(self._read_fd, False)
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
         self._at_line_start = True
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-    def start(self) -> None:
-        """Read from now on; the caller closes ``write_fd`` once the child has its copy."""
-        self._thread = threading.Thread(target=self._run, name=f"swell-log-{self.path.stem}", daemon=True)
-        self._thread.start()
 
     def note(self, text: str) -> None:
         """A line of the server's own about this replica (stream ``swell``)."""
@@ -155,15 +157,26 @@ class LogCapture:
             self._at_line_start = True
             self._write(lead + f"{iso_now()}\tswell\t{text}\n".encode())
 
-    def join(self, timeout: float) -> None:
-        """Wait for the pipe's end (every writer gone), at most ``timeout`` s."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def feed(self, chunk: bytes) -> None:
+        """Output as it arrived (any cut, lines may span chunks), every line stamped with now."""
+        if not chunk:
+            return
+        prefix = f"{iso_now()}\toutput\t".encode()
+        data = chunk.replace(b"\n", b"\n" + prefix)  # C speed, however many lines
+        with self._lock:
+            if self._at_line_start:
+                data = prefix + data
+            self._at_line_start = chunk.endswith(b"\n")
+            if self._at_line_start:
+                data = data[: len(data) - len(prefix)]
+            self._write(data)
 
     def close(self) -> None:
-        """Give up without a thread (the child never started); the caller still closes ``write_fd``."""
-        with contextlib.suppress(OSError):
-            os.close(self._read_fd)
+        """End the log (a torn last line gets its newline); later writes are dropped."""
+        if not self._at_line_start:
+            with self._lock:
+                self._at_line_start = True
+                self._write(b"\n")
         self._finish()
 
     def _finish(self) -> None:
@@ -172,34 +185,6 @@ class LogCapture:
                 os.close(self._fd)
                 self._fd = -1
         self._logs._closed(self)
-
-    def _run(self) -> None:
-        try:
-            while True:
-                try:
-                    chunk = os.read(self._read_fd, _READ_BYTES)
-                except InterruptedError:
-                    continue
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                prefix = f"{iso_now()}\toutput\t".encode()
-                data = chunk.replace(b"\n", b"\n" + prefix)  # C speed, however many lines
-                with self._lock:
-                    if self._at_line_start:
-                        data = prefix + data
-                    self._at_line_start = chunk.endswith(b"\n")
-                    if self._at_line_start:
-                        data = data[: len(data) - len(prefix)]
-                    self._write(data)
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(self._read_fd)
-            if not self._at_line_start:
-                with self._lock:
-                    self._write(b"\n")
-            self._finish()
 
     def _write(self, data: bytes) -> None:
         if self._fd < 0:
@@ -219,6 +204,49 @@ class LogCapture:
         self._fd = self._open()
         self._size = 0
         self._logs.trim(self.path.parent)
+
+
+class LogCapture(LogWriter):
+    """Reads one replica's output from a pipe, in a thread, into its rotating log."""
+
+    def __init__(self, path: Path, logs: ReplicaLogs) -> None:
+        super().__init__(path, logs)
+        self._read_fd, self.write_fd = os.pipe()
+        os.set_inheritable(self._read_fd, False)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Read from now on; the caller closes ``write_fd`` once the child has its copy."""
+        self._thread = threading.Thread(target=self._run, name=f"swell-log-{self.path.stem}", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the pipe's end (every writer gone), at most ``timeout`` s."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Give up without a thread (the child never started); the caller still closes ``write_fd``."""
+        with contextlib.suppress(OSError):
+            os.close(self._read_fd)
+        self._finish()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    chunk = os.read(self._read_fd, _READ_BYTES)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self.feed(chunk)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self._read_fd)
+            super().close()
 
 
 @dataclass

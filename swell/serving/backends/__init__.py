@@ -18,7 +18,12 @@ def make_backend(settings: ServerSettings) -> Any:
     if settings.backend == "ray":
         from swell.serving.backends.ray import RayBackend
 
-        return RayBackend(settings.ray_address, standbys=settings.pool_size if settings.fork_server else 0)
+        return RayBackend(
+            settings.ray_address,
+            standbys=settings.pool_size if settings.fork_server else 0,
+            log_dir=settings.data_dir / "logs",
+            log_limits=LogLimits(settings.replica_log_bytes, settings.deployment_log_bytes),
+        )
     remove_leftovers()  # of servers killed before they could clean up
     return ProcessBackend(
         log_dir=settings.data_dir / "logs",

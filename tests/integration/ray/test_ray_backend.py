@@ -6,6 +6,7 @@ zero, a replica killed, 401, 422) runs on Ray in tests/integration/live.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,37 @@ def test_a_lost_node_under_load_loses_no_queued_request_and_its_replicas_come_ba
         what="both replicas back on the surviving node",
     )
     assert "was lost" in (view["error"] or ""), view  # why: the node named, Ray's cause kept
+
+
+CHATTY = '''
+import sys
+
+
+class Model:
+    def load(self):
+        print("loaded the weights on my node", flush=True)
+        print("a warning on stderr", file=sys.stderr, flush=True)
+
+    def predict(self, model_input):
+        return {"i": model_input.get("i")}
+'''
+
+
+def test_a_replica_s_output_on_its_node_shows_in_the_deployment_logs(
+    swell: Swell, make_model: Callable[..., Path]
+) -> None:
+    pushed = swell.push(make_model(CHATTY), name="chatty")
+    assert swell.http.post(swell.predict_path(pushed), json={"i": 1}).status_code == 200
+    (replica,) = swell.deployment(pushed)["replicas"]
+    url = f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}/logs"
+    deadline = time.monotonic() + 30
+    while True:
+        response = swell.http.get(url)
+        assert response.status_code == 200, response.text
+        printed = [line for line in response.json()["lines"] if line["stream"] == "output"]
+        texts = [line["text"] for line in printed]
+        if "loaded the weights on my node" in texts and "a warning on stderr" in texts:
+            break
+        assert time.monotonic() < deadline, f"the replica's output never reached the logs: {response.json()}"
+        time.sleep(0.2)
+    assert {line["replica"] for line in printed} == {replica["id"]}

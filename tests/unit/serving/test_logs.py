@@ -36,6 +36,24 @@ def test_lines_are_stamped_with_stream_and_partial_lines_joined(tmp_path: Path) 
     assert oct(logs.path("d", "r").stat().st_mode & 0o777) == "0o600"
 
 
+def test_output_fed_in_batches_is_stamped_like_a_pipe_and_a_torn_last_line_is_ended(tmp_path: Path) -> None:
+    # A Ray replica's output arrives in batches over the actor channel, cut anywhere.
+    logs = ReplicaLogs(tmp_path)
+    writer = logs.writer("d", "r")
+    writer.feed(b"loading wei")
+    writer.note("placed on node n1")
+    writer.feed(b"ghts\nready\nhalf")
+    writer.feed(b"")
+    writer.close()
+    writer.feed(b"after the end\n")  # dropped
+    lines = LogFollower(tmp_path / "d").poll()
+    assert [(line.stream, line.text) for line in lines] == [
+        ("output", "loading wei"), ("swell", "placed on node n1"), ("output", "ghts"), ("output", "ready"),
+        ("output", "half"),
+    ]
+    assert strip_stamps(logs.path("d", "r").read_text()) == "loading wei\nplaced on node n1\nghts\nready\nhalf\n"
+
+
 def test_a_replica_never_holds_more_than_its_cap(tmp_path: Path) -> None:
     logs = ReplicaLogs(tmp_path, LogLimits(replica_bytes=100_000, deployment_bytes=10_000_000))
     line = b"x" * 99 + b"\n"

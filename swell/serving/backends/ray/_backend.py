@@ -2,9 +2,10 @@
 
 Each replica is a :class:`ReplicaActor` that Ray places with the model's
 resources; the actor starts Swell's own replica process on its node and relays
-its events here.  The router talks HTTP straight to that process (its
-``http://NODE:PORT`` address, with the deployment's token): Ray is never on
-the request path.
+its events and its output here (the output goes into the replica's log on
+this machine, capped and rotated like the process backend's: ``swell logs``).
+The router talks HTTP straight to that process (its ``http://NODE:PORT``
+address, with the deployment's token): Ray is never on the request path.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import os
 import secrets as _secrets
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from swell.serving._backend import (
     StateCallback,
     report_state,
 )
+from swell.serving._logs import LogLimits, LogWriter, ReplicaLogs
 from swell.serving.backends.process import (
     describe_exit,
     exit_state,
@@ -63,6 +66,7 @@ class _Handle:
     on_change: StateCallback
     actor: Any
     options: dict[str, Any]
+    log: LogWriter
     where: dict[str, str] | None = None  # known at once when it took a standby
     stopping: bool = False
     killed: bool = False  # ray.kill'ed by us
@@ -101,6 +105,10 @@ class RayBackend:
     cannot place takes a placed standby of its shape, or else every standby
     is dropped to free room; a standby not placed within a few seconds is
     dropped too.
+
+    Each replica's output (shipped by its actor in batches) goes to
+    ``log_dir/<deployment_id>/<replica_id>.log`` on this machine, capped by
+    ``log_limits`` (a private temporary folder when ``log_dir`` is not given).
     """
 
     def __init__(
@@ -114,8 +122,13 @@ class RayBackend:
         failed_grace_seconds: float = 5.0,
         pending_poll_seconds: float = 1.0,
         standbys: int = 1,
+        log_dir: Path | None = None,
+        log_limits: LogLimits | None = None,
     ) -> None:
         self.address = address
+        self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._log_limits = log_limits
+        self._logs: ReplicaLogs | None = None
         self._namespace = namespace
         self._module = module
         self._resources = dict(resources or {})
@@ -133,6 +146,15 @@ class RayBackend:
         self._connect_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ public
+
+    @property
+    def logs(self) -> ReplicaLogs:
+        """Every replica's output, capped and rotated (``swell logs`` reads it)."""
+        if self._logs is None:
+            if self._log_dir is None:
+                self._log_dir = Path(tempfile.mkdtemp(prefix="swell-ray-logs-"))
+            self._logs = ReplicaLogs(self._log_dir, self._log_limits)
+        return self._logs
 
     async def connect(self) -> None:
         """Join the Ray cluster (once); raises if it cannot be reached.
@@ -196,13 +218,14 @@ class RayBackend:
             "token": replica.token,
             "module": self._module,
         }
+        log = self.logs.writer(spec.deployment_id, replica.id)
         standby = self._take_standby(_shape(options))
         if standby is not None:
             replica.start_mode = "prewarmed"
-            handle = _Handle(replica, on_change, standby.actor, options, where=standby.where)
+            handle = _Handle(replica, on_change, standby.actor, options, log, where=standby.where)
         else:
             replica.start_mode = "spawned"
-            handle = _Handle(replica, on_change, self._actor_class.options(**options).remote(), options)
+            handle = _Handle(replica, on_change, self._actor_class.options(**options).remote(), options, log)
         self._handles[replica.id] = handle
         handle.task = asyncio.get_running_loop().create_task(self._run(handle, job))
         return replica
@@ -286,11 +309,15 @@ class RayBackend:
             replica.address = started["address"]
             replica.pid = started["pid"]
             replica.marks["spawned"] = time.monotonic()
-            logger.info("replica %s of %s on %s: %s (log %s on that node)",
-                        replica.id, replica.deployment_id, replica.node, replica.address, started["log"])
+            handle.log.note(f"started replica {replica.id} of {replica.deployment_id} on {replica.node} "
+                            f"(pid {replica.pid}, {replica.address}): {' '.join(started['argv'])}")
+            logger.info("replica %s of %s on %s: %s", replica.id, replica.deployment_id, replica.node, replica.address)
             cursor = 0
             while True:
-                events = await handle.actor.events.remote(cursor)
+                news = await handle.actor.events.remote(cursor)
+                if news["output"] or news["dropped"]:
+                    await asyncio.to_thread(self._log_output, handle, news["output"], news["dropped"])
+                events = news["events"]
                 cursor += len(events)
                 for event in events:
                     if event.get("event") == "exit":
@@ -315,6 +342,12 @@ class RayBackend:
             self._kill(handle)
             if not handle.done.is_set():
                 self._finish(handle, ReplicaState.STOPPED if handle.stopping else ReplicaState.FAILED)
+
+    def _log_output(self, handle: _Handle, output: bytes, dropped: int) -> None:
+        handle.replica.progress += 1  # a sign of life while it loads
+        if dropped:
+            handle.log.note(f"{dropped} bytes of output were dropped on the node (more than it holds between fetches)")
+        handle.log.feed(output)
 
     async def _placed(self, handle: _Handle) -> dict[str, str]:
         """Wait for Ray to place the actor, saying why not meanwhile."""
@@ -406,6 +439,9 @@ class RayBackend:
         if handle.done.is_set():
             return
         self._handles.pop(handle.replica.id, None)
+        if handle.replica.error and state is ReplicaState.FAILED:
+            handle.log.note(handle.replica.error)
+        handle.log.close()
         handle.done.set()
         if state is not handle.replica.state:
             self._set(handle, state)
