@@ -117,7 +117,7 @@ def push_directory(
                     while chunk := f.read(256 * 1024):
                         progress.advance(task, len(chunk))
                         yield chunk
-                progress.update(task, description=f"building {name} (installing requirements if any)")
+                progress.update(task, description=f"building {name} (requirements and build_commands, if any)")
 
             return client.request_object(
                 "POST",

@@ -270,6 +270,15 @@ def cli() -> None:
     "are closed (never one with a request in flight). Default: the open-file limit (raised to its maximum at start) "
     "less 1024 kept for replicas and the database.",
 )
+@click.option(
+    "--build-timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="SWELL_BUILD_TIMEOUT",
+    help="Seconds one of a package's build_commands may run at push (in the package's directory, its build "
+    "environment activated); a command still running then is killed and the push fails (docs/models.md).",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -304,6 +313,7 @@ def serve(
     auth_failure_rate: float,
     body_timeout: float,
     max_connections: int | None,
+    build_timeout: float,
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -360,6 +370,7 @@ def serve(
             auth_failure_rate=auth_failure_rate,
             body_timeout_seconds=body_timeout,
             max_connections=max_connections,
+            build_timeout_seconds=build_timeout,
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None

@@ -697,7 +697,6 @@ TRUSS_IGNORED_KEYS = frozenset(
         "python_version",
         "base_image",
         "system_packages",
-        "build_commands",
         "apply_library_patches",
         "spec_version",
         "model_framework",
@@ -740,6 +739,8 @@ class ModelConfig(BaseModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     requirements: list[str] = Field(default_factory=list)
     requirements_file: str | None = None
+    # Run at push in the package's environment build (modelserver/_build.py, docs/models.md).
+    build_commands: list[str] = Field(default_factory=list)
     environment_variables: dict[str, str] = Field(default_factory=dict)
     secrets: dict[str, str | None] = Field(default_factory=dict)
     model_metadata: dict[str, Any] = Field(default_factory=dict)
@@ -763,7 +764,7 @@ class ModelConfig(BaseModel):
                 out[str(key)] = str(item)
         return out
 
-    @field_validator("requirements", mode="before")
+    @field_validator("requirements", "build_commands", mode="before")
     @classmethod
     def _requirements(cls, value: Any) -> Any:
         return [] if value is None else value
@@ -967,3 +968,5 @@ class ServerSettings(BaseModel):
     auth_failure_burst: int = Field(20, ge=1)
     auth_failure_rate: float = Field(1.0, gt=0)
     deployment_log_bytes: int = Field(100 * 1024 * 1024, ge=4096)
+    # How long one of a package's build_commands may run at push before the push fails.
+    build_timeout_seconds: float = Field(600.0, gt=0)

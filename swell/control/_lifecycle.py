@@ -44,7 +44,14 @@ from swell.control._shared import Part, Shared
 from swell.control._store import Snapshot
 from swell.control._views import Views
 from swell.files import fsync_tree, storage_error
-from swell.modelserver import RequirementsInstallError, ensure_environment
+from swell.modelserver import (
+    BuildCommandError,
+    BuildLayout,
+    RequirementsInstallError,
+    check_build_commands,
+    ensure_build,
+    ensure_environment,
+)
 from swell.serving import BuildState, DeploymentStatus, ReplicaSpec
 
 __all__ = ["Lifecycle", "PushResult"]
@@ -124,6 +131,7 @@ class Lifecycle(Part):
             # gigabytes of weights): off the loop, so predict traffic flows on.
             config, ignored = await asyncio.to_thread(self._unpack_and_validate, archive, package_dir)
             warnings = [f"config.yaml key {key!r} is accepted for Truss compatibility but not acted on" for key in ignored]
+            warnings += _check_build_commands(config)
             name = model_name or config.model_name
             if not name:
                 raise ApiError(422, "no model name", detail=[FieldError("model_name", None, "give --model-name or set model_name in config.yaml").as_dict()])
@@ -244,16 +252,31 @@ class Lifecycle(Part):
     async def _build(
         self, model: ModelRecord, record: DeploymentRecord, config: ModelConfig, package_dir: Path, *, new: bool
     ) -> str:
-        """The interpreter for the package: a venv with its requirements, or ours."""
+        """The interpreter for the package: a venv with its requirements and what its
+        build_commands installed (their files land in ``package_dir``), or ours."""
         requirements = config.requirements_in(package_dir)
-        if not requirements:
+        commands = config.build_commands
+        if not requirements and not commands:
             return sys.executable
-        log.info("%s: building the environment for %d requirement(s)", model.name, len(requirements))
+        log.info("%s: building the environment for %d requirement(s) and %d build command(s)",
+                 model.name, len(requirements), len(commands))
+        extra: dict[str, Any] = {}
         try:
             python = await asyncio.to_thread(ensure_environment, requirements, self.data_dir / "envs")
+            if commands:
+                python = await asyncio.to_thread(
+                    ensure_build, commands, package_dir, self.data_dir / "envs",
+                    requirements=requirements, base_python=str(python), env=config.environment_variables,
+                    layout=BuildLayout(config.data_dir, config.model_module_dir, config.bundled_packages_dir),
+                    timeout=self.settings.build_timeout_seconds,
+                    log=lambda line: log.info("%s: %s", model.name, line),
+                )
         except Exception as exc:
             if isinstance(exc, RequirementsInstallError):
                 status, error, reason = 422, "requirements could not be installed", str(exc)
+            elif isinstance(exc, BuildCommandError):
+                status, error, reason = 422, "build command failed", str(exc)
+                extra["build_command"] = exc.as_dict()
             else:  # venv creation itself failed
                 status, error, reason = 500, "build failed", f"could not build the environment: {exc}"
             log.warning("%s: build of deployment %s failed: %s", model.name, record.id, reason)
@@ -269,6 +292,7 @@ class Lifecycle(Part):
                 model_id=model.id,
                 deployment_id=record.id,
                 status=DeploymentStatus.FAILED.value if new else self.views.status(record).value,
+                **extra,
             ) from None
         return str(python)
 
@@ -525,6 +549,22 @@ class Lifecycle(Part):
         for record in list(self.registry.deployments.values()):
             if record.active and record.build is BuildState.BUILT:
                 await self._add_router(record)
+
+
+def _check_build_commands(config: ModelConfig) -> list[str]:
+    """Warnings for the package's build_commands; 422 for one that only runs inside an image."""
+    refused, warnings = check_build_commands(config.build_commands)
+    if refused:
+        raise ApiError(
+            422, "build command not supported",
+            reason="; ".join(f"build_commands[{i}] {why}" for i, why in refused),
+            detail=[
+                FieldError(f"build_commands.{i}", config.build_commands[i],
+                           "a command the server's user can run on the host (no apt-get, sudo, …)").as_dict()
+                for i, _ in refused
+            ],
+        )
+    return warnings
 
 
 def _unpack(archive: Path, package_dir: Path) -> None:

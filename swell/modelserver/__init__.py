@@ -6,11 +6,22 @@ environment it reads. Heavy modules (uvicorn, the app) load only when ``main`` r
 
 from __future__ import annotations
 
+from swell.modelserver._build import BuildCommandError, BuildLayout, check_build_commands, ensure_build
 from swell.modelserver._config import load_truss_config
 from swell.modelserver._environment import RequirementsInstallError, ensure_environment
 from swell.modelserver._node import ReplicaActor
 
-__all__ = ["ReplicaActor", "RequirementsInstallError", "ensure_environment", "load_truss_config", "main"]
+__all__ = [
+    "BuildCommandError",
+    "BuildLayout",
+    "ReplicaActor",
+    "RequirementsInstallError",
+    "check_build_commands",
+    "ensure_build",
+    "ensure_environment",
+    "load_truss_config",
+    "main",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
