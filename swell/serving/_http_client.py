@@ -9,12 +9,20 @@ A failure before any byte of the response is a :class:`ReplicaGone`: the caller
 may send the request elsewhere.  A reused connection that the replica had
 already closed (its keep-alive timeout) is retried once on a fresh one here,
 without the caller noticing.
+
+A caller that gives up (its timeout, a hang-up) does not end the exchange: the
+replica is still working on the request.  The pool's ``on_abandon`` hears when
+it has ended (the answer read and dropped, or the connection lost), so the
+router keeps the replica's slot taken until then.  This is done in the
+protocol, not by running each exchange in a task of its own, which would cost
+every request a task and two more turns of the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 import httptools
 
@@ -48,6 +56,7 @@ class UpstreamResponse:
     """One exchange on one connection: status and headers, then the body."""
 
     __slots__ = (
+        "_abandoned",
         "_buffered",
         "_conn",
         "_paused",
@@ -75,6 +84,7 @@ class UpstreamResponse:
         self.error: BaseException | None = None
         self.headers_done: asyncio.Future[None] = conn.loop.create_future()
         self._waiter: asyncio.Future[None] | None = None
+        self._abandoned: Callable[[BaseException | None], None] | None = None
 
     # -- fed by the protocol ------------------------------------------------------
 
@@ -84,6 +94,8 @@ class UpstreamResponse:
             waiter.set_result(None)
 
     def _add(self, data: bytes) -> None:
+        if self._abandoned is not None:
+            return  # nobody will read it
         self.parts.append(data)
         self._buffered += len(data)
         if self.chunked and self._buffered > _HIGH_WATER and not self._paused:
@@ -91,7 +103,17 @@ class UpstreamResponse:
             self._conn.pause()
         self._wake()
 
+    def _finish(self) -> None:
+        self.complete = True
+        if self._abandoned is not None:
+            self._settle(None)
+        else:
+            self._wake()
+
     def _fail(self, exc: BaseException) -> None:
+        if self._abandoned is not None:
+            self._settle(exc)
+            return
         self.error = exc
         if not self.headers_done.done():
             self.headers_done.set_exception(exc)
@@ -126,6 +148,36 @@ class UpstreamResponse:
             self._waiter = self._conn.loop.create_future()
             await self._waiter
             self._waiter = None
+
+    def abandon(self, done: Callable[[BaseException | None], None]) -> None:
+        """Nobody will read this answer: call ``done`` once the exchange has ended.
+
+        ``done`` gets None when the replica has finished answering (a whole
+        body is read and dropped, and the connection goes back to the pool), or
+        the error that ended it.  A stream is cut at once instead (its replica
+        notices the closed connection), as soon as its headers say it is one.
+        """
+        if self.complete or self.error is not None:
+            done(self.error)
+            return
+        self._abandoned = done
+        self.parts.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._conn.resume()
+        if self.status and self.chunked:
+            self._cut()
+
+    def _cut(self) -> None:
+        """An abandoned stream: close its connection and call it ended."""
+        self.abort()
+        self._settle(None)
+
+    def _settle(self, exc: BaseException | None) -> None:
+        done, self._abandoned = self._abandoned, None
+        if done is not None:
+            done(exc)
 
     def abort(self) -> None:
         """Drop the connection (the caller gave up before the end).
@@ -199,7 +251,10 @@ class _Connection(asyncio.Protocol):
         if response.content_length is None and not response.chunked:
             # Read-until-close bodies are streamed like chunked ones.
             response.chunked = True
-        if not response.headers_done.done():
+        if response._abandoned is not None:
+            if response.chunked:
+                response._cut()
+        elif not response.headers_done.done():
             response.headers_done.set_result(None)
 
     def on_body(self, body: bytes) -> None:
@@ -213,13 +268,12 @@ class _Connection(asyncio.Protocol):
             return
         keep = self.parser.should_keep_alive()
         self.response = None
-        response.complete = True
-        response._wake()
         if keep and not self.closed:
             self.used = True
             self.pool._release(self)
         else:
             self.close()
+        response._finish()  # after the release: an abandoned answer's slot frees a kept connection
 
     # -- used by the pool ------------------------------------------------------------
 
@@ -249,6 +303,10 @@ class ReplicaPool:
 
     ``token`` (a replica on a network requires one) goes into every request's
     head as ``x-swell-replica-token``.
+
+    ``on_abandon``, when set, hears how each exchange whose caller gave up
+    ended (see :meth:`UpstreamResponse.abandon`); without it such a
+    connection is closed at once.
     """
 
     def __init__(self, address: str, *, max_idle: int = 8, token: str | None = None) -> None:
@@ -268,6 +326,7 @@ class ReplicaPool:
         self.loop = asyncio.get_running_loop()
         self._idle: list[_Connection] = []
         self._closed = False
+        self.on_abandon: Callable[[BaseException | None], None] | None = None
 
     async def _connect(self) -> _Connection:
         try:
@@ -308,6 +367,10 @@ class ReplicaPool:
                 except ReplicaGone as exc:
                     exc.sent = reached
                     raise
+                except asyncio.CancelledError:
+                    if self.on_abandon is not None:
+                        self.on_abandon(None)  # nothing was sent on it
+                    raise
             assert conn is not None
             response = UpstreamResponse(conn)
             if data is not None:
@@ -319,9 +382,8 @@ class ReplicaPool:
                 await response.headers_done
                 return response
             except asyncio.CancelledError:
-                # The caller gave up (its timeout): the answer would arrive on a
-                # connection nobody reads, so the connection cannot be reused.
-                conn.close()
+                # The caller gave up (its timeout, a hang-up).
+                self.abandon(response)
                 raise
             except ReplicaGone as exc:
                 # A reused connection the replica had closed while idle: try a
@@ -333,6 +395,15 @@ class ReplicaPool:
                     exc.sent = reached
                     raise
         raise AssertionError("unreachable")
+
+    def abandon(self, response: UpstreamResponse) -> None:
+        """The caller of ``response`` gave up: tell ``on_abandon`` when the
+        exchange ends; without one, close the connection now (the answer would
+        arrive on a connection nobody reads, so it cannot be reused)."""
+        if self.on_abandon is not None:
+            response.abandon(self.on_abandon)
+        else:
+            response.abort()
 
     def close(self) -> None:
         self._closed = True

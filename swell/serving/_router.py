@@ -15,6 +15,7 @@ import math
 from bisect import bisect_left
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from heapq import heappop, heappush
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -195,8 +196,6 @@ class DeploymentRouter:
         self.latency_sum = 0.0
         self.retries = 0
         self.arrivals = 0  # requests ever received (the control loop reads the difference)
-        # exchanges whose callers gave up, kept until their replica answers
-        self._abandoned_tasks: set[asyncio.Future[Any]] = set()
 
     # ------------------------------------------------------------------ counting
 
@@ -258,6 +257,7 @@ class DeploymentRouter:
         """Open ``handle``'s connections and route to it, unless it is leaving already."""
         replica = handle.replica
         handle.pool = ReplicaPool(replica.address, max_idle=max(2, handle.slots), token=replica.token)
+        handle.pool.on_abandon = partial(self._abandoned, handle)
         if not handle.draining and not handle.stopping:  # e.g. stopped for a load timeout
             self._ready.append(handle)
             self._pump()
@@ -517,12 +517,11 @@ class DeploymentRouter:
                 waited = perf_counter() - asked
                 if on_start is not None:
                     on_start()
-            # The exchange runs in a task of its own: a caller that gives up (its
-            # timeout, a hang-up) leaves it running, so the slot stays taken until
-            # the replica has answered (see _abandon), not while it still works.
-            sending = asyncio.ensure_future(_send(handle, head, body, whole=asynchronous))
+            # A caller that gives up (its timeout, a hang-up) leaves the exchange
+            # running: the slot stays taken until the replica has answered (the
+            # pool tells _abandoned), not while it still works.
             try:
-                response, out = await asyncio.shield(sending)
+                response, out = await _send(handle, head, body, whole=asynchronous)
                 return response, handle, waited, out
             except ReplicaGone as exc:
                 self._lost(handle)
@@ -552,31 +551,19 @@ class DeploymentRouter:
                     exc,
                     "" if exc.sent else " (it never reached the replica)",
                 )
-            except BaseException:
-                if sending.done():
-                    self._abandoned(handle, sending)
-                else:
-                    self._abandoned_tasks.add(sending)
-                    sending.add_done_callback(lambda task, handle=handle: self._abandoned(handle, task))
+            except Exception:
+                self.release(handle)  # not an answer, not a hang-up: nothing is left running
                 raise
         raise AssertionError("unreachable")
 
-    def _abandoned(self, handle: ReplicaHandle, sending: asyncio.Future[tuple[UpstreamResponse, bytes]]) -> None:
+    def _abandoned(self, handle: ReplicaHandle, error: BaseException | None) -> None:
         """The exchange of a request whose caller gave up has ended: free its slot.
 
-        A whole answer is discarded; a stream is cut (its replica notices the
-        closed connection); a replica that dropped it is replaced as usual.
+        A replica that dropped it is replaced as usual.
         """
-        self._abandoned_tasks.discard(sending)  # type: ignore[arg-type]
-        if sending.cancelled():  # the loop is closing
-            self.release(handle)
-        elif isinstance(exc := sending.exception(), ReplicaGone):
+        if isinstance(error, ReplicaGone):
             self._lost(handle)
-        elif exc is not None:
-            self.release(handle)
         else:
-            response, _ = sending.result()
-            response.abort()
             self.release(handle)
 
     async def serve(
@@ -775,15 +762,24 @@ class DeploymentRouter:
 
 async def _send(handle: ReplicaHandle, head: bytes, body: bytes, *, whole: bool) -> tuple[UpstreamResponse, bytes]:
     """One request to ``handle``'s replica: its response and its body, read here
-    unless ``whole`` is false and the answer is streamed (then ``b""``)."""
-    assert handle.pool is not None
-    response = await handle.pool.request(head, body)
-    if not response.chunked:
-        out = await response.body()
-    elif whole:
-        out = b"".join([chunk async for chunk in _chunks(response)])
-    else:
-        out = b""
+    unless ``whole`` is false and the answer is streamed (then ``b""``).
+
+    Cancelled (the caller gave up), the exchange is handed to the pool's
+    ``on_abandon`` rather than cut.
+    """
+    pool = handle.pool
+    assert pool is not None
+    response = await pool.request(head, body)
+    try:
+        if not response.chunked:
+            out = await response.body()
+        elif whole:
+            out = b"".join([chunk async for chunk in _chunks(response)])
+        else:
+            out = b""
+    except asyncio.CancelledError:
+        pool.abandon(response)
+        raise
     return response, out
 
 

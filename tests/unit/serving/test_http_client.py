@@ -7,16 +7,21 @@ import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from swell.serving import ReplicaGone, ReplicaPool
 
-Handler = Callable[[bytes], list[bytes]]
+Handler = Callable[[bytes], list[Any]]
 
 
 class Server:
-    """Reads one request at a time; answers with the handler's byte pieces."""
+    """Reads one request at a time; answers with the handler's byte pieces.
+
+    A piece that is an :class:`asyncio.Event` is waited for (the model still
+    working); ``None`` drops the connection there (the replica dies).
+    """
 
     def __init__(self, path: Path, handler: Handler, close_after: int | None = None) -> None:
         self.path = path
@@ -42,6 +47,12 @@ class Server:
                 body = await reader.readexactly(length)
                 self.requests.append(body)
                 for piece in self.handler(body):
+                    if isinstance(piece, asyncio.Event):
+                        await piece.wait()
+                        continue
+                    if piece is None:
+                        writer.close()
+                        return
                     writer.write(piece)
                     await writer.drain()
                 served += 1
@@ -231,5 +242,94 @@ async def test_abort_after_the_stream_ended_keeps_the_pooled_connection(sock_dir
         while await again.next_chunk() is not None:
             pass
     assert server.connections == 1
+    pool.close()
+    await server.close()
+
+
+class Abandoned:
+    """An ``on_abandon`` hook that remembers how each abandoned exchange ended."""
+
+    def __init__(self) -> None:
+        self.ended: list[BaseException | None] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, error: BaseException | None) -> None:
+        self.ended.append(error)
+        self.event.set()
+
+    async def wait(self) -> None:
+        async with asyncio.timeout(5):
+            await self.event.wait()
+
+
+async def _given_up(pool: ReplicaPool, body: bytes) -> None:
+    """A caller that gives up while the replica still works on its request."""
+    request = asyncio.ensure_future(pool.request(HEAD % len(body), body))
+    for _ in range(50):  # until the request is on the wire
+        await asyncio.sleep(0)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+
+async def test_an_abandoned_answer_is_read_to_its_end_and_the_connection_kept(sock_dir: Path) -> None:
+    working = asyncio.Event()
+    server = Server(sock_dir / "r.sock", lambda body: [working, *echo(body)])
+    await server.start()
+    pool = ReplicaPool(f"unix:{server.path}")
+    pool.on_abandon = abandoned = Abandoned()
+    await _given_up(pool, b"x")
+    assert abandoned.ended == []  # the replica is still working: its slot is still taken
+    working.set()
+    await abandoned.wait()
+    assert abandoned.ended == [None]
+    response = await pool.request(HEAD % 1, b"y")  # on the same, kept connection
+    assert await response.body() == b"y" and server.connections == 1
+    pool.close()
+    await server.close()
+
+
+async def test_an_abandoned_exchange_whose_replica_dies_reports_it(sock_dir: Path) -> None:
+    working = asyncio.Event()
+    server = Server(sock_dir / "r.sock", lambda body: [working, None])
+    await server.start()
+    pool = ReplicaPool(f"unix:{server.path}")
+    pool.on_abandon = abandoned = Abandoned()
+    await _given_up(pool, b"x")
+    working.set()
+    await abandoned.wait()
+    assert len(abandoned.ended) == 1 and isinstance(abandoned.ended[0], ReplicaGone)
+    pool.close()
+    await server.close()
+
+
+async def test_an_abandoned_stream_is_cut_once_its_headers_say_so(sock_dir: Path) -> None:
+    working, more = asyncio.Event(), asyncio.Event()
+
+    def stream(_body: bytes) -> list[Any]:
+        return [working, b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", b"5\r\nhello\r\n", more]
+
+    server = Server(sock_dir / "r.sock", stream)
+    await server.start()
+    pool = ReplicaPool(f"unix:{server.path}")
+    pool.on_abandon = abandoned = Abandoned()
+    await _given_up(pool, b"")
+    working.set()  # the head arrives: a stream, which nobody will read
+    await abandoned.wait()
+    assert abandoned.ended == [None]
+    more.set()
+    pool.close()
+    await server.close()
+
+
+async def test_without_a_hook_an_abandoned_connection_is_closed(sock_dir: Path) -> None:
+    working = asyncio.Event()
+    server = Server(sock_dir / "r.sock", lambda body: [working, *echo(body)])
+    await server.start()
+    pool = ReplicaPool(f"unix:{server.path}")
+    await _given_up(pool, b"x")
+    working.set()
+    response = await pool.request(HEAD % 1, b"y")
+    assert await response.body() == b"y" and server.connections == 2
     pool.close()
     await server.close()

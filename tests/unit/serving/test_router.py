@@ -290,16 +290,31 @@ async def test_caller_timeout_gets_504_json() -> None:
 
 
 class HeldPool:
-    """A replica still working: it answers when ``answer`` is set."""
+    """A replica still working: it answers when ``answer`` is set.
 
-    def __init__(self) -> None:
+    Like ReplicaPool, it tells ``on_abandon`` when an exchange whose caller
+    gave up has ended.
+    """
+
+    def __init__(self, on_abandon: Any) -> None:
         self.answer = asyncio.Event()
         self.calls = 0
+        self.on_abandon = on_abandon
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def request(self, head: bytes, body: bytes) -> Any:
         self.calls += 1
-        await self.answer.wait()
+        try:
+            await self.answer.wait()
+        except asyncio.CancelledError:
+            task = asyncio.get_running_loop().create_task(self._ended())
+            self.tasks.add(task)
+            raise
         return FakeResponse()
+
+    async def _ended(self) -> None:
+        await self.answer.wait()
+        self.on_abandon(None)
 
     def close(self) -> None:
         pass
@@ -309,7 +324,8 @@ async def test_timed_out_caller_keeps_the_slot_until_the_replica_answers() -> No
     router = make_router(VirtualClock())
     ready(router, "a")
     ready(router, "b")
-    busy = router.handles["a"].pool = HeldPool()  # type: ignore[assignment]
+    busy = HeldPool(router.handles["a"].pool.on_abandon)  # type: ignore[union-attr]
+    router.handles["a"].pool = busy  # type: ignore[assignment]
     other = router.handles["b"].pool = FakePool(FakeResponse())  # type: ignore[assignment]
     send = Recorder()
     await router.serve([], b"{}", send, 0.01)
