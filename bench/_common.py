@@ -90,14 +90,17 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def bare_app() -> Iterator[str]:
-    """The physical limit, pinned to the server's core; yields its URL."""
+def bare_app(pids: list[int] | None = None) -> Iterator[str]:
+    """The physical limit, pinned to the server's core; yields its URL (and
+    appends its process id to ``pids``)."""
     port = _wrk.free_port()
     proc = subprocess.Popen(
         ["taskset", "-c", _wrk.SERVER_CPU, sys.executable, str(BENCH / "_bare_app.py"), str(port)],
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/"
+    if pids is not None:
+        pids.append(proc.pid)
     try:
         _wrk.wait_until(lambda: _wrk.post(url, timeout=2)[0] == 200, 30, "bare uvicorn app")
         yield url

@@ -155,6 +155,18 @@ def descendants(pid: int) -> list[int]:
     return sorted(set(out))
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far (its threads included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
 def memory(pids: list[int]) -> dict[str, object]:
     """Summed PSS and RSS (MiB) of ``pids``, with each process named."""
     rows = []

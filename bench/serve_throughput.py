@@ -12,7 +12,11 @@ server pinned to CPU 1 and wrk (one thread) to CPU 0, all in one run:
          events and logs followed as server-sent events), measured in turns with
          ``swell`` so the two differ only by the open dashboard.
 
-Only the ratios between legs are meaningful on a shared machine.
+Only the ratios between legs are meaningful on a shared machine.  Each level
+also records the CPU time the server used per request (``cpu_us``: the server
+process; ``tree_cpu_us``: with its replica processes), which other work on the
+machine changes far less than it changes requests/s: the figure to compare two
+versions of Swell by when the machine is busy.
 
     python bench/serve_throughput.py [--duration 8] [--legs bare,swell,dashboard,ray]
 """
@@ -35,15 +39,20 @@ from rich.table import Table
 
 
 def _measure(
-    name: str, url: str, connections: int, args: argparse.Namespace, script: Any
+    name: str, url: str, connections: int, args: argparse.Namespace, script: Any, pid: int
 ) -> dict[str, Any]:
     _wrk.run_wrk(url, connections, args.warmup, script)
+    tree = _wrk.descendants(pid)
+    before = [_wrk.cpu_seconds(p) for p in tree]
     result = _wrk.run_wrk(url, connections, args.duration, script)
+    used = [_wrk.cpu_seconds(p) - b for p, b in zip(tree, before, strict=True)]
+    cpu_us = round(used[tree.index(pid)] / max(1, result.requests) * 1e6, 1)
+    tree_cpu_us = round(sum(used) / max(1, result.requests) * 1e6, 1)
     console.log(
         f"{name} c={connections}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.3f} ms,"
-        f" p99 {result.p99_ms:.3f} ms, errors {result.errors}"
+        f" p99 {result.p99_ms:.3f} ms, errors {result.errors}, server CPU {cpu_us:.0f} µs/request"
     )
-    return result.as_dict()
+    return {**result.as_dict(), "cpu_us": cpu_us, "tree_cpu_us": tree_cpu_us}
 
 
 def _best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -51,6 +60,9 @@ def _best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     shared machine only ever slows a round down."""
     best = dict(max(rounds, key=lambda r: r["rps"]))
     best["rounds_rps"] = [r["rps"] for r in rounds]
+    if all("cpu_us" in r for r in rounds):  # the least CPU a request took, for the same reason
+        best["cpu_us"] = min(r["cpu_us"] for r in rounds)
+        best["tree_cpu_us"] = min(r["tree_cpu_us"] for r in rounds)
     return best
 
 
@@ -112,9 +124,12 @@ def local_legs(
     by level and round by round, so slow spells on the machine hit both."""
     with contextlib.ExitStack() as stack:
         targets: dict[str, tuple[str, dict[str, str] | None]] = {}
+        pids: dict[str, int] = {}
         extra: dict[str, dict[str, Any]] = {}
         if "bare" in chosen:
-            targets["bare"] = (stack.enter_context(_common.bare_app()), None)
+            bare: list[int] = []
+            targets["bare"] = (stack.enter_context(_common.bare_app(bare)), None)
+            pids["bare"] = bare[0]
         tab: DashboardTab | None = None
         if "swell" in chosen or "dashboard" in chosen:
             server = stack.enter_context(_common.SwellServer())
@@ -126,6 +141,7 @@ def local_legs(
             if status != 200:
                 raise SystemExit(f"Swell answered {status}: {body[:500]!r}")
             console.log(f"swell: first request (cold start) {cold:.3f} s")
+            pids["swell"] = pids["dashboard"] = server.pid
             if "swell" in chosen:
                 targets["swell"] = (url, server.headers)
                 extra["swell"] = {"first_request_s": round(cold, 3)}
@@ -143,7 +159,7 @@ def local_legs(
                 for name, (url, _) in targets.items():
                     with tab.open() if name == "dashboard" and tab is not None else contextlib.nullcontext():
                         rounds[name][connections].append(
-                            _measure(name, url, connections, args, scripts[name])
+                            _measure(name, url, connections, args, scripts[name], pids[name])
                         )
                     advance()
         if tab is not None:
@@ -191,6 +207,8 @@ def ratios(legs: dict[str, dict[str, Any]], levels: list[int]) -> dict[str, Any]
             row["swell_over_ray"] = round(swell["rps"] / ray["rps"], 1)
         if ray and bare and bare["rps"]:
             row["ray_over_bare"] = round(ray["rps"] / bare["rps"], 4)
+        if swell and bare and bare.get("cpu_us"):
+            row["swell_cpu_over_bare"] = round(swell["cpu_us"] / bare["cpu_us"], 3)
         out[str(c)] = row
     swell1, bare1 = at("swell", 1), at("bare", 1)
     if swell1 and bare1:
@@ -226,6 +244,21 @@ def table(legs: dict[str, dict[str, Any]], ratio: dict[str, Any], levels: list[i
     return t
 
 
+def cpu_table(legs: dict[str, dict[str, Any]], levels: list[int]) -> Table:
+    t = Table(title="server CPU µs per request (the server process; with its replicas)")
+    t.add_column("connections", justify="right")
+    local = [leg for leg in legs if any("cpu_us" in x for x in legs[leg]["levels"])]
+    for leg in local:
+        t.add_column(leg, justify="right")
+    for c in levels:
+        cells = []
+        for leg in local:
+            level = next((x for x in legs[leg]["levels"] if x["connections"] == c), None)
+            cells.append(f"{level['cpu_us']:.0f}; {level['tree_cpu_us']:.0f}" if level and "cpu_us" in level else "-")
+        t.add_row(str(c), *cells)
+    return t
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5, help="seconds per level (default 5)")
@@ -253,6 +286,7 @@ def main() -> None:
             legs["ray"] = ray_leg(args, lambda: bar.advance(task))
     ratio = ratios(legs, args.concurrency)
     out.print(table(legs, ratio, args.concurrency))
+    out.print(cpu_table(legs, args.concurrency))
     if "p50_added_ms_at_1" in ratio:
         out.print(f"p50 added latency at 1 connection, Swell vs bare: "
                       f"{ratio['p50_added_ms_at_1']:.3f} ms")
