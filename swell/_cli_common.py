@@ -9,11 +9,13 @@ is one red line (or that JSON object) and exit 1, never a traceback.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import quote
 
 import click
 from rich.markup import escape
@@ -21,11 +23,17 @@ from rich.markup import escape
 from swell._archive import EXCLUDED, make_archive  # shared with `swell serve --demo`
 from swell.client import Client, ClientError
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = [
     "EXCLUDED",
     "CliClient",
     "fail",
+    "find_model",
     "make_archive",
+    "model_id",
+    "model_path",
     "new_table",
     "print_pushed",
     "print_table",
@@ -57,6 +65,51 @@ class CliClient(Client):
 
     def fail(self, error: ClientError) -> NoReturn:
         fail(error.message, as_json=self.as_json, payload=error.payload)
+
+
+def model_path(model_id: str, *parts: str) -> str:
+    """``/v1/models/{model_id}/…``, each part quoted (a name may hold spaces, '/' or '?')."""
+    return "/v1/models/" + "/".join(quote(p, safe="") for p in (model_id, *parts))
+
+
+def _loose(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def find_model(client: CliClient, ref: str, answer: httpx.Response | None = None) -> dict[str, Any]:
+    """The model ``ref`` names, as the server shows it: by id, else by its name as written
+    (quoted on the command line: ``"Test Async"``), else the one model whose name matches
+    ignoring case and spacing (said on stderr).  A ref that could mean several models
+    fails with each name and id, asking for the id.  ``answer``: the server's answer to
+    ``GET /v1/models/{ref}`` if the caller has it already."""
+    response = answer if answer is not None else client.send("GET", model_path(ref))
+    if response.status_code != 404:
+        found = client.check(response)
+        if not isinstance(found, dict) or "id" not in found:
+            fail(f"{client.url} answered {model_path(ref)} with something other than a model; is SWELL_URL a Swell server?", as_json=client.as_json)
+        return found
+    models = client.request_object("GET", "/v1/models").get("models") or []
+    matches = [m for m in models if isinstance(m, dict) and _loose(str(m.get("name", ""))) == _loose(ref)]
+    if len(matches) == 1:
+        (found,) = matches
+        if not client.as_json:
+            stderr_console().print(f"{ref!r} is model {str(found['name'])!r} (id {found['id']})", markup=False)
+        return found
+    if matches:
+        listed = ", ".join(f"{str(m['name'])!r} (id {m['id']})" for m in matches)
+        fail(
+            f"{ref!r} could mean {len(matches)} models: {listed}; give the id",
+            as_json=client.as_json,
+            payload={"error": "ambiguous model", "reason": f"{ref!r} could mean {len(matches)} models; give the id",
+                     "models": [{"id": m["id"], "name": m["name"]} for m in matches]},
+        )
+    client.check(response)  # the server's 404, with its reason
+    fail(f"no model {ref!r}", as_json=client.as_json)  # not reached: check fails on a 404
+
+
+def model_id(client: CliClient, ref: str) -> str:
+    """The id of the model ``ref`` names (:func:`find_model`): what URLs use."""
+    return str(find_model(client, ref)["id"])
 
 
 def new_table(title: str | None = None, caption: str | None = None) -> Any:
@@ -139,8 +192,9 @@ def print_pushed(client: CliClient, result: dict[str, Any]) -> None:
     for warning in result.get("warnings", []):
         out.print(f"[yellow]warning:[/] {escape(str(warning))}")
     out.print(f"predict: POST {client.url}{result['predict_url']}", markup=False)
+    name = shlex.quote(str(result["model_name"]))  # "Test Async" must be pasted as one word
     out.print(
-        f"logs: swell logs {result['model_name']} --deployment {result['deployment_id']} -f"
-        f"  (a failed load's traceback is there; events: swell events {result['model_name']})",
+        f"logs: swell logs {name} --deployment {result['deployment_id']} -f"
+        f"  (a failed load's traceback is there; events: swell events {name})",
         markup=False,
     )

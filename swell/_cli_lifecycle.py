@@ -8,19 +8,22 @@ API (docs/api.md).  Same rules as the rest of the CLI: ``SWELL_URL`` and
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
-from urllib.parse import quote
 
 import click
 from rich.markup import escape
 
-from swell._cli_common import CliClient, new_table, print_table, stderr_console
+from swell._cli_common import (
+    CliClient,
+    model_id,
+    model_path,
+    new_table,
+    print_table,
+    stderr_console,
+)
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-
-
-def _path(*parts: str) -> str:
-    return "/v1/models/" + "/".join(quote(p, safe="") for p in parts)
 
 
 def _report(deployment: dict[str, Any], verb: str, as_json: bool) -> None:
@@ -65,7 +68,8 @@ def promote(model: str, deployment: str, environment: str, overrides: tuple[str,
     client = CliClient(as_json)
     if not as_json:
         stderr_console().print(f"promoting {escape(deployment)} to {escape(environment)} (warming it up first)…")
-    _report(client.request_object("POST", _path(model, "deployments", deployment, "promote"), json=body), "promoted", as_json)
+    path = model_path(model_id(client, model), "deployments", deployment, "promote")
+    _report(client.request_object("POST", path, json=body), "promoted", as_json)
 
 
 def _switch(verb: str, done: str, summary: str) -> click.Command:
@@ -77,7 +81,8 @@ def _switch(verb: str, done: str, summary: str) -> click.Command:
     @_json_option
     def command(model: str, deployment: str, as_json: bool) -> None:
         client = CliClient(as_json)
-        _report(client.request_object("POST", _path(model, "deployments", deployment, verb)), done, as_json)
+        path = model_path(model_id(client, model), "deployments", deployment, verb)
+        _report(client.request_object("POST", path), done, as_json)
 
     return command
 
@@ -97,7 +102,7 @@ def environments() -> None:
 def environments_list(model: str, as_json: bool) -> None:
     """Each environment and the deployment it points at."""
     client = CliClient(as_json)
-    found = client.request_object("GET", _path(model, "environments")).get("environments", [])
+    found = client.request_object("GET", model_path(model_id(client, model), "environments")).get("environments", [])
     if as_json:
         click.echo(json.dumps({"environments": found}))
         return
@@ -122,12 +127,12 @@ def environments_list(model: str, as_json: bool) -> None:
 def environments_create(model: str, name: str, as_json: bool) -> None:
     """A new environment, pointing at nothing until a deployment is promoted into it."""
     client = CliClient(as_json)
-    created = client.request_object("POST", _path(model, "environments"), json={"name": name})
+    created = client.request_object("POST", model_path(model_id(client, model), "environments"), json={"name": name})
     if as_json:
         click.echo(json.dumps(created))
         return
     stderr_console().print(
         f"[bold green]created[/] environment {escape(name)}; promote into it with "
-        f"`swell promote {escape(model)} DEPLOYMENT --environment {escape(name)}`",
+        f"`swell promote {escape(shlex.quote(model))} DEPLOYMENT --environment {escape(name)}`",
         soft_wrap=True,
     )

@@ -12,6 +12,7 @@ import datetime as _dt
 import fnmatch
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterable
@@ -23,7 +24,17 @@ from urllib.parse import quote
 import click
 from rich.markup import escape
 
-from swell._cli_common import EXCLUDED, CliClient, fail, new_table, print_pushed, print_table, push_directory, stderr_console
+from swell._cli_common import (
+    EXCLUDED,
+    CliClient,
+    fail,
+    model_id,
+    new_table,
+    print_pushed,
+    print_table,
+    push_directory,
+    stderr_console,
+)
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
@@ -71,7 +82,7 @@ def keys_create(name: str | None, key_type: str, models: tuple[str, ...], as_jso
         raise click.UsageError("--model limits an invoke key; add --type invoke")
     client = CliClient(as_json)
     # Resolve names to ids here so a typo fails now, with the server's 404, not at predict time.
-    model_ids = [str(client.request_object("GET", f"/v1/models/{quote(m, safe='')}")["id"]) for m in models]
+    model_ids = [model_id(client, m) for m in models]
     body = {"name": name, "type": key_type, "model_ids": model_ids or None}
     created = client.request_object("POST", "/v1/api_keys", json=body)
     if as_json:
@@ -306,7 +317,7 @@ def _await_load(client: CliClient, result: dict[str, Any], *, poll_s: float = 0.
         if status in ("Failed", "Unhealthy") or view.get("error"):
             _say(f"{time.strftime('%H:%M:%S')} [bold red]load failed[/] ({escape(status)}):")
             stderr_console().print(str(view.get("error") or "no error reported"), markup=False, highlight=False)
-            _say(f"  full log: swell logs {escape(str(result['model_name']))} --deployment {escape(str(result['deployment_id']))}")
+            _say(f"  full log: swell logs {escape(shlex.quote(str(result['model_name'])))} --deployment {escape(str(result['deployment_id']))}")
             return
         if status == "Active":
             _say(f"{time.strftime('%H:%M:%S')} [green]ready[/]: the new code serves")

@@ -14,15 +14,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
-from swell._cli_common import CliClient, fail, stderr_console
+
+from swell._cli_common import CliClient, fail, find_model, model_path, stderr_console
 
 __all__ = ["events_command", "logs_command", "pick_deployment"]
 
 
 def pick_deployment(client: CliClient, model: str, deployment: str | None) -> tuple[str, str]:
     """(model id, deployment id): the one asked for, else production's, development's or the newest."""
-    info = client.request_object("GET", f"/v1/models/{model}")
-    model_id = str(info.get("id", model))
+    info = find_model(client, model)
+    model_id = str(info["id"])
     if deployment:
         return model_id, deployment
     chosen = (info.get("environments") or {}).get("production") or info.get("development_deployment_id")
@@ -96,7 +97,7 @@ def _show(
     """``…/logs`` or ``…/events`` of the chosen deployment: followed, as one JSON object, or printed."""
     client = CliClient(as_json)
     model_id, deployment = pick_deployment(client, model, deployment_id)
-    path = f"/v1/models/{model_id}/deployments/{deployment}/{what}"
+    path = model_path(model_id, "deployments", deployment, what)
     if follow:
         try:
             for item in _stream_lines(client, path, params):

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 from rich.markup import escape
@@ -20,6 +21,8 @@ from swell import __version__
 from swell._cli_common import (
     CliClient,
     fail,
+    find_model,
+    model_path,
     new_table,
     print_pushed,
     push_directory,
@@ -467,7 +470,7 @@ def predict(
     wait: bool,
     as_json: bool,
 ) -> None:
-    """Call a model (by name or id); streamed answers print as they come.
+    """Call MODEL (its id, or its name: quote one with spaces, "Test Async"); streamed answers print as they come.
 
     With --async the request is kept by the server and run when a replica is
     free; `swell request ID` shows it later."""
@@ -478,24 +481,26 @@ def predict(
         raise click.UsageError("give at most one of --deployment, --environment, --development")
     body = _read_data(data, as_json=as_json)
     client = CliClient(as_json)
-    if deployment_id:
-        path = f"/model/{model}/deployment/{deployment_id}/predict"
-    elif environment:
-        path = f"/model/{model}/environments/{environment}/predict"
-    elif development:
-        path = f"/model/{model}/development/predict"
+    lookup = client.send("GET", model_path(model))
+    if lookup.status_code == 403:
+        # An invoke key may not read the model: the server finds it by id or name as written,
+        # and it calls production, the usual target.
+        info: dict[str, Any] = {"id": model, "environments": {"production": True}}
     else:
-        lookup = client.send("GET", f"/v1/models/{model}")
-        # An invoke key may not read the model: it calls production, the usual target.
-        info = {"environments": {"production": True}} if lookup.status_code == 403 else client.check(lookup)
-        if not isinstance(info, dict):
-            info = {}
-        if info.get("environments", {}).get("production"):
-            path = f"/model/{model}/environments/production/predict"
-        elif info.get("development_deployment_id"):
-            path = f"/model/{model}/development/predict"
-        else:
-            fail(f"model {model!r} has no production or development deployment to call", as_json=as_json)
+        info = find_model(client, model, lookup)
+    base = "/model/" + quote(str(info["id"]), safe="")
+    if deployment_id:
+        path = f"{base}/deployment/{quote(deployment_id, safe='')}/predict"
+    elif environment:
+        path = f"{base}/environments/{quote(environment, safe='')}/predict"
+    elif development:
+        path = f"{base}/development/predict"
+    elif info.get("environments", {}).get("production"):
+        path = f"{base}/environments/production/predict"
+    elif info.get("development_deployment_id"):
+        path = f"{base}/development/predict"
+    else:
+        fail(f"model {info.get('name', model)!r} has no production or development deployment to call", as_json=as_json)
     if run_async:
         from swell._cli_async import submit_async
 
@@ -546,13 +551,13 @@ def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
     """Deployments with their status, replicas and autoscaling settings."""
     client = CliClient(as_json)
     if model:
-        models = [client.request_object("GET", f"/v1/models/{model}")]
+        models = [find_model(client, model)]
     else:
         models = client.request_object("GET", "/v1/models").get("models", [])
     if show_replicas:
         for entry in models:
             for dep in entry.get("deployments", []):
-                view = client.request_object("GET", f"/v1/models/{entry['id']}/deployments/{dep['id']}")
+                view = client.request_object("GET", model_path(entry["id"], "deployments", dep["id"]))
                 dep["replicas"] = view.get("replicas", [])
                 dep["pending_reason"] = view.get("pending_reason")
     if as_json:

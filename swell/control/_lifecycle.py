@@ -34,11 +34,12 @@ from swell.control._ids import new_id
 from swell.control._limits import check_archive
 from swell.control._registry import (
     DEFAULT_ENVIRONMENTS,
-    NAME_RULE,
+    ENVIRONMENT_NAME_RULE,
     DeploymentKind,
     DeploymentRecord,
     ModelRecord,
-    valid_model_name,
+    clean_model_name,
+    valid_environment_name,
 )
 from swell.control._shared import Part, Shared
 from swell.control._store import Snapshot
@@ -135,9 +136,7 @@ class Lifecycle(Part):
             name = model_name or config.model_name
             if not name:
                 raise ApiError(422, "no model name", detail=[FieldError("model_name", None, "give --model-name or set model_name in config.yaml").as_dict()])
-            if not valid_model_name(name):
-                raise ApiError(422, "invalid model name", detail=[FieldError("model_name", name, NAME_RULE).as_dict()])
-            self._check_not_an_id(name, "model_name")
+            name = self._model_name(name, "model_name")
             existing = self.registry.model_by_name(name)
             known_envs = sorted(existing.environments) if existing else list(DEFAULT_ENVIRONMENTS)
             if environment not in known_envs:
@@ -158,6 +157,15 @@ class Lifecycle(Part):
             if package_id not in self.registry.deployments:  # no row points at it (a reload's new code, a refusal)
                 shutil.rmtree(package_dir, ignore_errors=True)
             raise
+
+    def _model_name(self, raw: Any, field_name: str) -> str:
+        """The name as kept (:func:`clean_model_name`), or 422 naming the field, the value and what is allowed."""
+        try:
+            name = clean_model_name(raw)
+        except ValueError as exc:
+            raise ApiError(422, "invalid model name", detail=[FieldError(field_name, raw, str(exc)).as_dict()]) from None
+        self._check_not_an_id(name, field_name)
+        return name
 
     def _check_not_an_id(self, name: str, field_name: str) -> None:
         """A name equal to another model's id would make the two ambiguous in every route."""
@@ -242,7 +250,10 @@ class Lifecycle(Part):
                 self._forget_deployment(deployment_id)
 
     async def _create_model(self, name: str) -> ModelRecord:
-        model = ModelRecord(new_id(), name, created_at=self.wall())
+        model_id = new_id()
+        while model_id in self.registry.models or self.registry.model_by_name(model_id) is not None:
+            model_id = new_id()  # an id that is another model's name would make a reference mean two models
+        model = ModelRecord(model_id, name, created_at=self.wall())
         async with self.store.transaction() as tx:
             await tx.add_model(model.id, name, model.created_at)
             for env in model.environments:
@@ -387,9 +398,7 @@ class Lifecycle(Part):
         return AutoscalingSettings()
 
     async def create_model(self, name: Any) -> ModelRecord:
-        if not isinstance(name, str) or not valid_model_name(name):
-            raise ApiError(422, "invalid model name", detail=[FieldError("name", name, NAME_RULE).as_dict()])
-        self._check_not_an_id(name, "name")
+        name = self._model_name(name, "name")
         async with self._lock:
             if self.registry.model_by_name(name) is not None:
                 raise ApiError(409, "model exists", reason=f"a model named {name!r} exists already", name=name)
@@ -407,9 +416,9 @@ class Lifecycle(Part):
         return {"id": model.id, "name": model.name, "deleted": True}
 
     async def create_environment(self, model_ref: str, name: Any) -> dict[str, Any]:
-        if not isinstance(name, str) or not valid_model_name(name) or name in ("development", "deployment"):
+        if not isinstance(name, str) or not valid_environment_name(name) or name in ("development", "deployment"):
             raise ApiError(
-                422, "invalid environment name", detail=[FieldError("name", name, NAME_RULE + "; not 'development'").as_dict()]
+                422, "invalid environment name", detail=[FieldError("name", name, ENVIRONMENT_NAME_RULE + "; not 'development'").as_dict()]
             )
         async with self._lock:
             model = self.registry.model(model_ref)

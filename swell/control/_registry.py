@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -19,22 +20,52 @@ from swell.serving import BuildState
 
 __all__ = [
     "DEFAULT_ENVIRONMENTS",
-    "NAME_RULE",
+    "ENVIRONMENT_NAME_RULE",
+    "MODEL_NAME_MAX",
     "DeploymentKind",
     "DeploymentRecord",
     "ModelRecord",
     "NotFound",
     "Registry",
-    "valid_model_name",
+    "clean_model_name",
+    "valid_environment_name",
 ]
 
 DEFAULT_ENVIRONMENTS = ("production", "staging")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline through
-NAME_RULE = "letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit"
+# Environment names are part of URLs (…/environments/{name}/predict): a narrow rule.
+_ENVIRONMENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline through
+ENVIRONMENT_NAME_RULE = "letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit"
+MODEL_NAME_MAX = 64  # characters; the store's column (models.name VARCHAR(64)) holds no more
+# Unicode categories a name may not hold: controls (a newline, NUL, a tab), format
+# characters (bidirectional overrides, which make a name read as another), surrogates,
+# private use, unassigned, and line or paragraph separators.
+_NOT_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_JOINERS = frozenset("\u200c\u200d")  # zero-width (non-)joiners: parts of ordinary words and emoji
 
 
-def valid_model_name(name: str) -> bool:
-    return bool(_NAME_RE.match(name))
+def valid_environment_name(name: str) -> bool:
+    return bool(_ENVIRONMENT_NAME_RE.match(name))
+
+
+def clean_model_name(raw: object) -> str:
+    """A model's name as it is kept and shown: free text as in Truss ("Test Async"),
+    surrounding whitespace trimmed, in Unicode NFC (so a name typed two ways is one name).
+
+    Raises ValueError whose text says what is allowed.  URLs use the model's id, so a
+    name needs no rule of its own beyond being readable: not empty, no control or
+    format characters, at most :data:`MODEL_NAME_MAX` characters."""
+    rule = f"any text of 1 to {MODEL_NAME_MAX} characters without control characters (spaces are fine)"
+    if not isinstance(raw, str):
+        raise ValueError(f"{rule}; got {type(raw).__name__}")
+    for position, char in enumerate(raw):
+        if unicodedata.category(char) in _NOT_IN_NAMES and char not in _JOINERS:
+            raise ValueError(f"{rule}; U+{ord(char):04X} at {position} is a control or format character")
+    name = unicodedata.normalize("NFC", raw.strip())
+    if not name:
+        raise ValueError(f"{rule}; this one is empty")
+    if len(name) > MODEL_NAME_MAX:
+        raise ValueError(f"{rule}; this one has {len(name)}")
+    return name
 
 
 class NotFound(LookupError):

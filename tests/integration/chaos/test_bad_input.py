@@ -249,20 +249,47 @@ def test_a_bad_timeout_is_400(live: Live, timeout: str) -> None:
 
 
 WEIRD_NAMES = ["🦀", "a\x00b", "a" * 65, "a" * 10_000, "מודל", "e\u0301", "a\n", "-lead", "../etc", " ", ""]
+# Model names are free text as in Truss ("Test Async"): only these are unreadable.
+UNREADABLE_MODEL_NAMES = ["a\x00b", "a" * 65, "a" * 10_000, "a\n", "\u202eevil", " ", ""]
+FREE_TEXT_MODEL_NAMES = ["🦀 crab", "מודל חדש", "e\u0301 x", "-lead", "../etc/x", "Test Async", "a?b#c%20"]
 
 
 @pytest.mark.parametrize("name", WEIRD_NAMES, ids=lambda n: repr(n[:12]))
-def test_odd_model_names_are_refused_with_the_rule(live: Live, name: str) -> None:
+def test_odd_environment_names_are_refused_with_the_rule(live: Live, name: str) -> None:
+    before = _models(live)
+    environment = live.http.post(f"/v1/models/{live.model_id}/environments", json={"name": name})
+    assert environment.status_code == 422, environment.text
+    (entry,) = assert_names_the_problem(environment)["detail"]
+    assert entry == {"field": "name", "value": name, "allowed": entry["allowed"]}
+    assert "letters, digits" in entry["allowed"]
+    assert _models(live) == before
+
+
+@pytest.mark.parametrize("name", UNREADABLE_MODEL_NAMES, ids=lambda n: repr(n[:12]))
+def test_unreadable_model_names_are_refused_with_the_rule(live: Live, name: str) -> None:
     before = _models(live)
     response = live.http.post("/v1/models", json={"name": name})
     assert response.status_code == 422, response.text
     (entry,) = assert_names_the_problem(response)["detail"]
     assert entry == {"field": "name", "value": name, "allowed": entry["allowed"]}
-    assert "letters, digits" in entry["allowed"]
-    environment = live.http.post(f"/v1/models/{live.model_id}/environments", json={"name": name})
-    assert environment.status_code == 422, environment.text
-    assert assert_names_the_problem(environment)["detail"][0]["field"] == "name"
+    assert "without control characters" in entry["allowed"]
     assert _models(live) == before
+
+
+@pytest.mark.parametrize("name", FREE_TEXT_MODEL_NAMES, ids=repr)
+def test_model_names_are_free_text_kept_as_written_and_reached_by_id(live: Live, name: str) -> None:
+    import unicodedata
+
+    created = live.http.post("/v1/models", json={"name": f"  {name} "})
+    assert created.status_code == 201, created.text
+    model = created.json()
+    try:
+        assert model["name"] == unicodedata.normalize("NFC", name)  # trimmed, otherwise as written
+        assert live.http.get(f"/v1/models/{model['id']}").json()["name"] == model["name"]
+        again = live.http.post("/v1/models", json={"name": name})
+        assert again.status_code == 409, again.text  # one model per name
+    finally:
+        assert live.http.delete(f"/v1/models/{model['id']}").status_code == 200
 
 
 @pytest.mark.parametrize("name", ["🦀", "a\x00b", "a" * 10_000, "מודל", "%00", "..", "a b"], ids=repr)
@@ -282,11 +309,11 @@ def test_an_odd_model_name_on_push_is_refused_before_anything_is_created(live: L
 
     before = _models(live)
     response = live.http.post(
-        "/v1/models/push", params={"model_name": "🦀 crab", "publish": "true"}, content=package_archive(ECHO)
+        "/v1/models/push", params={"model_name": "🦀\ncrab", "publish": "true"}, content=package_archive(ECHO)
     )
     assert response.status_code == 422, response.text
     (entry,) = assert_names_the_problem(response)["detail"]
-    assert entry["field"] == "model_name" and entry["value"] == "🦀 crab"
+    assert entry["field"] == "model_name" and entry["value"] == "🦀\ncrab"
     assert _models(live) == before
 
 

@@ -219,3 +219,30 @@ def test_a_bad_database_url_stops_the_server_with_one_clear_line(tmp_path: Path)
     )
     assert run.returncode != 0
     assert "cannot open" in run.stderr and "Traceback" not in run.stderr
+
+
+ASYNC_ECHO = '''
+class Model:
+    async def predict(self, model_input):
+        return {"got": model_input}
+'''
+
+
+def test_a_model_named_as_truss_names_it_is_served_by_id(swell: Swell, make_model: Callable[..., Path]) -> None:
+    """Truss's own test packages are named "Test Async": free text, kept as written; URLs use the id."""
+    package = make_model(ASYNC_ECHO, {"model_name": "Test Async", "runtime": {"predict_concurrency": 1}})
+    pushed = swell.push(package)  # the name comes from config.yaml, as `truss push` takes it
+    assert pushed["model_name"] == "Test Async"
+    answer = swell.http.post(f"/model/{pushed['model_id']}/environments/production/predict", json={"x": 1}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"got": {"x": 1}}
+
+    again = swell.push(package, name="  Test Async ")  # the same name (trimmed): a new deployment of the same model
+    assert again["model_id"] == pushed["model_id"] and again["deployment_id"] != pushed["deployment_id"]
+    model = swell.http.get(f"/v1/models/{pushed['model_id']}").json()
+    assert model["name"] == "Test Async" and len(model["deployments"]) == 2
+    assert all(d["model_name"] == "Test Async" for d in model["deployments"])
+    listed = [m for m in swell.http.get("/v1/models").json()["models"] if m["name"] == "Test Async"]
+    assert [m["id"] for m in listed] == [pushed["model_id"]]
+    by_name = swell.http.get("/v1/models/Test%20Async")  # the name as written still finds it
+    assert by_name.status_code == 200 and by_name.json()["id"] == pushed["model_id"]
