@@ -14,20 +14,26 @@ from __future__ import annotations
 
 __all__ = ["TRUSS_SERVER_MODULES", "missing_module_hint"]
 
-#: Top-level module → the requirement that provides it, for Truss 0.18's server requirements.
+#: Module → the requirement that provides it, for Truss 0.18's server requirements; a dotted
+#: name is matched before its parent (OpenTelemetry's parts are separate distributions).
 TRUSS_SERVER_MODULES = {
     "aiocontextvars": "aiocontextvars",
     "aiofiles": "aiofiles",
     "aiohttp": "aiohttp",
     "certifi": "certifi",
     "Cython": "cython",
+    "cython": "cython",
     "fastapi": "fastapi",
     "joblib": "joblib",
     "loguru": "loguru",
     "msgpack_numpy": "msgpack-numpy",
     "msgpack": "msgpack",
     "numpy": "numpy",
-    "opentelemetry": "opentelemetry-sdk",
+    "opentelemetry": "opentelemetry-api",
+    "opentelemetry.sdk": "opentelemetry-sdk",
+    "opentelemetry.exporter": "opentelemetry-exporter-otlp",
+    "opentelemetry.exporter.otlp.proto.http": "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry.exporter.otlp.proto.grpc": "opentelemetry-exporter-otlp-proto-grpc",
     "prometheus_client": "prometheus-client",
     "psutil": "psutil",
     "pythonjsonlogger": "python-json-logger",
@@ -51,6 +57,16 @@ def _missing_module(exc: BaseException) -> str | None:
     return None
 
 
+def _requirement(module: str) -> str | None:
+    """The Truss server requirement that provides ``module``: its longest listed prefix's."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        requirement = TRUSS_SERVER_MODULES.get(".".join(parts[:end]))
+        if requirement is not None:
+            return requirement
+    return None
+
+
 def missing_module_hint(exc: BaseException, own_modules: tuple[str, ...] = ("model",)) -> str | None:
     """One line for a load that failed on a missing module: which, and what to declare.
 
@@ -63,7 +79,7 @@ def missing_module_hint(exc: BaseException, own_modules: tuple[str, ...] = ("mod
     top = name.split(".", 1)[0]
     if top in own_modules:
         return None
-    requirement = TRUSS_SERVER_MODULES.get(top)
+    requirement = _requirement(name)
     if requirement is not None:
         return (
             f"model code imports {name!r}, which Truss's server image ships but this replica's "

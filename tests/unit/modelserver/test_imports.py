@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from swell.modelserver._imports import TRUSS_SERVER_MODULES, missing_module_hint
 
 
@@ -46,3 +48,26 @@ def test_the_packages_own_modules_and_other_errors_get_no_hint() -> None:
 def test_the_table_covers_the_contracts_list() -> None:
     for module in ("opentelemetry", "requests", "aiohttp", "loguru", "prometheus_client"):
         assert module in TRUSS_SERVER_MODULES
+
+
+@pytest.mark.parametrize(("module", "requirement"), sorted(TRUSS_SERVER_MODULES.items()))
+def test_every_truss_server_module_is_named_with_its_requirement(module: str, requirement: str) -> None:
+    hint = missing_module_hint(_missing(module))
+    assert hint is not None
+    assert f"{module!r}" in hint and f"(- {requirement})" in hint and "Truss's server image ships" in hint
+
+
+@pytest.mark.parametrize(
+    ("missing", "requirement"),
+    [
+        ("opentelemetry.sdk.trace.export", "opentelemetry-sdk"),
+        ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "opentelemetry-exporter-otlp-proto-grpc"),
+        ("opentelemetry.exporter.otlp.proto.http", "opentelemetry-exporter-otlp-proto-http"),
+        ("opentelemetry.exporter.otlp", "opentelemetry-exporter-otlp"),
+        ("opentelemetry.trace", "opentelemetry-api"),
+        ("aiohttp.web", "aiohttp"),
+    ],
+)
+def test_a_dotted_module_gets_its_own_distribution(missing: str, requirement: str) -> None:
+    hint = missing_module_hint(_missing(missing))
+    assert hint is not None and f"(- {requirement})" in hint
