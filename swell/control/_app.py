@@ -60,6 +60,15 @@ _FORBIDDEN = json.dumps(
 ).encode()
 
 
+class _Refused(Exception):
+    """A ``/model/…`` request answered before it reaches a router: ``status`` and ``payload``."""
+
+    def __init__(self, status: int, payload: Any) -> None:
+        super().__init__(status)
+        self.status = status
+        self.payload = payload
+
+
 class SwellApp:
     """Raw ASGI at the front; management behind it."""
 
@@ -211,22 +220,10 @@ class SwellApp:
             await respond(send, 405, {"error": "method not allowed", "reason": "predict takes POST"})
             return
         try:
-            router = self.plane.router(parts[2], kind, ref, key)
-        except NotFound as exc:
-            await respond(send, 404, {"error": "not found", "reason": str(exc)})
+            router, timeout = self._deployment(scope, key, parts[2], kind, ref)
+        except _Refused as refused:
+            await respond(send, refused.status, refused.payload)
             return
-        except ApiError as exc:
-            await respond(send, exc.status, exc.payload)
-            return
-        timeout: float | None = None
-        raw_timeout = header(scope, b"x-swell-timeout")
-        if raw_timeout is None and scope.get("query_string"):
-            raw_timeout = _query_timeout(scope)
-        if raw_timeout is not None:
-            timeout = _timeout(raw_timeout)
-            if timeout is None:
-                await respond(send, 400, _bad_timeout(raw_timeout))
-                return
         try:
             body = await read_body(scope, receive, self.request_limit)
         except BodyTooLarge as exc:
@@ -256,21 +253,35 @@ class SwellApp:
             await respond(refuse, 404, {"error": "not found", "reason": reason})
             return
         try:
-            router = self.plane.router(parts[2], kind, ref, key)
-        except NotFound as exc:
-            await respond(refuse, 404, {"error": "not found", "reason": str(exc)})
+            router, timeout = self._deployment(scope, key, parts[2], kind, ref)
+        except _Refused as refused:
+            await respond(refuse, refused.status, refused.payload)
             return
-        except ApiError as exc:
-            await respond(refuse, exc.status, exc.payload)
-            return
-        timeout: float | None = None
-        raw_timeout = header(scope, b"x-swell-timeout") or _query_timeout(scope)
-        if raw_timeout is not None:
-            timeout = _timeout(raw_timeout)
-            if timeout is None:
-                await respond(refuse, 400, _bad_timeout(raw_timeout))
-                return
         await router.websocket(scope, receive, send, timeout)
+
+    def _deployment(self, scope: Scope, key: KeyRecord, model_ref: str, kind: str, ref: str | None) -> tuple[Any, float | None]:
+        """The deployment's router and the caller's timeout (``X-Swell-Timeout`` or
+        ``?timeout=``, None when not given); :class:`_Refused` with the answer when either is wrong."""
+        try:
+            router = self.plane.router(model_ref, kind, ref, key)
+        except NotFound as exc:
+            raise _Refused(404, {"error": "not found", "reason": str(exc)}) from None
+        except ApiError as exc:
+            raise _Refused(exc.status, exc.payload) from None
+        raw = header(scope, b"x-swell-timeout")
+        if raw is None and scope.get("query_string"):
+            values = parse_qs(scope["query_string"].decode("latin-1")).get("timeout")
+            raw = values[0].encode() if values else None
+        if raw is None:
+            return router, None
+        try:
+            timeout = float(raw)
+        except ValueError:
+            timeout = 0.0
+        if not timeout > 0:
+            raise _Refused(400, {"error": "invalid timeout",
+                                 "reason": f"timeout must be seconds > 0, got {raw.decode('latin-1')!r}"})
+        return router, timeout
 
     async def _async_predict(
         self, scope: Scope, receive: Receive, send: Send, key: KeyRecord, model_ref: str, kind: str, ref: str | None
@@ -305,27 +316,6 @@ class SwellApp:
                 await response(scope, receive, send)  # type: ignore[arg-type]
                 return
         raise exc
-
-
-def _query_timeout(scope: Scope) -> bytes | None:
-    """``?timeout=`` of the request, or None."""
-    if not scope.get("query_string"):
-        return None
-    values = parse_qs(scope["query_string"].decode("latin-1")).get("timeout")
-    return values[0].encode() if values else None
-
-
-def _timeout(raw: bytes) -> float | None:
-    """The caller's timeout in seconds; None when it is not a number > 0."""
-    try:
-        timeout = float(raw)
-    except ValueError:
-        return None
-    return timeout if timeout > 0 else None
-
-
-def _bad_timeout(raw: bytes) -> dict[str, str]:
-    return {"error": "invalid timeout", "reason": f"timeout must be seconds > 0, got {raw.decode('latin-1')!r}"}
 
 
 def _async_request(content_type: bytes | None, body: bytes) -> AsyncPredictRequest:

@@ -263,3 +263,16 @@ def test_caller_hanging_up_mid_stream_frees_the_router_slot(swell: Swell) -> Non
             assert response.status_code == 200
             next(response.iter_raw())  # one token, then hang up (~8 minutes of stream left)
     swell.wait_for(stream, lambda view: view["in_flight"] == 0, timeout=20, what="the stream's slot to be freed")
+
+
+def test_a_websocket_echoes_through_a_deployment_woken_from_zero(swell: Swell) -> None:
+    """On Ray the router's leg is TCP to another node with the replica token (test_websocket_live.py has the rest)."""
+    from websockets.sync.client import connect
+
+    cold = swell.push(REPO / "examples" / "websocket", name="socket-wake", publish=False)  # development: at zero
+    url = swell.url.replace("http://", "ws://", 1) + f"/model/{cold['model_id']}/development/websocket"
+    with connect(url, additional_headers={"Authorization": f"Api-Key {KEY}"}, open_timeout=180) as socket:
+        socket.send("hello there")
+        assert socket.recv(timeout=60) == '{"echo": "hello there", "words": 2, "said": 1}'
+        swell.wait_for(cold, lambda view: view["in_flight"] == 1, timeout=30, what="the open socket in flight")
+    swell.wait_for(cold, lambda view: view["in_flight"] == 0, timeout=30, what="the closed socket out of flight")
