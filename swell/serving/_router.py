@@ -683,9 +683,17 @@ class DeploymentRouter:
         self.arrivals += 1
         cold = not self._ready
         refuse = websocket_refusal(scope, send)
+        # A caller that gives up on a queued handshake (its open timeout) leaves the queue.
+        watch = _DisconnectWatch(receive) if self._queue or self._pick() is None else None
         try:
             async with asyncio.timeout(timeout):
                 handle = await self.acquire()
+        except asyncio.CancelledError:
+            if watch is not None and watch.fired:
+                watch.forgive()
+                self._count(499, started)
+                return
+            raise
         except Unavailable as exc:
             await respond(refuse, exc.status, exc.body())
             self._count(exc.status, started)
@@ -695,6 +703,9 @@ class DeploymentRouter:
             await respond(refuse, 504, error.body())
             self._count(504, started)
             return
+        finally:
+            if watch is not None:
+                watch.close()
         try:
             query = scope.get("query_string", b"")
             target = "/v1/websocket" + ("?" + query.decode("latin-1") if query else "")
@@ -806,7 +817,10 @@ class _DisconnectWatch:
 
     async def _watch(self) -> None:
         message = await self._receive()
-        if message.get("type") == "http.disconnect" and self._task is not None:
+        kind = message.get("type")
+        if kind == "websocket.connect":  # a websocket handshake waiting for a slot: its hang-up comes next
+            kind = (await self._receive()).get("type")
+        if (kind == "http.disconnect" or kind == "websocket.disconnect") and self._task is not None:
             self.fired = True
             self._task.cancel()
 

@@ -190,3 +190,22 @@ def test_a_close_reason_fits_a_frame() -> None:
     assert close_reason("short") == "short"
     long = close_reason("é" * 100)
     assert len(long.encode()) <= 123 and long.endswith("...")
+
+
+async def test_a_caller_that_hangs_up_while_queued_leaves_the_queue(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swell.serving import _router
+
+    monkeypatch.setattr(_router, "_WATCH_AFTER", 0.0)
+    router = make_router(VirtualClock())  # no replica: the handshake waits
+    caller = Caller()
+    caller.inbox.put_nowait({"type": "websocket.connect"})
+    task = asyncio.ensure_future(router.websocket(SCOPE, caller.inbox.get, caller.send, None))
+    await settle()
+    assert router.queued == 1 and supervisor(router).woken == [0]
+    caller.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
+    await asyncio.wait_for(task, 5)
+    assert router.queued == 0 and caller.sent == [] and router.responses == {499: 1}
+    ready(router, "a")
+    assert router.in_flight == 0 and upstream.opened == []  # type: ignore[attr-defined]
