@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
+import time
 from typing import Any
 
 import click
@@ -38,6 +40,18 @@ def _report(deployment: dict[str, Any], verb: str, as_json: bool) -> None:
     )
 
 
+_FINISHED = ("done", "rolled_back", "failed")
+
+
+def _steps(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"takes whole percentages separated by commas (e.g. 10,50,100), got {value!r}") from None
+
+
 @click.command()
 @click.argument("model")
 @click.argument("deployment")
@@ -50,9 +64,28 @@ def _report(deployment: dict[str, Any], verb: str, as_json: bool) -> None:
     help="Autoscaling setting for the promoted deployment, instead of the one it replaces "
     "(e.g. --set max_replica=4); repeatable.",
 )
+@click.option(
+    "--rolling",
+    is_flag=True,
+    help="Move the environment's requests over in steps (warm the deployment first, then 10% → 50% → 100%), "
+    "rolling back if its error rate passes --max-error-rate.",
+)
+@click.option("--steps", callback=_steps, default=None, metavar="P,P,…",
+              help="With --rolling: percent of requests at each step, rising, ending at 100 [default: 10,50,100].")
+@click.option("--step-seconds", type=float, default=None, help="With --rolling: wait at each step [default: 60].")
+@click.option("--max-error-rate", type=float, default=None,
+              help="With --rolling: roll back when the deployment's 5xx answers in a step pass this fraction [default: 0.05].")
+@click.option("--min-requests", type=int, default=None,
+              help="With --rolling: answers a step needs before it is judged early [default: 20].")
+@click.option("--no-wait", is_flag=True, help="With --rolling: return once it has begun (follow it with `swell environments list`).")
 @_json_option
-def promote(model: str, deployment: str, environment: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Point an environment at a published deployment, once it is as warm as the one it replaces."""
+def promote(
+    model: str, deployment: str, environment: str, overrides: tuple[str, ...], rolling: bool,
+    steps: list[int] | None, step_seconds: float | None, max_error_rate: float | None, min_requests: int | None,
+    no_wait: bool, as_json: bool,
+) -> None:
+    """Point an environment at a published deployment, once it is as warm as the one it replaces;
+    with --rolling, in steps (exit status 1 if it rolled back)."""
     settings: dict[str, Any] = {}
     for item in overrides:
         name, sep, value = item.partition("=")
@@ -65,11 +98,50 @@ def promote(model: str, deployment: str, environment: str, overrides: tuple[str,
     body: dict[str, Any] = {"environment": environment}
     if settings:
         body["autoscaling_settings"] = settings
+    plan = {"steps": steps, "step_seconds": step_seconds, "max_error_rate": max_error_rate, "min_requests": min_requests}
+    if not rolling and (no_wait or any(v is not None for v in plan.values())):
+        raise click.UsageError("--steps, --step-seconds, --max-error-rate, --min-requests and --no-wait need --rolling")
     client = CliClient(as_json)
+    mid = model_id(client, model)
+    path = model_path(mid, "deployments", deployment, "promote")
+    if not rolling:
+        if not as_json:
+            stderr_console().print(f"promoting {escape(deployment)} to {escape(environment)} (warming it up first)…")
+        _report(client.request_object("POST", path, json=body), "promoted", as_json)
+        return
+    body.update({"rolling": True, **{k: v for k, v in plan.items() if v is not None}})
+    promotion = client.request_object("POST", path, json=body)
     if not as_json:
-        stderr_console().print(f"promoting {escape(deployment)} to {escape(environment)} (warming it up first)…")
-    path = model_path(model_id(client, model), "deployments", deployment, "promote")
-    _report(client.request_object("POST", path, json=body), "promoted", as_json)
+        _say_progress(promotion)
+    if not no_wait:
+        promotion = _follow(client, model_path(mid, "environments", environment), promotion, as_json)
+    if as_json:
+        click.echo(json.dumps(promotion))
+    if promotion.get("phase") in ("rolled_back", "failed"):
+        sys.exit(1)
+
+
+def _follow(client: CliClient, path: str, promotion: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """Poll the environment at ``path`` until its rolling promotion is finished, saying each step."""
+    seen = (promotion.get("phase"), promotion.get("percent"))
+    while promotion.get("phase") not in _FINISHED:
+        time.sleep(0.5)
+        promotion = client.request_object("GET", path).get("promotion") or {}
+        now = (promotion.get("phase"), promotion.get("percent"))
+        if now != seen and not as_json:
+            _say_progress(promotion)
+        seen = now
+    return promotion
+
+
+def _say_progress(promotion: dict[str, Any]) -> None:
+    phase = promotion.get("phase")
+    colour = {"done": "bold green", "rolled_back": "bold red", "failed": "bold red"}.get(str(phase), "bold")
+    stderr_console().print(
+        f"[{colour}]{escape(str(phase).replace('_', ' '))}[/] {escape(str(promotion.get('environment')))} → "
+        f"{escape(str(promotion.get('deployment_id')))} {promotion.get('percent')}%: {escape(str(promotion.get('reason')))}",
+        soft_wrap=True,
+    )
 
 
 def _switch(verb: str, done: str, summary: str) -> click.Command:
@@ -107,7 +179,7 @@ def environments_list(model: str, as_json: bool) -> None:
         click.echo(json.dumps({"environments": found}))
         return
     table = new_table()
-    for column in ("environment", "deployment", "status", "predict"):
+    for column in ("environment", "deployment", "status", "traffic", "predict"):
         table.add_column(column)
     for env in found:
         target = env.get("deployment") or {}
@@ -115,6 +187,7 @@ def environments_list(model: str, as_json: bool) -> None:
             escape(str(env.get("name"))),
             escape(str(env.get("deployment_id") or "—")),
             escape(str(target.get("status") or "—")),
+            escape(_traffic_text(env)),
             escape(str(env.get("predict_url"))),
         )
     print_table(table, soft_wrap=True)
@@ -136,3 +209,11 @@ def environments_create(model: str, name: str, as_json: bool) -> None:
         f"`swell promote {escape(shlex.quote(model))} DEPLOYMENT --environment {escape(name)}`",
         soft_wrap=True,
     )
+
+
+def _traffic_text(env: dict[str, Any]) -> str:
+    """``abc 90% · def 10%`` while a rolling promotion splits the environment, else ``100%`` or ``—``."""
+    traffic = env.get("traffic") or []
+    if len(traffic) < 2:
+        return "100%" if traffic else "—"
+    return " · ".join(f"{t.get('deployment_id')} {t.get('percent')}%" for t in traffic)

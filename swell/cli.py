@@ -590,7 +590,7 @@ def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
             if dep.get("kind") == "development":
                 serves = "development"
             else:
-                serves = ", ".join(dep.get("environments", [])) or "—"
+                serves = _serves_text(dep)
             table.add_row(
                 escape(str(entry["name"])),
                 escape(str(dep["id"])),
@@ -605,6 +605,12 @@ def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
     Console().print(table)
     if show_replicas:
         Console().print(_replicas_table(models))
+
+
+def _serves_text(dep: dict[str, Any]) -> str:
+    """The environments a published deployment serves, with its share where a rolling promotion splits one."""
+    shares: dict[str, int] = dep.get("traffic") or dict.fromkeys(dep.get("environments", []), 100)
+    return ", ".join(env if share >= 100 else f"{env} {share}%" for env, share in shares.items()) or "—"
 
 
 def _replicas_table(models: list[dict[str, Any]]) -> Any:

@@ -337,8 +337,9 @@ class Promotion(Part):
         return None
 
     async def _save(self, rolling: _Rolling) -> None:
-        async with self.store.transaction() as tx:
-            await tx.save_promotion(self._row(rolling))
+        if self.registry.models.get(rolling.model.id) is rolling.model:  # else deleted, its promotions with it
+            async with self.store.transaction() as tx:
+                await tx.save_promotion(self._row(rolling))
         rolling.model.promotions[rolling.environment] = self._view(rolling)
 
     def _row(self, rolling: _Rolling) -> dict[str, Any]:

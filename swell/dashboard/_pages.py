@@ -98,7 +98,9 @@ def index_fragment(models: Iterable[Mapping[str, Any]]) -> str:
         if not deployments:
             rows.append('<tr><td colspan="5" class="muted">no deployments</td></tr>')
         for d in deployments:
-            envs = ", ".join(d.get("environments") or []) or "—"
+            # the share of each environment it takes (a rolling promotion splits one: "production 10%")
+            shares = d.get("traffic") or dict.fromkeys(d.get("environments") or [], 100)
+            envs = ", ".join(name if share >= 100 else f"{name} {share}%" for name, share in shares.items()) or "—"
             rows.append(
                 f'<tr class="deployment" data-deployment="{e(d["id"])}">'
                 f'<td><a href="{_deployment_href(d["model_id"], d["id"])}">{e(d["id"])}</a></td>'

@@ -65,3 +65,34 @@ def test_advise_reads_a_deployment_s_recorded_traffic(server: dict[str, str]) ->
         run("advise", "--deployment", f"advised/{pushed['deployment_id']}", "--service-time", "0.01", "--json", env=server)
     )
     assert isinstance(advice["findings"], list) and "current" in advice
+
+
+def test_promote_rolling_moves_the_traffic_in_steps_and_says_each(server: dict[str, str]) -> None:
+    echo = str(REPO / "examples" / "echo")
+    first = ok_json(run("push", echo, "--model-name", "rolled", "--publish", "--json", env=server))
+    second = ok_json(run("push", echo, "--model-name", "rolled", "--publish", "--json", env=server))
+    done = run("promote", "rolled", second["deployment_id"], "--rolling", "--steps", "50,100", "--step-seconds", "1", env=server)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert any(line.startswith("warming") for line in lines)
+    assert any(line.startswith("shifting") and "50%" in line for line in lines)
+    assert lines[-1].startswith("done") and second["deployment_id"] in lines[-1]
+    listed = ok_json(run("environments", "list", "rolled", "--json", env=server))["environments"]
+    production = next(e for e in listed if e["name"] == "production")
+    assert production["deployment_id"] == second["deployment_id"] and production["promotion"]["phase"] == "done"
+
+    back = ok_json(run("promote", "rolled", first["deployment_id"], "--rolling", "--steps", "100", "--json", env=server))
+    assert back["phase"] == "done" and back["deployment_id"] == first["deployment_id"]
+    status = ok_json(run("status", "rolled", "--json", env=server))["models"][0]["deployments"]
+    assert {d["id"]: d["traffic"] for d in status} == {first["deployment_id"]: {"production": 100}, second["deployment_id"]: {}}
+
+
+def test_promote_rolling_refuses_bad_plans_in_one_line(server: dict[str, str]) -> None:
+    echo = str(REPO / "examples" / "echo")
+    pushed = ok_json(run("push", echo, "--model-name", "unrolled", "--publish", "--json", env=server))
+    bad = run("promote", "unrolled", pushed["deployment_id"], "--rolling", "--steps", "50,10", env=server)
+    assert bad.returncode == 1 and "steps" in bad.stderr and "Traceback" not in bad.stderr
+    not_a_number = run("promote", "unrolled", pushed["deployment_id"], "--rolling", "--steps", "ten,100", env=server)
+    assert not_a_number.returncode == 2 and "10,50,100" in not_a_number.stderr
+    needs_rolling = run("promote", "unrolled", pushed["deployment_id"], "--step-seconds", "5", env=server)
+    assert needs_rolling.returncode == 2 and "--rolling" in needs_rolling.stderr

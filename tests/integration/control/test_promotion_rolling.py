@@ -201,3 +201,17 @@ async def test_a_restart_during_the_promotion_settles_it_as_rolled_back(
         assert events[-1]["kind"] == "promotion_rolled_back"
     finally:
         await again.close()
+
+
+async def test_deleting_the_model_mid_way_ends_the_promotion_quietly(
+    plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
+) -> None:
+    old, new = await rolling_setup(plane, backend, make_archive)
+    model = plane.registry.model("m")
+    await plane.promotion.promote("m", new, rolling=FAST)
+    await eventually(lambda: len(backend.alive(new)) == 1)
+    ready_all(backend)
+    await eventually(lambda: bool(model.splits))
+    await plane.lifecycle.delete_model("m")
+    await eventually(lambda: not plane.promotion._rolling)
+    assert model.promotions["production"]["phase"] == "rolled_back" and "deleted" in model.promotions["production"]["reason"]
