@@ -112,7 +112,8 @@ def _predict(swell: Swell, pushed: dict[str, Any], body: Any) -> Any:
 
 def test_a_file_a_build_command_writes_is_what_the_model_reads(swell: Swell, tmp_path: Path) -> None:
     root = _package(tmp_path / "vocab", VOCAB_MODEL, {"model_name": "Vocab Model", "build_commands": VOCAB_COMMANDS})
-    pushed = swell.push(root, name="vocab-model")
+    pushed = swell.push(root)
+    assert pushed["model_name"] == "Vocab Model"
     answer = _predict(swell, pushed, {"text": "the cat sat on the dog"})
     assert answer["ids"] == [0, 1, 2, 3, 0, -1]
     assert "build_commands[1]: running `python -c" in swell.log.read_text()  # progress in the server's log
@@ -128,7 +129,13 @@ def test_truss_test_package_sees_its_packages_file_changed_by_sed(swell: Swell, 
     })
     (root / "packages" / "constants").mkdir(parents=True)
     (root / "packages" / "constants" / "constants.py").write_text('TEST_KEY = "TEST_FIRST_VALUE"\n')
-    assert _predict(swell, swell.push(root, name="test-build-commands"), {}) == "TEST_SECOND_VALUE"
+    pushed = swell.push(root)
+    assert pushed["model_name"] == "Test Build Commands"
+    assert _predict(swell, pushed, {}) == "TEST_SECOND_VALUE"
+    # A development push (reloaded in place) builds the same way.
+    development = swell.push(root, publish=False)
+    answer = swell.http.post(f"/model/{development['model_id']}/development/predict", json={}, timeout=120)
+    assert answer.status_code == 200 and answer.json() == "TEST_SECOND_VALUE", answer.text
 
 
 def test_the_same_commands_reuse_the_build_and_changed_ones_rebuild(swell: Swell, tmp_path: Path) -> None:

@@ -170,7 +170,8 @@ def test_truss_tracing_package_loads_and_streams(swell: Swell, tmp_path: Path) -
     (root / "model").mkdir(parents=True)
     (root / "model" / "model.py").write_text(TRUSS_TRACING_MODEL)
     (root / "config.yaml").write_text(TRUSS_TRACING_CONFIG)
-    pushed = swell.push(root, name="test-streaming")
+    pushed = swell.push(root)
+    assert pushed["model_name"] == "Test Streaming"
     with swell.http.stream("POST", swell.predict_path(pushed), json={}, timeout=120) as answer:
         assert answer.status_code == 200, answer.read()
         assert "".join(answer.iter_text()) == "01234"
