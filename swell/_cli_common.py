@@ -148,6 +148,7 @@ def push_directory(
         Progress,
         SpinnerColumn,
         TextColumn,
+        TimeElapsedColumn,
     )
 
     as_json = client.as_json
@@ -160,7 +161,7 @@ def push_directory(
         make_archive(directory, archive)
         size = archive.stat().st_size
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
             console=stderr_console(), transient=True, disable=as_json,
         ) as progress:
             task = progress.add_task(f"uploading {name}", total=size)
@@ -170,7 +171,7 @@ def push_directory(
                     while chunk := f.read(256 * 1024):
                         progress.advance(task, len(chunk))
                         yield chunk
-                progress.update(task, description=f"building {name} (requirements and build_commands, if any)")
+                progress.update(task, description=f"building {name} (requirements, build_commands)")
 
             return client.request_object(
                 "POST",
