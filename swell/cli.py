@@ -282,6 +282,15 @@ def cli() -> None:
     help="Seconds one of a package's build_commands may run at push (in the package's directory, its build "
     "environment activated); a command still running then is killed and the push fails (docs/models.md).",
 )
+@click.option(
+    "--otlp-endpoint",
+    default=None,
+    envvar="SWELL_OTLP_ENDPOINT",
+    metavar="URL",
+    help="Send OpenTelemetry traces over OTLP/HTTP to this collector (its base URL, e.g. http://127.0.0.1:4318): "
+    "each request's queue wait, cold-start wait and replica time, and the replica's model call, which also gets "
+    "OTEL_EXPORTER_OTLP_ENDPOINT for its own spans. Off by default (docs/observability.md).",
+)
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
 @click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
@@ -317,6 +326,7 @@ def serve(
     body_timeout: float,
     max_connections: int | None,
     build_timeout: float,
+    otlp_endpoint: str | None,
     tick_seconds: float,
     drain_grace_seconds: float,
     log_level: str,
@@ -374,6 +384,7 @@ def serve(
             body_timeout_seconds=body_timeout,
             max_connections=max_connections,
             build_timeout_seconds=build_timeout,
+            otlp_endpoint=otlp_endpoint,
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -384,11 +395,12 @@ def serve(
             "run from a checkout of Swell (examples/ sits next to the swell/ package)",
             as_json=False,
         )
-    if backend == "ray":
-        import importlib.util
+    import importlib.util
 
-        if importlib.util.find_spec("ray") is None:
-            fail("--backend ray needs Ray on this machine: pip install 'ray>=2.50' (docs/cluster.md)", as_json=False)
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        fail("--backend ray needs Ray on this machine: pip install 'ray>=2.50' (docs/cluster.md)", as_json=False)
+    if otlp_endpoint and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+        fail("--otlp-endpoint needs the OTLP exporter: pip install 'swell[otel]' (docs/observability.md)", as_json=False)
     os.umask(0o077)  # what the server and its replicas write (database, logs, packages) is the user's alone
     from swell.server import ServeError, run_server
 

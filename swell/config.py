@@ -970,3 +970,6 @@ class ServerSettings(BaseModel):
     deployment_log_bytes: int = Field(100 * 1024 * 1024, ge=4096)
     # How long one of a package's build_commands may run at push before the push fails.
     build_timeout_seconds: float = Field(600.0, gt=0)
+    # Traces (docs/observability.md): the OTLP/HTTP collector's base URL
+    # (http://host:4318) the server's and the replicas' spans go to; None: off.
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")

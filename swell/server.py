@@ -29,6 +29,7 @@ from swell.config import ServerSettings
 from swell.control import ApiError, ControlPlane, SwellApp
 from swell.dashboard import Dashboard
 from swell.http import ConnectionGuard, fast_path_protocol, use_batch_scheduling
+from swell.serving import otlp_tracing
 from swell.serving.backends import make_backend
 
 __all__ = ["ServeError", "bind_listener", "run_server"]
@@ -107,7 +108,9 @@ def run_server(settings: ServerSettings, demo_dir: Path | None = None) -> None:
     settings = settings.model_copy(update={"data_dir": data_dir})
     backend = make_backend(settings)
     env_key = os.environ.get("SWELL_API_KEY") or None
-    plane = ControlPlane(settings, backend, api_key=env_key)
+    # Spans only with --otlp-endpoint: opentelemetry is not even imported without it.
+    tracing = otlp_tracing(settings.otlp_endpoint) if settings.otlp_endpoint else None
+    plane = ControlPlane(settings, backend, api_key=env_key, tracing=tracing)
     guard = ConnectionGuard(
         settings.header_timeout_seconds, settings.body_timeout_seconds, connection_cap(settings, raise_open_file_limit())
     )
@@ -183,6 +186,9 @@ def run_server(settings: ServerSettings, demo_dir: Path | None = None) -> None:
             uvloop.run(main())
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown
         pass
+    finally:
+        if tracing is not None:
+            tracing.close()  # the spans still batched go out
 
 
 async def _push_demo(plane: ControlPlane, demo_dir: Path, url: str, key: str | None, out: Console) -> None:

@@ -53,7 +53,7 @@ from swell.modelserver import (
     ensure_build,
     ensure_environment,
 )
-from swell.serving import BuildState, DeploymentStatus, ReplicaSpec
+from swell.serving import BuildState, DeploymentStatus, ReplicaSpec, tracing_env
 
 __all__ = ["Lifecycle", "PushResult"]
 
@@ -341,7 +341,10 @@ class Lifecycle(Part):
 
     async def _spec(self, record: DeploymentRecord) -> ReplicaSpec:
         secrets_dir = await self.access.secrets_dir(record)
-        return ReplicaSpec(record.id, record.package_dir, record.config, python=record.python, secrets_dir=secrets_dir)
+        return ReplicaSpec(
+            record.id, record.package_dir, record.config, python=record.python, secrets_dir=secrets_dir,
+            env=tracing_env(self.settings.otlp_endpoint, record.config.environment_variables),
+        )
 
     async def _add_router(self, record: DeploymentRecord) -> None:
         model = self.registry.models[record.model_id]

@@ -38,7 +38,7 @@ from swell.control._store import Store, sqlite_url
 from swell.control._views import Views, key_view
 from swell.control._webhooks import Destinations, WebhookRefused, WebhookSender
 from swell.files import make_private
-from swell.serving import BuildState, Controller, DeploymentRouter, ReplicaBackend
+from swell.serving import BuildState, Controller, DeploymentRouter, ReplicaBackend, Tracing
 
 __all__ = ["ApiError", "ControlPlane", "PushResult", "key_view"]
 
@@ -56,6 +56,7 @@ class ControlPlane:
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
         api_key: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         clock = clock or RealClock()
         self.settings = settings
@@ -66,7 +67,7 @@ class ControlPlane:
         self.store = Store(settings.database_url or sqlite_url(self.data_dir), new_workspace=settings.new_workspace)
         self.events = EventLog(self.store, wall_clock)
         self.controller = Controller(
-            backend, settings=settings, clock=clock, wall_clock=wall_clock, events=self.events
+            backend, settings=settings, clock=clock, wall_clock=wall_clock, events=self.events, tracing=tracing
         )
         self.should_stop: Callable[[], bool] = lambda: False  # the server is stopping: end streams
         shared = Shared(settings, self.registry, self.store, self.controller, self.events, clock, wall_clock)

@@ -10,8 +10,10 @@ from swell.modelserver._build import BuildCommandError, BuildLayout, check_build
 from swell.modelserver._config import load_truss_config
 from swell.modelserver._environment import RequirementsInstallError, ensure_environment
 from swell.modelserver._node import ReplicaActor
+from swell.modelserver._otlp import OTLP_ENDPOINT_ENV
 
 __all__ = [
+    "OTLP_ENDPOINT_ENV",
     "BuildCommandError",
     "BuildLayout",
     "ReplicaActor",
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ``SWELL_WEIGHTS_*`` (the weights cache and fetch settings, docs/weights.md);
     ``SWELL_SECRETS_DIR`` (default /secrets); ``NUM_LOAD_RETRIES_TRUSS`` (default 1);
     ``SWELL_REPLICA_TOKEN`` (every request must carry it in ``x-swell-replica-token``,
-    else 401; for replicas on a network, such as the Ray backend's).
+    else 401; for replicas on a network, such as the Ray backend's);
+    ``SWELL_OTLP_ENDPOINT`` (trace each model call, exported there over OTLP/HTTP).
     """
     from swell.modelserver._server import main as _main
 

@@ -15,7 +15,7 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from swell.http import JSON_HEADERS as _JSON
 from swell.http import ClientDisconnected, Receive, Scope, Send, read_body, respond, websocket_refusal
@@ -33,8 +33,11 @@ from swell.modelserver._errors import (
     http_exception_class,
 )
 from swell.modelserver._methods import MethodDescriptor, ModelDescriptor
-from swell.modelserver._workers import WorkerThreads
+from swell.modelserver._workers import ContextWorkerThreads, WorkerThreads
 from swell.modelserver._wrapper import ModelWrapper, Status, filter_traceback
+
+if TYPE_CHECKING:
+    from swell.modelserver.tracing import ReplicaTracing
 
 logger = logging.getLogger("swell.modelserver")
 
@@ -109,11 +112,16 @@ def _chunk_bytes(chunk: Any) -> bytes:
 class ReplicaApp:
     """ASGI callable serving one loaded model."""
 
-    def __init__(self, wrapper: ModelWrapper) -> None:
+    def __init__(self, wrapper: ModelWrapper, tracing: ReplicaTracing | None = None) -> None:
         self.wrapper = wrapper
         self.workers = WorkerThreads(WORKER_THREADS)
         self._semaphore: asyncio.Semaphore | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        if tracing is not None:
+            # Each model call in a span, current in the model's own threads too; with
+            # tracing off nothing here runs per request (swell/modelserver/tracing.py).
+            self.predict = tracing.traced(self.predict)  # type: ignore[method-assign,assignment]
+            self.workers = ContextWorkerThreads(WORKER_THREADS)
 
     @property
     def semaphore(self) -> asyncio.Semaphore:

@@ -21,6 +21,7 @@ import uvicorn
 from swell.http import fast_path_protocol, use_batch_scheduling
 from swell.modelserver._app import ReplicaApp
 from swell.modelserver._config import load_truss_config
+from swell.modelserver._otlp import OTLP_ENDPOINT_ENV
 from swell.modelserver._token import TOKEN_ENV, require_token
 from swell.modelserver._weights import fetch_weights
 from swell.modelserver._wrapper import ModelWrapper
@@ -157,7 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(package_dir)  # Truss's cwd is /app: relative data/ resolves against the package
 
     wrapper = ModelWrapper(config, package_dir)
-    app = ReplicaApp(wrapper)
+    tracing = None
+    if os.environ.get(OTLP_ENDPOINT_ENV):  # swell serve --otlp-endpoint: opentelemetry is imported only then
+        from swell.modelserver.tracing import replica_tracing
+
+        tracing = replica_tracing()
+    app = ReplicaApp(wrapper, tracing)
     token = os.environ.pop(TOKEN_ENV, "")  # not for model code (or its subprocesses) to read
     try:
         import uvloop  # noqa: F401
@@ -191,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
     app.workers.shutdown()
+    if tracing is not None:
+        tracing.close()  # the spans still batched go out before the replica exits
     return FAILED_EXIT_CODE if server.load_failed else 0
 
 

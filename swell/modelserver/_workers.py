@@ -8,6 +8,7 @@ variable and a chained asyncio future per call; on the replica's hot path (a syn
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -81,3 +82,11 @@ class WorkerThreads:
     def shutdown(self) -> None:
         for _ in self._threads:
             self._queue.put(_STOP)
+
+
+class ContextWorkerThreads(WorkerThreads):
+    """Worker threads that run each call in a copy of its caller's context (contextvars),
+    as ``asyncio.to_thread`` does: with tracing on, sync model code sees the current span."""
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await super().run(contextvars.copy_context().run, fn, *args)

@@ -1,11 +1,13 @@
 """Router, replica lifecycle and backends."""
 
+
 from swell.serving._backend import (
     Replica,
     ReplicaBackend,
     ReplicaSpec,
     ReplicaState,
     StateCallback,
+    tracing_env,
 )
 from swell.serving._controller import Controller
 from swell.serving._deployment import (
@@ -23,6 +25,7 @@ from swell.serving._router import (
     DeploymentRouter,
     ReplicaHandle,
     Supervisor,
+    Tracing,
     Unavailable,
 )
 from swell.serving._status import (
@@ -31,6 +34,16 @@ from swell.serving._status import (
     deployment_status,
     scale_down_choice,
 )
+
+
+def otlp_tracing(endpoint: str) -> Tracing:
+    """The router's request spans, sent to the OTLP/HTTP collector at ``endpoint`` (its base URL).
+
+    opentelemetry is imported here, never when tracing is off (docs/observability.md)."""
+    from swell.serving._tracing import otlp_tracing as make
+
+    return make(endpoint)
+
 
 __all__ = [
     "METRICS_CONTENT_TYPE",
@@ -59,8 +72,11 @@ __all__ = [
     "ScaledDeployment",
     "StateCallback",
     "Supervisor",
+    "Tracing",
     "Unavailable",
     "deployment_status",
+    "otlp_tracing",
     "render_metrics",
     "scale_down_choice",
+    "tracing_env",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from swell.config import ModelConfig
+from swell.modelserver import OTLP_ENDPOINT_ENV
 
 
 class ReplicaState(str, Enum):
@@ -28,6 +29,16 @@ class ReplicaState(str, Enum):
     @property
     def alive(self) -> bool:
         return self in (ReplicaState.PENDING, ReplicaState.STARTING, ReplicaState.LOADING, ReplicaState.READY)
+
+
+def tracing_env(otlp_endpoint: str | None, declared: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A replica's environment for tracing (``swell serve --otlp-endpoint``; empty when off):
+    the replica traces its model calls, and model code's own OTLP exporter finds the
+    collector, unless the package's ``environment_variables`` (``declared``) name another."""
+    if not otlp_endpoint:
+        return {}
+    env = {OTLP_ENDPOINT_ENV: otlp_endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint}
+    return {name: value for name, value in env.items() if name not in (declared or {})}
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from swell.serving._deployment import (
     ScaledDeployment,
 )
 from swell.serving._events import EventSink, NullSink
-from swell.serving._router import ReplicaHandle, Unavailable
+from swell.serving._router import ReplicaHandle, Tracing, Unavailable
 from swell.serving._status import scale_down_choice
 
 __all__ = ["COLD_START_BUCKETS", "Controller", "ScaledDeployment"]
@@ -66,8 +66,10 @@ class Controller:
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
         events: EventSink | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.backend = backend
+        self.tracing = tracing  # every router's request spans (swell serve --otlp-endpoint); None: off
         self.events: EventSink = events or NullSink()  # what the operator is told (docs/control.md, Events)
         self.settings = settings or ServerSettings()
         self.clock: Clock = clock or RealClock()

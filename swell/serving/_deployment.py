@@ -24,7 +24,7 @@ from swell.autoscaling import (
 from swell.config import AutoscalingSettings, Resources
 from swell.serving._backend import ReplicaSpec, ReplicaState
 from swell.serving._cold_start import ColdStart, ColdStartHistograms
-from swell.serving._router import DeploymentRouter, ReplicaHandle
+from swell.serving._router import DeploymentRouter, ReplicaHandle, Tracing
 from swell.serving._status import BuildState, DeploymentStatus, deployment_status
 
 __all__ = ["COLD_START_BUCKETS", "DeploymentCondition", "DeploymentSpec", "ReplicaRecord", "ScaledDeployment"]
@@ -89,6 +89,9 @@ class _Runner(Protocol):
     @property
     def clock(self) -> Clock: ...
 
+    @property
+    def tracing(self) -> Tracing | None: ...
+
     def wake(self, scaled: ScaledDeployment, demand: int = 0) -> None: ...
 
     def replace_broken(self, scaled: ScaledDeployment, handle: ReplicaHandle) -> None: ...
@@ -127,6 +130,7 @@ class ScaledDeployment:
             queue_limit=queue_limit,
             status_url=status_url,
             drain_grace=drain_grace,
+            tracing=controller.tracing,
         )
         self.window = window
         self.state = ScalerState()

@@ -29,7 +29,7 @@ from swell.serving._http_client import ReplicaGone, ReplicaPool, UpstreamRespons
 if TYPE_CHECKING:
     from swell.serving._websocket import OpenSockets
 
-__all__ = ["LATENCY_BUCKETS", "DeploymentRouter", "ReplicaHandle", "Supervisor", "Unavailable"]
+__all__ = ["LATENCY_BUCKETS", "DeploymentRouter", "ReplicaHandle", "Supervisor", "Tracing", "Unavailable"]
 
 log = logging.getLogger("swell.router")
 
@@ -147,6 +147,27 @@ class Supervisor(Protocol):
         ...
 
 
+class Tracing(Protocol):
+    """Spans for a router's requests (``swell/serving/_tracing.py``'s ``RequestTracing``): it
+    serves each request by calling :meth:`DeploymentRouter.serve` back with ``on_start``."""
+
+    async def serve(
+        self,
+        router: DeploymentRouter,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        send: Send,
+        timeout: float | None,
+        receive: Receive | None,
+        query: bytes,
+        target: bytes | None,
+    ) -> None: ...
+
+    def close(self) -> None:
+        """Send what is still batched (the server is stopping)."""
+        ...
+
+
 class DeploymentRouter:
     """Queue, dispatch and counting for one deployment.
 
@@ -167,6 +188,7 @@ class DeploymentRouter:
         queue_limit: int | None = None,
         status_url: str | None = None,
         drain_grace: float = 30.0,
+        tracing: Tracing | None = None,
     ) -> None:
         self.deployment_id = deployment_id
         self.name = name
@@ -174,6 +196,7 @@ class DeploymentRouter:
         self.queue_limit = queue_limit
         self.status_url = status_url  # where a caller told 202 can watch the deployment
         self.drain_grace = drain_grace  # a draining replica's websockets close (1001) after this many seconds
+        self.tracing = tracing  # spans for each request (swell serve --otlp-endpoint); None: off
         self._now = now
         self.handles: dict[str, ReplicaHandle] = {}
         self._ready: list[ReplicaHandle] = []
@@ -238,6 +261,11 @@ class DeploymentRouter:
     @property
     def slots(self) -> int:
         return self._supervisor.replica_spec.config.runtime.predict_concurrency
+
+    @property
+    def has_ready(self) -> bool:
+        """A replica takes requests now (a request would not wait for a cold start)."""
+        return bool(self._ready)
 
     def _unavailable(self) -> Unavailable | None:
         """The 503 to answer at once, while no replica serves and the supervisor says why."""
@@ -430,9 +458,10 @@ class DeploymentRouter:
         started = perf_counter()
         self.arrivals += 1
         head = self.request_head(_JSON, len(body))
+        started_hook = None if on_start is None else _then_same_head(on_start)
         try:
             response, handle, _, out = await self._exchange(
-                head, body, priority=priority, queue_timeout=queue_timeout, on_start=on_start
+                head, body, priority=priority, queue_timeout=queue_timeout, on_start=started_hook
             )
         except Unavailable as exc:
             if exc.replica is not None:  # a replica failed it (a refusal before any is not an answer)
@@ -483,7 +512,7 @@ class DeploymentRouter:
         *,
         priority: int | None = None,
         queue_timeout: float | None = None,
-        on_start: Callable[[], None] | None = None,
+        on_start: Callable[[bytes, ReplicaHandle], bytes] | None = None,
     ) -> tuple[UpstreamResponse, ReplicaHandle, float, bytes]:
         """Send to a replica; if it drops us, retry once elsewhere, ahead of everyone
         waiting, when that is safe, else answer 502 naming the replica.
@@ -495,7 +524,9 @@ class DeploymentRouter:
         twice behind its caller's back.  An async request waits in the lane by
         ``priority`` (at most ``queue_timeout`` s, then TimeoutError) and is
         always retried once: async requests are delivered at least once by
-        contract.  ``on_start`` runs when the first slot is taken.
+        contract.  ``on_start`` runs when the first slot is taken, with the
+        head and the slot's replica, and gives the head to send (tracing adds
+        its ``traceparent`` there).
 
         Returns the response, its replica (its slot still held), the seconds
         it waited for its first slot, and the whole body, read here unless a
@@ -516,7 +547,7 @@ class DeploymentRouter:
             if attempt == 1:
                 waited = perf_counter() - asked
                 if on_start is not None:
-                    on_start()
+                    head = on_start(head, handle)
             # A caller that gives up (its timeout, a hang-up) leaves the exchange
             # running: the slot stays taken until the replica has answered (the
             # pool tells _abandoned), not while it still works.
@@ -575,6 +606,7 @@ class DeploymentRouter:
         receive: Receive | None = None,
         query: bytes = b"",
         target: bytes | None = None,
+        on_start: Callable[[bytes, ReplicaHandle], bytes] | None = None,
     ) -> None:
         """Forward one predict request and copy the answer back to ``send``.
 
@@ -592,7 +624,13 @@ class DeploymentRouter:
         ``query``), it is answered ``202`` at once, the deployment wakes, and
         the request is *not* kept: the caller sends it again once the
         deployment is ready (the body says where to look, and when).
+
+        With tracing on, the request goes through its :class:`Tracing`,
+        which comes back here with ``on_start`` (see :meth:`_exchange`).
         """
+        if self.tracing is not None and on_start is None:
+            await self.tracing.serve(self, headers, body, send, timeout, receive, query, target)
+            return
         started = perf_counter()
         self.arrivals += 1
         cold = not self._ready
@@ -605,11 +643,11 @@ class DeploymentRouter:
             watch = _DisconnectWatch(receive)
         try:
             if timeout is None:
-                response, handle, waited, whole = await self._exchange(head, body)
+                response, handle, waited, whole = await self._exchange(head, body, on_start=on_start)
             else:
                 try:
                     async with asyncio.timeout(timeout):
-                        response, handle, waited, whole = await self._exchange(head, body)
+                        response, handle, waited, whole = await self._exchange(head, body, on_start=on_start)
                 except TimeoutError:
                     raise Unavailable(
                         504, "timed out", f"no answer within the caller's timeout of {timeout:g} s"
@@ -832,6 +870,14 @@ class _DisconnectWatch:
         self._timer.cancel()
         if self._watcher is not None and not self._watcher.done():
             self._watcher.cancel()
+
+
+def _then_same_head(on_start: Callable[[], None]) -> Callable[[bytes, ReplicaHandle], bytes]:
+    def started(head: bytes, _handle: ReplicaHandle) -> bytes:
+        on_start()
+        return head
+
+    return started
 
 
 async def _chunks(response: UpstreamResponse) -> AsyncIterator[bytes]:
