@@ -61,7 +61,7 @@ _FORBIDDEN = json.dumps(
 
 
 class _Refused(Exception):
-    """A ``/model/…`` request answered before it reaches a router: ``status`` and ``payload``."""
+    """A ``/model/…`` request refused before it reaches a router: ``status`` and ``payload``."""
 
     def __init__(self, status: int, payload: Any) -> None:
         super().__init__(status)
@@ -220,10 +220,21 @@ class SwellApp:
             await respond(send, 405, {"error": "method not allowed", "reason": "predict takes POST"})
             return
         try:
-            router, timeout = self._deployment(scope, key, parts[2], kind, ref)
-        except _Refused as refused:
-            await respond(send, refused.status, refused.payload)
+            router = self.plane.router(parts[2], kind, ref, key)
+        except NotFound as exc:
+            await respond(send, 404, {"error": "not found", "reason": str(exc)})
             return
+        except ApiError as exc:
+            await respond(send, exc.status, exc.payload)
+            return
+        timeout: float | None = None
+        raw_timeout = header(scope, b"x-swell-timeout")
+        if raw_timeout is not None or scope.get("query_string"):  # no call on the common path
+            try:
+                timeout = _caller_timeout(scope, raw_timeout)
+            except _Refused as refused:
+                await respond(send, refused.status, refused.payload)
+                return
         try:
             body = await read_body(scope, receive, self.request_limit)
         except BodyTooLarge as exc:
@@ -253,35 +264,15 @@ class SwellApp:
             await respond(refuse, 404, {"error": "not found", "reason": reason})
             return
         try:
-            router, timeout = self._deployment(scope, key, parts[2], kind, ref)
-        except _Refused as refused:
-            await respond(refuse, refused.status, refused.payload)
+            router = self.plane.router(parts[2], kind, ref, key)
+            timeout = _caller_timeout(scope, header(scope, b"x-swell-timeout"))
+        except NotFound as exc:
+            await respond(refuse, 404, {"error": "not found", "reason": str(exc)})
+            return
+        except (ApiError, _Refused) as exc:
+            await respond(refuse, exc.status, exc.payload)
             return
         await router.websocket(scope, receive, send, timeout)
-
-    def _deployment(self, scope: Scope, key: KeyRecord, model_ref: str, kind: str, ref: str | None) -> tuple[Any, float | None]:
-        """The deployment's router and the caller's timeout (``X-Swell-Timeout`` or
-        ``?timeout=``, None when not given); :class:`_Refused` with the answer when either is wrong."""
-        try:
-            router = self.plane.router(model_ref, kind, ref, key)
-        except NotFound as exc:
-            raise _Refused(404, {"error": "not found", "reason": str(exc)}) from None
-        except ApiError as exc:
-            raise _Refused(exc.status, exc.payload) from None
-        raw = header(scope, b"x-swell-timeout")
-        if raw is None and scope.get("query_string"):
-            values = parse_qs(scope["query_string"].decode("latin-1")).get("timeout")
-            raw = values[0].encode() if values else None
-        if raw is None:
-            return router, None
-        try:
-            timeout = float(raw)
-        except ValueError:
-            timeout = 0.0
-        if not timeout > 0:
-            raise _Refused(400, {"error": "invalid timeout",
-                                 "reason": f"timeout must be seconds > 0, got {raw.decode('latin-1')!r}"})
-        return router, timeout
 
     async def _async_predict(
         self, scope: Scope, receive: Receive, send: Send, key: KeyRecord, model_ref: str, kind: str, ref: str | None
@@ -316,6 +307,24 @@ class SwellApp:
                 await response(scope, receive, send)  # type: ignore[arg-type]
                 return
         raise exc
+
+
+def _caller_timeout(scope: Scope, raw: bytes | None) -> float | None:
+    """The caller's timeout in seconds: ``raw`` (``X-Swell-Timeout``) or ``?timeout=``,
+    None when neither is given; :class:`_Refused` (400) when it is not seconds > 0."""
+    if raw is None and scope.get("query_string"):
+        values = parse_qs(scope["query_string"].decode("latin-1")).get("timeout")
+        raw = values[0].encode() if values else None
+    if raw is None:
+        return None
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = 0.0
+    if not timeout > 0:
+        raise _Refused(400, {"error": "invalid timeout",
+                             "reason": f"timeout must be seconds > 0, got {raw.decode('latin-1')!r}"})
+    return timeout
 
 
 def _async_request(content_type: bytes | None, body: bytes) -> AsyncPredictRequest:
