@@ -285,3 +285,41 @@ async def test_a_model_may_not_be_named_with_another_models_id(plane: ControlPla
         await plane.lifecycle.create_model(first.model_id)
     assert info.value.status == 422
     assert [m.name for m in plane.registry.models.values()] == ["first"]
+
+
+async def test_a_build_command_for_an_image_is_refused_and_nothing_is_created(
+    plane: ControlPlane, make_archive: MakeArchive
+) -> None:
+    config = {"model_name": "m", "build_commands": ["pip --version", "sudo apt-get install -y ffmpeg"]}
+    with pytest.raises(ApiError) as info:
+        await plane.push(make_archive(config), model_name=None, publish=True, promote=False)
+    assert info.value.status == 422 and info.value.payload["error"] == "build command not supported"
+    assert info.value.payload["detail"][0]["field"] == "build_commands.1"
+    assert plane.registry.models == {} and plane.registry.deployments == {}
+    assert not any((plane.settings.data_dir / "packages").iterdir())
+
+
+async def test_a_failing_build_command_is_422_with_its_output_and_a_failed_deployment(
+    plane: ControlPlane, make_archive: MakeArchive
+) -> None:
+    config = {"model_name": "m", "build_commands": ["echo preparing", "haha lol"]}
+    with pytest.raises(ApiError) as info:
+        await plane.push(make_archive(config), model_name=None, publish=True, promote=False)
+    payload = info.value.payload
+    assert info.value.status == 422 and payload["error"] == "build command failed" and payload["status"] == "Failed"
+    assert payload["build_command"]["index"] == 1 and payload["build_command"]["exit_code"] == 127
+    assert "haha: command not found" in payload["build_command"]["output"]
+    record = plane.registry.deployments[payload["deployment_id"]]
+    assert "haha lol" in (record.error or "") and plane.views.deployment_view(record)["status"] == "Failed"
+    assert plane.registry.model("m").environments["production"] is None  # never promoted
+
+
+async def test_a_build_command_naming_an_image_folder_is_pushed_with_a_warning(
+    plane: ControlPlane, make_archive: MakeArchive
+) -> None:
+    config = {"model_name": "m", "build_commands": ["ls -d /usr/local/lib > data.txt"]}
+    result = await plane.push(make_archive(config), model_name=None, publish=True, promote=False)
+    assert any("build_commands[0]" in w and "/usr/local" in w for w in result.warnings)
+    record = plane.registry.deployments[result.deployment_id]
+    assert (record.package_dir / "data.txt").read_text().strip() == "/usr/local/lib"
+    assert "/envs/builds/" in (record.python or "")
