@@ -271,12 +271,13 @@ def _run(
         except subprocess.TimeoutExpired:
             code = None
         finally:
-            if process.poll() is None or code is None:
-                try:  # the whole group: a command's children must not outlive it
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait()
+            # The whole group, finished or not: what a command left running in the background
+            # must not outlive it (as nothing outlives an image's RUN line).
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
             reader.join(5)
             if process.stdout is not None:
                 process.stdout.close()

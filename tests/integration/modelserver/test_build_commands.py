@@ -98,14 +98,26 @@ def test_a_command_past_the_time_limit_is_killed_with_its_children(tmp_path: Pat
     error = info.value
     assert error.timed_out and error.exit_code is None and "waiting" in error.output_tail
     assert "did not finish within 1 s" in str(error)
-    child = int(pid_file.read_text())
-    for _ in range(100):  # the group was killed: the child is gone (or a zombie being reaped)
+    _assert_gone(int(pid_file.read_text()))
+
+
+def _assert_gone(pid: int) -> None:
+    """The command's process group was killed: ``pid`` is gone (or a zombie being reaped)."""
+    stat = Path(f"/proc/{pid}/stat")
+    for _ in range(100):
         try:
-            os.kill(child, 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
-            break
-        if Path(f"/proc/{child}/stat").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
-            break
+            return
+        if stat.exists() and stat.read_text().split()[2] == "Z":
+            return
         time.sleep(0.05)
-    else:
-        pytest.fail(f"the command's child {child} outlived the time limit")
+    pytest.fail(f"the command's child {pid} outlived it")
+
+
+def test_what_a_command_leaves_running_is_stopped_with_it(tmp_path: Path) -> None:
+    package = _package(tmp_path / "pkg")
+    pid_file = tmp_path / "daemon.pid"
+    ensure_build([f"sleep 300 > /dev/null 2>&1 & echo $! > {pid_file}"], package, tmp_path / "envs",
+                 requirements=[], base_python=sys.executable, timeout=60)
+    _assert_gone(int(pid_file.read_text()))
