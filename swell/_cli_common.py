@@ -35,6 +35,7 @@ __all__ = [
     "model_id",
     "model_path",
     "new_table",
+    "pick_deployment",
     "print_pushed",
     "print_table",
     "push_directory",
@@ -110,6 +111,27 @@ def find_model(client: CliClient, ref: str, answer: httpx.Response | None = None
 def model_id(client: CliClient, ref: str) -> str:
     """The id of the model ``ref`` names (:func:`find_model`): what URLs use."""
     return str(find_model(client, ref)["id"])
+
+
+def pick_deployment(client: CliClient, model: str, deployment: str | None) -> tuple[str, str]:
+    """(model id, deployment id): the one asked for (an id, an environment's name or
+    ``development``), else production's, development's or the newest."""
+    info = find_model(client, model)
+    model_id = str(info["id"])
+    environments = info.get("environments") or {}
+    if deployment:
+        # A name the model resolves here is shown as the id it stands for; one that points
+        # at nothing goes to the server as it is, which says so.
+        if any(d.get("id") == deployment for d in info.get("deployments") or []):
+            return model_id, deployment
+        named = info.get("development_deployment_id") if deployment == "development" else environments.get(deployment)
+        return model_id, str(named or deployment)
+    chosen = environments.get("production") or info.get("development_deployment_id")
+    if not chosen and info.get("deployments"):
+        chosen = info["deployments"][-1]["id"]
+    if not chosen:
+        fail(f"model {info.get('name', model)!r} has no deployment yet; push one with `swell push DIR`", as_json=client.as_json)
+    return model_id, str(chosen)
 
 
 def new_table(title: str | None = None, caption: str | None = None) -> Any:

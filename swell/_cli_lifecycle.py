@@ -1,4 +1,4 @@
-"""``swell promote``, ``swell activate``, ``swell deactivate`` and ``swell environments``.
+"""``swell promote``, ``activate``, ``deactivate``, ``environments``, ``settings`` and ``delete``.
 
 A deployment's life from the command line, over the same ``/v1`` routes as the
 API (docs/api.md).  Same rules as the rest of the CLI: ``SWELL_URL`` and
@@ -18,14 +18,31 @@ from rich.markup import escape
 
 from swell._cli_common import (
     CliClient,
+    fail,
+    find_model,
     model_id,
     model_path,
     new_table,
+    pick_deployment,
     print_table,
     stderr_console,
 )
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def _parse_sets(overrides: tuple[str, ...]) -> dict[str, Any]:
+    """``--set NAME=VALUE`` options as a settings body; the server judges the values."""
+    settings: dict[str, Any] = {}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.UsageError(f"--set takes NAME=VALUE, e.g. --set max_replica=4; got {item!r}")
+        try:
+            settings[name.strip()] = json.loads(value)
+        except ValueError:
+            settings[name.strip()] = value  # the server names the field if it is not a number
+    return settings
 
 
 def _report(deployment: dict[str, Any], verb: str, as_json: bool) -> None:
@@ -86,15 +103,7 @@ def promote(
 ) -> None:
     """Point an environment at a published deployment, once it is as warm as the one it replaces;
     with --rolling, in steps (exit status 1 if it rolled back)."""
-    settings: dict[str, Any] = {}
-    for item in overrides:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.UsageError(f"--set takes NAME=VALUE, got {item!r}")
-        try:
-            settings[name] = json.loads(value)
-        except ValueError:
-            settings[name] = value  # the server names the field if it is not a number
+    settings = _parse_sets(overrides)
     body: dict[str, Any] = {"environment": environment}
     if settings:
         body["autoscaling_settings"] = settings
@@ -217,3 +226,79 @@ def _traffic_text(env: dict[str, Any]) -> str:
     if len(traffic) < 2:
         return "100%" if traffic else "—"
     return " · ".join(f"{t.get('deployment_id')} {t.get('percent')}%" for t in traffic)
+
+
+@click.command("settings")
+@click.argument("model")
+@click.argument("deployment", required=False)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change one autoscaling setting (e.g. --set max_replica=4); repeatable. "
+    "All are checked together: a bad value changes nothing.",
+)
+@_json_option
+def settings(model: str, deployment: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Show a deployment's autoscaling settings, or change them with --set.
+
+    DEPLOYMENT is an id, or production, staging or development [default: the
+    deployment production points at, else the development one, else the newest]."""
+    changes = _parse_sets(overrides)
+    client = CliClient(as_json)
+    found_id, chosen = pick_deployment(client, model, deployment)
+    path = model_path(found_id, "deployments", chosen, "autoscaling_settings")
+    if changes:
+        answer = client.request_object("PATCH", path, json=changes)
+        current, status = answer.get("settings") or {}, str(answer.get("status", ""))
+    else:
+        current, status = client.request_object("GET", path), ""
+    if as_json:
+        click.echo(json.dumps({"model_id": found_id, "deployment_id": chosen, "settings": current,
+                               **({"status": status} if status else {})}))
+        return
+    if status:
+        verb = "[bold green]changed[/]" if status == "ACCEPTED" else "unchanged (already so):"
+        stderr_console().print(f"{verb} {escape(', '.join(sorted(changes)))} of deployment {escape(chosen)}", soft_wrap=True)
+    table = new_table(f"autoscaling settings of deployment {escape(chosen)}")
+    table.add_column("setting")
+    table.add_column("value", justify="right")
+    for name, value in current.items():
+        shown = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        table.add_row(escape(name), escape(shown), style="bold" if name in changes else None)
+    print_table(table)
+
+
+@click.command("delete")
+@click.argument("model")
+@click.argument("deployment", required=False)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_json_option
+def delete(model: str, deployment: str | None, yes: bool, as_json: bool) -> None:
+    """Delete a deployment, or with no DEPLOYMENT the model with all its deployments.
+
+    Replicas stop, and a deleted deployment's logs and events go with it. The server
+    refuses to delete a deployment an environment points at: promote another first."""
+    client = CliClient(as_json)
+    found = find_model(client, model)
+    name, found_id = str(found["name"]), str(found["id"])
+    if deployment is None:
+        count = len(found.get("deployments") or [])
+        what = f"model {name!r} (id {found_id}), its {count} deployment(s) and its environments"
+        path = model_path(found_id)
+    else:
+        view = client.request_object("GET", model_path(found_id, "deployments", deployment))
+        serves = ", ".join(view.get("environments") or [])
+        what = (
+            f"deployment {view.get('id')} of model {name!r} ({view.get('kind')}, {view.get('status')}"
+            + (f"; {serves} point(s) at it" if serves else "") + ")"
+        )
+        path = model_path(found_id, "deployments", str(view.get("id", deployment)))
+    if not yes and not click.confirm(f"Delete {what}?", default=False, err=True):
+        fail("nothing deleted", as_json=as_json, payload={"error": "not confirmed", "reason": "nothing deleted"})
+    answer = client.request_object("DELETE", path)
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    stderr_console().print(f"[bold green]deleted[/] {escape(what)}", soft_wrap=True)

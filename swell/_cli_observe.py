@@ -15,23 +15,9 @@ from typing import Any
 
 import click
 
-from swell._cli_common import CliClient, fail, find_model, model_path, stderr_console
+from swell._cli_common import CliClient, model_path, pick_deployment, stderr_console
 
 __all__ = ["events_command", "logs_command", "pick_deployment"]
-
-
-def pick_deployment(client: CliClient, model: str, deployment: str | None) -> tuple[str, str]:
-    """(model id, deployment id): the one asked for, else production's, development's or the newest."""
-    info = find_model(client, model)
-    model_id = str(info["id"])
-    if deployment:
-        return model_id, deployment
-    chosen = (info.get("environments") or {}).get("production") or info.get("development_deployment_id")
-    if not chosen and info.get("deployments"):
-        chosen = info["deployments"][-1]["id"]
-    if not chosen:
-        fail(f"model {model!r} has no deployment yet; push one with `swell push DIR`", as_json=client.as_json)
-    return model_id, str(chosen)
 
 
 def _stream_lines(client: CliClient, path: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:

@@ -41,6 +41,8 @@ _LAZY_COMMANDS = {
     "activate": "swell._cli_lifecycle:activate",
     "deactivate": "swell._cli_lifecycle:deactivate",
     "environments": "swell._cli_lifecycle:environments",
+    "settings": "swell._cli_lifecycle:settings",
+    "delete": "swell._cli_lifecycle:delete",
     "request": "swell._cli_async:request_command",
     "logs": "swell._cli_observe:logs_command",
     "events": "swell._cli_observe:events_command",
