@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -90,6 +91,21 @@ def test_split_sends_exactly_its_share_spread_evenly(percent: int) -> None:
     assert sum(taken) == percent * 10
     for start_at in range(0, 900, 100):  # every window of 100 has its share, not a burst
         assert sum(taken[start_at:start_at + 100]) == percent
+
+
+def test_split_allocates_nothing_per_request() -> None:
+    """It runs on the request path: integer credit in slots, small cached ints, a bool out."""
+    split = TrafficSplit("new", 37)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        taken = 0
+        for _ in range(10_000):
+            taken += split.take()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert taken == 3700 and grown < 256  # a few bytes of the loop's own, never per call
 
 
 def test_split_follows_a_changed_share() -> None:
