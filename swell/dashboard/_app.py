@@ -43,7 +43,7 @@ from swell.dashboard._session import (
 from swell.http import Receive, Scope, Send, header, respond
 from swell.serving import render_metrics
 
-__all__ = ["Dashboard"]
+__all__ = ["DashboardPages"]
 
 STATIC = Path(__file__).parent / "static"
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
@@ -80,8 +80,9 @@ async def _redirect(send: Send, location: str, headers: list[tuple[bytes, bytes]
     await _respond(send, 303, b"", b"text/plain", [(b"location", location.encode()), *(headers or [])])
 
 
-class Dashboard:
-    """ASGI: the dashboard's routes, then ``app`` for everything else."""
+class DashboardPages:
+    """ASGI: the dashboard's routes, then ``app`` for everything else (what
+    :class:`swell.dashboard.Dashboard` hands it: the requests for its pages)."""
 
     def __init__(self, app: SwellApp, *, now: Callable[[], float] = time.time) -> None:
         self.app = app
@@ -89,26 +90,21 @@ class Dashboard:
         self.now = now
         self.sessions = Sessions(self._key_alive)
         self.sampler = Sampler()
-        # The front door reads the app's body limit; it is the inner app's.
-        self.max_request_bytes = app.max_request_bytes
 
     def _key_alive(self, key_id: str) -> bool:
         record = self.keys.records.get(key_id)
         return record is not None and record.revoked_at is None and record.can_manage()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith("/model/"):  # the hot path: straight through
-                await self.app(scope, receive, send)
-                return
-            if path == "/" or path.startswith("/ui/") or path == "/docs" or path.startswith("/docs/"):
-                await self._route(scope, receive, send, path)
-                return
-            if path == "/openapi.json" and header(scope, b"authorization") is None and self._session(scope):
-                await self.app.management(scope, receive, send)  # type: ignore[arg-type]
-                return
-        await self.app(scope, receive, send)
+        """One request :class:`swell.dashboard.Dashboard` handed over: a page, or
+        ``/openapi.json`` without an ``Authorization`` header."""
+        path: str = scope["path"]
+        if path == "/" or path.startswith("/ui/") or path == "/docs" or path.startswith("/docs/"):
+            await self._route(scope, receive, send, path)
+        elif path == "/openapi.json" and self._session(scope):
+            await self.app.management(scope, receive, send)  # type: ignore[arg-type]
+        else:
+            await self.app(scope, receive, send)
 
     # ------------------------------------------------------------------ plumbing
 

@@ -6,11 +6,41 @@ environment it reads. Heavy modules (uvicorn, the app) load only when ``main`` r
 
 from __future__ import annotations
 
-from swell.modelserver._build import BuildCommandError, BuildLayout, check_build_commands, ensure_build
-from swell.modelserver._config import load_truss_config
-from swell.modelserver._environment import RequirementsInstallError, ensure_environment
-from swell.modelserver._node import ReplicaActor
+from typing import TYPE_CHECKING, Any
+
 from swell.modelserver._otlp import OTLP_ENDPOINT_ENV
+
+if TYPE_CHECKING:
+    from swell.modelserver._build import BuildCommandError, BuildLayout, check_build_commands, ensure_build
+    from swell.modelserver._config import load_truss_config
+    from swell.modelserver._environment import RequirementsInstallError, ensure_environment
+    from swell.modelserver._node import ReplicaActor
+
+# The server's side of this package (building environments, the Ray actor) is
+# imported on first use: a replica imports this package too, and pays in memory
+# and cold start for every module loaded here.
+_LAZY = {
+    "BuildCommandError": "swell.modelserver._build",
+    "BuildLayout": "swell.modelserver._build",
+    "check_build_commands": "swell.modelserver._build",
+    "ensure_build": "swell.modelserver._build",
+    "load_truss_config": "swell.modelserver._config",
+    "RequirementsInstallError": "swell.modelserver._environment",
+    "ensure_environment": "swell.modelserver._environment",
+    "ReplicaActor": "swell.modelserver._node",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "OTLP_ENDPOINT_ENV",
