@@ -33,6 +33,8 @@ from swell.modelserver._otlp import OTLP_ENDPOINT_ENV
 
 __all__ = [
     "ReplicaTracing",
+    "StatusSend",
+    "end_span",
     "incoming_context",
     "otlp_provider",
     "replica_tracing",
@@ -49,7 +51,9 @@ def otlp_provider(service: str, endpoint: str, attributes: Mapping[str, str] | N
     """A tracer provider that sends its spans in batches to ``endpoint`` (an OTLP/HTTP
     collector's base URL, as ``OTEL_EXPORTER_OTLP_ENDPOINT``: ``/v1/traces`` is added)."""
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
     except ImportError as exc:  # the exporter is the `otel` extra
         raise RuntimeError(
             f"exporting traces needs the OTLP exporter ({exc}): pip install 'swell[otel]'"
@@ -77,6 +81,29 @@ def trace_headers(span: trace.Span) -> bytes:
     return b"".join(b"%s: %s\r\n" % (name.encode(), value.encode("latin-1")) for name, value in carrier.items())
 
 
+class StatusSend:
+    """An ASGI ``send`` that notes the response's status on its way through."""
+
+    __slots__ = ("_send", "status")
+
+    def __init__(self, send: Callable[[Any], Awaitable[None]]) -> None:
+        self._send = send
+        self.status = 0  # none sent
+
+    async def __call__(self, message: Any) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+
+def end_span(span: trace.Span, status: int, end_time: int | None = None) -> None:
+    """End ``span`` with the response's status; a 5xx, or no answer at all, is an error."""
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500 or status == 0:
+        span.set_status(StatusCode.ERROR)
+    span.end(end_time=end_time)
+
+
 class ReplicaTracing:
     """The replica's span around each model call (predict or an OpenAI-style route)."""
 
@@ -89,14 +116,7 @@ class ReplicaTracing:
         tracer = self._tracer
 
         async def traced_predict(scope: Any, receive: Any, send: Any, endpoint: str | None = None) -> None:
-            status = 0
-
-            async def observed(message: Any) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
+            observed = StatusSend(send)
             span = tracer.start_span(
                 "swell.model",
                 context=incoming_context(scope["headers"]),
@@ -111,10 +131,7 @@ class ReplicaTracing:
                 raise
             finally:
                 otel_context.detach(token)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500 or status == 0:
-                    span.set_status(StatusCode.ERROR)
-                span.end()
+                end_span(span, observed.status)
 
         return traced_predict
 

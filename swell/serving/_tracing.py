@@ -24,10 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind
 
 from swell.http import Receive, Send
-from swell.modelserver.tracing import incoming_context, otlp_provider, trace_headers
+from swell.modelserver.tracing import (
+    StatusSend,
+    end_span,
+    incoming_context,
+    otlp_provider,
+    trace_headers,
+)
 
 if TYPE_CHECKING:
     from swell.serving._router import DeploymentRouter, ReplicaHandle
@@ -73,13 +79,7 @@ class RequestTracing:
         )
         under_request = trace.set_span_in_context(request)
         hop = _Hop(tracer, under_request)
-        status = 0
-
-        async def observed(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+        observed = StatusSend(send)
 
         # The caller's traceparent names the caller's span; the replica's parent is ours.
         forwarded = [(name, value) for name, value in headers if name not in _CARRIED]
@@ -90,6 +90,7 @@ class RequestTracing:
             raise
         finally:
             ended = time.time_ns()
+            status = observed.status
             slot_at = hop.started_at or ended
             waited = status != 202  # a 202 (the caller asked not to wait) did not queue
             if waited:
@@ -100,11 +101,9 @@ class RequestTracing:
                 tracer.start_span("swell.cold_start_wait", context=under_request, start_time=arrived).end(
                     end_time=max(arrived, ready_at)
                 )
-            hop.end(ended, status)
-            request.set_attribute("http.response.status_code", status)
-            if status >= 500 or status == 0:
-                request.set_status(StatusCode.ERROR)
-            request.end(end_time=ended)
+            if hop.span is not None:
+                end_span(hop.span, status, ended)
+            end_span(request, status, ended)
 
     def close(self) -> None:
         """Send what is still batched (the server is stopping)."""
@@ -134,13 +133,6 @@ class _Hop:
         )
         line_end = head.index(b"\r\n") + 2
         return head[:line_end] + trace_headers(span) + head[line_end:]
-
-    def end(self, ended: int, status: int) -> None:
-        if self.span is not None:
-            self.span.set_attribute("http.response.status_code", status)
-            if status >= 500 or status == 0:
-                self.span.set_status(StatusCode.ERROR)
-            self.span.end(end_time=ended)
 
 
 def _ready_after(handles: Iterable[ReplicaHandle], since: float) -> float | None:
