@@ -31,6 +31,11 @@ from swell._cli_common import (
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
 
+def _set_option(help_text: str) -> Any:
+    """``--set NAME=VALUE``, repeatable, read by :func:`_parse_sets`."""
+    return click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE", help=help_text)
+
+
 def _parse_sets(overrides: tuple[str, ...]) -> dict[str, Any]:
     """``--set NAME=VALUE`` options as a settings body; the server judges the values."""
     settings: dict[str, Any] = {}
@@ -73,13 +78,8 @@ def _steps(_ctx: click.Context, _param: click.Parameter, value: str | None) -> l
 @click.argument("model")
 @click.argument("deployment")
 @click.option("--environment", default="production", show_default=True, help="The environment to move.")
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Autoscaling setting for the promoted deployment, instead of the one it replaces "
-    "(e.g. --set max_replica=4); repeatable.",
+@_set_option(
+    "Autoscaling setting for the promoted deployment, instead of the one it replaces (e.g. --set max_replica=4); repeatable."
 )
 @click.option(
     "--rolling",
@@ -231,13 +231,9 @@ def _traffic_text(env: dict[str, Any]) -> str:
 @click.command("settings")
 @click.argument("model")
 @click.argument("deployment", required=False)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Change one autoscaling setting (e.g. --set max_replica=4); repeatable. "
-    "All are checked together: a bad value changes nothing.",
+@_set_option(
+    "Change one autoscaling setting (e.g. --set max_replica=4); repeatable. "
+    "All are checked together: a bad value changes nothing."
 )
 @_json_option
 def settings(model: str, deployment: str | None, overrides: tuple[str, ...], as_json: bool) -> None:

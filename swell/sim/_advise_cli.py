@@ -7,6 +7,7 @@ import sys
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 import click
 import numpy as np
@@ -60,11 +61,11 @@ def _parse_start(value: str | None) -> float | None:
 
 def _fetch(deployment: str, path: str) -> Any:
     """``GET /v1/models/{model}/deployments/{deployment}/{path}`` through the server's client."""
-    model, sep, dep = deployment.partition("/")
+    model, sep, dep = deployment.rpartition("/")  # a model's name may hold '/'; a deployment id never does
     if not sep or not model or not dep:
         raise _Refused(f"--deployment {deployment!r}: expected MODEL/DEPLOYMENT (ids or names)")
     try:
-        return Client().request_object("GET", f"/v1/models/{model}/deployments/{dep}/{path}")
+        return Client().request_object("GET", f"/v1/models/{quote(model, safe='')}/deployments/{quote(dep, safe='')}/{path}")
     except ClientError as exc:
         raise _Refused(exc.message) from None
 
