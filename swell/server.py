@@ -28,7 +28,13 @@ from swell.client import describe_error
 from swell.config import ServerSettings
 from swell.control import ApiError, ControlPlane, SwellApp
 from swell.dashboard import Dashboard
-from swell.http import ConnectionGuard, fast_path_protocol, use_batch_scheduling
+from swell.http import (
+    WS_MAX_MESSAGE_BYTES,
+    ConnectionGuard,
+    LazyWebSocketProtocol,
+    fast_path_protocol,
+    use_batch_scheduling,
+)
 from swell.serving import otlp_tracing
 from swell.serving.backends import make_backend
 
@@ -124,6 +130,9 @@ def run_server(settings: ServerSettings, demo_dir: Path | None = None) -> None:
         # Predict requests skip uvicorn's per-request machinery; the guard's
         # read timeouts and cap keep slow clients from holding the door.
         http=fast_path_protocol(b"POST /model/", guard),
+        # Truss websocket models (…/websocket, docs/api.md); the protocol loads on the first one.
+        ws=LazyWebSocketProtocol,
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # one ASGI layer less on every request; we bind 127.0.0.1

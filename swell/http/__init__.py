@@ -4,7 +4,8 @@
   serves the hot route (``POST /model/…``, ``POST /v1/models/…``) without
   uvicorn's per-request machinery and hands anything else to uvicorn.
 - ``CorkedHttpToolsProtocol``: uvicorn's httptools protocol writing each answer
-  in one system call.
+  in one system call; ``LazyWebSocketProtocol``: uvicorn's websocket protocol,
+  imported on the first upgrade (``WS_MAX_MESSAGE_BYTES``: the message limit).
 - ``ConnectionGuard``: the front door's header/body read timeouts and connection cap.
 - ``use_batch_scheduling``: ``SCHED_BATCH`` for the serving processes.
 - The ASGI vocabulary: ``Scope``/``Receive``/``Send``, ``respond``, ``read_body``,
@@ -37,10 +38,11 @@ from swell.http._sched import use_batch_scheduling
 
 if TYPE_CHECKING:
     from swell.http._fastpath import FastPathProtocol, fast_path_protocol
-    from swell.http._httptools import CorkedHttpToolsProtocol, CorkedTransport
+    from swell.http._httptools import WS_MAX_MESSAGE_BYTES, CorkedHttpToolsProtocol, CorkedTransport, LazyWebSocketProtocol
 
 __all__ = [
     "JSON_HEADERS",
+    "WS_MAX_MESSAGE_BYTES",
     "ASGIApp",
     "BodyOverLimit",
     "ClientDisconnected",
@@ -48,6 +50,7 @@ __all__ = [
     "CorkedHttpToolsProtocol",
     "CorkedTransport",
     "FastPathProtocol",
+    "LazyWebSocketProtocol",
     "Receive",
     "Scope",
     "Send",
@@ -66,6 +69,8 @@ _LAZY = {
     "fast_path_protocol": "swell.http._fastpath",
     "CorkedHttpToolsProtocol": "swell.http._httptools",
     "CorkedTransport": "swell.http._httptools",
+    "LazyWebSocketProtocol": "swell.http._httptools",
+    "WS_MAX_MESSAGE_BYTES": "swell.http._httptools",
 }
 
 

@@ -20,10 +20,12 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["FLUSH_AT", "CorkedHttpToolsProtocol", "CorkedTransport"]
+__all__ = ["FLUSH_AT", "WS_MAX_MESSAGE_BYTES", "CorkedHttpToolsProtocol", "CorkedTransport", "LazyWebSocketProtocol"]
 
 #: Buffered bytes past which a write goes out at once.
 FLUSH_AT = 1 << 16
+#: The largest websocket message, on every hop: Truss's hard limit (``WS_MAX_MSG_SZ_BYTES``).
+WS_MAX_MESSAGE_BYTES = 100 << 20
 
 
 class CorkedTransport:
@@ -103,3 +105,18 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
+
+
+class LazyWebSocketProtocol(asyncio.Protocol):
+    """uvicorn's ``ws=`` protocol, imported on the first websocket upgrade.
+
+    Given as a class, uvicorn imports nothing at start; its own websocket
+    protocol (``websockets``' sans-I/O one, or wsproto's) costs a replica's
+    cold start a tenth of a second of imports, which only a websocket needs.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # uvicorn's own protocol, not this class
+        from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+        assert AutoWebSocketsProtocol is not None, "uvicorn found neither websockets nor wsproto"
+        return AutoWebSocketsProtocol(*args, **kwargs)

@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from swell.http import fast_path_protocol, use_batch_scheduling
+from swell.http import WS_MAX_MESSAGE_BYTES, LazyWebSocketProtocol, fast_path_protocol, use_batch_scheduling
 from swell.modelserver._app import ReplicaApp
 from swell.modelserver._config import load_truss_config
 from swell.modelserver._otlp import OTLP_ENDPOINT_ENV
@@ -35,8 +35,6 @@ DEFAULT_HOST = "127.0.0.1"
 KEEP_ALIVE_SECONDS = 75
 # The router's predict requests skip uvicorn's per-request machinery; the rest is uvicorn's.
 _PROTOCOL = fast_path_protocol(b"POST /v1/models/")
-# Truss's hard limit on one websocket message (WS_MAX_MSG_SZ_BYTES); the router's leg uses the same.
-WS_MAX_MESSAGE_BYTES = 100 << 20
 # After a failed load, how long uvicorn gets to wind down before a hard exit.
 FAILED_EXIT_GRACE_SECONDS = 5.0
 LIFELINE_EXIT_CODE = 1
@@ -173,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = "asyncio"
     uv_config = uvicorn.Config(
         require_token(app, token) if token else app, **address, loop=loop, http=_PROTOCOL, lifespan="off",
-        ws="auto", ws_max_size=WS_MAX_MESSAGE_BYTES,  # Truss's websocket models (ReplicaApp.websocket)
+        ws=LazyWebSocketProtocol, ws_max_size=WS_MAX_MESSAGE_BYTES,  # Truss's websocket models (ReplicaApp.websocket)
         interface="asgi3", access_log=False, log_config=None, log_level="warning",
         server_header=False, proxy_headers=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=None,

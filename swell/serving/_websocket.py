@@ -27,15 +27,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from swell.http import Receive, Send
+from swell.http import WS_MAX_MESSAGE_BYTES, Receive, Send
 from swell.serving._backend import Replica
 
-__all__ = ["MAX_MESSAGE_BYTES", "OpenSockets", "ReplicaRefused", "WebSocketSession", "open_replica_socket"]
+__all__ = ["OpenSockets", "ReplicaRefused", "WebSocketSession", "open_replica_socket"]
 
 log = logging.getLogger("swell.router")
 
-#: Truss's hard limit on one message (``WS_MAX_MSG_SZ_BYTES``); the replica's uvicorn has the same.
-MAX_MESSAGE_BYTES = 100 << 20
 #: How long the replica has to answer the handshake, or a close.
 _OPEN_TIMEOUT = 30.0
 _CLOSE_TIMEOUT = 5.0
@@ -78,7 +76,7 @@ async def open_replica_socket(
         "additional_headers": extra,
         "subprotocols": [Subprotocol(p) for p in subprotocols] or None,
         "compression": None,  # a local hop: deflating costs CPU and saves nothing
-        "max_size": MAX_MESSAGE_BYTES,
+        "max_size": WS_MAX_MESSAGE_BYTES,
         "ping_interval": None,  # the replica pings us; the caller's side has uvicorn's pings
         "open_timeout": _OPEN_TIMEOUT,
         "close_timeout": _CLOSE_TIMEOUT,

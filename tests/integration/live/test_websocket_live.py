@@ -48,6 +48,8 @@ class Model:
             pass
 '''
 
+MAX_MESSAGE = 100 << 20  # Truss's limit, on every hop
+
 PREDICT_MODEL = '''
 class Model:
     def predict(self, model_input):
@@ -71,7 +73,8 @@ def _url(swell: Swell, route: str) -> str:
 @contextmanager
 def _socket(swell: Swell, route: str, key: str | None = KEY, scheme: str = "Api-Key") -> Iterator[ClientConnection]:
     headers = {"Authorization": f"{scheme} {key}"} if key else {}
-    with connect(_url(swell, route), additional_headers=headers, open_timeout=120, close_timeout=10) as socket:
+    with connect(_url(swell, route), additional_headers=headers, open_timeout=120, close_timeout=10,
+                 max_size=MAX_MESSAGE) as socket:
         yield socket
 
 
@@ -98,6 +101,9 @@ def test_echo_wakes_a_deployment_scaled_to_zero(swell: Swell, make_model: Callab
         assert socket.recv(timeout=30) == "echo: hello"
         socket.send(b"\x00\x01\x02")
         assert socket.recv(timeout=30) == b"\x02\x01\x00"
+        big = bytes(range(256)) * (80 << 12)  # 20 MiB: over uvicorn's default 16 MiB, under Truss's 100 MiB
+        socket.send(big)
+        assert socket.recv(timeout=60) == big[::-1]
         # One slot of the replica's concurrency while open: the autoscaler sees it in flight.
         view = _in_flight(swell, cold, 1, "the open socket in flight")
         assert [r["in_flight"] for r in view["replicas"]] == [1]
