@@ -10,7 +10,10 @@ server pinned to CPU 1 and wrk (one thread) to CPU 0, all in one run:
 - dashboard: the same ``swell serve`` while a browser tab's worth of dashboard
          traffic runs (signed in, the deployment page's fragment every 2 s, its
          events and logs followed as server-sent events), measured in turns with
-         ``swell`` so the two differ only by the open dashboard.
+         ``swell`` so the two differ only by the open dashboard;
+- traced: a second ``swell serve`` with ``--otlp-endpoint`` to a collector stub in
+         this process (it counts what it is sent and answers 200), measured in
+         turns with ``swell``: what tracing costs when it is on.
 
 Only the ratios between legs are meaningful on a shared machine.  Each level
 also records the CPU time the server used per request (``cpu_us``: the server
@@ -18,7 +21,7 @@ process; ``tree_cpu_us``: with its replica processes), which other work on the
 machine changes far less than it changes requests/s: the figure to compare two
 versions of Swell by when the machine is busy.
 
-    python bench/serve_throughput.py [--duration 8] [--legs bare,swell,dashboard,ray]
+    python bench/serve_throughput.py [--duration 8] [--legs bare,swell,dashboard,traced,ray]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -117,6 +121,54 @@ class DashboardTab:
                 thread.join(timeout=5)
 
 
+class Collector:
+    """An OTLP/HTTP collector stub on 127.0.0.1: reads each export, counts it, answers 200."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+        self.bytes = 0
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                collector.exports += 1
+                collector.bytes += len(body)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Collector]:
+        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def _swell_target(server: _common.SwellServer, name: str) -> tuple[str, dict[str, Any], float]:
+    """Push the echo model, wake it once; its predict URL and the cold start."""
+    pushed = server.push(_common.ECHO_PACKAGE)
+    url = server.predict_url(pushed["model_id"])
+    started = time.perf_counter()
+    status, body = _wrk.post(url, headers=server.headers, timeout=120)
+    cold = time.perf_counter() - started
+    if status != 200:
+        raise SystemExit(f"{name} answered {status}: {body[:500]!r}")
+    console.log(f"{name}: first request (cold start) {cold:.3f} s")
+    return url, pushed, cold
+
+
 def local_legs(
     args: argparse.Namespace, chosen: list[str], advance: Any
 ) -> dict[str, dict[str, Any]]:
@@ -131,16 +183,10 @@ def local_legs(
             targets["bare"] = (stack.enter_context(_common.bare_app(bare)), None)
             pids["bare"] = bare[0]
         tab: DashboardTab | None = None
+        collector: Collector | None = None
         if "swell" in chosen or "dashboard" in chosen:
             server = stack.enter_context(_common.SwellServer())
-            pushed = server.push(_common.ECHO_PACKAGE)
-            url = server.predict_url(pushed["model_id"])
-            started = time.perf_counter()
-            status, body = _wrk.post(url, headers=server.headers, timeout=120)
-            cold = time.perf_counter() - started
-            if status != 200:
-                raise SystemExit(f"Swell answered {status}: {body[:500]!r}")
-            console.log(f"swell: first request (cold start) {cold:.3f} s")
+            url, pushed, cold = _swell_target(server, "swell")
             pids["swell"] = pids["dashboard"] = server.pid
             if "swell" in chosen:
                 targets["swell"] = (url, server.headers)
@@ -149,6 +195,12 @@ def local_legs(
                 tab = DashboardTab(server.url, _common.API_KEY, pushed["model_id"], pushed["deployment_id"])
                 stack.callback(tab.client.close)
                 targets["dashboard"] = (url, server.headers)
+        if "traced" in chosen:
+            collector = stack.enter_context(Collector().running())
+            traced = stack.enter_context(_common.SwellServer(args=("--otlp-endpoint", collector.url)))
+            traced_url, _, _ = _swell_target(traced, "traced")
+            targets["traced"] = (traced_url, traced.headers)
+            pids["traced"] = traced.pid
         scripts = {name: _wrk.wrk_script(headers) for name, (_, headers) in targets.items()}
         stack.callback(lambda: [p.unlink(missing_ok=True) for p in scripts.values()])
         rounds: dict[str, dict[int, list[dict[str, Any]]]] = {
@@ -164,6 +216,8 @@ def local_legs(
                     advance()
         if tab is not None:
             extra["dashboard"] = {"fragments_rendered": tab.fragments}
+        if collector is not None:
+            extra["traced"] = {"otlp_exports": collector.exports, "otlp_bytes": collector.bytes}
         return {
             name: {"levels": [_best(rounds[name][c]) for c in args.concurrency], **extra.get(name, {})}
             for name in targets
@@ -197,10 +251,12 @@ def ratios(legs: dict[str, dict[str, Any]], levels: list[int]) -> dict[str, Any]
     out: dict[str, Any] = {}
     for c in levels:
         swell, bare, ray = at("swell", c), at("bare", c), at("ray", c)
-        dashboard = at("dashboard", c)
+        dashboard, traced = at("dashboard", c), at("traced", c)
         row: dict[str, Any] = {}
         if dashboard and swell and swell["rps"]:
             row["dashboard_over_swell"] = round(dashboard["rps"] / swell["rps"], 3)
+        if traced and swell and swell["rps"]:
+            row["traced_over_swell"] = round(traced["rps"] / swell["rps"], 3)
         if swell and bare and bare["rps"]:
             row["swell_over_bare"] = round(swell["rps"] / bare["rps"], 3)
         if swell and ray and ray["rps"]:
@@ -224,6 +280,7 @@ def table(legs: dict[str, dict[str, Any]], ratio: dict[str, Any], levels: list[i
     t.add_column("swell/bare", justify="right")
     t.add_column("swell/ray", justify="right")
     t.add_column("dashboard/swell", justify="right")
+    t.add_column("traced/swell", justify="right")
     for c in levels:
         cells = []
         for leg in legs:
@@ -240,6 +297,7 @@ def table(legs: dict[str, dict[str, Any]], ratio: dict[str, Any], levels: list[i
             f"{r['swell_over_bare']:.0%}" if "swell_over_bare" in r else "-",
             f"{r['swell_over_ray']:.1f}×" if "swell_over_ray" in r else "-",
             f"{r['dashboard_over_swell']:.0%}" if "dashboard_over_swell" in r else "-",
+            f"{r['traced_over_swell']:.0%}" if "traced_over_swell" in r else "-",
         )
     return t
 
@@ -269,10 +327,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per level; the best is kept")
     parser.add_argument(
         "--legs", default="bare,swell,dashboard,ray",
-        help="comma-separated subset (dashboard: swell with a dashboard tab open)",
+        help="comma-separated subset (dashboard: swell with a dashboard tab open; traced: swell with --otlp-endpoint)",
     )
     args = parser.parse_args()
-    chosen = [leg for leg in ("bare", "swell", "dashboard", "ray") if leg in args.legs.split(",")]
+    chosen = [leg for leg in ("bare", "swell", "dashboard", "traced", "ray") if leg in args.legs.split(",")]
     local = [leg for leg in chosen if leg != "ray"]
     total = len(args.concurrency) * (len(local) * args.rounds + ("ray" in chosen))
     legs: dict[str, dict[str, Any]] = {}
