@@ -542,12 +542,18 @@ def predict(
             out.flush()
 
 
+#: Beside a deployment's status in `swell status`: the server's background advice found better settings.
+ADVICE_MARK = "⚑"
+
+
 def _settings_text(settings: dict[str, Any]) -> str:
-    """``min–max · target@util% · window/delay``, short enough for an 80-column table."""
+    """``min–max · target@util% · window/delay`` (`` · burst``, `` · trend`` when on), short
+    enough for an 80-column table."""
     return (
         f"{settings['min_replica']}–{settings['max_replica']} · "
         f"{settings['concurrency_target']}@{settings['target_utilization_percentage']}% · "
         f"{settings['autoscaling_window']}s/{settings['scale_down_delay']}s"
+        + "".join(f" · {name}" for name in ("burst", "trend") if settings.get(name))
     )
 
 
@@ -586,7 +592,7 @@ def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
     # environments.
     table = Table(
         title=f"Swell at {client.url}",
-        caption="settings: min–max replicas · target@utilization · window/scale-down delay",
+        caption="settings: min–max replicas · target@utilization · window/scale-down delay [· extras on]",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         padding=0,
@@ -598,9 +604,13 @@ def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
     table.add_column("ready", no_wrap=True, justify="right")
     table.add_column("settings", min_width=22)
     colours = {"Active": "green", "Scaled to zero": "dim", "Failed": "red", "Unhealthy": "red"}
+    advised: list[str] = []
     for entry in models:
         for dep in entry.get("deployments", []):
             state = str(dep["status"])
+            advice = dep.get("advice")
+            if isinstance(advice, dict):
+                advised.append(f"{ADVICE_MARK} {dep['id']}: {advice.get('summary', '')} ({advice.get('command', 'swell advise')})")
             if dep.get("kind") == "development":
                 serves = "development"
             else:
@@ -609,7 +619,7 @@ def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
                 escape(str(entry["name"])),
                 escape(str(dep["id"])),
                 escape(serves),
-                f"[{colours.get(state, 'yellow')}]{escape(state)}[/]",
+                f"[{colours.get(state, 'yellow')}]{escape(state)}[/]" + (f" {ADVICE_MARK}" if isinstance(advice, dict) else ""),
                 f"{dep['replicas_ready']}/{dep['replicas_total']}",
                 _settings_text(dep["autoscaling_settings"]),
             )
@@ -617,6 +627,8 @@ def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
         stderr_console().print("no models yet; push one with `swell push DIR`")
         return
     Console().print(table)
+    for line in advised:  # the background advice found settings worth a look
+        Console().print(escape(line), soft_wrap=True)
     if show_replicas:
         Console().print(_replicas_table(models))
 

@@ -24,9 +24,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -248,14 +250,26 @@ class AutoscalingSettings(BaseModel):
     concurrency_target: int = Field(1, ge=1, le=10_000)
     target_utilization_percentage: int = Field(70, ge=1, le=100)
     schedules: tuple[Schedule, ...] = ()
+    # Swell's extensions beside Baseten's fields, off by default (docs/autoscaling.md, Extras).
+    burst: bool = False
+    trend: bool = False
 
-    @field_validator("*", mode="before")
+    @field_validator("burst", "trend", mode="before")
+    @classmethod
+    def _switch(cls, value: Any, info: ValidationInfo) -> Any:
+        # 1, "true" and "yes" are a typo or a bug in the caller; say so, do not guess.
+        if not isinstance(value, bool):
+            raise ValueError(_AUTOSCALING_RANGES[info.field_name or ""])
+        return value
+
+    @field_validator(
+        "min_replica", "max_replica", "autoscaling_window", "scale_down_delay", "concurrency_target",
+        "target_utilization_percentage", mode="before",
+    )
     @classmethod
     def _whole_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # YAML and JSON both give 2.0 for "2.0"; accept whole floats, refuse 2.5
         # with the field's range rather than pydantic's generic message.
-        if info.field_name == "schedules":
-            return value
         if isinstance(value, bool):
             raise ValueError(f"must be a whole number; {_AUTOSCALING_RANGES[info.field_name or '']}")
         if isinstance(value, str):  # "3" is a typo or a bug in the caller; say so, do not guess
@@ -291,14 +305,29 @@ class AutoscalingSettings(BaseModel):
                 )
         return self
 
+    @model_serializer(mode="wrap")
+    def _baseten_shaped(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An extra that is off is not written: the body stays Baseten's own for
+        # every deployment that does not opt in, and absent reads back as off.
+        data: dict[str, Any] = handler(self)
+        for name in EXTRA_SETTINGS:
+            if data.get(name) is False:
+                del data[name]
+        return data
+
     @property
     def replica_capacity(self) -> float:
         """Concurrency one replica should carry: target × utilisation."""
         return self.concurrency_target * self.target_utilization_percentage / 100.0
 
 
-#: The numeric autoscaling settings (everything but ``schedules``), in the order users know them.
-SCALAR_SETTINGS: tuple[str, ...] = tuple(name for name in AutoscalingSettings.model_fields if name != "schedules")
+#: Swell's opt-in extras, switches beside Baseten's fields (off by default).
+EXTRA_SETTINGS: tuple[str, ...] = ("burst", "trend")
+
+#: The numeric autoscaling settings (all but ``schedules`` and the extras), in the order users know them.
+SCALAR_SETTINGS: tuple[str, ...] = tuple(
+    name for name in AutoscalingSettings.model_fields if name != "schedules" and name not in EXTRA_SETTINGS
+)
 
 
 _AUTOSCALING_RANGES = {
@@ -311,6 +340,8 @@ _AUTOSCALING_RANGES = {
     "concurrency_target": "must be a whole number ≥ 1 and ≤ 10000",
     "target_utilization_percentage": "must be between 1 and 100",
     "schedules": "must be a list of {min_replica, start, end | cron, duration, timezone}",
+    "burst": "must be true or false (scale up at once for a backlog that would outlast a cold start)",
+    "trend": "must be true or false (scale for the concurrency projected one cold start ahead)",
 }
 AutoscalingSettings.RANGES = _AUTOSCALING_RANGES
 
@@ -910,6 +941,9 @@ class ServerSettings(BaseModel):
     deactivate_development_after_days: float | None = Field(14.0, gt=0)
     deactivate_published_after_days: float | None = Field(60.0, gt=0)
     housekeeping_seconds: float = Field(60.0, gt=0)  # how often idle times are written and checked
+    # How often `swell advise` reruns, in the background, on a deployment's recorded traffic (with
+    # new requests since its last run); 0: never.  Its digest shows in `swell status` and the API.
+    advice_seconds: float = Field(3600.0, ge=0)
     promotion_timeout_seconds: float = Field(900.0, gt=0)  # how long a promotion waits for warm replicas
     # Fork replicas from a process that has imported their runtime already:
     # a wake costs ~15 ms instead of ~150 ms, for ~8 MiB with one replica.

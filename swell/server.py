@@ -27,7 +27,7 @@ from swell._archive import make_archive
 from swell.client import describe_error
 from swell.config import ServerSettings
 from swell.control import ApiError, ControlPlane, SwellApp
-from swell.dashboard import Dashboard
+from swell.dashboard import Dashboard, run_advise
 from swell.http import (
     WS_MAX_MESSAGE_BYTES,
     ConnectionGuard,
@@ -116,7 +116,8 @@ def run_server(settings: ServerSettings, demo_dir: Path | None = None) -> None:
     env_key = os.environ.get("SWELL_API_KEY") or None
     # Spans only with --otlp-endpoint: opentelemetry is not even imported without it.
     tracing = otlp_tracing(settings.otlp_endpoint) if settings.otlp_endpoint else None
-    plane = ControlPlane(settings, backend, api_key=env_key, tracing=tracing)
+    plane = ControlPlane(settings, backend, api_key=env_key, tracing=tracing,
+                         advise=run_advise)  # advice in the background
     guard = ConnectionGuard(
         settings.header_timeout_seconds, settings.body_timeout_seconds, connection_cap(settings, raise_open_file_limit())
     )

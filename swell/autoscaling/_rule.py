@@ -6,10 +6,11 @@
              [min_replica, max_replica]
     wake   = a request with no replica makes target ≥ 1 at once
 
-Two opt-in extras (:class:`Extras`, off by default) and one setting act on top:
-``schedules`` raise the floor while a window is open (scheduled pre-warm);
-``burst`` raises ``wanted`` at once when the queue could not drain before a new
-replica would be ready, counting replicas already starting as capacity.
+Two opt-in extras (:class:`Extras`; the settings ``burst`` and ``trend``, off by
+default) and one setting act on top: ``schedules`` raise the floor while a window
+is open (scheduled pre-warm); ``burst`` raises ``wanted`` at once when the queue
+could not drain before a new replica would be ready, counting replicas already
+starting as capacity; ``trend`` wants the concurrency projected one cold start ahead.
 
 Two inputs of :class:`Observation` come from the runner's own state, so that
 everything the control loop acts on passes through here (and the simulator,
@@ -84,6 +85,17 @@ class Extras:
 
 
 NO_EXTRAS = Extras()
+
+
+def extras_in_force(settings: AutoscalingSettings, extras: Extras = NO_EXTRAS) -> Extras:
+    """``extras`` with the ones ``settings`` switch on (``burst``, ``trend``) switched on too.
+
+    The settings say whether an extra runs; ``extras`` carries the runner's estimates
+    it reads (cold start, service time, slots), so the live loop and the simulator
+    pass what they measured and the rule decides alike."""
+    if (settings.burst and not extras.burst) or (settings.trend and not extras.trend):
+        return replace(extras, burst=extras.burst or settings.burst, trend=extras.trend or settings.trend)
+    return extras
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +216,7 @@ def decide(
 ) -> tuple[Decision, ScalerState]:
     """Run every stage; return the decision and the state to pass next time."""
     now = observation.now
+    extras = extras_in_force(settings, extras)
     average = average_concurrency(settings, window, now)
     wanted = wanted_replicas(settings, average)
     if extras.trend:

@@ -1,4 +1,5 @@
-"""Housekeeping: last-use times written to the store, idle deployments deactivated.
+"""Housekeeping: last-use times written to the store, idle deployments deactivated,
+advice on each deployment's recorded traffic refreshed in the background.
 
 Runs every ``housekeeping_seconds`` (and once at a clean stop, so last-use
 times survive it).
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+from swell.control._advice import AdviceCache
 from swell.control._keys import ApiKeys
 from swell.control._lifecycle import Lifecycle
 from swell.control._registry import DeploymentKind, DeploymentRecord
@@ -21,10 +24,13 @@ log = logging.getLogger("swell.control")
 
 
 class Housekeeping(Part):
-    def __init__(self, shared: Shared, keys: ApiKeys, lifecycle: Lifecycle) -> None:
+    def __init__(
+        self, shared: Shared, keys: ApiKeys, lifecycle: Lifecycle, advice: AdviceCache
+    ) -> None:
         super().__init__(shared)
         self.keys = keys
         self.lifecycle = lifecycle
+        self.advice = advice
         self._seen_active: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -32,6 +38,7 @@ class Housekeeping(Part):
         self._task = asyncio.create_task(self._loop(), name="swell-housekeeping")
 
     async def close(self) -> None:
+        await self.advice.close()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -64,6 +71,7 @@ class Housekeeping(Part):
                 await tx.touch_keys(keys_used)
         if not deactivate:
             return
+        self.refresh_advice()
         for record in list(self.registry.deployments.values()):
             days = self._idle_limit_days(record)
             if days is None or not record.active or record.build is not BuildState.BUILT:
@@ -75,6 +83,24 @@ class Housekeeping(Part):
                 async with self._lock:
                     if record.active:
                         await self.lifecycle.deactivate_record(record, f"no traffic for {days:g} days")
+
+    def refresh_advice(self) -> None:
+        """Start advising, in the background, on each published deployment that is due."""
+        advice = self.advice
+        now = self.clock.now()
+        jobs = []
+        for scaled in self.controller:
+            record = self.registry.deployments.get(scaled.id)
+            if record is None or record.kind is DeploymentKind.DEVELOPMENT or scaled.retiring:
+                continue
+            arrivals = scaled.router.arrivals
+            if advice.due(record.id, arrivals, now):
+                def read(record: DeploymentRecord = record) -> tuple[dict[str, Any], dict[str, Any]]:
+                    view = self.lifecycle.views.deployment_view(record)
+                    return view, self.lifecycle.views.traffic(record.model_id, record.id)
+                jobs.append((record.id, record.model_id, read, arrivals))
+        advice.forget(set(self.registry.deployments))
+        advice.start(jobs, now, self.settings.max_replica_cap)
 
     def _idle_limit_days(self, record: DeploymentRecord) -> float | None:
         if record.kind is DeploymentKind.DEVELOPMENT:

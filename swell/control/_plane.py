@@ -6,7 +6,8 @@
   deactivate, delete; models and environments.
 - :class:`Promotion` (``_promotion.py``): autoscaling settings and promotion.
 - :class:`Access` (``_access.py``): API keys and secrets.
-- :class:`Housekeeping` (``_housekeeping.py``): last-use times, idle deactivation.
+- :class:`Housekeeping` (``_housekeeping.py``): last-use times, idle deactivation, background advice
+  (``_advice.py``).
 - :class:`Views` (``_views.py``): the JSON the API shows.
 
 They share one registry, store, control loop and lock (:class:`Shared`).  The
@@ -25,6 +26,7 @@ from typing import Any
 from swell.autoscaling import Clock, RealClock
 from swell.config import FieldError, ServerSettings
 from swell.control._access import Access
+from swell.control._advice import AdviceCache, AdviseRunner
 from swell.control._async import AsyncPredictRequest, AsyncQueue, AsyncStatus
 from swell.control._errors import ApiError
 from swell.control._events import EventLog
@@ -57,7 +59,10 @@ class ControlPlane:
         wall_clock: Callable[[], float] = time.time,
         api_key: str | None = None,
         tracing: Tracing | None = None,
+        advise: AdviseRunner | None = None,
     ) -> None:
+        """``advise`` runs ``swell advise`` on a deployment's history (the server passes the
+        dashboard's runner; None: no background advice)."""
         clock = clock or RealClock()
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
@@ -71,11 +76,12 @@ class ControlPlane:
         )
         self.should_stop: Callable[[], bool] = lambda: False  # the server is stopping: end streams
         shared = Shared(settings, self.registry, self.store, self.controller, self.events, clock, wall_clock)
-        self.views = Views(self.registry, self.controller)
+        self.advice = AdviceCache(advise, every=settings.advice_seconds)
+        self.views = Views(self.registry, self.controller, self.advice)
         self.access = Access(shared, api_key=api_key)
         self.lifecycle = Lifecycle(shared, self.access, self.views)
         self.promotion = Promotion(shared, self.lifecycle, self.views)
-        self.housekeeping = Housekeeping(shared, self.access.keys, self.lifecycle)
+        self.housekeeping = Housekeeping(shared, self.access.keys, self.lifecycle, self.advice)
         self.async_queue = AsyncQueue(
             self.store, self._async_router, self.access.secret_box, wall=wall_clock,
             sender=WebhookSender(destinations=Destinations(settings.webhook_allow)),

@@ -7,18 +7,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from swell.control._advice import AdviceCache
 from swell.control._keys import KeyRecord
 from swell.control._registry import DeploymentRecord, ModelRecord, Registry
 from swell.control._time import iso
-from swell.serving import BuildState, Controller, DeploymentStatus, ReplicaState, deployment_status
+from swell.serving import (
+    BuildState,
+    Controller,
+    DeploymentStatus,
+    ReplicaState,
+    deployment_status,
+)
 
 __all__ = ["Views", "key_view"]
 
 
 class Views:
-    def __init__(self, registry: Registry, controller: Controller) -> None:
+    def __init__(self, registry: Registry, controller: Controller, advice: AdviceCache | None = None) -> None:
         self.registry = registry
         self.controller = controller
+        self.advice = advice  # the background advice's digests (docs/advise.md, On the server)
 
     def status(self, record: DeploymentRecord) -> DeploymentStatus:
         if record.build is not BuildState.BUILT:
@@ -65,6 +73,8 @@ class Views:
             "autoscaling_settings": record.settings.model_dump(),
             "created_at": iso(record.created_at),
             "last_request_at": iso(record.last_request_at) if record.last_request_at else None,
+            # Present only when the last background advice would save ≥ 20 % or remove most cold-start waits.
+            "advice": self.advice.get(record.id) if self.advice is not None else None,
         }
 
     def traffic_shares(self, record: DeploymentRecord) -> dict[str, int]:

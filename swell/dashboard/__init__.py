@@ -1,13 +1,14 @@
 """The operator's web dashboard, served by ``swell serve`` at ``/`` (and ``/docs`` offline).
 
 Only the server's composition root imports this package: it wraps the server's app
-in :class:`Dashboard`.
+in :class:`Dashboard`, and hands :func:`run_advise` to the control plane for the
+advice it computes in the background.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from swell.http import Receive, Scope, Send, header
@@ -15,7 +16,7 @@ from swell.http import Receive, Scope, Send, header
 if TYPE_CHECKING:
     from swell.control import SwellApp
 
-__all__ = ["Dashboard"]
+__all__ = ["Dashboard", "run_advise"]
 
 
 class Dashboard:
@@ -57,3 +58,13 @@ class Dashboard:
 
             self._pages = DashboardPages(self.app, now=self._now)
         return self._pages
+
+
+async def run_advise(
+    view: Mapping[str, Any], traffic: Mapping[str, Any], max_replica_cap: int, *, quick: bool = False
+) -> dict[str, Any]:
+    """``swell advise`` over a deployment's recorded traffic (``swell.dashboard._advise``, imported
+    at the first run like the pages): the plane's background advice calls it."""
+    from swell.dashboard._advise import run_advise as run
+
+    return await run(view, traffic, max_replica_cap, quick=quick)

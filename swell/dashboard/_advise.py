@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from swell.config import SCALAR_SETTINGS
+from swell.config import EXTRA_SETTINGS, SCALAR_SETTINGS
 
 __all__ = ["AdviseError", "advise_args", "run_advise", "trace_csv"]
 
@@ -52,6 +52,7 @@ def advise_args(view: Mapping[str, Any], traffic: Mapping[str, Any], max_replica
     for name in SCALAR_SETTINGS:
         if settings.get(name) is not None:
             args += ["--" + name.replace("_", "-"), str(settings[name])]
+    args += ["--" + name for name in EXTRA_SETTINGS if settings.get(name)]
     arrivals = sum(traffic.get("arrivals") or [])
     busy = sum(traffic.get("concurrency") or []) * float(traffic.get("interval") or 1.0)
     if arrivals > 0 and busy > 0:

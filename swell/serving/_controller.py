@@ -161,7 +161,7 @@ class Controller:
         scaled = self._deployments.get(deployment_id)
         if scaled is None:
             return 0
-        return sum(1 for h in scaled.router.handles.values() if h.serving and h.ready)
+        return scaled.router.ready_count
 
     def update_settings(self, deployment_id: str, settings: AutoscalingSettings) -> None:
         """New settings; the rule uses them from the next tick."""
@@ -196,6 +196,8 @@ class Controller:
     def _tick_one(self, scaled: ScaledDeployment, now: float) -> None:
         router = scaled.router
         mean = router.take_mean(now)
+        if now > scaled.window.last_time:
+            scaled.busy += mean * (now - scaled.window.last_time)
         scaled.window.record(now, mean)
         arrivals = router.arrivals - scaled.arrivals_seen
         scaled.arrivals_seen = router.arrivals
@@ -222,17 +224,19 @@ class Controller:
         serving = router.serving_count
         if scaled.floor and now >= scaled.floor_until:
             scaled.floor = 0  # the promotion's hold is over
+        extras = scaled.extras()
         observation = Observation(
             now,
             max(router.concurrency, demand),
             serving,
+            ready=router.ready_count if extras.burst else None,  # burst counts only ready replicas as draining the queue
             wall=self.wall(),  # for schedules
             promotion_floor=scaled.floor,
             promotion_until=scaled.floor_until,
             backoff_until=scaled.condition.retry_at,
             failing=scaled.condition.load_failing or scaled.condition.crashes > 0,
         )
-        decision, scaled.state = decide(scaled.spec.settings, scaled.window, scaled.state, observation)
+        decision, scaled.state = decide(scaled.spec.settings, scaled.window, scaled.state, observation, extras)
         scaled.decision = decision
         scaled.decided_at = now
         if decision.target != serving:

@@ -18,6 +18,7 @@ from swell.autoscaling import (
     Clock,
     ConcurrencyWindow,
     Decision,
+    Extras,
     ScalerState,
     TrafficHistory,
 )
@@ -28,6 +29,8 @@ from swell.serving._router import DeploymentRouter, ReplicaHandle, Tracing
 from swell.serving._status import BuildState, DeploymentStatus, deployment_status
 
 __all__ = ["COLD_START_BUCKETS", "DeploymentCondition", "DeploymentSpec", "ReplicaRecord", "ScaledDeployment"]
+
+_NO_EXTRAS = Extras()
 
 COLD_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -145,6 +148,7 @@ class ScaledDeployment:
         self.last_active: float | None = None  # the last tick that saw a request (the clock's time)
         self.history = TrafficHistory()  # for `swell advise`
         self.arrivals_seen = 0
+        self.busy = 0.0  # concurrency-seconds seen by the ticks (time in the system, summed over requests)
 
     @property
     def id(self) -> str:
@@ -180,6 +184,23 @@ class ScaledDeployment:
 
     def drained(self, handle: ReplicaHandle) -> None:
         self._controller.drained(self, handle)
+
+    def extras(self) -> Extras:
+        """The opt-in extras its settings switch on, with this deployment's own estimates:
+        the last cold start, the mean time a request spends in the system (what
+        ``swell advise --deployment`` replays as service time) and its slots."""
+        settings = self.spec.settings
+        default = _NO_EXTRAS
+        if not (settings.burst or settings.trend):
+            return default
+        arrivals = self.router.arrivals
+        return Extras(
+            burst=settings.burst,
+            trend=settings.trend,
+            cold_start=self.condition.cold_start_estimate or default.cold_start,
+            service_time=self.busy / arrivals if arrivals and self.busy > 0 else default.service_time,
+            predict_concurrency=self.spec.slots,
+        )
 
     # ------------------------------------------------------------------ views
 

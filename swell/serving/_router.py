@@ -249,6 +249,11 @@ class DeploymentRouter:
         """Replicas that serve or will serve: the rule's ``replicas``."""
         return self._supervisor.pending_starts + sum(1 for h in self.handles.values() if h.serving)
 
+    @property
+    def ready_count(self) -> int:
+        """Ready replicas that take requests (not draining)."""
+        return sum(1 for h in self.handles.values() if h.serving and h.ready)
+
     # Read-only views of the supervisor's spec (what the deployment runs, and how it scales).
     @property
     def spec(self) -> ReplicaSpec:

@@ -173,8 +173,11 @@ class _Lab:
             return None
 
     def run(self, settings: AutoscalingSettings, extras: Extras | None = None) -> dict[str, Any]:
-        extras = extras or Extras()
-        key = settings.model_dump_json() + repr((extras.burst, extras.trend))
+        # The extras are settings: switched on there, the engine runs them with the trace's mean
+        # service time and the nominal cold start (what ``extras()`` holds), as the live loop would.
+        if extras is not None and extras.active:
+            settings = with_extras(settings, burst=extras.burst, trend=extras.trend)
+        key = settings.model_dump_json()
         if key not in self._cache:
             s = self.setup
             config = SimConfig(
@@ -182,12 +185,11 @@ class _Lab:
                 predict_concurrency=s.predict_concurrency,
                 cold_start=s.cold_start,
                 seed=s.seed,
-                extras=extras,
                 epoch=s.epoch,
             )
             metrics = replay(s.arrivals, s.service, "swell", config).metrics
             self._cache[key] = {k: metrics[k] for k in EFFECT_METRICS}
-            if not extras.active:
+            if (settings.burst, settings.trend) == (s.settings.burst, s.settings.trend):
                 self.plain[key] = (settings, self._cache[key])
             if self.progress is not None:
                 self.progress(len(self._cache))
@@ -238,6 +240,11 @@ def _significant(lab: _Lab) -> float:
 
 def _effect(current: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"current": dict(current), "recommended": dict(new)}
+
+
+def with_extras(settings: AutoscalingSettings, *, burst: bool = False, trend: bool = False) -> AutoscalingSettings:
+    """``settings`` with the extras named switched on (those already on stay on)."""
+    return settings.model_copy(update={"burst": settings.burst or burst, "trend": settings.trend or trend})
 
 
 def _patch(settings: AutoscalingSettings) -> dict[str, Any]:
@@ -342,7 +349,7 @@ def _check_spike(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Tr
         f"with a {lab.setup.cold_start.describe()} cold start, {int(_num(m0, DELAYED)):,} requests wait for "
         f"replicas that are still starting. " + ("; ".join(parts) + "." if parts else "")
         + " If the spikes come at known times, pre-warm with a schedule.",
-        _patch(s),
+        _patch(with_extras(s, burst=burst)),
         _effect(m0, m),
         {"burst": True} if burst else {},
     )
@@ -1020,7 +1027,7 @@ def _best_extras(
             continue
         s, m = min(better, key=lambda c: (_num(c[1], COST), _num(c[1], DELAYED)))
         if best is None or _dominates(m, best[2]) or _num(m, COST) < _num(best[2], COST):
-            best = (trial, s, m)
+            best = (trial, with_extras(s, **trial), m)
     if best is None:
         return None, None, None
     return best

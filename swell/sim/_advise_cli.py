@@ -15,7 +15,7 @@ import numpy as np
 from swell.client import Client, ClientError
 from swell.config import SettingsError, parse_autoscaling
 from swell.sim._advise import Advice, AdviseSetup, advise, service_from_history, traffic_to_arrivals
-from swell.sim._cli import _SETTINGS, _Refused, settings_options
+from swell.sim._cli import _Refused, given_settings, settings_options
 from swell.sim._errors import SimulationError
 from swell.sim._models import ColdStart, ServiceTime
 from swell.sim._trace import SYNTHETIC_GRAMMAR, load_trace
@@ -109,7 +109,7 @@ def advise_command(
 ) -> None:
     if (trace is None) == (deployment is None):
         raise _Refused("give a TRACE or --deployment MODEL/DEPLOYMENT (one of them)")
-    given = {k: v for k, v in overrides.items() if k in _SETTINGS and v is not None}
+    given = given_settings(overrides)
     epoch = _parse_start(start)
     try:
         cold = ColdStart.parse(cold_start)

@@ -13,6 +13,7 @@ import click
 
 from swell.config import (
     DEFAULT_MAX_REPLICA_CAP,
+    EXTRA_SETTINGS,
     SCALAR_SETTINGS,
     AutoscalingSettings,
     SettingsError,
@@ -80,9 +81,24 @@ def _setting(name: str) -> Callable[[_F], _F]:
     return click.option(flag, name, callback=_number, default=None, metavar="N", help=f"{name}  [default: {default}]")
 
 
+def given_settings(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The settings named on the command line: numbers given, extras switched on."""
+    given = {k: v for k, v in overrides.items() if k in _SETTINGS and v is not None}
+    given.update({k: True for k in EXTRA_SETTINGS if overrides.get(k)})
+    return given
+
+
 def settings_options(command: _F) -> _F:
-    """The six settings, the server's cap and the replica's slots: shared by simulate and advise."""
+    """The six settings, the extras, the server's cap and the replica's slots: shared by simulate and advise."""
     # click lists options in the reverse order of application.
+    command = click.option(
+        "--trend", "trend", is_flag=True, default=False,
+        help="The trend extra: scale for the concurrency projected one cold start ahead.",
+    )(command)
+    command = click.option(
+        "--burst", "burst", is_flag=True, default=False,
+        help="The burst extra: scale up at once for a backlog that would outlast a cold start.",
+    )(command)
     command = click.option(
         "--predict-concurrency", type=click.IntRange(min=1), default=1, show_default=True,
         help="Requests one replica serves at once.",
@@ -136,7 +152,7 @@ def simulate(
     tick_by_tick: bool,
     **overrides: Any,
 ) -> None:
-    given = {k: v for k, v in overrides.items() if k in _SETTINGS and v is not None}
+    given = given_settings(overrides)
     if report_path is not None and report_path.suffix.lower() not in (".html", ".htm"):
         raise _Refused(f"--report {report_path}: the report is one HTML page; name a .html file")
     try:
@@ -212,7 +228,7 @@ def simulate(
 
 
 def _run_all(trace: Trace, service: Any, names: list[str], config: SimConfig, show_progress: bool) -> list[SimResult]:
-    context = config.context()
+    context = config.context(float(service.mean()) if len(service) else None)
     results: list[SimResult] = []
     total = max(float(trace.arrivals[-1]), 1.0)
     if show_progress:

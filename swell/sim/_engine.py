@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from swell.autoscaling import Extras
+from swell.autoscaling import Extras, extras_in_force
 from swell.config import AutoscalingSettings
 from swell.sim._models import ColdStart
 from swell.sim.policies import Plan, Policy, PolicyContext, SimWindow, View, make_policy
@@ -67,10 +67,23 @@ class SimConfig:
     extras: Extras = field(default_factory=Extras)  # Swell's opt-in extras, for the 'swell' policy
     epoch: float = 0.0  # unix seconds at trace time 0 (schedules read this wall clock)
 
-    def context(self) -> PolicyContext:
-        """What a policy is built from, for this configuration."""
+    def context(self, service_time: float | None = None) -> PolicyContext:
+        """What a policy is built from, for this configuration.
+
+        Extras the settings switch on (``burst``, ``trend``) read the cold start's
+        nominal value, ``service_time`` (the trace's mean) and the slots, as the
+        live loop reads its own measurements; extras passed in ``extras`` keep theirs.
+        """
+        extras = self.extras
+        if not extras.active and (self.settings.burst or self.settings.trend):
+            extras = Extras(
+                cold_start=self.cold_start.nominal,
+                service_time=extras.service_time if service_time is None else service_time,
+                predict_concurrency=self.predict_concurrency,
+            )
         return PolicyContext(
-            self.settings, self.predict_concurrency, self.cold_start, extras=self.extras, epoch=self.epoch
+            self.settings, self.predict_concurrency, self.cold_start,
+            extras=extras_in_force(self.settings, extras), epoch=self.epoch,
         )
 
     def __post_init__(self) -> None:
@@ -590,6 +603,10 @@ def _metrics(replay: _Replay, end: float, replica_seconds: float) -> dict[str, A
     }
 
 
+def _mean(service: Floats) -> float | None:
+    return float(service.mean()) if service.size else None
+
+
 def replay(
     arrivals: Floats,
     service: Floats,
@@ -601,7 +618,7 @@ def replay(
     """Replay arrivals (s, sorted) with their service times through a policy."""
     config = config or SimConfig()
     if isinstance(policy, str):
-        policy = make_policy(policy, config.context())
+        policy = make_policy(policy, config.context(_mean(service)))
     if arrivals.shape[0] > 1 and not bool(np.all(arrivals[1:] >= arrivals[:-1])):
         raise ValueError("arrivals must be sorted")
     engine = _Replay(arrivals, service, policy, config, progress)

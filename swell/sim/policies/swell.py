@@ -1,8 +1,9 @@
 """Swell's own rule: :func:`swell.autoscaling.decide`, the very function the live server runs.
 
 Source: ``DESIGN.md`` § "The scaling rule" and ``swell/autoscaling/_rule.py``.
-With the context's :class:`~swell.autoscaling.Extras` (burst) and the settings'
-``schedules`` (read on the wall clock ``epoch + now``) it is ``swell+``.
+With the extras in force (the settings' ``burst`` and ``trend``, or the context's
+:class:`~swell.autoscaling.Extras`) and the settings' ``schedules`` (read on the
+wall clock ``epoch + now``) it is ``swell+``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from swell.autoscaling import (
     average_concurrency,
     clamp,
     decide,
+    extras_in_force,
     schedule_floor,
     wanted_replicas,
 )
@@ -33,7 +35,7 @@ class SwellPolicy(Policy):
         self.lookback = float(self.settings.autoscaling_window)
         self.state = ScalerState()
         self.last: Decision | None = None
-        self.extras = context.extras
+        self.extras = extras_in_force(self.settings, context.extras)
         self.epoch = context.epoch
         if self.extras.active or self.settings.schedules:
             self.name = "swell+"

@@ -107,3 +107,26 @@ async def test_openapi_declares_the_key_schemes_so_swagger_can_try_it_out(client
     # What Swagger sends after Authorize, in either form, is what the server accepts.
     for value in ("Api-Key k1", "Bearer k1"):
         assert (await client.get("/v1/models", headers={"Authorization": value})).status_code == 200
+
+
+async def test_the_extras_are_settings_off_by_default_patchable_and_validated(
+    client: httpx.AsyncClient, make_archive: MakeArchive
+) -> None:
+    archive = make_archive({"model_name": "extras"})
+    pushed = (await client.post(
+        "/v1/models/push", params={"publish": "true"}, content=archive.read_bytes(), headers=KEY
+    )).json()
+    url = f"/v1/models/extras/deployments/{pushed['deployment_id']}/autoscaling_settings"
+    view_url = f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}"
+    assert "burst" not in (await client.get(url, headers=KEY)).json()  # off: Baseten's body, unchanged
+    bad = await client.patch(url, json={"burst": "yes", "max_replica": 3}, headers=KEY)
+    assert bad.status_code == 422
+    [error] = bad.json()["detail"]
+    assert error["field"] == "burst" and error["value"] == "yes" and "true or false" in error["allowed"]
+    good = await client.patch(url, json={"burst": True, "scale_down_delay": 600}, headers=KEY)
+    assert good.json()["status"] == "ACCEPTED" and good.json()["settings"]["burst"] is True
+    view = (await client.get(view_url, headers=KEY)).json()
+    assert view["autoscaling_settings"]["burst"] is True and view["autoscaling_settings"]["max_replica"] == 1
+    assert "trend" not in view["autoscaling_settings"]
+    off = await client.patch(url, json={"burst": False}, headers=KEY)
+    assert "burst" not in off.json()["settings"]

@@ -61,6 +61,20 @@ def test_status_table_fits_80_columns_one_line_per_deployment(monkeypatch: pytes
         assert "0–1 · 1@70% · 60s/900s" in row
 
 
+def test_status_marks_advice_and_extras_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    advised = deployment("omsaomth", "published", "Active", ["production"])
+    advised["autoscaling_settings"] = {**SETTINGS, "burst": True}
+    advised["advice"] = {"saves_percent": 31, "summary": "The cheapest option would save 31 % of replica-seconds.",
+                         "command": "swell advise --deployment bwzbjqvw/omsaomth"}
+    models = {"models": [{"id": "bwzbjqvw", "name": "sentiment-small", "deployments": [advised]}]}
+    monkeypatch.setattr(cli.CliClient, "request", lambda self, method, path, **kw: models)
+    result = invoke("status")
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.stdout.splitlines() if "omsaomth" in line and "·" in line]
+    assert "⚑" in row and "burst" in result.stdout  # the settings cell wraps at 80 columns
+    assert "save 31 %" in result.stdout and "swell advise --deployment bwzbjqvw/omsaomth" in result.stdout
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/[/x]", "http://[::1", "localhost:8080"])
 @pytest.mark.parametrize("as_json", [False, True])
 def test_bad_or_unreachable_server_url_is_a_message(url: str, as_json: bool) -> None:
