@@ -6,10 +6,11 @@ replica, 30 s cold start, Baseten's default settings with ``max_replica`` 10.  T
 the same trace, metric for metric equal (checked here): jumping (the default), idle-only (the
 engine before jumping through busy stretches: it skips only silence with an empty window) and
 tick by tick (every second of the month; ``--no-ticking`` leaves it out, it takes minutes).
-Then ``advise`` on the same traffic (the joint search included).  Wall and CPU seconds of each;
+Then ``advise`` on the same traffic (the joint search included), and ``advise --quick`` (what
+``swell serve`` runs in the background: the single checks and the menu).  Wall and CPU seconds of each;
 writes bench/results/sim_month.json.
 
-    python bench/sim_month.py [--no-ticking] [--no-advise] [--out bench/results/sim_month.json]
+    python bench/sim_month.py [--no-ticking] [--no-advise [--quick]] [--out bench/results/sim_month.json]
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-ticking", action="store_true", help="leave out the tick-by-tick replay (minutes)")
     parser.add_argument("--no-advise", action="store_true", help="leave out advise")
+    parser.add_argument("--quick", action="store_true", help="with --no-advise: still time advise --quick")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sim_month.json")
     args = parser.parse_args()
 
@@ -82,6 +84,15 @@ def main() -> None:
         out["advise"] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "replays": advice.simulations,
                          "findings": [f.id for f in advice.findings]}
         print(f"advise: {wall:.1f} s wall, {cpu:.1f} s CPU, {advice.simulations} replays, "
+              f"findings: {', '.join(f.id for f in advice.findings) or 'none'}")
+    if not args.no_advise or args.quick:
+        # What the server runs in the background (swell advise --quick): the checks and the menu.
+        setup = AdviseSetup(arrivals=arrivals, service=service, settings=settings, predict_concurrency=4,
+                            cold_start=ColdStart.parse("30"), max_replica_cap=10, joint_search=False)
+        advice, wall, cpu = _timed(lambda: advise(setup))
+        out["advise_quick"] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "replays": advice.simulations,
+                               "findings": [f.id for f in advice.findings]}
+        print(f"advise --quick: {wall:.1f} s wall, {cpu:.1f} s CPU, {advice.simulations} replays, "
               f"findings: {', '.join(f.id for f in advice.findings) or 'none'}")
     out["machine"] = {"python": platform.python_version(), "numpy": np.__version__, "processor": platform.machine()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -95,6 +95,14 @@ def cli() -> None:
     metavar="DEVELOPMENT PUBLISHED",
     help="Deactivate deployments with no traffic for this many days (0 turns it off).",
 )
+@click.option(
+    "--advice-seconds",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="How often `swell advise --quick` reruns in the background on each published deployment's recorded "
+    "traffic (with new requests); its digest marks `swell status` and the API's deployment view. 0 turns it off.",
+)
 @click.option("--max-replica-cap", default=10, show_default=True, type=int, help="Largest max_replica allowed.")
 @click.option("--queue-limit", default=None, type=int, help="Answer 429 beyond this many queued requests per deployment.")
 @click.option("--demo", is_flag=True, help="Push examples/iris with short autoscaling and print a curl that calls it.")
@@ -302,6 +310,7 @@ def serve(
     data_dir: Path | None,
     database_url: str | None,
     deactivate_after_days: tuple[float, float],
+    advice_seconds: float,
     max_replica_cap: int,
     queue_limit: int | None,
     demo: bool,
@@ -359,6 +368,7 @@ def serve(
             database_url=database_url,
             deactivate_development_after_days=deactivate_after_days[0] or None,
             deactivate_published_after_days=deactivate_after_days[1] or None,
+            advice_seconds=advice_seconds,
             max_replica_cap=max_replica_cap,
             queue_limit=queue_limit,
             tick_seconds=tick_seconds,

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import uvicorn
@@ -117,7 +118,7 @@ def run_server(settings: ServerSettings, demo_dir: Path | None = None) -> None:
     # Spans only with --otlp-endpoint: opentelemetry is not even imported without it.
     tracing = otlp_tracing(settings.otlp_endpoint) if settings.otlp_endpoint else None
     plane = ControlPlane(settings, backend, api_key=env_key, tracing=tracing,
-                         advise=run_advise)  # advice in the background
+                         advise=partial(run_advise, quick=True))  # advice in the background, CPU bounded
     guard = ConnectionGuard(
         settings.header_timeout_seconds, settings.body_timeout_seconds, connection_cap(settings, raise_open_file_limit())
     )

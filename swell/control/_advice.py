@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["MIN_REQUESTS", "SAVES_PERCENT", "AdviceCache", "AdviseRunner", "notable"]
+__all__ = ["MIN_REQUESTS", "SAVES_PERCENT", "AdviceCache", "AdviseRunner", "notable", "stop"]
 
 log = logging.getLogger("swell.control")
 
@@ -151,9 +151,14 @@ class AdviceCache:
                 log.info("advice for %s: %s", deployment_id, digest["summary"])
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop(self._task)
+
+
+async def stop(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task of the plane's and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from swell.control._advice import AdviceCache
+from swell.control._advice import AdviceCache, stop
 from swell.control._keys import ApiKeys
 from swell.control._lifecycle import Lifecycle
 from swell.control._registry import DeploymentKind, DeploymentRecord
@@ -39,12 +39,7 @@ class Housekeeping(Part):
 
     async def close(self) -> None:
         await self.advice.close()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop(self._task)
 
     async def _loop(self) -> None:
         while True:

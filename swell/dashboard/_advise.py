@@ -67,8 +67,11 @@ def advise_args(view: Mapping[str, Any], traffic: Mapping[str, Any], max_replica
     return args
 
 
-async def run_advise(view: Mapping[str, Any], traffic: Mapping[str, Any], max_replica_cap: int) -> dict[str, Any]:
-    """``swell advise TRACE --json`` over the deployment's history: its JSON answer."""
+async def run_advise(
+    view: Mapping[str, Any], traffic: Mapping[str, Any], max_replica_cap: int, *, quick: bool = False
+) -> dict[str, Any]:
+    """``swell advise TRACE --json`` over the deployment's history: its JSON answer
+    (``quick``: ``--quick``, without the joint search, as the server's background advice runs it)."""
     text = trace_csv(traffic)
     if _one_at_a_time.locked():
         raise AdviseError("another advise run is in progress on this server; try again when it ends")
@@ -78,7 +81,7 @@ async def run_advise(view: Mapping[str, Any], traffic: Mapping[str, Any], max_re
             trace.write_text(text)
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", "from swell.cli import main; main()", "advise", str(trace),
-                *advise_args(view, traffic, max_replica_cap),
+                *advise_args(view, traffic, max_replica_cap), *(["--quick"] if quick else []),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )

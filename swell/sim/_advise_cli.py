@@ -90,6 +90,9 @@ def _fetch(deployment: str, path: str) -> Any:
 @click.option("--patch", "as_patch", is_flag=True, help="Print only the recommended settings (PATCH body).")
 @click.option("--option", "option", type=click.Choice(["cheapest", "balanced", "fastest"]), default=None,
               help="With --patch: print that menu option's settings instead (absent from the menu: an error).")
+@click.option("--quick", is_flag=True,
+              help="Only the single checks and the menu, without the joint search and the extras: a few dozen "
+                   "replays instead of a few hundred (what the server runs in the background).")
 def advise_command(
     trace: str | None,
     deployment: str | None,
@@ -105,6 +108,7 @@ def advise_command(
     as_json: bool,
     as_patch: bool,
     option: str | None,
+    quick: bool,
     **overrides: Any,
 ) -> None:
     if (trace is None) == (deployment is None):
@@ -159,6 +163,7 @@ def advise_command(
         timezone=zone,
         seed=seed,
         queue_wait_p99=queue_wait_p99,
+        joint_search=not quick,
     )
     show_progress = not (as_json or as_patch) and sys.stderr.isatty()
     if show_progress:

@@ -39,3 +39,20 @@ def test_patch_option_prints_that_menu_options_body_or_refuses_one_not_on_the_me
     if missing is not None:
         refused = CliRunner().invoke(advise_command, [*args, "--patch", "--option", missing])
         assert refused.exit_code == 2 and f"--option {missing}" in refused.output and "Traceback" not in refused.output
+
+
+def test_quick_leaves_out_the_joint_search_but_keeps_the_checks_and_the_menu() -> None:
+    args = [TRACE, "--max-replica", "10", "--predict-concurrency", "4", "--json"]
+    full = json.loads(CliRunner().invoke(advise_command, args).output)
+    result = CliRunner().invoke(advise_command, [*args, "--quick"])
+    assert result.exit_code == 0, result.output
+    quick = json.loads(result.output)
+    assert quick["simulations"] < full["simulations"]
+    assert "settings_tuned_together" not in {f["id"] for f in quick["findings"]} and quick["with_extras"] is None
+    assert quick["current"] == full["current"] and quick["menu"]
+
+
+def test_burst_names_the_current_settings_extra() -> None:
+    result = CliRunner().invoke(advise_command, [TRACE, "--burst", "--quick", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["current"]["settings"]["burst"] is True
