@@ -13,10 +13,14 @@ to the server's core and wrk to the other:
 then scale from zero on the Ray backend: the first request's latency after
 the deployment has scaled to zero, minus the model's own ``load()`` (what the
 platform adds: Ray placing the actor, the node starting the replica process,
-noticing ready, proxying).  Ray Serve is not measured here (serve_throughput.py
-and cold_start_pool.py have its legs when ``bench/.venv-ray`` exists).
+noticing ready, proxying), on two servers of the same cluster taking turns:
+``swell-ray`` (the replica process pre-started by the standby actor) and its
+baseline ``swell-ray-no-prestart`` (``SWELL_RAY_PRESTART=0``: a fresh
+interpreter at the wake).  ``--wake-only`` skips the throughput legs.  Ray
+Serve is not measured here (serve_throughput.py and cold_start_pool.py have
+its legs when ``bench/.venv-ray`` exists).
 
-    python bench/ray_serving.py [--duration 3] [--reps 3]
+    python bench/ray_serving.py [--duration 3] [--reps 3] [--wake-only]
 """
 
 from __future__ import annotations
@@ -60,28 +64,65 @@ def _view(server: _common.SwellServer, pushed: dict[str, Any]) -> dict[str, Any]
     return server.api("GET", f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}")  # type: ignore[no-any-return]
 
 
-def scale_from_zero(server: _common.SwellServer, reps: int) -> list[dict[str, Any]]:
-    pushed = server.push(_common.ECHO_PACKAGE)
-    path = f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}/autoscaling_settings"
-    server.api("PATCH", path, {"min_replica": 0, "autoscaling_window": 10, "scale_down_delay": 0})
-    url = server.predict_url(pushed["model_id"], pushed["deployment_id"])
-    runs: list[dict[str, Any]] = []
-    for rep in range(reps):
-        _wrk.wait_until(lambda: not _view(server, pushed)["replicas"], 90, "scaled to zero", interval=0.2)
-        started = time.perf_counter()
-        status, body = _wrk.post(url, headers=server.headers, timeout=120)
-        first = time.perf_counter() - started
+def scale_from_zero(servers: dict[str, _common.SwellServer], reps: int) -> dict[str, list[dict[str, Any]]]:
+    """``reps`` wakes on each server, taking turns (the machine's load falls on both alike)."""
+    deployments = {}
+    for name, server in servers.items():
+        pushed = server.push(_common.ECHO_PACKAGE)
+        path = f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}/autoscaling_settings"
+        server.api("PATCH", path, {"min_replica": 0, "autoscaling_window": 10, "scale_down_delay": 0})
+        status, body = _wrk.post(server.predict_url(pushed["model_id"], pushed["deployment_id"]),
+                                 headers=server.headers, timeout=120)  # a replica ready once: its standby is placed
         if status != 200:
-            raise SystemExit(f"the wake answered {status}: {body[:300]!r}")
-        replica = _view(server, pushed)["replicas"][0]
-        cold = replica.get("cold_start") or {}
-        load = cold.get("load_seconds") or replica.get("load_seconds") or 0.0
-        run = {"first_request_s": round(first, 3), "load_s": load, "platform_s": round(first - load, 3),
-               "pending_s": cold.get("pending_seconds"), "process_s": cold.get("process_seconds"),
-               "node": replica.get("node")}
-        console.log(f"scale from zero #{rep + 1}: {run}")
-        runs.append(run)
+            raise SystemExit(f"{name} answered {status}: {body[:300]!r}")
+        deployments[name] = pushed
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    for rep in range(reps):
+        for name, server in servers.items():
+            run = _wake(server, deployments[name])
+            console.log(f"{name} scale from zero #{rep + 1}: {run}")
+            runs[name].append(run)
     return runs
+
+
+def _wake(server: _common.SwellServer, pushed: dict[str, Any]) -> dict[str, Any]:
+    url = server.predict_url(pushed["model_id"], pushed["deployment_id"])
+    _wrk.wait_until(lambda: not _view(server, pushed)["replicas"], 90, "scaled to zero", interval=0.2)
+    started = time.perf_counter()
+    status, body = _wrk.post(url, headers=server.headers, timeout=120)
+    first = time.perf_counter() - started
+    if status != 200:
+        raise SystemExit(f"the wake answered {status}: {body[:300]!r}")
+    replica = _view(server, pushed)["replicas"][0]
+    cold = replica.get("cold_start") or {}
+    load = cold.get("load_seconds") or replica.get("load_seconds") or 0.0
+    return {"first_request_s": round(first, 3), "load_s": load, "platform_s": round(first - load, 3),
+            "pending_s": cold.get("pending_seconds"), "process_s": cold.get("process_seconds"),
+            "start": cold.get("start"), "node": replica.get("node")}
+
+
+def _throughput(stack: contextlib.ExitStack, ray_server: _common.SwellServer,
+                args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    targets: dict[str, tuple[str, dict[str, str] | None]] = {}
+    targets["bare"] = (stack.enter_context(_common.bare_app()), None)
+    servers = {"swell": stack.enter_context(_common.SwellServer()), "swell-ray": ray_server}
+    for name, server in servers.items():
+        pushed = server.push(_common.ECHO_PACKAGE)
+        url = server.predict_url(pushed["model_id"])
+        status, body = _wrk.post(url, headers=server.headers, timeout=120)
+        if status != 200:
+            raise SystemExit(f"{name} answered {status}: {body[:300]!r}")
+        targets[name] = (url, server.headers)
+    scripts = {name: _wrk.wrk_script(headers) for name, (_, headers) in targets.items()}
+    levels: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    try:
+        for connections in args.concurrency:
+            for name, (url, _) in targets.items():
+                levels[name].append(_measure(name, url, connections, args, scripts[name]))
+    finally:
+        for script in scripts.values():
+            script.unlink(missing_ok=True)
+    return {name: {"levels": rows} for name, rows in levels.items()}
 
 
 def inner(args: argparse.Namespace) -> None:
@@ -93,32 +134,19 @@ def inner(args: argparse.Namespace) -> None:
                                                             "include_dashboard": False})
     legs: dict[str, dict[str, Any]] = {}
     try:
-        cluster.add_node(num_cpus=4, node_ip_address="127.0.0.1")  # logical CPUs: room for the standby too
+        cluster.add_node(num_cpus=6, node_ip_address="127.0.0.1")  # logical CPUs: room for both servers' standbys
         cluster.wait_for_nodes()
         with contextlib.ExitStack() as stack:
-            targets: dict[str, tuple[str, dict[str, str] | None]] = {}
-            targets["bare"] = (stack.enter_context(_common.bare_app()), None)
-            servers = {
-                "swell": stack.enter_context(_common.SwellServer()),
-                "swell-ray": stack.enter_context(
-                    _common.SwellServer(args=("--backend", "ray", "--ray-address", cluster.address))
+            ray_args = ("--backend", "ray", "--ray-address", cluster.address)
+            waking = {
+                "swell-ray": stack.enter_context(_common.SwellServer(args=ray_args)),
+                "swell-ray-no-prestart": stack.enter_context(
+                    _common.SwellServer(extra_env={"SWELL_RAY_PRESTART": "0"}, args=ray_args)
                 ),
             }
-            for name, server in servers.items():
-                pushed = server.push(_common.ECHO_PACKAGE)
-                url = server.predict_url(pushed["model_id"])
-                status, body = _wrk.post(url, headers=server.headers, timeout=120)
-                if status != 200:
-                    raise SystemExit(f"{name} answered {status}: {body[:300]!r}")
-                targets[name] = (url, server.headers)
-            scripts = {name: _wrk.wrk_script(headers) for name, (_, headers) in targets.items()}
-            stack.callback(lambda: [p.unlink(missing_ok=True) for p in scripts.values()])
-            levels: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-            for connections in args.concurrency:
-                for name, (url, _) in targets.items():
-                    levels[name].append(_measure(name, url, connections, args, scripts[name]))
-            legs = {name: {"levels": rows} for name, rows in levels.items()}
-            wakes = scale_from_zero(servers["swell-ray"], args.reps)
+            if not args.wake_only:
+                legs = _throughput(stack, waking["swell-ray"], args)
+            wakes = scale_from_zero(waking, args.reps)
     finally:
         cluster.shutdown()
     print("RESULT " + json.dumps({"legs": legs, "scale_from_zero": wakes}), flush=True)
@@ -144,7 +172,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3, help="seconds per level (default 3)")
     parser.add_argument("--warmup", type=float, default=1, help="seconds of warm-up per level")
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 64])
-    parser.add_argument("--reps", type=int, default=3, help="wakes from zero (default 3)")
+    parser.add_argument("--reps", type=int, default=3, help="wakes from zero on each Ray server (default 3)")
+    parser.add_argument("--wake-only", action="store_true", help="only scale from zero (no throughput legs)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
@@ -164,11 +193,11 @@ def main() -> None:
             sys.stdout.write(line)
     if proc.wait() != 0 or result is None:
         raise SystemExit(f"the run in the namespace failed (exit {proc.returncode})")
-    out.print(table(result["legs"], args.concurrency))
-    wakes = result["scale_from_zero"]
-    if wakes:
+    if result["legs"]:
+        out.print(table(result["legs"], args.concurrency))
+    for name, wakes in result["scale_from_zero"].items():
         platform = sorted(w["platform_s"] for w in wakes)
-        out.print(f"scale from zero on Ray (first request minus load()): "
+        out.print(f"{name}: scale from zero (first request minus load()): "
                   f"median {platform[len(platform) // 2]:.3f} s over {len(wakes)} wakes: {platform}")
     _common.write_result("ray_serving", {"duration_s": args.duration, "concurrency": args.concurrency, **result})
 

@@ -16,6 +16,14 @@ second however much it prints) to the server, which long-polls
 (``swell logs``).
 Secrets reach the process in its environment, never a file on the node.
 Requests never pass through here: the router talks HTTP to the process.
+
+A *pre-started* process (``prestart``): once placed, the actor starts
+``python -m swell.modelserver --await-job`` at once, which imports the
+replica's runtime (most of a process's start: seconds on a loaded core) and
+waits; :meth:`ReplicaActor.start` hands it the job (environment, folder) on
+its stdin.  A standby actor has it ready long before the wake.  A job it
+cannot take (a requirements venv, another module, different interpreter
+start-up variables) gets a fresh process, as without it.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import socket
 import sys
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +57,22 @@ _EVENT_LINE_LIMIT = 4 * 1024 * 1024
 _LOG_TAIL_BYTES = 16 * 1024
 #: Written into an unpacked package once it is complete.
 MARKER = ".swell-complete"
+#: What a pre-started process runs (and the only module it can become).
+PRESTART_MODULE = "swell.modelserver"
+#: Variables read while the interpreter starts: a job that sets one otherwise gets a fresh process.
+_STARTUP_PREFIXES = ("PYTHON", "LD_", "MALLOC_", "GLIBC_TUNABLES")
+
+
+@dataclass
+class _Spare:
+    """A pre-started replica process waiting for its job, and the pipes it holds."""
+
+    process: asyncio.subprocess.Process
+    env: dict[str, str]
+    events_r: int  # ours
+    events_w: int  # the number it has
+    lifeline_r: int  # the number it has
+    lifeline_w: int  # ours
 
 
 def node_cache(node_id: str) -> Path:
@@ -88,7 +113,9 @@ def unpack(data: bytes, cache: Path, digest: str) -> Path:
 class ReplicaActor:
     """One replica's supervisor on its node (an async Ray actor)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prestart: bool = False) -> None:
+        self._prestart = prestart
+        self._spare: asyncio.Task[_Spare | None] | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._events: list[dict[str, Any]] = []
         self._news = asyncio.Event()  # an event or output
@@ -100,8 +127,12 @@ class ReplicaActor:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def where(self) -> dict[str, str]:
-        """The node this actor was placed on (returns as soon as it is placed)."""
+        """The node this actor was placed on (returns as soon as it is placed); with
+        ``prestart``, the replica process starts importing its runtime now."""
         import ray
+
+        if self._prestart and self._spare is None:
+            self._spare = asyncio.get_running_loop().create_task(self._start_spare())
 
         return {"node_id": ray.get_runtime_context().get_node_id(), "address": ray.util.get_node_ip_address()}
 
@@ -124,10 +155,7 @@ class ReplicaActor:
 
             python = str(await asyncio.to_thread(ensure_environment, job["requirements"], cache / "envs"))
         port = _free_port(host)
-        events_r, events_w = os.pipe()
-        lifeline_r, self._lifeline = os.pipe()
-        os.set_inheritable(self._lifeline, False)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWELL_")}
+        env = _base_env()
         env.update(job["env"])
         env.update({f"TRUSS_SECRET_{name}": value for name, value in job["secrets"].items()})
         env.update({
@@ -136,8 +164,6 @@ class ReplicaActor:
             "SWELL_REPLICA_HOST": host,
             "SWELL_REPLICA_PORT": str(port),
             "SWELL_REPLICA_TOKEN": job["token"],
-            "SWELL_EVENTS_FD": str(events_w),
-            "SWELL_LIFELINE_FD": str(lifeline_r),
             "SWELL_WEIGHTS_CACHE": str(cache / "weights"),
             # No secrets folder on a node: a stray /secrets must not shadow the environment.
             "SWELL_SECRETS_DIR": str(cache / "no-secrets"),
@@ -145,14 +171,26 @@ class ReplicaActor:
             "PYTHONUNBUFFERED": "1",
         })
         argv = [python, "-m", job["module"], "--model-dir", str(package)]
-        try:
-            self._process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, pass_fds=(events_w, lifeline_r), env=env, cwd=str(package),
-            )
-        finally:
-            os.close(events_w)
-            os.close(lifeline_r)
+        spare = await self._take_spare(python, job["module"], env)
+        if spare is not None:
+            env.update({"SWELL_EVENTS_FD": str(spare.events_w), "SWELL_LIFELINE_FD": str(spare.lifeline_r),
+                        "SWELL_START_MODE": "prestarted"})
+            assert spare.process.stdin is not None
+            spare.process.stdin.write(json.dumps({"env": env, "cwd": str(package), "args": argv[3:]}).encode() + b"\n")
+            spare.process.stdin.close()  # the job is all it reads; then its stdin is /dev/null
+            self._process, events_r, self._lifeline = spare.process, spare.events_r, spare.lifeline_w
+        else:
+            events_r, events_w = os.pipe()
+            lifeline_r, self._lifeline = os.pipe()
+            env.update({"SWELL_EVENTS_FD": str(events_w), "SWELL_LIFELINE_FD": str(lifeline_r)})
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT, pass_fds=(events_w, lifeline_r), env=env, cwd=str(package),
+                )
+            finally:
+                os.close(events_w)
+                os.close(lifeline_r)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=_EVENT_LINE_LIMIT)
         pipe = os.fdopen(events_r, "rb", buffering=0)
@@ -166,6 +204,7 @@ class ReplicaActor:
             "pid": self._process.pid,
             "argv": argv,
             "package_fetched": fetched,
+            "prestarted": spare is not None,
         }
 
     async def events(self, cursor: int) -> dict[str, Any]:
@@ -204,6 +243,45 @@ class ReplicaActor:
             await process.wait()
 
     # ------------------------------------------------------------------ inside
+
+    async def _start_spare(self) -> _Spare | None:
+        """``python -m swell.modelserver --await-job``: the runtime imported, the job not yet known."""
+        events_r, events_w = os.pipe()
+        lifeline_r, lifeline_w = os.pipe()
+        env = {**_base_env(), "PYTHONUNBUFFERED": "1"}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", PRESTART_MODULE, "--await-job",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                pass_fds=(events_w, lifeline_r), env=env, cwd=tempfile.gettempdir(),
+            )
+        except OSError:
+            for fd in (events_r, events_w, lifeline_r, lifeline_w):
+                os.close(fd)
+            return None
+        os.close(events_w)  # the numbers stay valid in the child: pass_fds keeps them
+        os.close(lifeline_r)
+        return _Spare(process, env, events_r, events_w, lifeline_r, lifeline_w)
+
+    async def _take_spare(self, python: str, module: str, env: dict[str, str]) -> _Spare | None:
+        """The pre-started process, if it can become this job (else it is ended)."""
+        if self._spare is None:
+            return None
+        spare, self._spare = await self._spare, None
+        if spare is None:
+            return None
+        usable = (
+            python == sys.executable and module == PRESTART_MODULE and spare.process.returncode is None
+            and all(env.get(k) == spare.env.get(k) for k in {*env, *spare.env} if k.startswith(_STARTUP_PREFIXES))
+        )
+        if usable:
+            return spare
+        with contextlib.suppress(ProcessLookupError):
+            spare.process.kill()
+        for fd in (spare.events_r, spare.lifeline_w):
+            os.close(fd)
+        self._spawn(_reap(spare.process))
+        return None
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -254,6 +332,16 @@ class ReplicaActor:
             os.close(self._lifeline)
             self._lifeline = None
         self._push({"event": "exit", "returncode": returncode, "tail": _tail(bytes(self._tail))})
+
+
+def _base_env() -> dict[str, str]:
+    """The node's environment for a replica process: the worker's, less Swell's own settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SWELL_")}
+
+
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(Exception):
+        await process.wait()
 
 
 def _free_port(host: str) -> int:

@@ -124,6 +124,39 @@ def _setup_logging() -> None:
     logger.setLevel(os.environ.get("SWELL_LOG_LEVEL", "INFO").upper())
 
 
+#: What uvicorn and the weights fetcher import only when they first run.
+_LAZY_IMPORTS = (
+    "uvicorn.protocols.http.httptools_impl", "uvicorn.loops.uvloop", "uvicorn.lifespan.off", "uvloop", "httptools",
+    "swell.weights", "yaml",
+)
+
+
+def await_job() -> list[str]:
+    """A pre-started replica process (the Ray backend's, on its node): import
+    what a start would, then wait for the job, one JSON line on stdin
+    (``{"env", "cwd", "args"}``); take its environment and folder and return
+    the arguments for :func:`main`.  EOF first (the actor is gone): exit."""
+    import importlib
+
+    for name in _LAZY_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional piece: the replica imports it itself, or does without
+            pass
+    line = sys.stdin.buffer.readline()
+    if not line:
+        raise SystemExit(0)
+    job = json.loads(line)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # as a spawned replica: nothing to read
+    os.close(devnull)
+    os.environ.clear()
+    os.environ.update(job["env"])
+    os.chdir(job["cwd"])
+    sys.path[0] = os.getcwd()  # as ``python -m`` run there would have it
+    return list(job["args"])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one replica until SIGTERM (exit 0) or a failed load (exit 1)."""
     original_ppid = os.getppid()

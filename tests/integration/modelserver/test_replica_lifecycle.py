@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -247,3 +248,63 @@ def test_port_in_use_fails_with_an_event_and_nonzero_exit(make_package, replica)
                     port=taken.getsockname()[1])
         assert "could not start" in r.wait_event("failed")["error"]
         assert r.wait() != 0
+
+
+WHO = '''
+import json
+import os
+
+
+class Model:
+    def predict(self, model_input):
+        return {"cwd": os.getcwd(), "greeting": os.environ.get("GREETING"), "stdin": os.read(0, 10).decode()}
+'''
+
+
+def test_a_pre_started_replica_waits_for_its_job_then_serves_it(make_package, tmp_path: Path) -> None:
+    # The Ray backend's actor starts `--await-job` ahead of time; the job arrives on stdin.
+    package = make_package(WHO)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWELL_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "swell.modelserver", "--await-job"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+    )
+    try:
+        assert process.stdin is not None
+        job = {"env": {**env, "GREETING": "hello", "SWELL_REPLICA_HOST": "127.0.0.1", "SWELL_REPLICA_PORT": str(port)},
+               "cwd": str(package), "args": ["--model-dir", str(package)]}
+        process.stdin.write(json.dumps(job).encode() + b"\n")
+        process.stdin.close()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.post(f"http://127.0.0.1:{port}/v1/models/model:predict", json={})
+                if response.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read() if process.stdout else ""
+            time.sleep(0.05)
+        assert response.json() == {"cwd": str(package), "greeting": "hello", "stdin": ""}
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_pre_started_replica_whose_actor_goes_first_exits_quietly(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "swell.modelserver", "--await-job"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+    )
+    assert process.stdin is not None
+    process.stdin.close()  # EOF before any job
+    assert process.wait(timeout=30) == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

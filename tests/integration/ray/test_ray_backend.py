@@ -89,6 +89,10 @@ def test_a_wake_from_zero_takes_the_standby_actor_placed_while_the_first_replica
     # The wake took the standby actor placed while the first replica served: no placement, no worker start.
     (replica,) = swell.deployment(pushed)["replicas"]
     assert replica["cold_start"]["start"] == "prewarmed", replica
+    # And its replica process was already started, its runtime imported, waiting for the job.
+    url = f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}/logs"
+    notes = [line["text"] for line in swell.http.get(url, params={"replica": replica["id"]}).json()["lines"]]
+    assert any("in its pre-started process" in text for text in notes), notes
 
 
 def test_a_replica_ray_cannot_place_is_pending_with_the_reason_then_placed_when_a_node_joins(

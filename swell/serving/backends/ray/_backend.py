@@ -106,6 +106,11 @@ class RayBackend:
     is dropped to free room; a standby not placed within a few seconds is
     dropped too.
 
+    ``prestart``: each actor starts the replica process as soon as it is
+    placed (it imports the runtime, then waits for its job), so a wake that
+    takes a standby skips the interpreter's start too; ``$SWELL_RAY_PRESTART=0``
+    turns it off when not given (for comparisons).
+
     Each replica's output (shipped by its actor in batches) goes to
     ``log_dir/<deployment_id>/<replica_id>.log`` on this machine, capped by
     ``log_limits`` (a private temporary folder when ``log_dir`` is not given).
@@ -124,8 +129,10 @@ class RayBackend:
         standbys: int = 1,
         log_dir: Path | None = None,
         log_limits: LogLimits | None = None,
+        prestart: bool | None = None,
     ) -> None:
         self.address = address
+        self._prestart = os.environ.get("SWELL_RAY_PRESTART", "1") != "0" if prestart is None else prestart
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._log_limits = log_limits
         self._logs: ReplicaLogs | None = None
@@ -225,7 +232,8 @@ class RayBackend:
             handle = _Handle(replica, on_change, standby.actor, options, log, where=standby.where)
         else:
             replica.start_mode = "spawned"
-            handle = _Handle(replica, on_change, self._actor_class.options(**options).remote(), options, log)
+            actor = self._actor_class.options(**options).remote(self._prestart)
+            handle = _Handle(replica, on_change, actor, options, log)
         self._handles[replica.id] = handle
         handle.task = asyncio.get_running_loop().create_task(self._run(handle, job))
         return replica
@@ -302,14 +310,15 @@ class RayBackend:
                 # The standby died idle (its node was lost): start a fresh actor instead.
                 replica.start_mode = "spawned"
                 handle.where = None
-                handle.actor = self._actor_class.options(**handle.options).remote()
+                handle.actor = self._actor_class.options(**handle.options).remote(self._prestart)
                 where = await self._placed(handle)
                 replica.node = node_label(where["node_id"], where["address"])
                 started = await handle.actor.start.remote(job)
             replica.address = started["address"]
             replica.pid = started["pid"]
             replica.marks["spawned"] = time.monotonic()
-            handle.log.note(f"started replica {replica.id} of {replica.deployment_id} on {replica.node} "
+            how = "its pre-started process" if started.get("prestarted") else "a fresh process"
+            handle.log.note(f"started replica {replica.id} of {replica.deployment_id} on {replica.node} in {how} "
                             f"(pid {replica.pid}, {replica.address}): {' '.join(started['argv'])}")
             logger.info("replica %s of %s on %s: %s", replica.id, replica.deployment_id, replica.node, replica.address)
             cursor = 0
@@ -464,7 +473,7 @@ class RayBackend:
         key = _shape(options)
         standbys = self._standbys.setdefault(key, [])
         for _ in range(self._pool_size - len(standbys)):
-            standby = _Standby(self._actor_class.options(**options).remote(), key)
+            standby = _Standby(self._actor_class.options(**options).remote(self._prestart), key)
             standbys.append(standby)
             standby.task = asyncio.get_running_loop().create_task(self._place_standby(standby))
 
