@@ -16,7 +16,8 @@ platform adds: Ray placing the actor, the node starting the replica process,
 noticing ready, proxying), on two servers of the same cluster taking turns:
 ``swell-ray`` (the replica process pre-started by the standby actor) and its
 baseline ``swell-ray-no-prestart`` (``SWELL_RAY_PRESTART=0``: a fresh
-interpreter at the wake).  ``--wake-only`` skips the throughput legs.  Ray
+interpreter at the wake).  ``--wake-only`` skips the throughput legs and
+leaves every process on every core (no wrk to keep a core for).  Ray
 Serve is not measured here (serve_throughput.py and cold_start_pool.py have
 its legs when ``bench/.venv-ray`` exists).
 
@@ -96,9 +97,12 @@ def _wake(server: _common.SwellServer, pushed: dict[str, Any]) -> dict[str, Any]
     replica = _view(server, pushed)["replicas"][0]
     cold = replica.get("cold_start") or {}
     load = cold.get("load_seconds") or replica.get("load_seconds") or 0.0
+    logs = server.api("GET", f"/v1/models/{pushed['model_id']}/deployments/{pushed['deployment_id']}/logs"
+                             f"?replica={replica['id']}")
+    prestarted = any("in its pre-started process" in line["text"] for line in logs["lines"])
     return {"first_request_s": round(first, 3), "load_s": load, "platform_s": round(first - load, 3),
             "pending_s": cold.get("pending_seconds"), "process_s": cold.get("process_seconds"),
-            "start": cold.get("start"), "node": replica.get("node")}
+            "start": cold.get("start"), "prestarted": prestarted, "node": replica.get("node")}
 
 
 def _throughput(stack: contextlib.ExitStack, ray_server: _common.SwellServer,
@@ -127,7 +131,8 @@ def _throughput(stack: contextlib.ExitStack, ray_server: _common.SwellServer,
 
 def inner(args: argparse.Namespace) -> None:
     os.environ.update(RAY_ENV)
-    os.sched_setaffinity(0, {int(_wrk.SERVER_CPU)})  # the cluster's processes inherit it; wrk has its own
+    if not args.wake_only:  # the cluster's processes inherit it; wrk has its own core
+        os.sched_setaffinity(0, {int(_wrk.SERVER_CPU)})
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
@@ -199,6 +204,13 @@ def main() -> None:
         platform = sorted(w["platform_s"] for w in wakes)
         out.print(f"{name}: scale from zero (first request minus load()): "
                   f"median {platform[len(platform) // 2]:.3f} s over {len(wakes)} wakes: {platform}")
+    if args.wake_only:  # keep the last full run's throughput legs, marked as carried over
+        previous_path = _common.RESULTS / "ray_serving.json"
+        previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
+        if previous.get("legs"):
+            result["legs"] = previous["legs"]
+            result["legs_carried_from"] = previous.get("legs_carried_from") or previous.get("machine")
+            args.duration, args.concurrency = previous.get("duration_s"), previous.get("concurrency")
     _common.write_result("ray_serving", {"duration_s": args.duration, "concurrency": args.concurrency, **result})
 
 
