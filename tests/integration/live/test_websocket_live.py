@@ -184,3 +184,21 @@ def test_a_replica_that_dies_closes_the_socket_with_1011(swell: Swell, make_mode
         closed = _closed(socket)
     assert closed.rcvd is not None and closed.rcvd.code == 1011 and "failed" in closed.rcvd.reason
     _in_flight(swell, pushed, 0, "the dropped socket out of flight")
+
+
+def test_the_autoscaler_counts_an_open_socket(swell: Swell, make_model: Callable[..., Path]) -> None:
+    pushed = swell.push(make_model(ECHO_MODEL), name="websocket-scaled")
+    settings = {"min_replica": 0, "scale_down_delay": 0, "concurrency_target": 1, "autoscaling_window": 10}
+    assert swell.patch(pushed, **settings).status_code == 200
+    route = f"/model/{pushed['model_id']}/deployment/{pushed['deployment_id']}/websocket"
+    with _socket(swell, route) as socket:
+        socket.send("held")
+        assert socket.recv(timeout=30) == "echo: held"
+        # The rule's own reading of the deployment: one request in flight, one replica kept.
+        view = swell.wait_for(
+            pushed, lambda v: (v["last_decision"] or {}).get("average_concurrency", 0) >= 0.99, what="the rule seeing it"
+        )
+        assert view["last_decision"]["target"] == 1 and len(view["replicas"]) == 1
+        socket.send("still here")
+        assert socket.recv(timeout=30) == "echo: still here"
+    swell.wait_for(pushed, lambda v: v["replicas"] == [], what="scale to zero once the socket closed")
