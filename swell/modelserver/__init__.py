@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 from swell.modelserver._otlp import OTLP_ENDPOINT_ENV
 
 if TYPE_CHECKING:
-    from swell.modelserver._build import BuildCommandError, BuildLayout, check_build_commands, ensure_build
+    from swell.modelserver._build import (
+        BuildCommandError,
+        BuildLayout,
+        build_site_packages,
+        check_build_commands,
+        ensure_build,
+    )
     from swell.modelserver._config import load_truss_config
     from swell.modelserver._environment import RequirementsInstallError, ensure_environment
     from swell.modelserver._node import ReplicaActor
@@ -22,6 +28,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "BuildCommandError": "swell.modelserver._build",
     "BuildLayout": "swell.modelserver._build",
+    "build_site_packages": "swell.modelserver._build",
     "check_build_commands": "swell.modelserver._build",
     "ensure_build": "swell.modelserver._build",
     "load_truss_config": "swell.modelserver._config",
@@ -48,6 +55,7 @@ __all__ = [
     "BuildLayout",
     "ReplicaActor",
     "RequirementsInstallError",
+    "build_site_packages",
     "check_build_commands",
     "ensure_build",
     "ensure_environment",

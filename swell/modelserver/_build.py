@@ -51,8 +51,10 @@ __all__ = [
     "BuildCommandError",
     "BuildLayout",
     "build_key",
+    "build_site_packages",
     "check_build_commands",
     "ensure_build",
+    "layered_python",
     "translate_paths",
 ]
 
@@ -357,6 +359,36 @@ def _make_venv(venv: Path, parent_python: str) -> None:
         shim = venv / "bin" / name
         shim.write_text(f'#!/bin/sh\nexec "{python}" -m pip "$@"\n')
         shim.chmod(0o755)
+
+
+def build_site_packages(python: str | Path) -> Path | None:
+    """The site-packages of the build whose venv ``python`` is (what its commands installed),
+    or None for any other Python.  The Ray backend ships it to nodes."""
+    venv = Path(python).parents[1]  # <cache>/builds/<key>/venv/bin/python
+    if venv.name != "venv" or venv.parent.parent.name != "builds" or not (venv.parent / MARKER).exists():
+        return None
+    found = sorted((venv / "lib").glob("python*/site-packages"))
+    return found[0] if found else None
+
+
+def layered_python(site: Path, base_python: str, cache_dir: Path) -> Path:
+    """On a Ray node: a venv that sees ``site`` (a build's site-packages, shipped and unpacked)
+    before ``base_python``'s packages, as the build's own venv does on the server."""
+    key = hashlib.sha256(f"{site}\n{base_python}".encode()).hexdigest()
+    builds = Path(cache_dir) / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
+    venv = builds / key / "venv"
+    if not (venv.parent / MARKER).exists():
+        with open(builds / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (venv.parent / MARKER).exists():
+                shutil.rmtree(venv.parent, ignore_errors=True)
+                _make_venv(venv, base_python)
+                own = next((venv / "lib").glob("python*/site-packages"))
+                # A plain path line: sorted before the parents' .pth, so the build's packages win.
+                (own / "_swell_build_site.pth").write_text(f"{site}\n")
+                atomic_write(venv.parent / MARKER, f"{site}\n".encode(), mode=0o644)
+    return _venv_python(venv)
 
 
 def ensure_build(

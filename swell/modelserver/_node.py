@@ -154,6 +154,14 @@ class ReplicaActor:
             from swell.modelserver._environment import ensure_environment
 
             python = str(await asyncio.to_thread(ensure_environment, job["requirements"], cache / "envs"))
+        build = job.get("build")
+        if build:  # what the package's build_commands installed at push, over the requirements
+            from swell.modelserver._build import layered_python
+
+            site = cached(cache, build["hash"])
+            if site is None:
+                site = await asyncio.to_thread(unpack, await build["site_packages"][0], cache, build["hash"])
+            python = str(await asyncio.to_thread(layered_python, site, python, cache / "envs"))
         port = _free_port(host)
         env = _base_env()
         env.update(job["env"])

@@ -5,6 +5,7 @@ late command fails it and leaves nothing behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from swell.modelserver import BuildCommandError, ensure_build
+from swell.modelserver import BuildCommandError, build_site_packages, ensure_build
+from swell.modelserver._build import layered_python
 from swell.modelserver._environment import MARKER
 
 
@@ -121,3 +123,21 @@ def test_what_a_command_leaves_running_is_stopped_with_it(tmp_path: Path) -> Non
     ensure_build([f"sleep 300 > /dev/null 2>&1 & echo $! > {pid_file}"], package, tmp_path / "envs",
                  requirements=[], base_python=sys.executable, timeout=60)
     _assert_gone(int(pid_file.read_text()))
+
+
+def test_what_a_build_installed_can_be_layered_elsewhere_as_a_ray_node_does(tmp_path: Path) -> None:
+    package = _package(tmp_path / "pkg")
+    python = ensure_build(
+        ["echo 'X = 42' > \"$(python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')/installed.py\""],
+        package, tmp_path / "envs", requirements=[], base_python=sys.executable, timeout=60,
+    )
+    site = build_site_packages(python)
+    assert site is not None and (site / "installed.py").is_file()
+    assert build_site_packages(sys.executable) is None
+    shipped = tmp_path / "node" / "packages" / "abc"  # as unpacked on a node
+    shutil.copytree(site, shipped)
+    node_python = layered_python(shipped, sys.executable, tmp_path / "node" / "envs")
+    assert layered_python(shipped, sys.executable, tmp_path / "node" / "envs") == node_python  # reused
+    check = subprocess.run([str(node_python), "-c", "import installed, swell, loguru; print(installed.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert check.returncode == 0 and check.stdout.strip() == str(shipped / "installed.py"), check.stderr

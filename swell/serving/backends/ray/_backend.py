@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swell.modelserver import ReplicaActor
+from swell.modelserver import ReplicaActor, build_site_packages
 from swell.serving._backend import (
     Replica,
     ReplicaSpec,
@@ -225,6 +225,11 @@ class RayBackend:
             "token": replica.token,
             "module": self._module,
         }
+        site = build_site_packages(spec.python)
+        if site is not None:  # what build_commands installed travels like the package
+            build_digest, build_ref = await self._package(site)
+            build: dict[str, Any] = {"hash": build_digest, "site_packages": [build_ref]}
+            job["build"] = build
         log = self.logs.writer(spec.deployment_id, replica.id)
         standby = self._take_standby(_shape(options))
         if standby is not None:
