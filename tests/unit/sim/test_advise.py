@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from swell.config import parse_autoscaling
+from swell.config import AutoscalingSettings, parse_autoscaling
 from swell.sim import ColdStart, SimConfig, replay, synthetic_trace
 from swell.sim._advise import (
     EFFECT_METRICS,
@@ -171,7 +171,8 @@ def test_a_queue_wait_budget_buys_cheaper_settings(bursts_advice: tuple[Advice, 
     assert b["queue_wait_p99"] <= 10.0
 
 
-def test_an_extra_is_offered_only_with_settings_where_it_is_pareto_better() -> None:
+def _offered_extra() -> tuple[AdviseSetup, Any, dict[str, bool], AutoscalingSettings, dict[str, Any], dict[str, Any]]:
+    """A ramp to 16 req/s with a 300 s window: the extra advise offers, its settings and metrics."""
     from swell.sim._advise import _best_extras, _bounds, _Lab, _traffic
 
     trace = synthetic_trace("steps:rates=0.5/1/2/4/8/16/0.5,step=2m", seed=0)
@@ -181,6 +182,11 @@ def test_an_extra_is_offered_only_with_settings_where_it_is_pareto_better() -> N
     plain = lab.run(base)
     extras, settings, metrics = _best_extras(lab, base, _traffic(setup), base, plain, _bounds(lab, plain))
     assert extras and settings is not None and metrics is not None
+    return setup, lab, extras, settings, metrics, plain
+
+
+def test_an_extra_is_offered_only_with_settings_where_it_is_pareto_better() -> None:
+    setup, lab, extras, settings, metrics, plain = _offered_extra()
     # Pareto-better than the plain rule: no more replica-seconds, no more delayed, fewer of one.
     cost, delayed = "replica_seconds", "requests_delayed_by_cold_start"
     assert metrics[cost] <= plain[cost] and metrics[delayed] <= plain[delayed]
@@ -189,6 +195,19 @@ def test_an_extra_is_offered_only_with_settings_where_it_is_pareto_better() -> N
     replayed = replay(setup.arrivals, setup.service, "swell", SimConfig(
         settings=settings, predict_concurrency=4, cold_start=setup.cold_start, extras=lab.extras(**extras))).metrics
     assert replayed[cost] == metrics[cost] and replayed[delayed] == metrics[delayed]
+
+
+def test_an_offered_extra_is_switched_on_in_its_patch_body_which_replays_as_reported() -> None:
+    from swell.sim._advise import _patch
+
+    setup, _, extras, settings, metrics, _ = _offered_extra()
+    body = _patch(settings)
+    assert extras and all(body[name] is True for name in extras)
+    # The body alone, as the live loop gets it through a PATCH: no Extras passed to the replay.
+    replayed = replay(setup.arrivals, setup.service, "swell", SimConfig(
+        settings=parse_autoscaling(body), predict_concurrency=4, cold_start=setup.cold_start)).metrics
+    for name in ("replica_seconds", "requests_delayed_by_cold_start", "queue_wait_p99"):
+        assert replayed[name] == metrics[name]
 
 
 def test_json_shape_uses_simulate_metric_names() -> None:
