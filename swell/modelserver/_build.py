@@ -378,17 +378,30 @@ def layered_python(site: Path, base_python: str, cache_dir: Path) -> Path:
     builds = Path(cache_dir) / "builds"
     builds.mkdir(parents=True, exist_ok=True)
     venv = builds / key / "venv"
-    if not (venv.parent / MARKER).exists():
-        with open(builds / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (venv.parent / MARKER).exists():
-                shutil.rmtree(venv.parent, ignore_errors=True)
-                _make_venv(venv, base_python)
-                own = next((venv / "lib").glob("python*/site-packages"))
-                # A plain path line: sorted before the parents' .pth, so the build's packages win.
-                (own / "_swell_build_site.pth").write_text(f"{site}\n")
-                atomic_write(venv.parent / MARKER, f"{site}\n".encode(), mode=0o644)
+
+    def make() -> None:
+        shutil.rmtree(venv.parent, ignore_errors=True)
+        _make_venv(venv, base_python)
+        own = next((venv / "lib").glob("python*/site-packages"))
+        # A plain path line: sorted before the parents' .pth, so the build's packages win.
+        (own / "_swell_build_site.pth").write_text(f"{site}\n")
+        atomic_write(venv.parent / MARKER, f"{site}\n".encode(), mode=0o644)
+
+    _once(builds, key, make)
     return _venv_python(venv)
+
+
+def _once(builds: Path, key: str, make: Callable[[], None]) -> bool:
+    """Run ``make`` unless ``builds/key`` is complete, one caller per key at a time
+    (another may finish it while this one waits); returns whether it ran."""
+    if (builds / key / MARKER).exists():
+        return False
+    with open(builds / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (builds / key / MARKER).exists():
+            return False
+        make()
+        return True
 
 
 def ensure_build(
@@ -415,13 +428,9 @@ def ensure_build(
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = build_key(requirements, commands, env, package_dir, layout)
     build = cache_dir / key
-    if not (build / MARKER).exists():
-        with open(cache_dir / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (build / MARKER).exists():  # else built by another caller while we waited
-                _build(commands, package_dir, build, base_python=base_python, env=env, layout=layout,
-                       timeout=timeout, log=log)
-    else:
+    ran = _once(cache_dir, key, lambda: _build(commands, package_dir, build, base_python=base_python, env=env,
+                                                layout=layout, timeout=timeout, log=log))
+    if not ran:
         log(f"build_commands: reusing build {key[:12]}")
     apply_overlay(build, package_dir)
     return _venv_python(build / "venv")
