@@ -215,6 +215,16 @@ def cli() -> None:
     "cluster at --ray-address, each running the replica process on its node; docs/cluster.md).",
 )
 @click.option(
+    "--capacity-policy",
+    default="reclaim",
+    show_default=True,
+    type=click.Choice(["reclaim", "off"]),
+    envvar="SWELL_CAPACITY_POLICY",
+    help="When a replica waits for resources (pending) and somebody waits for it: 'reclaim' stops idle replicas of "
+    "other deployments above their min_replica to make room, least recently used first, never one serving a request "
+    "(a called model serves); 'off' lets it wait until room frees on its own. Both backends; docs/serving.md.",
+)
+@click.option(
     "--ray-address",
     default="auto",
     show_default=True,
@@ -327,6 +337,7 @@ def serve(
     async_max_mb: float,
     webhook_allow: tuple[str, ...],
     backend: str,
+    capacity_policy: str,
     new_workspace: bool,
     ray_address: str,
     replica_log_mb: float,
@@ -387,6 +398,7 @@ def serve(
             webhook_allow=list(webhook_allow),
             new_workspace=new_workspace,
             backend=backend,
+            capacity_policy=capacity_policy,
             ray_address=ray_address,
             replica_log_bytes=_mib_to_bytes(replica_log_mb, "--replica-log-mb"),
             deployment_log_bytes=_mib_to_bytes(deployment_log_mb, "--deployment-log-mb"),
@@ -639,6 +651,10 @@ def status(model: str | None, as_json: bool, show_replicas: bool) -> None:
     Console().print(table)
     for line in advised:  # the background advice found settings worth a look
         Console().print(escape(line), soft_wrap=True)
+    for entry in models:  # capacity pressure: which replica was stopped to make room, and why
+        for dep in entry.get("deployments", []):
+            if reclaimed := dep.get("capacity_reclaimed"):
+                Console(soft_wrap=True).print(f"{escape(str(dep['id']))}: {escape(str(reclaimed['message']))} ({reclaimed['at']})")
     if show_replicas:
         Console().print(_replicas_table(models))
 

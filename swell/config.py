@@ -962,6 +962,11 @@ class ServerSettings(BaseModel):
     # cores (CPU only slows down when short; each replica is still capped at
     # its own cpu).  Memory and GPUs are never promised twice.
     cpu_overcommit: float = Field(4.0, ge=1.0, le=100.0)
+    # Capacity pressure (DESIGN.md, docs/serving.md): when a replica waits for
+    # resources, idle replicas of other deployments above their min_replica are
+    # stopped to make room, least recently used first ("reclaim"); "off" leaves
+    # it waiting until room frees on its own.
+    capacity_policy: Literal["reclaim", "off"] = "reclaim"
     # Largest body of a predict, async_predict or management request; over it
     # the answer is 413.  32 MiB holds a few images or seconds of audio as
     # base64 JSON -- above SageMaker's real-time limit (25 MB) and far above

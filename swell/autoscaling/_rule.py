@@ -59,6 +59,9 @@ class Observation:
     promotion_until: float = math.inf  # ... until this time
     backoff_until: float = 0.0  # no new replica before this time (after failed or crashing replicas)
     failing: bool = False  # the last replicas failed: none is started while no request waits (min_replica 0)
+    # Replicas were stopped to make room for another deployment (capacity pressure):
+    # at most this many until a request comes (None: no such cap).
+    ceiling: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +237,7 @@ def decide(
     target = clamp(settings, held, floor)
     decision = _explain(settings, observation, average, wanted, held, target, waking, floor, bursting)
     decision = backoff(settings, observation, promotion_floor(settings, observation, decision))
-    return decision, new_state
+    return capacity_ceiling(settings, observation, decision), new_state
 
 
 def promotion_floor(settings: AutoscalingSettings, observation: Observation, decision: Decision) -> Decision:
@@ -271,6 +274,29 @@ def backoff(settings: AutoscalingSettings, observation: Observation, decision: D
         action=Action.HOLD,
         reason=f"hold at {current}: {why} ({decision.reason})",
         withheld=decision.target - current,
+    )
+
+
+def capacity_ceiling(settings: AutoscalingSettings, observation: Observation, decision: Decision) -> Decision:
+    """At most ``ceiling`` replicas once some were stopped to make room for another deployment:
+    the window still remembers their traffic, and starting them again (or keeping the ones
+    still waiting for room) would only take the room back.  The runner lifts the ceiling when
+    a request comes; ``min_replica`` still holds."""
+    ceiling = observation.ceiling
+    if ceiling is None:
+        return decision
+    target = max(min(decision.target, ceiling), settings.min_replica)
+    if target == decision.target:
+        return decision
+    current = observation.replicas
+    action = Action.SCALE_DOWN if target < current else Action.SCALE_UP if target > current else Action.HOLD
+    return replace(
+        decision,
+        target=target,
+        action=action,
+        reason=f"at most {target}: replicas were stopped to make room for another deployment, "
+        f"none starts again before a request comes ({decision.reason})",
+        withheld=decision.withheld + max(0, decision.target - target),
     )
 
 

@@ -55,9 +55,12 @@ class Views:
     def deployment_summary(self, record: DeploymentRecord) -> dict[str, Any]:
         scaled = self.controller.get(record.id)
         ready = total = 0
+        reclaimed = None
         if scaled is not None:
             total = scaled.router.serving_count
             ready = self.controller.ready_count(record.id)
+            if scaled.reclaimed is not None:  # capacity pressure: the last replica stopped to make room, by or for it
+                reclaimed = {"at": iso(scaled.reclaimed[0]), "message": scaled.reclaimed[1]}
         return {
             "id": record.id,
             "model_id": record.model_id,
@@ -75,6 +78,7 @@ class Views:
             "last_request_at": iso(record.last_request_at) if record.last_request_at else None,
             # Present only when the last background advice would save ≥ 20 % or remove most cold-start waits.
             "advice": self.advice.get(record.id) if self.advice is not None else None,
+            "capacity_reclaimed": reclaimed,
         }
 
     def traffic_shares(self, record: DeploymentRecord) -> dict[str, int]:

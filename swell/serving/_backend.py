@@ -79,6 +79,9 @@ class Replica:
     reason: str | None = None  # why it is pending (waiting for CPU, memory or a GPU)
     node: str | None = None  # where it runs, when that is not this machine (a Ray node)
     token: str | None = None  # what the router sends it (x-swell-replica-token), if it asks for one
+    # What it holds of its node (pending: asks for), in Ray's names: "CPU", "memory"
+    # (bytes), "GPU", custom ones; empty where its package asks for nothing.
+    holds: dict[str, float] = field(default_factory=dict)
 
 
 #: Called by the backend on every state change, on the event loop.
@@ -93,6 +96,20 @@ def report_state(replica: Replica, state: ReplicaState, on_change: StateCallback
         on_change(replica)
     except Exception:
         logging.getLogger("swell.serving").exception("state callback failed for replica %s", replica.id)
+
+
+class CapacityView(Protocol):
+    """A backend that can say what is free, so that capacity pressure
+    (``serving/_capacity.py``) can stop idle replicas for one that waits."""
+
+    def free_resources(self) -> dict[str, dict[str, float]] | None:
+        """What each node has free now, by resource (node ``""``: this machine); ``None``: not known."""
+        ...
+
+    def place_first(self, replica: Replica) -> None:
+        """Room that frees goes to this pending replica before those that asked earlier
+        (it is the one others are being stopped for); a no-op where the backend does not choose."""
+        ...
 
 
 class ReplicaBackend(Protocol):

@@ -26,7 +26,14 @@ from swell.autoscaling import (
     decide,
 )
 from swell.config import AutoscalingSettings, ServerSettings
-from swell.serving._backend import Replica, ReplicaBackend, ReplicaSpec, ReplicaState
+from swell.serving._backend import (
+    CapacityView,
+    Replica,
+    ReplicaBackend,
+    ReplicaSpec,
+    ReplicaState,
+)
+from swell.serving._capacity import Idle, Reclaim, Waiting, choose_reclaims
 from swell.serving._cold_start import cold_start_of
 from swell.serving._deployment import (
     COLD_START_BUCKETS,
@@ -78,6 +85,9 @@ class Controller:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._closing = False
+        # Capacity pressure needs the backend to say what is free (both real backends do).
+        free = getattr(backend, "free_resources", None)
+        self._capacity: CapacityView | None = backend if callable(free) else None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ registry
 
@@ -191,6 +201,7 @@ class Controller:
                 self._tick_one(scaled, now)
             except Exception:  # one broken deployment must not starve the others
                 log.exception("%s: control loop tick failed", scaled.router.name)
+        self._make_room()
         await self._settle()
 
     def _tick_one(self, scaled: ScaledDeployment, now: float) -> None:
@@ -225,6 +236,8 @@ class Controller:
         if scaled.floor and now >= scaled.floor_until:
             scaled.floor = 0  # the promotion's hold is over
         extras = scaled.extras()
+        if scaled.ceiling is not None and (router.arrivals != scaled.ceiling_arrivals or router.queued):
+            scaled.ceiling = None  # it was called again: it serves
         observation = Observation(
             now,
             max(router.concurrency, demand),
@@ -235,6 +248,7 @@ class Controller:
             promotion_until=scaled.floor_until,
             backoff_until=scaled.condition.retry_at,
             failing=scaled.condition.load_failing or scaled.condition.crashes > 0,
+            ceiling=scaled.ceiling,
         )
         decision, scaled.state = decide(scaled.spec.settings, scaled.window, scaled.state, observation, extras)
         scaled.decision = decision
@@ -288,6 +302,94 @@ class Controller:
             for handle in victims:
                 self._drain(scaled, handle)
 
+    # ------------------------------------------------------------------ capacity pressure
+
+    def reclaim(self) -> list[Reclaim]:
+        """Stop idle replicas of other deployments to make room for replicas that wait for
+        resources (``--capacity-policy reclaim``; the choice is :func:`choose_reclaims`)."""
+        if self.settings.capacity_policy != "reclaim" or self._capacity is None or self._closing:
+            return []
+        now = self.clock.now()
+        waiting: list[tuple[float, Waiting]] = []
+        idle: list[Idle] = []
+        leaving: list[Replica] = []
+        for scaled in self._deployments.values():
+            router = scaled.router
+            name = f"{router.name}/{scaled.id}"
+            floor = max(
+                scaled.spec.settings.min_replica,
+                scaled.decision.floor if scaled.decision is not None else 0,
+                scaled.floor if now < scaled.floor_until else 0,
+            )
+            ready = sum(1 for h in router.handles.values() if h.serving and h.ready)
+            for handle in router.handles.values():
+                replica = handle.replica
+                if not replica.holds:
+                    continue
+                if not handle.serving:
+                    if replica.state.alive or replica.state is ReplicaState.DRAINING:
+                        leaving.append(replica)  # what it holds comes back when it has gone
+                elif handle.state is ReplicaState.PENDING:
+                    demand = router.queued > 0 or ready < floor
+                    waiting.append((replica.created_at, Waiting(scaled.id, name, replica.id, replica.holds, demand)))
+                elif handle.ready and not scaled.retiring:
+                    record = scaled.condition.replicas.get(replica.id)
+                    ready_since = record.ready_since if record is not None and record.ready_since is not None else now
+                    idle.append(Idle(
+                        scaled.id, name, replica.id, replica.holds,
+                        last_used=max(ready_since, scaled.last_active if scaled.last_active is not None else ready_since),
+                        in_flight=handle.in_flight, queued=router.queued,
+                        replicas=router.serving_count, min_replica=floor, node=replica.node or "",
+                    ))
+        if not waiting:
+            return []
+        free = self._capacity.free_resources()
+        if free is None:
+            return []
+        room = {node: dict(amounts) for node, amounts in free.items()}
+        for replica in leaving:
+            amounts = room.setdefault(replica.node or "", {})
+            for resource, amount in replica.holds.items():
+                amounts[resource] = amounts.get(resource, 0.0) + amount
+        waiting.sort(key=lambda item: item[0])
+        chosen = choose_reclaims([w for _, w in waiting], idle, room, now)
+        for reclaim in chosen:
+            self._reclaimed(reclaim, now)
+        for deployment_id, replica_id in dict.fromkeys((r.waiting.deployment_id, r.waiting.replica_id) for r in chosen):
+            handle = self._deployments[deployment_id].router.handles.get(replica_id)
+            if handle is not None:
+                self._capacity.place_first(handle.replica)  # the room it was made goes to it
+        return chosen
+
+    def _make_room(self) -> None:
+        try:
+            self.reclaim()
+        except Exception:  # the loop and the start that asked must outlive it
+            log.exception("capacity pressure failed")
+
+    def _reclaimed(self, reclaim: Reclaim, now: float) -> None:
+        victim, asking = reclaim.victim, reclaim.waiting
+        scaled = self._deployments[victim.deployment_id]
+        handle = scaled.router.handles.get(victim.replica_id)
+        if handle is None or not handle.serving:
+            return
+        log.info("%s", reclaim.reason)
+        details = {
+            "replica_id": victim.replica_id, "replica_deployment_id": victim.deployment_id,
+            "for_deployment_id": asking.deployment_id, "for_replica_id": asking.replica_id,
+            "idle_seconds": round(now - victim.last_used, 3), "needs": dict(asking.needs),
+        }
+        wall = self.wall()
+        for deployment_id in (victim.deployment_id, asking.deployment_id):
+            self.events.record(deployment_id, "capacity_reclaimed", reclaim.reason, **details)
+            if (touched := self._deployments.get(deployment_id)) is not None:
+                touched.reclaimed = (wall, reclaim.reason)
+        self._drain(scaled, handle)
+        # It keeps the replicas it has under way, not those that wait for room too.
+        router = scaled.router
+        scaled.ceiling = sum(1 for h in router.handles.values() if h.serving and h.state is not ReplicaState.PENDING)
+        scaled.ceiling_arrivals = router.arrivals
+
     def _decided(self, scaled: ScaledDeployment, decision: Decision, replicas: int, note: str = "") -> None:
         self.events.record(
             scaled.id,
@@ -324,6 +426,8 @@ class Controller:
             self._load_failed(scaled, replica.error or f"the replica {replica.state.value} as it started")
             return
         self._on_change(replica)
+        if replica.state is ReplicaState.PENDING and replica.holds:
+            self._make_room()  # now, not at the next tick
         if scaled.spec.replica is not spec:  # reloaded while this one started: it runs the old code
             handle = router.handles.get(replica.id)
             if handle is not None and handle.serving:

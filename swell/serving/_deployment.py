@@ -146,6 +146,13 @@ class ScaledDeployment:
         self.floor = 0  # hold at least this many replicas (a promotion warming up) ...
         self.floor_until = 0.0  # ... until this time
         self.last_active: float | None = None  # the last tick that saw a request (the clock's time)
+        # Capacity pressure: after replicas were stopped to make room for another
+        # deployment, none starts beyond ``ceiling`` until a request comes (the
+        # router's ``arrivals`` moves past ``ceiling_arrivals``); ``reclaimed`` is
+        # the last such stop that concerned it, as (unix time, sentence), for its view.
+        self.ceiling: int | None = None
+        self.ceiling_arrivals = 0
+        self.reclaimed: tuple[float, str] | None = None
         self.history = TrafficHistory()  # for `swell advise`
         self.arrivals_seen = 0
         self.busy = 0.0  # concurrency-seconds seen by the ticks (time in the system, summed over requests)

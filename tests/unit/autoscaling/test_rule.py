@@ -312,3 +312,27 @@ def test_backoff(
         assert decision.action is not Action.HOLD or decision.target == observation.replicas
     else:
         assert decision.action is Action.HOLD and why in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "observation", "busy", "target", "action", "capped"),
+    [
+        # no ceiling: the window's memory of traffic wants its replica back
+        ({}, Observation(10.0, 0, 0), 1.0, 1, Action.SCALE_UP, False),
+        # stopped to make room for another deployment: it stays at the ceiling ...
+        ({}, Observation(10.0, 0, 0, ceiling=0), 1.0, 0, Action.HOLD, True),
+        # ... and gives up a replica that still waited for room
+        ({"max_replica": 3}, Observation(10.0, 0, 2, ceiling=1), 2.0, 1, Action.SCALE_DOWN, True),
+        # min_replica still holds
+        ({"min_replica": 1}, Observation(10.0, 0, 0, ceiling=0), 1.0, 1, Action.SCALE_UP, False),
+        # a ceiling above what the rule wants changes nothing
+        ({"max_replica": 3}, Observation(10.0, 0, 1, ceiling=2), 0.5, 1, Action.HOLD, False),
+    ],
+)
+def test_capacity_ceiling(
+    overrides: dict[str, int], observation: Observation, busy: float, target: int, action: Action, capped: bool
+) -> None:
+    s = settings(scale_down_delay=60, autoscaling_window=10, **overrides)
+    decision = decide_once(s, observation, busy)
+    assert (decision.target, decision.action) == (target, action)
+    assert ("make room for another deployment" in decision.reason) is capped

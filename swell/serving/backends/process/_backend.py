@@ -50,6 +50,7 @@ from swell.serving.backends.process._resources import (
     cuda_visible_devices,
     detect_enforcer,
     format_memory,
+    free_amounts,
     machine_capacity,
     memory_exceeded_message,
     pick_cores,
@@ -134,6 +135,7 @@ class _Pending:
     spec: ReplicaSpec
     on_change: StateCallback
     request: ResourceRequest
+    first: bool = False  # others are stopped to make room for it: it goes before those that asked earlier
 
 
 PRIVATE_PREFIX = "swell-"
@@ -305,6 +307,7 @@ class ProcessBackend:
         request = request_of(spec.config.resources) if self._enforce else ResourceRequest()
         reservation: _Reservation | None = None
         if not request.empty:
+            replica.holds = request.amounts()
             capacity = await self._machine()
             fits, why, gpus = place(request, capacity, self._used, self._cpu_overcommit)
             if why is not None and why.startswith("never: "):
@@ -501,6 +504,22 @@ class ProcessBackend:
             self._private_dir = None
 
     # ------------------------------------------------------------------ resources
+
+    def free_resources(self) -> dict[str, dict[str, float]] | None:
+        """What the machine has free now (capacity pressure); ``None`` before any replica asked for resources."""
+        if self._capacity is None:
+            return None
+        return {"": free_amounts(self._capacity, self._used, self._cpu_overcommit)}
+
+    def place_first(self, replica: Replica) -> None:
+        """Room that frees goes to this pending replica first (capacity pressure stops others for it)."""
+        entry = next((p for p in self._pending if p.replica.id == replica.id), None)
+        if entry is None or entry.first:
+            return
+        self._pending.remove(entry)
+        entry.first = True
+        self._pending.insert(sum(1 for p in self._pending if p.first), entry)
+        self._place_pending()
 
     async def _machine(self) -> Capacity:
         if self._capacity is None:

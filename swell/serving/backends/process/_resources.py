@@ -45,6 +45,7 @@ __all__ = [
     "ResourceRequest",
     "detect_enforcer",
     "format_memory",
+    "free_amounts",
     "machine_capacity",
     "memory_exceeded_message",
     "parse_nvidia_smi",
@@ -79,6 +80,11 @@ class ResourceRequest:
     @property
     def empty(self) -> bool:
         return self.cpu is None and self.memory is None and self.gpus == 0
+
+    def amounts(self) -> dict[str, float]:
+        """What it reserves in Ray's names (``CPU``, ``memory``, ``GPU``), as capacity pressure counts it."""
+        held = {"CPU": self.cpu or 0.0, "memory": float(self.memory or 0), "GPU": float(self.gpus)}
+        return {name: amount for name, amount in held.items() if amount > 0}
 
 
 def request_of(resources: Resources) -> ResourceRequest:
@@ -157,6 +163,15 @@ def place(
     if short:
         return False, "waiting for resources: needs " + "; ".join(short), ()
     return True, None, tuple(free_gpus[: request.gpus])
+
+
+def free_amounts(capacity: Capacity, used: Placement, cpu_overcommit: float = 1.0) -> dict[str, float]:
+    """What :func:`place` would still give out, in :meth:`ResourceRequest.amounts`' names."""
+    return {
+        "CPU": capacity.cpu * cpu_overcommit - used.cpu,
+        "memory": float(capacity.memory - used.memory),
+        "GPU": float(len(capacity.gpus) - len(used.gpus)),
+    }
 
 
 def format_memory(size: int) -> str:

@@ -11,8 +11,10 @@ address, with the deployment's token): Ray is never on the request path.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
+import math
 import os
 import secrets as _secrets
 import sys
@@ -44,8 +46,10 @@ from swell.serving.backends.ray._placement import (
     NodeView,
     actor_options,
     death_message,
+    free_by_node,
     node_label,
     pending_reason,
+    resource_demand,
 )
 
 __all__ = ["RayBackend"]
@@ -54,10 +58,18 @@ logger = logging.getLogger("swell.serving.backends.ray")
 
 #: After the process exits or the stop's grace, how long the actor's last events may take.
 _STOP_SLACK_SECONDS = 10.0
+#: What the cluster has free is known from the last look while a replica waits (every
+#: ``pending_poll_seconds``); capacity pressure trusts a look this many polls old at most,
+#: and counts what replicas gave back within as long.
+_FREE_FRESH_POLLS = 3.0
 #: A standby actor that Ray has not placed by then is dropped (starting its
 #: worker takes seconds on a busy node).  A replica that waits for room drops
 #: every standby at once, placed or not: standbys never hold room it needs.
 _STANDBY_PLACE_SECONDS = 30.0
+
+
+#: (when, node, what it held): a replica Ray has let go of.
+_Released = tuple[float, str, dict[str, float]]
 
 
 @dataclass(eq=False)
@@ -82,6 +94,11 @@ class _Standby:
     key: tuple[Any, ...]
     where: dict[str, str] | None = None
     task: asyncio.Task[None] | None = None
+    holds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def node(self) -> str | None:
+        return node_label(self.where["node_id"], self.where["address"]) if self.where is not None else None
 
 
 def _shape(options: dict[str, Any]) -> tuple[Any, ...]:
@@ -151,6 +168,16 @@ class RayBackend:
         self._closed = False
         self._connected = False
         self._connect_lock = asyncio.Lock()
+        # Capacity pressure (serving/_capacity.py): each node's free resources at the last
+        # look, when it was taken, and what replicas gave back since (Ray's view lags).
+        self._free: dict[str, dict[str, float]] = {}
+        self._free_at = -math.inf
+        self._released: list[_Released] = []
+        # A dropped standby holds its node until Ray has ended it (seconds, if its worker was
+        # still starting), and an unplaced one's node is not known: while any is going, and a
+        # poll after, Ray's looks are no measure of the room.
+        self._standbys_going = 0
+        self._unsettled_until = -math.inf
 
     # ------------------------------------------------------------------ public
 
@@ -210,6 +237,7 @@ class RayBackend:
         options = {**actor_options(spec.config.resources), "max_restarts": 0, "max_task_retries": 0}
         if self._resources:
             options["resources"] = dict(self._resources)
+        replica.holds = resource_demand(options)
         job = {
             "replica_id": replica.id,
             "deployment_id": spec.deployment_id,
@@ -266,6 +294,32 @@ class RayBackend:
 
     def list(self) -> list[Replica]:
         return [h.replica for h in self._handles.values()]
+
+    def free_resources(self) -> dict[str, dict[str, float]] | None:
+        """What each node had free at the last look (taken while a replica waits), with what
+        replicas have given back since; ``None`` when that look is too old to go by."""
+        now = time.monotonic()
+        if now - self._free_at > self._poll * _FREE_FRESH_POLLS or self._standbys_going or now < self._unsettled_until:
+            return None
+        free = {node: dict(amounts) for node, amounts in self._free.items()}
+        given_back = [(node, holds) for _, node, holds in self._recently_released(now)]
+        for standbys in self._standbys.values():  # they give way to any replica that waits
+            given_back += [(node, s.holds) for s in standbys if (node := s.node) is not None]
+        for node, holds in given_back:
+            amounts = free.setdefault(node, {})
+            for name, amount in holds.items():
+                amounts[name] = amounts.get(name, 0.0) + amount
+        return free
+
+    def place_first(self, replica: Replica) -> None:
+        """Ray places what waits as it sees fit: nothing to reorder here."""
+
+    def _recently_released(self, now: float) -> builtins.list[_Released]:
+        """What replicas gave back lately: Ray's view of a node lags their end by up to a
+        poll or so; counting it twice for a moment stops one replica too few, never one too many."""
+        horizon = now - self._poll * _FREE_FRESH_POLLS
+        self._released = [entry for entry in self._released if entry[0] > horizon]
+        return self._released
 
     async def close(self) -> None:
         """Stop every replica (``close_grace_seconds`` each) and leave the cluster."""
@@ -407,6 +461,7 @@ class RayBackend:
             )
             for n in ray.nodes()
         ]
+        self._free, self._free_at = free_by_node(nodes), time.monotonic()
         return pending_reason(options, nodes)
 
     def _apply(self, handle: _Handle, data: dict[str, Any]) -> None:
@@ -457,6 +512,9 @@ class RayBackend:
             handle.log.note(handle.replica.error)
         handle.log.close()
         handle.done.set()
+        if handle.replica.node is not None:  # placed: Ray gives back what it held
+            now = time.monotonic()
+            self._recently_released(now).append((now, handle.replica.node, dict(handle.replica.holds)))
         if state is not handle.replica.state:
             self._set(handle, state)
 
@@ -478,7 +536,8 @@ class RayBackend:
         key = _shape(options)
         standbys = self._standbys.setdefault(key, [])
         for _ in range(self._pool_size - len(standbys)):
-            standby = _Standby(self._actor_class.options(**options).remote(self._prestart), key)
+            actor = self._actor_class.options(**options).remote(self._prestart)
+            standby = _Standby(actor, key, holds=resource_demand(options))
             standbys.append(standby)
             standby.task = asyncio.get_running_loop().create_task(self._place_standby(standby))
 
@@ -492,12 +551,24 @@ class RayBackend:
         standbys = self._standbys.get(standby.key, [])
         if standby in standbys:
             standbys.remove(standby)
+            if not self._closed:
+                self._standbys_going += 1
+                asyncio.get_running_loop().create_task(self._standby_gone(standby.actor))
         if standby.task is not None and not standby.task.done() and standby.task is not asyncio.current_task():
             standby.task.cancel()
         import ray
 
         with contextlib.suppress(Exception):
             ray.kill(standby.actor, no_restart=True)
+
+    async def _standby_gone(self, actor: Any) -> None:
+        """Wait until Ray has ended a dropped standby (a call to it fails), then a poll more."""
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(actor.where.remote(), _STANDBY_PLACE_SECONDS)
+        finally:
+            self._standbys_going -= 1
+            self._unsettled_until = max(self._unsettled_until, time.monotonic() + self._poll)
 
     def _kill(self, handle: _Handle) -> None:
         if handle.killed:

@@ -49,7 +49,7 @@ def actor_options(resources: Resources) -> dict[str, Any]:
     return options
 
 
-def _demand(options: Mapping[str, Any]) -> dict[str, float]:
+def resource_demand(options: Mapping[str, Any]) -> dict[str, float]:
     """The Ray resource names and amounts an actor with ``options`` asks for."""
     demand = {"CPU": float(options.get("num_cpus") or 0.0)}
     if options.get("memory"):
@@ -73,6 +73,11 @@ def _amount(name: str, value: float) -> str:
     return f"{value:g} {unit}{plural}"
 
 
+def free_by_node(nodes: Iterable[NodeView]) -> dict[str, dict[str, float]]:
+    """What each live node has free, keyed as replicas name their node (:func:`node_label`)."""
+    return {node_label(n.node_id, n.address): dict(n.available) for n in nodes if n.alive}
+
+
 def pending_reason(options: Mapping[str, Any], nodes: Iterable[NodeView]) -> str:
     """Why no node can take an actor with ``options`` now, in words.
 
@@ -80,7 +85,7 @@ def pending_reason(options: Mapping[str, Any], nodes: Iterable[NodeView]) -> str
     "...; no node of the cluster has any (waiting for one to join)" when none
     has it at all; a node that lacks several things is summed up by the first.
     """
-    demand = _demand(options)
+    demand = resource_demand(options)
     alive = [n for n in nodes if n.alive]
     wants = ", ".join(_amount(k, v) for k, v in demand.items()) or "nothing"
     if not alive:
