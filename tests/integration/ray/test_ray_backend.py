@@ -95,6 +95,28 @@ def test_a_wake_from_zero_takes_the_standby_actor_placed_while_the_first_replica
     assert any("in its pre-started process" in text for text in notes), notes
 
 
+def test_a_called_model_serves_on_a_full_cluster_by_stopping_the_least_recently_used_idle_one(
+    swell: Swell, ray_cluster: RayCluster, make_model: Callable[..., Path]
+) -> None:
+    # Each replica asks for all 2 CPUs of a worker: two fit on the cluster at a time.
+    config = {"runtime": {"predict_concurrency": 1}, "resources": {"cpu": "2"}}
+    pushed: list[dict[str, Any]] = []
+    for i in range(4):
+        pushed.append(swell.push(make_model(WHERE, config), name=f"full{i}"))
+        response = swell.http.post(swell.predict_path(pushed[i]), json={"i": i}, timeout=120)
+        assert response.status_code == 200 and response.json()["i"] == i, f"{response.text}\n{swell.tail()}"
+    # The third and the fourth made room: the first and the second, used longest ago, gave way.
+    for victim, called in ((0, 2), (1, 3)):
+        view = swell.deployment(pushed[victim])
+        message = (view["capacity_reclaimed"] or {}).get("message", "")
+        assert f"of full{victim}/{pushed[victim]['deployment_id']} (idle " in message, view
+        assert f"above min_replica 0) to make room for full{called}/{pushed[called]['deployment_id']}: " in message
+        assert "needs 2 CPU, 0 free on 127.0.0.1 (node " in message, message
+        assert view["replicas"] == [] and view["status"] == "Scaled to zero"
+    for each in pushed:
+        swell.settle(each)
+
+
 def test_a_replica_ray_cannot_place_is_pending_with_the_reason_then_placed_when_a_node_joins(
     swell: Swell, ray_cluster: RayCluster, make_model: Callable[..., Path]
 ) -> None:

@@ -174,8 +174,8 @@ class RayBackend:
         self._free_at = -math.inf
         self._released: list[_Released] = []
         # A dropped standby holds its node until Ray has ended it (seconds, if its worker was
-        # still starting), and an unplaced one's node is not known: while any is going, and a
-        # poll after, Ray's looks are no measure of the room.
+        # still starting), and an unplaced one's node is not known: a look taken while any is
+        # going, or within a few polls after, is no measure of the room.
         self._standbys_going = 0
         self._unsettled_until = -math.inf
 
@@ -299,7 +299,8 @@ class RayBackend:
         """What each node had free at the last look (taken while a replica waits), with what
         replicas have given back since; ``None`` when that look is too old to go by."""
         now = time.monotonic()
-        if now - self._free_at > self._poll * _FREE_FRESH_POLLS or self._standbys_going or now < self._unsettled_until:
+        stale = now - self._free_at > self._poll * _FREE_FRESH_POLLS
+        if stale or self._standbys_going or self._free_at < self._unsettled_until:
             return None
         free = {node: dict(amounts) for node, amounts in self._free.items()}
         given_back = [(node, holds) for _, node, holds in self._recently_released(now)]
@@ -562,13 +563,15 @@ class RayBackend:
             ray.kill(standby.actor, no_restart=True)
 
     async def _standby_gone(self, actor: Any) -> None:
-        """Wait until Ray has ended a dropped standby (a call to it fails), then a poll more."""
+        """Wait until Ray has ended a dropped standby (a call to it fails), then a few polls more."""
         try:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(actor.where.remote(), _STANDBY_PLACE_SECONDS)
         finally:
             self._standbys_going -= 1
-            self._unsettled_until = max(self._unsettled_until, time.monotonic() + self._poll)
+            # Its worker may still be exiting: Ray shows its resources free up to ~2 s later.
+            settled = time.monotonic() + self._poll * _FREE_FRESH_POLLS
+            self._unsettled_until = max(self._unsettled_until, settled)
 
     def _kill(self, handle: _Handle) -> None:
         if handle.killed:

@@ -13,8 +13,10 @@ from swell.serving.backends.ray._placement import (
     NodeView,
     actor_options,
     death_message,
+    free_by_node,
     node_label,
     pending_reason,
+    resource_demand,
 )
 
 GIB = 1024**3
@@ -86,3 +88,11 @@ def test_package_archive_is_content_addressed_and_unpacked_once(tmp_path: Path) 
     assert cached(cache, digest) == target == unpack(data, cache, digest)
     with pytest.raises(ValueError, match="does not match"):
         unpack(data + b"x", cache, digest)
+
+
+def test_capacity_pressure_sees_what_a_replica_holds_and_each_live_node_has_free_by_its_label() -> None:
+    options = {**actor_options(Resources(cpu="2", memory="1Gi")), "resources": {"node_a": 1}}
+    assert resource_demand(options) == {"CPU": 2.0, "memory": float(GIB), "node_a": 1.0}
+    live = NodeView("cd" * 20, "10.0.0.8", True, {"CPU": 4.0}, {"CPU": 1.5})
+    gone = NodeView("ef" * 20, "10.0.0.9", False, {"CPU": 4.0}, {"CPU": 4.0})
+    assert free_by_node([live, gone]) == {node_label("cd" * 20, "10.0.0.8"): {"CPU": 1.5}}
