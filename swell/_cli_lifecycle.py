@@ -239,8 +239,9 @@ def _traffic_text(env: dict[str, Any]) -> str:
 def settings(model: str, deployment: str | None, overrides: tuple[str, ...], as_json: bool) -> None:
     """Show a deployment's autoscaling settings, or change them with --set.
 
-    DEPLOYMENT is an id, or production, staging or development [default: the
-    deployment production points at, else the development one, else the newest]."""
+    DEPLOYMENT is an id, or an environment's name (production, development, ...)
+    [default: the deployment production points at, else the development one, else
+    the newest]."""
     changes = _parse_sets(overrides)
     client = CliClient(as_json)
     found_id, chosen = pick_deployment(client, model, deployment)

@@ -312,7 +312,15 @@ def cli() -> None:
     "OTEL_EXPORTER_OTLP_ENDPOINT for its own spans. Off by default (docs/observability.md).",
 )
 @click.option("--tick-seconds", default=1.0, type=float, hidden=True)
-@click.option("--drain-grace-seconds", default=30.0, type=float, hidden=True)
+@click.option(
+    "--drain-grace-seconds",
+    default=30.0,
+    type=float,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a replica that is leaving (scale-down, deactivation, a new version) may finish its requests "
+    "and keep its websockets open before it is stopped (websockets are then closed with 1001).",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]), hidden=True)
 def serve(
     host: str,

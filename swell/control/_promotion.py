@@ -128,15 +128,7 @@ class Promotion(Part):
         if environment not in model.environments:
             allowed = " or ".join(sorted(model.environments))
             raise ApiError(404, "unknown environment", detail=[FieldError("environment", environment, allowed).as_dict()])
-        under_way = self._rolling.get((model.id, environment))
-        if under_way is not None:
-            raise ApiError(
-                409,
-                "a rolling promotion is under way",
-                reason=f"{environment} is moving to deployment {under_way.new.id} "
-                f"({under_way.state.reason}); wait for it to finish or roll back",
-                promotion=self.promotion_view(model, environment),
-            )
+        self._refuse_while_rolling(model, environment)
         plan = self._check_plan(rolling) if rolling is not None else None
         old_id = model.environments[environment]
         old = self.registry.deployments.get(old_id or "") if old_id != record.id else None
@@ -168,6 +160,12 @@ class Promotion(Part):
                 self.controller.hold(record.id, 0, until=0.0)
                 raise
         async with self._lock:
+            try:  # a rolling promotion may have begun while this one warmed up: it owns the environment
+                self._refuse_while_rolling(model, environment)
+            except ApiError:
+                if want:
+                    self.controller.hold(record.id, 0, until=0.0)
+                raise
             async with self.store.transaction() as tx:
                 await tx.set_environment(model.id, environment, record.id, self.wall())
             model.environments[environment] = record.id
@@ -181,6 +179,18 @@ class Promotion(Part):
         return self.views.deployment_view(record)
 
     # ------------------------------------------------------------------ rolling promotion
+
+    def _refuse_while_rolling(self, model: ModelRecord, environment: str) -> None:
+        """409 while a rolling promotion owns ``environment``: one promotion of an environment at a time."""
+        under_way = self._rolling.get((model.id, environment))
+        if under_way is not None:
+            raise ApiError(
+                409,
+                "a rolling promotion is under way",
+                reason=f"{environment} is moving to deployment {under_way.new.id} "
+                f"({under_way.state.reason}); wait for it to finish or roll back",
+                promotion=self.promotion_view(model, environment),
+            )
 
     def promotion_view(self, model: ModelRecord, environment: str) -> dict[str, Any] | None:
         """The environment's last rolling promotion (under way or finished), or None."""
@@ -229,9 +239,19 @@ class Promotion(Part):
     async def _start_rolling(
         self, model: ModelRecord, environment: str, record: DeploymentRecord, old: DeploymentRecord, plan: RollingPlan
     ) -> dict[str, Any]:
+        # Checked again here, with no await between the check and the registration:
+        # promote() awaited (activation, settings) since its first check.
+        self._refuse_while_rolling(model, environment)
+        if model.environments.get(environment) != old.id:
+            raise ApiError(
+                409,
+                "environment moved",
+                reason=f"{environment} was promoted to deployment {model.environments.get(environment)} "
+                f"meanwhile, not {old.id}; promote again",
+            )
         want = max(1, record.settings.min_replica)
         rolling = _Rolling(model, environment, record, old.id, plan, start(self.clock.now()), want, self.wall())
-        self._rolling[(model.id, environment)] = rolling  # before the first await: one at a time
+        self._rolling[(model.id, environment)] = rolling  # one at a time
         try:
             await self._save(rolling)
         except BaseException:

@@ -549,14 +549,14 @@ class DeploymentRouter:
                     handle = await self.acquire(priority=priority)
             else:
                 handle = await self.acquire()
-            if attempt == 1:
-                waited = perf_counter() - asked
-                if on_start is not None:
-                    head = on_start(head, handle)
             # A caller that gives up (its timeout, a hang-up) leaves the exchange
             # running: the slot stays taken until the replica has answered (the
             # pool tells _abandoned), not while it still works.
             try:
+                if attempt == 1:
+                    waited = perf_counter() - asked
+                    if on_start is not None:
+                        head = on_start(head, handle)
                 response, out = await _send(handle, head, body, whole=asynchronous)
                 return response, handle, waited, out
             except ReplicaGone as exc:

@@ -215,3 +215,39 @@ async def test_deleting_the_model_mid_way_ends_the_promotion_quietly(
     await plane.lifecycle.delete_model("m")
     await eventually(lambda: not plane.promotion._rolling)
     assert model.promotions["production"]["phase"] == "rolled_back" and "deleted" in model.promotions["production"]["reason"]
+
+
+async def test_a_plain_promotion_that_warmed_while_a_rolling_one_began_is_refused(
+    plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
+) -> None:
+    import asyncio
+
+    old, new = await rolling_setup(plane, backend, make_archive)
+    other = (await plane.push(make_archive(), model_name="m", publish=True, promote=False)).deployment_id
+    model = plane.registry.model("m")
+    plain = asyncio.create_task(plane.promotion.promote("m", other, "production"))  # warms `other` first
+    await eventually(lambda: len(backend.alive(other)) == 1)
+    await plane.promotion.promote("m", new, "production", rolling=FAST)  # begins while `other` warms
+    ready_all(backend)
+    with pytest.raises(ApiError) as info:
+        await plain
+    assert info.value.status == 409 and "under way" in info.value.payload["error"]
+    assert model.environments["production"] == old  # the rolling promotion still moves from old
+    assert set(shares(plane)) <= {old, new}
+
+
+async def test_two_rolling_promotions_begun_at_once_run_one_at_a_time(
+    plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
+) -> None:
+    import asyncio
+
+    old, new = await rolling_setup(plane, backend, make_archive)
+    other = (await plane.push(make_archive(), model_name="m", publish=True, promote=False)).deployment_id
+    results = await asyncio.gather(
+        plane.promotion.promote("m", new, "production", rolling=FAST, settings={"max_replica": 2}),
+        plane.promotion.promote("m", other, "production", rolling=FAST, settings={"max_replica": 2}),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, ApiError)]
+    assert len(refused) == 1 and refused[0].status == 409, results
+    assert plane.registry.model("m").environments["production"] == old
