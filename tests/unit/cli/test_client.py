@@ -75,6 +75,18 @@ def test_status_marks_advice_and_extras_on(monkeypatch: pytest.MonkeyPatch) -> N
     assert "save 31 %" in result.stdout and "swell advise --deployment bwzbjqvw/omsaomth" in result.stdout
 
 
+def test_status_says_which_replica_gave_way_to_make_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = ("stopped idle replica r-3c of sentiment-small/omsaomth (idle 2m10s, above min_replica 0) "
+               "to make room for bert/d2: needs 1 CPU, 0 free")
+    stopped = deployment("omsaomth", "published", "Scaled to zero", ["production"])
+    stopped["capacity_reclaimed"] = {"at": "2026-12-03T09:00:01.250Z", "message": message}
+    models = {"models": [{"id": "bwzbjqvw", "name": "sentiment-small", "deployments": [stopped]}]}
+    monkeypatch.setattr(cli.CliClient, "request", lambda self, method, path, **kw: models)
+    result = invoke("status")
+    assert result.exit_code == 0, result.output
+    assert f"omsaomth: {message} (2026-12-03T09:00:01.250Z)" in result.stdout
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/[/x]", "http://[::1", "localhost:8080"])
 @pytest.mark.parametrize("as_json", [False, True])
 def test_bad_or_unreachable_server_url_is_a_message(url: str, as_json: bool) -> None:
