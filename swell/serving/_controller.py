@@ -309,6 +309,12 @@ class Controller:
         resources (``--capacity-policy reclaim``; the choice is :func:`choose_reclaims`)."""
         if self.settings.capacity_policy != "reclaim" or self._capacity is None or self._closing:
             return []
+        if not any(  # the common tick: nothing waits for room, so build no snapshot
+            h.state is ReplicaState.PENDING and h.serving
+            for scaled in self._deployments.values()
+            for h in scaled.router.handles.values()
+        ):
+            return []
         now = self.clock.now()
         waiting: list[tuple[float, Waiting]] = []
         idle: list[Idle] = []
