@@ -27,6 +27,9 @@ log = logging.getLogger("swell.control")
 SAVES_PERCENT = 20
 #: A deployment whose recorded history holds fewer requests is not advised on (too little to judge).
 MIN_REQUESTS = 100
+#: Seconds before a failed background run is tried again; doubled for each failure in a
+#: row, up to the usual spacing (a run that times out costs up to two minutes of CPU).
+RETRY_SECONDS = 300.0
 #: Cold-start waits count as "many" from this share of requests, and "most removed" from half of them.
 _MANY_WAITS = 0.1
 
@@ -97,6 +100,7 @@ class _Entry:
     computed_at: float  # the clock's time of the run
     arrivals: int  # the history's requests when it ran (no new traffic: no new run)
     digest: dict[str, Any] | None  # notable()'s answer; None: nothing worth a marker
+    failures: int = 0  # runs in a row that failed since (then computed_at is the last failure's time)
 
 
 class AdviceCache:
@@ -118,7 +122,11 @@ class AdviceCache:
         if self.runner is None or self.every <= 0 or arrivals < self.min_requests:
             return False
         entry = self._entries.get(deployment_id)
-        return entry is None or (now - entry.computed_at >= self.every and arrivals != entry.arrivals)
+        if entry is None:
+            return True
+        if entry.failures:  # busy, too slow, bad history: tried again after a back-off, not every round
+            return now - entry.computed_at >= min(self.every, RETRY_SECONDS * 2 ** (entry.failures - 1))
+        return now - entry.computed_at >= self.every and arrivals != entry.arrivals
 
     def forget(self, keep: set[str]) -> None:
         for gone in set(self._entries) - keep:
@@ -142,8 +150,12 @@ class AdviceCache:
             view, traffic = read()
             try:
                 answer = await self.runner(view, traffic, cap)
-            except Exception as exc:  # busy with a dashboard run, too slow, bad history: next round
+            except Exception as exc:  # busy with a dashboard run, too slow, bad history: later
                 log.info("background advice for %s skipped: %s", deployment_id, exc)
+                last = self._entries.get(deployment_id)
+                self._entries[deployment_id] = _Entry(
+                    now, arrivals, last.digest if last is not None else None, (last.failures if last else 0) + 1
+                )
                 continue
             digest = notable(answer, requests=arrivals, model_id=model_id, deployment_id=deployment_id)
             self._entries[deployment_id] = _Entry(now, arrivals, digest)

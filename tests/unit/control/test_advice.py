@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from swell.control._advice import MIN_REQUESTS, AdviceCache, notable
+from swell.control._advice import MIN_REQUESTS, RETRY_SECONDS, AdviceCache, notable
 
 
 def _metrics(cost: float, waits: float) -> dict[str, Any]:
@@ -79,11 +79,17 @@ async def test_due_hourly_with_new_traffic_and_enough_of_it() -> None:
     assert cache.get("d1") is None
 
 
-async def test_a_failed_run_is_retried_next_round_and_none_runs_without_a_runner() -> None:
-    runner = _Runner(RuntimeError("another advise run is in progress"))  # type: ignore[arg-type]
+async def test_a_failed_run_is_retried_after_a_growing_back_off_and_none_runs_without_a_runner() -> None:
+    runner = _Runner(RuntimeError("swell advise took over 120 s and was stopped"))  # type: ignore[arg-type]
     cache = AdviceCache(runner, every=3600.0)
     await cache.run([_job("d1", 500)], now=0.0, cap=10)
-    assert cache.get("d1") is None and cache.due("d1", 500, now=1.0)
+    assert cache.get("d1") is None and not cache.due("d1", 500, now=60.0)  # not every housekeeping round
+    assert cache.due("d1", 500, now=RETRY_SECONDS)  # the same history: the failure was not its answer
+    await cache.run([_job("d1", 500)], now=RETRY_SECONDS, cap=10)
+    assert not cache.due("d1", 500, now=RETRY_SECONDS * 3 - 1) and cache.due("d1", 500, now=RETRY_SECONDS * 3)
+    runner.answer = _advice((1000, 10), ("cheapest", 600, 10))
+    await cache.run([_job("d1", 500)], now=RETRY_SECONDS * 3, cap=10)
+    assert cache.get("d1") is not None and not cache.due("d1", 600, now=RETRY_SECONDS * 4)  # back to hourly
     assert not AdviceCache(None, every=3600.0).due("d1", 10_000, now=0.0)
     assert not AdviceCache(runner, every=0).due("d1", 10_000, now=0.0)  # advice_seconds 0: off
 
