@@ -52,8 +52,7 @@ def swell_leg(args: argparse.Namespace, advance: Any) -> dict[str, Any]:
             pushed = server.push(_common.TRIVIAL_PACKAGE)
             model_id, deployment_id = pushed["model_id"], pushed["deployment_id"]
             path = f"/v1/models/{model_id}/deployments/{deployment_id}"
-            # Back to zero 10 s after its request, so earlier repetitions'
-            # replicas do not pile up on the server's core.
+            # Back to zero quickly after the replica the push may have started.
             server.api("PATCH", path + "/autoscaling_settings",
                        {"autoscaling_window": 10, "scale_down_delay": 0})
             _wrk.wait_until(
@@ -70,15 +69,25 @@ def swell_leg(args: argparse.Namespace, advance: Any) -> dict[str, Any]:
             lines = load_log.read_text().splitlines()[loads_before:]
             load = json.loads(lines[-1])["load_seconds"] if lines else 0.0
             view = server.api("GET", path)
-            reported = [r.get("load_seconds") for r in view.get("replicas", [])]
+            replicas = view.get("replicas") or [{}]
             reps.append({
                 "first_request_s": latency,
                 "load_s": load,
                 "overhead_s": latency - load,
-                "replica_reported_load_s": reported[0] if reported else None,
+                "replica_reported_load_s": replicas[0].get("load_seconds"),
+                "start_mode": replicas[0].get("start_mode"),  # how its process came to be
+                "cold_start": replicas[0].get("cold_start"),  # the server's breakdown of the wake
             })
+            # Each wake is measured with the machine's room free: this repetition's
+            # replica is stopped now, not left holding its CPU share for the scale-down
+            # window (else from the fifth one on the wake waits for room: --capacity-policy).
+            server.api("POST", path + "/deactivate", {})
+            _wrk.wait_until(
+                lambda: not server.api("GET", path).get("replicas"), 30,  # noqa: B023
+                "deactivated deployment's replica stopped",
+            )
             console.log(f"swell rep {i + 1}: first request {latency * 1000:.1f} ms, "
-                        f"load {load * 1000:.2f} ms")
+                        f"load {load * 1000:.2f} ms, {replicas[0].get('start_mode')}, {replicas[0].get('cold_start')}")
             advance()
     return {"reps": reps, "summary": _summary(reps)}
 
