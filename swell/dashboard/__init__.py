@@ -34,6 +34,9 @@ class Dashboard:
         self._pages: Any = None
         # The front door reads the app's body limit; it is the inner app's.
         self.max_request_bytes = app.max_request_bytes
+        # Predicts (the fast path's POST /model/…) are the app's alone: the fast
+        # path calls it directly, without this layer.
+        self.fast_path_app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
