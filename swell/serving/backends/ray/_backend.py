@@ -47,6 +47,7 @@ from swell.serving.backends.ray._placement import (
     actor_options,
     death_message,
     free_by_node,
+    job_env,
     node_label,
     pending_reason,
     resource_demand,
@@ -244,11 +245,7 @@ class RayBackend:
             "package_hash": digest,
             "package": [ref],  # in a list: the node fetches it only when its cache lacks it
             "requirements": spec.config.requirements_in(spec.package_dir) if spec.python != sys.executable else [],
-            "env": {
-                **{k: v for k, v in os.environ.items() if k.startswith("SWELL_WEIGHTS_") and k != "SWELL_WEIGHTS_CACHE"},
-                **spec.config.environment_variables,
-                **spec.env,
-            },
+            "env": job_env(os.environ, spec.config.environment_variables, spec.env),
             "secrets": _read_secrets(spec.secrets_dir),
             "token": replica.token,
             "module": self._module,

@@ -1,5 +1,6 @@
 """Pure parts of the Ray backend: a model's resources as Ray actor options,
-why Ray cannot place one yet (in words), and how a lost replica is named.
+why Ray cannot place one yet (in words), how a lost replica is named, and
+what of the server's environment a replica on a node gets.
 
 Nothing here imports Ray, so every rule is tested from a table.
 """
@@ -47,6 +48,28 @@ def actor_options(resources: Resources) -> dict[str, Any]:
         if resources.gpu_type:
             options["accelerator_type"] = resources.gpu_type
     return options
+
+
+#: Settings of the server's environment that say where replicas fetch their weights from:
+#: a node's own environment lacks them (``HF_ENDPOINT``: the Hub, a mirror or a local one).
+_WEIGHTS_SOURCES = ("HF_ENDPOINT",)
+
+
+def job_env(server_env: Mapping[str, str], package_env: Mapping[str, str], router_env: Mapping[str, str]) -> dict[str, str]:
+    """What a replica's environment gets from the server, over its node's own, later layers winning.
+
+    The server's weights settings (``SWELL_WEIGHTS_*`` but the cache, which is
+    the node's, and ``HF_ENDPOINT``), the package's ``environment_variables``,
+    then what the router sets.  The rest of the server's environment (its
+    credentials among it) stays on the server: the replica has its node's.
+    """
+    env = {
+        k: v for k, v in server_env.items()
+        if (k.startswith("SWELL_WEIGHTS_") and k != "SWELL_WEIGHTS_CACHE") or k in _WEIGHTS_SOURCES
+    }
+    env.update(package_env)
+    env.update(router_env)
+    return env
 
 
 def resource_demand(options: Mapping[str, Any]) -> dict[str, float]:

@@ -14,6 +14,7 @@ from swell.serving.backends.ray._placement import (
     actor_options,
     death_message,
     free_by_node,
+    job_env,
     node_label,
     pending_reason,
     resource_demand,
@@ -60,6 +61,23 @@ def _node(total: dict[str, float], available: dict[str, float] | None = None, al
 )
 def test_pending_reason_says_what_is_missing(options: dict[str, object], nodes: list[NodeView], reason: str) -> None:
     assert pending_reason(options, nodes) == reason
+
+
+def test_a_replica_on_a_node_gets_the_server_s_weights_sources_and_not_the_rest_of_its_environment() -> None:
+    server = {
+        "HF_ENDPOINT": "http://127.0.0.1:8766",  # the Hub mirror the weights come from
+        "SWELL_WEIGHTS_PARALLEL": "4",
+        "SWELL_WEIGHTS_CACHE": "/var/swell/weights",  # the node has its own cache
+        "HF_TOKEN": "hf_secret",  # the server's credentials stay on the server
+        "AWS_SECRET_ACCESS_KEY": "s3cret",
+        "PATH": "/server/bin",
+        "SWELL_API_KEY": "key",
+    }
+    package = {"MODE": "fast", "SWELL_WEIGHTS_PARALLEL": "2"}
+    router = {"MODE": "router's"}
+    assert job_env(server, package, router) == {
+        "HF_ENDPOINT": "http://127.0.0.1:8766", "SWELL_WEIGHTS_PARALLEL": "2", "MODE": "router's",
+    }
 
 
 def test_a_lost_node_is_named_in_the_error() -> None:
