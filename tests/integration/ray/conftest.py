@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))  # the live tests' helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples_support
 
 from ray_live import loopback_namespace, ray_cluster  # type: ignore[import-not-found]  # noqa: F401 -- fixtures
 from swell_live import make_model, settle_on_ray, swell  # type: ignore[import-not-found]  # noqa: F401 -- fixtures
