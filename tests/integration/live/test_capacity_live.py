@@ -67,14 +67,16 @@ def test_fourteen_small_models_called_in_turn_all_answer(swell: Swell, tmp_path:
         assert time.monotonic() < deadline, f"{index + 1} models in 360 s\n{swell.tail()}"
     assert answers == {i: i for i in range(MODELS)}
 
-    # The first ten gave way, the oldest first, each to the model called four after it.
+    # The first ten gave way, each to a model called after it. (Least recently used is judged
+    # at the control loop's 1 s tick: models called within one tick may give way in any order.)
     for index in range(MODELS - 4):
         [reclaimed] = reclaims(swell, pushed[index], of=pushed[index])
         message = reclaimed["message"]
         assert message.startswith(f"stopped idle replica {reclaimed['details']['replica_id']} of small{index}/"), message
-        assert f"above min_replica 0) to make room for small{index + 4}/{pushed[index + 4]['deployment_id']}" in message
-        assert "CPU" in message and "free" in message
-        assert message in [e["message"] for e in reclaims(swell, pushed[index + 4], of=pushed[index])]
+        assert "above min_replica 0) to make room for small" in message and "CPU" in message and "free" in message
+        later = [j for j in range(index + 1, MODELS) if f"to make room for small{j}/{pushed[j]['deployment_id']}" in message]
+        assert len(later) == 1, message
+        assert message in [e["message"] for e in reclaims(swell, pushed[later[0]], of=pushed[index])]
         view = swell.deployment(pushed[index])
         assert view["capacity_reclaimed"]["message"] == message
         assert view["status"] == "Scaled to zero" and view["replicas_total"] == 0  # it did not take the room back
@@ -82,8 +84,12 @@ def test_fourteen_small_models_called_in_turn_all_answer(swell: Swell, tmp_path:
         assert swell.deployment(pushed[index])["status"] == "Active"
     assert "to make room for small4/" in swell.log.read_text()
 
-    # Called again, the first model serves too: the least recently used of the four gives way.
+    # Called again, the first model serves too: one of the four that hold the room gives way.
     response = swell.http.post(swell.predict_path(pushed[0]), json={}, timeout=90)
     assert response.status_code == 200 and response.json() == {"model": 0}, response.text
-    oldest = swell.deployment(pushed[MODELS - 4])
-    assert f"to make room for small0/{pushed[0]['deployment_id']}" in oldest["capacity_reclaimed"]["message"]
+    gave_way = [
+        index for index in range(MODELS - 4, MODELS)
+        if f"to make room for small0/{pushed[0]['deployment_id']}"
+        in (swell.deployment(pushed[index]).get("capacity_reclaimed") or {}).get("message", "")
+    ]
+    assert len(gave_way) == 1, gave_way
