@@ -3,6 +3,7 @@ virtual clock (the live test in tests/integration/live/test_rolling_live.py runs
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -220,8 +221,6 @@ async def test_deleting_the_model_mid_way_ends_the_promotion_quietly(
 async def test_a_plain_promotion_that_warmed_while_a_rolling_one_began_is_refused(
     plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
 ) -> None:
-    import asyncio
-
     old, new = await rolling_setup(plane, backend, make_archive)
     other = (await plane.push(make_archive(), model_name="m", publish=True, promote=False)).deployment_id
     model = plane.registry.model("m")
@@ -239,8 +238,6 @@ async def test_a_plain_promotion_that_warmed_while_a_rolling_one_began_is_refuse
 async def test_two_rolling_promotions_begun_at_once_run_one_at_a_time(
     plane: ControlPlane, backend: FakeBackend, make_archive: MakeArchive
 ) -> None:
-    import asyncio
-
     old, new = await rolling_setup(plane, backend, make_archive)
     other = (await plane.push(make_archive(), model_name="m", publish=True, promote=False)).deployment_id
     results = await asyncio.gather(
