@@ -17,7 +17,7 @@ that only answers ASGI messages does not pay for them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from swell.http._asgi import (
     JSON_HEADERS,
@@ -35,10 +35,16 @@ from swell.http._asgi import (
 )
 from swell.http._guard import ConnectionGuard, pick_victim
 from swell.http._sched import use_batch_scheduling
+from swell.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from swell.http._fastpath import FastPathProtocol, fast_path_protocol
-    from swell.http._httptools import WS_MAX_MESSAGE_BYTES, CorkedHttpToolsProtocol, CorkedTransport, LazyWebSocketProtocol
+    from swell.http._httptools import (
+        WS_MAX_MESSAGE_BYTES,
+        CorkedHttpToolsProtocol,
+        CorkedTransport,
+        LazyWebSocketProtocol,
+    )
 
 __all__ = [
     "JSON_HEADERS",
@@ -64,7 +70,7 @@ __all__ = [
     "websocket_refusal",
 ]
 
-_LAZY = {
+_LAZY: dict[str, str] = {
     "FastPathProtocol": "swell.http._fastpath",
     "fast_path_protocol": "swell.http._fastpath",
     "CorkedHttpToolsProtocol": "swell.http._httptools",
@@ -74,12 +80,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'swell.http' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -6,8 +6,9 @@ environment it reads. Heavy modules (uvicorn, the app) load only when ``main`` r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from swell.lazy import lazy_attributes
 from swell.modelserver._otlp import OTLP_ENDPOINT_ENV
 
 if TYPE_CHECKING:
@@ -19,13 +20,16 @@ if TYPE_CHECKING:
         ensure_build,
     )
     from swell.modelserver._config import load_truss_config
-    from swell.modelserver._environment import RequirementsInstallError, ensure_environment
+    from swell.modelserver._environment import (
+        RequirementsInstallError,
+        ensure_environment,
+    )
     from swell.modelserver._node import ReplicaActor
 
 # The server's side of this package (building environments, the Ray actor) is
 # imported on first use: a replica imports this package too, and pays in memory
 # and cold start for every module loaded here.
-_LAZY = {
+_LAZY: dict[str, str] = {
     "BuildCommandError": "swell.modelserver._build",
     "BuildLayout": "swell.modelserver._build",
     "build_site_packages": "swell.modelserver._build",
@@ -38,15 +42,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
