@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,41 @@ Floats = NDArray[np.float64]
 # a handful, numpy's per-call overhead costs more than it saves.
 _VECTOR_MIN = 12
 _PROGRESS_EVERY = 2048  # ticks
+# Up to this many values are summed in Python, in numpy's own order (see _sum).
+_PAIRWISE_BLOCK = 128
+_INF = math.inf
+
+
+def _sum(values: list[float]) -> float:
+    """``float(np.sum(values))`` for up to 128 floats, bit for bit, without numpy's per-call cost.
+
+    numpy adds a short array one by one from 0.0 and a longer one (up to 128) in eight
+    interleaved partial sums combined pairwise, then the remainder one by one; the replay's
+    arithmetic stays the one it had when these sums went through numpy.
+    """
+    n = len(values)
+    if n < 8:
+        total = 0.0
+        for v in values:
+            total += v
+        return total
+    if n > _PAIRWISE_BLOCK:
+        return float(np.sum(np.asarray(values, dtype=np.float64)))
+    r0, r1, r2, r3, r4, r5, r6, r7 = values[:8]
+    whole = n - n % 8
+    for i in range(8, whole, 8):
+        r0 += values[i]
+        r1 += values[i + 1]
+        r2 += values[i + 2]
+        r3 += values[i + 3]
+        r4 += values[i + 4]
+        r5 += values[i + 5]
+        r6 += values[i + 6]
+        r7 += values[i + 7]
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(whole, n):
+        total += values[i]
+    return total
 
 
 @dataclass(frozen=True)
@@ -167,9 +203,16 @@ class _Replay:
         self.acct_t = self.t0
         self.acct_n = 0
         self.acct_i = 0
-        self.pending = np.empty(0)
-        self.new_ends: list[Any] = []
+        self.acct_next = first if n else _INF  # arr[acct_i]: the next arrival not yet counted
+        self.next_arrival = self.acct_next  # arr[seen]: the next arrival not yet looked at
+        self.pending: Any = []  # ends not yet counted, sorted (a list, or an array when many)
+        self.new_ends: list[Any] = []  # ends committed since, not merged into pending yet
+        self.pend_head = _INF  # the earliest of pending and new_ends
         self.last_end = -math.inf
+        # The count of ready replicas, valid for now in [ready_lo, ready_hi).
+        self.ready_n = 0
+        self.ready_lo = _INF
+        self.ready_hi = -_INF
 
         self.rows: list[tuple[float, int, int, int, int]] | None = [] if config.timeline else None
         self.ticks = 0
@@ -179,39 +222,80 @@ class _Replay:
     def _integrate_to(self, t: float) -> float | None:
         """Mean concurrency over (acct_t, t]; moves acct_t to t."""
         span = t - self.acct_t
-        arr = self.arr
-        j = int(np.searchsorted(arr, t, side="right"))
-        i = self.acct_i
+        i = j = self.acct_i
         added = 0.0
-        if j > i:
-            added = t * (j - i) - float(arr[i:j].sum())
-        if self.new_ends:
-            parts = [self.pending, *(np.asarray(e, dtype=np.float64) for e in self.new_ends)]
-            self.pending = np.sort(np.concatenate(parts))
-            self.new_ends.clear()
-        pending = self.pending
-        k = int(np.searchsorted(pending, t, side="right"))
+        if self.acct_next <= t:
+            arr = self.arr
+            j = int(arr.searchsorted(t, side="right"))
+            chunk = arr[i:j]
+            added = t * (j - i) - (_sum(chunk.tolist()) if j - i <= _PAIRWISE_BLOCK else float(chunk.sum()))
+            self.acct_i = j
+            self.acct_next = float(arr[j]) if j < self.n else _INF
+        k = 0
         removed = 0.0
-        if k:
-            done = pending[:k]
-            removed = t * k - float(done.sum())
-            self.last_end = max(self.last_end, float(done[-1]))
-            self.pending = pending[k:]
+        if self.pend_head <= t:
+            k, removed = self._end_to(t)
         integral = self.acct_n * max(span, 0.0) + added - removed
         self.acct_n += (j - i) - k
-        self.acct_t = max(self.acct_t, t)
-        self.acct_i = j
+        if t > self.acct_t:
+            self.acct_t = t
         if span <= 0:
             return None  # arrivals and ends at this very instant are counted, nothing else
         return max(0.0, integral / span)
 
-    def _view(self, now: float) -> View:
-        ready = 0
+    def _push_ends(self, ends: Any) -> None:
+        """Ends of requests just committed (a list, or an array), counted when the clock passes them."""
+        if len(ends):
+            self.new_ends.append(ends)
+            first = float(ends.min()) if isinstance(ends, np.ndarray) else min(ends)
+            if first < self.pend_head:
+                self.pend_head = first
+
+    def _end_to(self, t: float) -> tuple[int, float]:
+        """Take the ends at or before ``t`` out of pending: their count, and the integral they remove."""
+        pending, parts = self.pending, self.new_ends
+        size = len(pending) + sum(len(e) for e in parts)
+        if size <= _PAIRWISE_BLOCK:
+            merged = pending if isinstance(pending, list) else pending.tolist()
+            for e in parts:
+                merged += e if isinstance(e, list) else e.tolist()
+            merged.sort()
+            k = bisect_right(merged, t)
+            done: Any = merged[:k]
+            removed = t * k - _sum(done)
+            rest: Any = merged[k:]
+        else:
+            merged = np.sort(np.concatenate([np.asarray(pending, dtype=np.float64),
+                                             *(np.asarray(e, dtype=np.float64) for e in parts)]))
+            k = int(merged.searchsorted(t, side="right"))
+            done = merged[:k]
+            removed = t * k - float(done.sum())
+            rest = merged[k:]
+        parts.clear()
+        if k:
+            last = float(done[-1])
+            if last > self.last_end:
+                self.last_end = last
+        self.pending = rest
+        self.pend_head = float(rest[0]) if len(rest) else _INF
+        return k, removed
+
+    def _ready(self, now: float) -> int:
+        """Ready replicas at ``now``: counted again only when a replica became ready or the set changed."""
+        if self.ready_lo <= now < self.ready_hi:
+            return self.ready_n
+        ready, upcoming = 0, _INF
         for _, ready_at in self.active:
             if ready_at <= now:
                 ready += 1
+            elif ready_at < upcoming:
+                upcoming = ready_at
+        self.ready_n, self.ready_lo, self.ready_hi = ready, now, upcoming
+        return ready
+
+    def _view(self, now: float) -> View:
         busy = now if self.acct_n > 0 else self.last_end
-        return View(now, self.acct_n, len(self.active), ready, self.window, busy)
+        return View(now, self.acct_n, len(self.active), self._ready(now), self.window, busy)
 
     def _alive(self, now: float) -> int:
         if self.draining:
@@ -223,6 +307,9 @@ class _Replay:
     def _apply(self, target: int, now: float) -> None:
         active, heap, pc = self.active, self.heap, self.pc
         current = len(active)
+        if target == current:
+            return  # nothing starts, so the most alive at once cannot have grown
+        self.ready_hi = -_INF
         if target > current:
             for _ in range(target - current):
                 ready_at = now + self.cold()
@@ -261,7 +348,10 @@ class _Replay:
     # ------------------------------------------------------------------ commits
 
     def _commit(self, T: float) -> None:
-        m = int(np.searchsorted(self.arr, T, side="right"))
+        if self.next_arrival > T and (self.h >= self.seen or (self.heap and self.heap[0] > T)):
+            return  # nothing arrives, and no queued request can start by T
+        m = int(self.arr.searchsorted(T, side="right"))
+        self.next_arrival = float(self.arr[m]) if m < self.n else _INF
         if self.limit is not None:
             self._commit_limited(T, m)
             return
@@ -290,7 +380,7 @@ class _Replay:
                 if not heap:
                     # The request finds no replica: flush what is committed, wake now.
                     waits[base : base + len(waited)] = waited
-                    self.new_ends.append(ends)
+                    self._push_ends(ends)
                     base += len(waited)
                     ends, waited = [], []
                     self._wake(a)
@@ -308,7 +398,7 @@ class _Replay:
                 ends.append(end)
                 waited.append(start - a)
             waits[base : base + len(waited)] = waited
-            self.new_ends.append(ends)
+            self._push_ends(ends)
             i = base + len(waited)
         self._count_delayed(self.seen, m, i)
         self.h = i
@@ -339,7 +429,7 @@ class _Replay:
         heap.extend([T] * (slots - len(heap)))
         heapq.heapify(heap)
         self.heap = heap
-        self.new_ends.append(ends)
+        self._push_ends(ends)
         self.h = self.seen = m
         return True
 
@@ -347,8 +437,24 @@ class _Replay:
         """Of requests first seen now, those that waited while a replica was starting."""
         if last <= first:
             return
-        starting = [(c, r) for c, r in self.active if r > self.clock]
+        clock = self.clock
+        starting = [(c, r) for c, r in self.active if r > clock]
         if not starting:
+            return
+        if last - first <= 32:
+            waits = self.waits[first:last].tolist()
+            dropped = self.dropped[first:last].tolist() if self.dropped is not None else None
+            count = 0
+            for offset, a in enumerate(self.arr[first:last].tolist()):
+                if first + offset < committed_to and not waits[offset] > 0:
+                    continue
+                if dropped is not None and dropped[offset]:
+                    continue
+                for c, r in starting:
+                    if c <= a < r:
+                        count += 1
+                        break
+            self.delayed += count
             return
         idx = np.arange(first, last)
         waited = idx >= committed_to
@@ -393,8 +499,8 @@ class _Replay:
                 idx += 1
                 continue
             if not heap:
-                self.new_ends.append(ends)
-                self.new_ends.append(drop_ends)
+                self._push_ends(ends)
+                self._push_ends(drop_ends)
                 ends, drop_ends = [], []
                 self._wake(a)
                 heap = self.heap
@@ -417,8 +523,8 @@ class _Replay:
             self.q_unc -= 1
             self.h = idx + 1
             idx += 1
-        self.new_ends.append(ends)
-        self.new_ends.append(drop_ends)
+        self._push_ends(ends)
+        self._push_ends(drop_ends)
         self._count_delayed(first_new, self.seen, self.h)
 
     # ------------------------------------------------------------------ the loop
@@ -426,7 +532,7 @@ class _Replay:
     def _idle(self, now: float) -> bool:
         if self.acct_n or self.h < self.seen:
             return False
-        if any(r > now for _, r in self.active):
+        if self._ready(now) < len(self.active):
             return False
         return self._alive(now) == len(self.active)
 
@@ -439,20 +545,20 @@ class _Replay:
         whether it holds (:meth:`Policy.steady`).  Returns the first tick that needs the whole
         treatment.
         """
-        if self.new_ends or self.limit is not None or not self.heap:
+        if self.limit is not None or not self.heap:
             return k
         now = self.clock
-        events = [float(self.arr[self.seen]) if self.seen < self.n else math.inf, horizon]
-        if self.pending.shape[0]:
-            events.append(float(self.pending[0]))
-        if self.h < self.seen:
-            events.append(self.heap[0])
-        events.extend(r for _, r in self.active if r > now)
-        events.extend(s for s in self.draining if s > now)
-        event = min(events)
+        event = min(self.next_arrival, horizon, self.pend_head)
+        if self.h < self.seen and self.heap[0] < event:
+            event = self.heap[0]
+        ready = self._ready(now)
+        if self.ready_hi < event:
+            event = self.ready_hi
+        for s in self.draining:
+            if now < s < event:
+                event = s
         t0, dt, n, window, policy = self.t0, self.dt, self.acct_n, self.window, self.policy
         replicas = len(self.active)
-        ready = sum(1 for _, r in self.active if r <= now)
         progress = self.progress
         while True:
             T = t0 + k * dt
