@@ -153,19 +153,27 @@ def hold_for_scale_down(
 
     Each value is in force from its sample until the next one, so lower demand
     must have lasted the whole ``scale_down_delay`` before it lowers the target.
+    The held values are a monotonic queue: ``wanted`` strictly falls along it.
     """
-    held = list(state.held)
-    if held:
-        held[-1] = _Held(held[-1].wanted, min(held[-1].until, now))
-    while held and held[-1].wanted <= wanted:
-        held.pop()
-    held.append(_Held(wanted, math.inf))
+    held = state.held
     horizon = now - settings.scale_down_delay
+    size = len(held)
+    if size and held[-1].wanted == wanted and held[-1].until == math.inf and held[0].until > horizon:
+        return held[0].wanted, state  # the same value again, nothing expires: the same state
+    keep = size
+    while keep and held[keep - 1].wanted <= wanted:
+        keep -= 1
+    current = _Held(wanted, math.inf)
+    if keep == size and size:
+        last = held[-1]
+        queue = (*held[:-1], _Held(last.wanted, min(last.until, now)), current)
+    else:
+        queue = (*held[:keep], current)
     start = 0
-    while held[start].until <= horizon:
+    while queue[start].until <= horizon:
         start += 1
-    kept = tuple(held[start:])
-    return kept[0].wanted, replace(state, held=kept)
+    kept = queue[start:] if start else queue
+    return kept[0].wanted, ScalerState(kept, state.floor, state.floor_from, state.floor_until)
 
 
 def clamp(settings: AutoscalingSettings, target: int, floor: int = 0) -> int:
@@ -312,25 +320,27 @@ def _explain(
     bursting: bool = False,
 ) -> Decision:
     current = observation.replicas
-    capacity = settings.replica_capacity
-    basis = f"avg concurrency {average:.2f} over {settings.autoscaling_window} s / {capacity:g} per replica"
-    if bursting:
-        basis = f"burst: {observation.concurrency} in the system would queue past a cold start"
     if waking and target >= 1:
         action = Action.WAKE
         reason = f"wake: {observation.concurrency} request(s) waiting and no replica; start {target}"
-    elif target > current:
-        action = Action.SCALE_UP
-        reason = f"scale up {current} → {target}: {basis} wants {wanted}"
     elif target < current:
         action = Action.SCALE_DOWN
         what = "scale to zero" if target == 0 else f"scale down {current} → {target}"
         reason = f"{what}: demand has stayed at or below {held} for {settings.scale_down_delay} s"
     else:
-        action = Action.HOLD
-        reason = f"hold at {target}: {basis} wants {wanted}"
-        if held > wanted and target > wanted:
-            reason += f"; keeping {held} for the scale-down delay"
+        if bursting:
+            basis = f"burst: {observation.concurrency} in the system would queue past a cold start"
+        else:
+            basis = (f"avg concurrency {average:.2f} over {settings.autoscaling_window} s / "
+                     f"{settings.replica_capacity:g} per replica")
+        if target > current:
+            action = Action.SCALE_UP
+            reason = f"scale up {current} → {target}: {basis} wants {wanted}"
+        else:
+            action = Action.HOLD
+            reason = f"hold at {target}: {basis} wants {wanted}"
+            if held > wanted and target > wanted:
+                reason += f"; keeping {held} for the scale-down delay"
     if target != max(held, 0) and action is not Action.WAKE:
         if target > held and floor > settings.min_replica and target == min(floor, settings.max_replica):
             bound = "a schedule's min_replica"
