@@ -560,6 +560,10 @@ class _Replay:
         t0, dt, n, window, policy = self.t0, self.dt, self.acct_n, self.window, self.policy
         replicas = len(self.active)
         progress = self.progress
+        # With nothing in flight the window only decays, as in an idle stretch: the ticks up to
+        # where the policy may change its mind (Policy.quiet_until) are jumped over, their zero
+        # samples recorded as one (a zero adds exactly nothing to the window's integral).
+        quiet = -_INF
         while True:
             T = t0 + k * dt
             if T >= event:
@@ -574,6 +578,15 @@ class _Replay:
             if progress is not None and self.ticks % _PROGRESS_EVERY == 0:
                 progress(T)
             k += 1
+            if n == 0:
+                if quiet <= T:
+                    quiet = policy.quiet_until(view, dt)
+                k_next = min(math.ceil((quiet - t0) / dt - 1e-9), math.ceil((event - t0) / dt - 1e-9))
+                if k_next > k:
+                    skipped_to = t0 + (k_next - 1) * dt
+                    window.record(skipped_to, 0.0)
+                    self.acct_t = self.clock = skipped_to
+                    k = k_next
 
     def run(self) -> float:
         dt, t0, policy = self.dt, self.t0, self.policy
