@@ -8,7 +8,8 @@ the database first, in one transaction per change, so a failed write leaves
 both as they were.
 
 Schema migrations are Alembic's (``swell/control/migrations``), run at start-up
-against the connection the store already holds.
+against the connection the store already holds; an empty database gets the head
+schema straight from the metadata, without Alembic.
 """
 
 from __future__ import annotations
@@ -22,7 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, event, func, insert, inspect, or_, select, text, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -32,6 +49,7 @@ from swell.control._schema import (
     deployments,
     environments,
     events,
+    metadata,
     models,
     promotions,
     secrets,
@@ -397,20 +415,51 @@ def _current_revision(conn: Connection) -> str | None:
     return str(row[0]) if row else None
 
 
+# Alembic's own version table (alembic.ddl.impl.DefaultImpl.version_table_impl), for
+# stamping a database built from the metadata without importing Alembic.
+_ALEMBIC_VERSION = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+
+
 def _migrate(conn: Connection, new_workspace: bool = False) -> None:
-    """Upgrade to head.  Alembic (and Mako under it) is imported only when
-    there is something to do, so a server at head does not carry it."""
+    """Bring the schema to head.  Alembic (and Mako under it, ~10 MiB of the
+    server's memory for as long as it runs) is imported only to upgrade a
+    database that has an older schema, or to add Swell's tables beside
+    another program's (``--new-workspace``)."""
     current = _current_revision(conn)
     if current == HEAD_REVISION:
         return
-    if current is None and not new_workspace:
+    if current is None:
         tables = inspect(conn).get_table_names()
-        if tables:  # a database some other program uses: Swell's tables do not go beside them unasked
+        if not tables:
+            _create_at_head(conn)
+            return
+        if not new_workspace:  # a database some other program uses: Swell's tables do not go beside them unasked
             raise StoreError(
                 f"the database has tables but no Swell schema ({', '.join(sorted(tables)[:5])}): point "
                 f"--database-url at Swell's database or an empty one, or start with {NEW_WORKSPACE_FLAG} "
                 "to create a new workspace in it"
             )
+    _upgrade(conn, current)
+
+
+def _create_at_head(conn: Connection) -> None:
+    """An empty database: the head schema straight from the metadata, stamped
+    with the head revision (Alembic's "building an up to date database from
+    scratch"), so later migrations start from it.  The migrations build the
+    same schema (tests/integration/control/test_store.py)."""
+    log.info("creating the database's schema at %s", HEAD_REVISION)
+    metadata.create_all(conn)
+    _ALEMBIC_VERSION.create(conn)
+    conn.execute(insert(_ALEMBIC_VERSION).values(version_num=HEAD_REVISION))
+
+
+def _upgrade(conn: Connection, current: str | None) -> None:
+    """Run Alembic's migrations from ``current`` (None: an empty schema) to head."""
     from alembic import command
     from alembic.config import Config
 
