@@ -564,6 +564,7 @@ class _Replay:
         # where the policy may change its mind (Policy.quiet_until) are jumped over, their zero
         # samples recorded as one (a zero adds exactly nothing to the window's integral).
         quiet = -_INF
+        k_event = math.ceil((event - t0) / dt - 1e-9)
         while True:
             T = t0 + k * dt
             if T >= event:
@@ -578,10 +579,10 @@ class _Replay:
             if progress is not None and self.ticks % _PROGRESS_EVERY == 0:
                 progress(T)
             k += 1
-            if n == 0:
+            if n == 0 and k_event > k:
                 if quiet <= T:
-                    quiet = policy.quiet_until(view, dt)
-                k_next = min(math.ceil((quiet - t0) / dt - 1e-9), math.ceil((event - t0) / dt - 1e-9))
+                    quiet = policy.quiet_until(view, dt, event)
+                k_next = min(math.ceil((quiet - t0) / dt - 1e-9), k_event)
                 if k_next > k:
                     skipped_to = t0 + (k_next - 1) * dt
                     window.record(skipped_to, 0.0)
@@ -628,10 +629,8 @@ class _Replay:
             if self.progress is not None and self.ticks % _PROGRESS_EVERY == 0:
                 self.progress(T)
             if self._idle(T):
-                until = min(
-                    policy.quiet_until(view, dt) if jump else policy.idle_until(view, dt),
-                    float(self.arr[self.h]) if self.h < self.n else math.inf,
-                )
+                arrival = float(self.arr[self.h]) if self.h < self.n else math.inf
+                until = min(policy.quiet_until(view, dt, arrival) if jump else policy.idle_until(view, dt), arrival)
                 if until == math.inf or T > horizon:
                     break
                 if self.h >= self.n and schedules:

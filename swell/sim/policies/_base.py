@@ -128,9 +128,11 @@ class Policy:
         """
         return view.now
 
-    def quiet_until(self, view: View, tick: float) -> float:
+    def quiet_until(self, view: View, tick: float, horizon: float = math.inf) -> float:
         """As :meth:`idle_until`, also while the window still holds past demand (nothing in flight
-        now).  Only a replay that also jumps through busy stretches asks."""
+        now).  Only a replay that also jumps through busy stretches asks.  ``horizon``: the engine
+        stops there anyway (the next arrival, or a replica getting ready), so an answer at or past
+        it is as good as any later one."""
         return self.idle_until(view, tick)
 
     def clamp(self, target: int) -> int:

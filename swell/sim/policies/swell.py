@@ -102,30 +102,31 @@ class SwellPolicy(Policy):
             return view.now
         return self.quiet_until(view, tick)
 
-    def quiet_until(self, view: View, tick: float) -> float:
+    def quiet_until(self, view: View, tick: float, horizon: float = INF) -> float:
         # With nothing in flight from now on, decide() changes its answer (or its state in a way
         # that matters) only at the first tick where the window's mean gives another wanted (it
         # only falls while the busy past leaves the window), where the oldest held value expires,
-        # or where the schedules' floor may change.  The engine jumps to the earliest.
+        # or where the schedules' floor may change.  The engine jumps to the earliest; it looks no
+        # further than the first tick at or past ``horizon``.
         last, state, s = self.last, self.state, self.settings
         if last is None or last.target != view.replicas or not isinstance(view.window, SimWindow):
             return view.now
         if self.extras.trend and last.average > 0:
             return view.now  # the trend reads the window's shape, not only its mean
         now = view.now
-        events = [INF]
+        reach = INF if horizon == INF else max(1, math.ceil((horizon - now) / tick) + 1)
+        event = self.tick_time(now, reach) if reach < INF else INF
         idle = IdleWindow(view.window)
-        if last.wanted > 0:
-            ahead = math.ceil(s.autoscaling_window / tick) + 2
-            events.append(self.tick_time(now, self._first_tick(
-                now, ahead, lambda t: wanted_replicas(s, average_concurrency(s, idle, t)) != last.wanted  # type: ignore[arg-type]
-            )))
-        elif last.average > 0:
-            # Nothing will change, but the ticking replay ends only once the window is empty: stop there too.
-            ahead = math.ceil(s.autoscaling_window / tick) + 2
-            events.append(self.tick_time(now, self._first_tick(
-                now, ahead, lambda t: average_concurrency(s, idle, t) <= 0  # type: ignore[arg-type]
-            )))
+        if last.wanted > 0 or last.average > 0:
+            ahead = min(math.ceil(s.autoscaling_window / tick) + 2, reach)
+            if last.wanted > 0:
+                def changed(t: float) -> bool:
+                    return wanted_replicas(s, average_concurrency(s, idle, t)) != last.wanted  # type: ignore[arg-type]
+            else:
+                # Nothing will change, but the ticking replay ends only once the window is empty: stop there too.
+                def changed(t: float) -> bool:
+                    return average_concurrency(s, idle, t) <= 0  # type: ignore[arg-type]
+            event = min(event, self.tick_time(now, self._first_tick(now, ahead, changed)))
         # A held value that expires changes the target only when the next one, clamped, differs
         # (expiring later, on the next call, leaves the same state: expiry only looks back).
         held = state.held
@@ -133,12 +134,12 @@ class SwellPolicy(Policy):
         for j in range(1, len(held)):
             if clamp(s, held[j].wanted, floor) != last.target:
                 until, delay = held[j - 1].until, s.scale_down_delay
-                ahead = max(1, math.ceil((until + delay - now) / tick) + 2)
-                events.append(self.tick_time(now, self._first_tick(
+                ahead = min(max(1, math.ceil((until + delay - now) / tick) + 2), reach)
+                event = min(event, self.tick_time(now, self._first_tick(
                     now, ahead, lambda t, until=until, delay=delay: until <= t - delay)))
                 break
         if s.schedules and state.floor_until < INF:
             edge = state.floor_until
-            ahead = max(1, math.ceil((edge - self.epoch - now) / tick) + 2)
-            events.append(self.tick_time(now, self._first_tick(now, ahead, lambda t: self.epoch + t >= edge)))
-        return min(events)
+            ahead = min(max(1, math.ceil((edge - self.epoch - now) / tick) + 2), reach)
+            event = min(event, self.tick_time(now, self._first_tick(now, ahead, lambda t: self.epoch + t >= edge)))
+        return event
