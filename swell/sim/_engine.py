@@ -215,6 +215,9 @@ class _Replay:
         self.ready_hi = -_INF
 
         self.rows: list[tuple[float, int, int, int, int]] | None = [] if config.timeline else None
+        self.decided: int | None = None  # the policy's answer for the next tick, when the coast asked it
+        # Only a policy that can tell when its answer holds (Policy.steady) coasts.
+        self.steadies = type(policy).steady is not Policy.steady
         self.ticks = 0
 
     # ------------------------------------------------------------------ accounting
@@ -545,7 +548,7 @@ class _Replay:
         whether it holds (:meth:`Policy.steady`).  Returns the first tick that needs the whole
         treatment.
         """
-        if self.limit is not None or not self.heap:
+        if self.limit is not None or not self.heap or not self.steadies:
             return k
         now = self.clock
         event = min(self.next_arrival, horizon, self.pend_head)
@@ -573,8 +576,14 @@ class _Replay:
             window.record(T, max(0.0, (n * max(span, 0.0) + 0.0 - 0.0) / span))
             self.acct_t = self.clock = T
             view = View(T, n, replicas, ready, window, T if n > 0 else self.last_end)
-            if policy.steady(view) != replicas:
-                return k  # recorded; the whole tick at k does the rest (its own record is a no-op)
+            target = policy.steady(view)
+            if target is None:
+                target = policy.tick(view)
+                quiet = -_INF
+            if target != replicas:
+                # Recorded and decided; the whole tick at k applies it (its own record is a no-op).
+                self.decided = target
+                return k
             self.ticks += 1
             if progress is not None and self.ticks % _PROGRESS_EVERY == 0:
                 progress(T)
@@ -615,10 +624,17 @@ class _Replay:
                 self.window.record(T, average)
             self.clock = T
             view = self._view(T)
-            target = policy.steady(view) if jump else None
-            self._apply(policy.tick(view) if target is None else target, T)
+            target = self.decided if jump else None
+            if target is not None:
+                self.decided = None
+            else:
+                target = policy.steady(view) if jump else None
+            if target is None:
+                target = policy.tick(view)
+            if target != view.replicas:
+                self._apply(target, T)
+                view = self._view(T)
             self.ticks += 1
-            view = self._view(T)
             if rows is not None:
                 # After the commit to T every request committed has started by T: the rest wait.
                 queued = self.q_unc if self.limit is not None else self.seen - self.h
@@ -628,7 +644,7 @@ class _Replay:
                     last_row = row
             if self.progress is not None and self.ticks % _PROGRESS_EVERY == 0:
                 self.progress(T)
-            if self._idle(T):
+            if not view.concurrency and view.ready == view.replicas and self.h >= self.seen and self._idle(T):
                 arrival = float(self.arr[self.h]) if self.h < self.n else math.inf
                 until = min(policy.quiet_until(view, dt, arrival) if jump else policy.idle_until(view, dt), arrival)
                 if until == math.inf or T > horizon:

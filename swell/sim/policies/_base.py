@@ -11,6 +11,7 @@ the work of a tick whose answer it can prove is the last one.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +48,68 @@ class Plan:
 class SimWindow(ConcurrencyWindow):
     """The engine's window, which can also tell its mean at a later time if nothing arrives."""
 
-    __slots__ = ()
+    __slots__ = ("busy",)
+
+    def __init__(self, start: float, retention: float = 3600.0) -> None:
+        super().__init__(start, retention)
+        self.busy = 0  # samples other than zero so far: while it stays, the window only grows silent
+
+    def record(self, t: float, average: float) -> None:
+        # ConcurrencyWindow.record, counting the samples other than zero.
+        times = self._times
+        last = times[-1]
+        if t <= last:
+            return
+        if average < 0:
+            raise ValueError(f"concurrency cannot be negative (got {average})")
+        if average:
+            self.busy += 1
+        times.append(t)
+        cum = self._cum
+        cum.append(cum[-1] + average * (t - last))
+        self._values.append(average)
+        horizon = t - self.retention
+        while len(times) > 2 and times[1] <= horizon:
+            times.popleft()
+            cum.popleft()
+            self._values.popleft()
+
+    def means_if_idle(self, times: NDArray[np.float64], window: float) -> NDArray[np.float64]:
+        """:meth:`mean_if_idle` at each of ``times`` (all at or after the last sample), as one array."""
+        first = self._times[0]
+        at = np.fromiter(self._times, dtype=np.float64, count=len(self._times))
+        cum = np.fromiter(self._cum, dtype=np.float64, count=len(self._cum))
+        values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        lo = np.maximum(times - window, first)
+        i = np.clip(np.searchsorted(at, lo, side="right"), 1, at.shape[0] - 1)
+        inside = cum[i - 1] + values[i] * (lo - at[i - 1])
+        below = np.where(lo <= first, cum[0], np.where(lo >= at[-1], cum[-1], inside))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            means = np.maximum(0.0, (cum[-1] - below) / (times - lo))
+        return np.where(times <= lo, 0.0, means)
+
+    def _below(self, t: float) -> float:
+        """``_integral_at(t)`` for ``t`` inside the samples (after the first, before the last)."""
+        times = self._times
+        i = bisect_right(times, t)
+        return self._cum[i - 1] + self._values[i] * (t - times[i - 1])
+
+    def mean(self, now: float, window: float) -> float:
+        # ConcurrencyWindow.mean's very arithmetic, with its branches unrolled: the replay asks a
+        # few times per tick.
+        times = self._times
+        lo = now - window
+        first = times[0]
+        if lo < first:
+            lo = first
+        last = times[-1]
+        hi = now if now < last else last
+        if hi <= lo:
+            return 0.0
+        top = self._cum[-1] if hi >= last else self._below(hi)
+        bottom = self._cum[0] if lo <= first else self._below(lo)
+        value = (top - bottom) / (hi - lo)
+        return value if value > 0.0 else 0.0
 
     def mean_if_idle(self, now: float, window: float) -> float:
         """``mean(now, window)`` as it will be after ``record(now, 0.0)``: concurrency 0 since the last sample.

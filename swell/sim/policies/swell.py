@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
+
 from swell.autoscaling import (
     Decision,
     Observation,
@@ -25,6 +27,10 @@ from swell.autoscaling import (
 from swell.sim.policies._base import INF, IdleWindow, Policy, PolicyContext, SimWindow, View
 
 
+# Up to this many ticks ahead, the next change of wanted is looked for tick by tick.
+_SCAN = 8
+
+
 class SwellPolicy(Policy):
     """Window mean → wanted → held for the scale-down delay → clamped; wake at once."""
 
@@ -35,6 +41,7 @@ class SwellPolicy(Policy):
         self.lookback = float(self.settings.autoscaling_window)
         self.state = ScalerState()
         self.last: Decision | None = None
+        self._projected: tuple[SimWindow, int, int, list[float]] | None = None
         self.extras = extras_in_force(self.settings, context.extras)
         self.epoch = context.epoch
         if self.extras.active or self.settings.schedules:
@@ -69,12 +76,13 @@ class SwellPolicy(Policy):
         # decide() would answer as last time, and leave a state that behaves the same, when the
         # window still wants what it wanted (a run of equal wanted values is held as one entry),
         # no held value expires and the schedules' floor holds; the extras and a wake read more.
-        last, state, s = self.last, self.state, self.settings
+        last, s = self.last, self.settings
         if last is None or self.extras.active or (view.replicas == 0 and view.concurrency > 0):
             return None
         now = view.now
         if wanted_replicas(s, average_concurrency(s, view.window, now)) != last.wanted:
             return None
+        state = self.state
         held = state.held
         if len(held) > 1 and held[0].until <= now - s.scale_down_delay:
             return None
@@ -82,8 +90,19 @@ class SwellPolicy(Policy):
             return None
         return last.target
 
-    def _first_tick(self, now: float, ahead: int, reached: Callable[[float], bool]) -> int:
-        """The first tick after ``now`` (at most ``ahead`` on) where ``reached`` holds, a monotone test."""
+    def _first_tick(self, now: float, ahead: int, reached: Callable[[float], bool], near: float | None = None) -> int:
+        """The first tick after ``now`` (at most ``ahead`` on) where ``reached`` holds, a monotone test.
+
+        ``near``: a time the answer is close to (a deadline in plain arithmetic), so that a probe or
+        two around it settle it; without it, a search that doubles its step, then halves it.
+        """
+        if near is not None:
+            k = min(max(1, math.ceil((near - now) / self.plan.tick)), ahead)
+            while k > 1 and reached(self.tick_time(now, k - 1)):
+                k -= 1
+            while k < ahead and not reached(self.tick_time(now, k)):
+                k += 1
+            return k
         lo, hi = 0, 1
         while hi < ahead and not reached(self.tick_time(now, hi)):
             lo, hi = hi, hi * 2
@@ -95,6 +114,21 @@ class SwellPolicy(Policy):
             else:
                 lo = mid
         return hi
+
+    def _projection(self, window: SimWindow, now: float, span: int) -> tuple[int, list[float]]:
+        """The window's mean (:meth:`SimWindow.mean_if_idle`) at the ticks from ``now`` to ``span`` on
+        if nothing arrives, as ``(first, means)`` indexed by tick number − ``first``: one numpy pass,
+        kept while the window only records zeros (a decay asks again at each step of wanted)."""
+        plan = self.plan
+        base = round((now - plan.start) / plan.tick)
+        cached = self._projected
+        if cached is not None and cached[0] is window and cached[1] == window.busy and cached[2] <= base \
+                and base + span < cached[2] + len(cached[3]):
+            return cached[2], cached[3]
+        ticks = plan.start + np.arange(base, base + 2 * span + 1) * plan.tick
+        means = window.means_if_idle(ticks, float(self.settings.autoscaling_window)).tolist()
+        self._projected = (window, window.busy, base, means)
+        return base, means
 
     def idle_until(self, view: View, tick: float) -> float:
         last = self.last
@@ -118,15 +152,27 @@ class SwellPolicy(Policy):
         event = self.tick_time(now, reach) if reach < INF else INF
         idle = IdleWindow(view.window)
         if last.wanted > 0 or last.average > 0:
-            ahead = min(math.ceil(s.autoscaling_window / tick) + 2, reach)
-            if last.wanted > 0:
-                def changed(t: float) -> bool:
-                    return wanted_replicas(s, average_concurrency(s, idle, t)) != last.wanted  # type: ignore[arg-type]
+            # The window's mean only falls from here: the first tick where wanted differs (or, with
+            # nothing wanted, where the window is empty: the ticking replay ends only then, so does this).
+            span = math.ceil(s.autoscaling_window / tick) + 2
+            ahead = min(span, reach)
+            if ahead <= _SCAN:  # a short gap in a burst: a probe or two
+                def mean(j: int) -> float:
+                    return average_concurrency(s, idle, self.tick_time(now, j))  # type: ignore[arg-type]
             else:
-                # Nothing will change, but the ticking replay ends only once the window is empty: stop there too.
-                def changed(t: float) -> bool:
-                    return average_concurrency(s, idle, t) <= 0  # type: ignore[arg-type]
-            event = min(event, self.tick_time(now, self._first_tick(now, ahead, changed)))
+                first, means = self._projection(view.window, now, span)
+                offset = round((now - self.plan.start) / self.plan.tick) - first
+
+                def mean(j: int) -> float:
+                    return means[offset + j]
+            j = 1
+            if last.wanted > 0:
+                while j < ahead and wanted_replicas(s, mean(j)) == last.wanted:
+                    j += 1
+            else:
+                while j < ahead and mean(j) > 0:
+                    j += 1
+            event = min(event, self.tick_time(now, j))
         # A held value that expires changes the target only when the next one, clamped, differs
         # (expiring later, on the next call, leaves the same state: expiry only looks back).
         held = state.held
@@ -136,10 +182,11 @@ class SwellPolicy(Policy):
                 until, delay = held[j - 1].until, s.scale_down_delay
                 ahead = min(max(1, math.ceil((until + delay - now) / tick) + 2), reach)
                 event = min(event, self.tick_time(now, self._first_tick(
-                    now, ahead, lambda t, until=until, delay=delay: until <= t - delay)))
+                    now, ahead, lambda t, until=until, delay=delay: until <= t - delay, until + delay)))
                 break
         if s.schedules and state.floor_until < INF:
             edge = state.floor_until
             ahead = min(max(1, math.ceil((edge - self.epoch - now) / tick) + 2), reach)
-            event = min(event, self.tick_time(now, self._first_tick(now, ahead, lambda t: self.epoch + t >= edge)))
+            event = min(event, self.tick_time(now, self._first_tick(
+                now, ahead, lambda t: self.epoch + t >= edge, edge - self.epoch)))
         return event
