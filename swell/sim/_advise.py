@@ -68,6 +68,9 @@ class AdviseSetup:
     # False: only the single checks (each searches the settings that bear on its mistake), without
     # the joint search and the extras; a few replays instead of a few hundred.
     joint_search: bool = True
+    # Processes that replay independent candidates at once (1: all in this process). The advice
+    # does not depend on it.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,12 @@ class Advice:
 
 
 class _Lab:
-    """Replays candidate settings; the same candidate is replayed once."""
+    """Replays candidate settings; the same candidate is replayed once.
+
+    With ``setup.workers`` > 1, :meth:`prefetch` replays a batch of independent candidates in a
+    pool of processes; their results are stored in the batch's order, so what the search sees
+    (and the advice) is the same as one replay after the other.
+    """
 
     def __init__(self, setup: AdviseSetup, progress: Callable[[int], None] | None) -> None:
         self.setup = setup
@@ -153,6 +161,10 @@ class _Lab:
         self._cache: dict[str, dict[str, Any]] = {}
         self.plain: dict[str, tuple[AutoscalingSettings, dict[str, Any]]] = {}  # without extras, for the menu
         self.mean_service = float(setup.service.mean()) if setup.service.size else 1.0
+        a = setup.arrivals
+        # Every replica of the floor exists from before the first request to after the last.
+        self.span = float(a[-1]) - min(0.0, float(a[0])) if a.size else 0.0
+        self._pool: Any = None
 
     def extras(self, *, burst: bool = False, trend: bool = False) -> Extras:
         return Extras(
@@ -172,32 +184,108 @@ class _Lab:
         except ValueError:
             return None
 
-    def run(self, settings: AutoscalingSettings, extras: Extras | None = None) -> dict[str, Any]:
+    def least_cost(self, settings: AutoscalingSettings) -> float:
+        """A lower bound on the replica-seconds of ``settings``: the floor, kept the whole trace."""
+        return settings.min_replica * self.span
+
+    def off_front(self, settings: AutoscalingSettings, extras: Extras | None = None) -> bool:
+        """Whether ``settings`` cannot be on the menu's cost/latency front, whatever its replay gives:
+        it is not a plain candidate, or a plain one replayed already delays no request, has no queue
+        wait and costs no more than ``settings``' floor alone."""
+        resolved = self._resolved(settings, extras)
+        if (resolved.burst, resolved.trend) != (self.setup.settings.burst, self.setup.settings.trend):
+            return True
+        least = self.least_cost(resolved)
+        return any(_num(m, DELAYED) == 0 and _num(m, P99) == 0 and _num(m, COST) <= least for _, m in self.plain.values())
+
+    @staticmethod
+    def _resolved(settings: AutoscalingSettings, extras: Extras | None) -> AutoscalingSettings:
         # The extras are settings: switched on there, the engine runs them with the trace's mean
         # service time and the nominal cold start (what ``extras()`` holds), as the live loop would.
         if extras is not None and extras.active:
-            settings = with_extras(settings, burst=extras.burst, trend=extras.trend)
+            return with_extras(settings, burst=extras.burst, trend=extras.trend)
+        return settings
+
+    def run(self, settings: AutoscalingSettings, extras: Extras | None = None) -> dict[str, Any]:
+        settings = self._resolved(settings, extras)
         key = settings.model_dump_json()
         if key not in self._cache:
-            s = self.setup
-            config = SimConfig(
-                settings=settings,
-                predict_concurrency=s.predict_concurrency,
-                cold_start=s.cold_start,
-                seed=s.seed,
-                epoch=s.epoch,
-            )
-            metrics = replay(s.arrivals, s.service, "swell", config).metrics
-            self._cache[key] = {k: metrics[k] for k in EFFECT_METRICS}
-            if (settings.burst, settings.trend) == (s.settings.burst, s.settings.trend):
-                self.plain[key] = (settings, self._cache[key])
-            if self.progress is not None:
-                self.progress(len(self._cache))
+            self._store(key, settings, _replay_metrics(self.setup, settings))
         return self._cache[key]
+
+    def prefetch(self, candidates: Iterable[tuple[AutoscalingSettings, Extras | None]]) -> None:
+        """Replay the candidates not replayed yet (in a pool of ``setup.workers`` processes), in order."""
+        todo: dict[str, AutoscalingSettings] = {}
+        for settings, extras in candidates:
+            resolved = self._resolved(settings, extras)
+            key = resolved.model_dump_json()
+            if key not in self._cache:
+                todo.setdefault(key, resolved)
+        if self.setup.workers <= 1 or len(todo) < 2:
+            for key, settings in todo.items():
+                self._store(key, settings, _replay_metrics(self.setup, settings))
+            return
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: a fresh interpreter per worker, whatever threads this process runs.
+            self._pool = ProcessPoolExecutor(
+                self.setup.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init, initargs=(self.setup,),
+            )
+        for (key, settings), metrics in zip(todo.items(), self._pool.map(_worker_replay, todo.values()), strict=True):
+            self._store(key, settings, metrics)
+
+    def each(
+        self, candidates: Iterable[AutoscalingSettings | None], extras: Extras | None = None
+    ) -> list[tuple[AutoscalingSettings, dict[str, Any]]]:
+        """Each candidate (None: skipped) with its metrics, replayed as one batch."""
+        batch = [s for s in candidates if s is not None]
+        self.prefetch((s, extras) for s in batch)
+        return [(s, self.run(s, extras)) for s in batch]
+
+    def _store(self, key: str, settings: AutoscalingSettings, metrics: dict[str, Any]) -> None:
+        s = self.setup
+        self._cache[key] = metrics
+        if (settings.burst, settings.trend) == (s.settings.burst, s.settings.trend):
+            self.plain[key] = (settings, metrics)
+        if self.progress is not None:
+            self.progress(len(self._cache))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     @property
     def count(self) -> int:
         return len(self._cache)
+
+
+def _replay_metrics(setup: AdviseSetup, settings: AutoscalingSettings) -> dict[str, Any]:
+    config = SimConfig(
+        settings=settings,
+        predict_concurrency=setup.predict_concurrency,
+        cold_start=setup.cold_start,
+        seed=setup.seed,
+        epoch=setup.epoch,
+    )
+    metrics = replay(setup.arrivals, setup.service, "swell", config).metrics
+    return {k: metrics[k] for k in EFFECT_METRICS}
+
+
+_WORKER_SETUP: AdviseSetup | None = None
+
+
+def _worker_init(setup: AdviseSetup) -> None:
+    global _WORKER_SETUP
+    _WORKER_SETUP = setup
+
+
+def _worker_replay(settings: AutoscalingSettings) -> dict[str, Any]:
+    assert _WORKER_SETUP is not None
+    return _replay_metrics(_WORKER_SETUP, settings)
 
 
 def _num(metrics: dict[str, Any], key: str) -> float:
@@ -298,7 +386,7 @@ def _check_max_replica(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], 
         return None
     values = sorted({v for v in (cur.max_replica * 2, cur.max_replica * 4, t.peak, math.ceil(t.peak * 1.25), cap)
                      if cur.max_replica < v <= cap})
-    cands = [(s, lab.run(s)) for v in values if (s := lab.settings(cur, max_replica=v)) is not None]
+    cands = lab.each(lab.settings(cur, max_replica=v) for v in values)
     pick = _knee(cands, P99, budget=math.inf)
     if pick is None or not _improves(m0, pick[1], P99, share=0.5, absolute=1.0):
         return None
@@ -321,14 +409,11 @@ def _check_spike(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Tr
         return None  # no spike: demand never jumps far above its usual level
     floors = sorted({v for v in (t.base, t.steady, max(1, t.steady // 2), t.steady * 2) if cur.min_replica < v <= cur.max_replica})
     ceilings = sorted({v for v in (math.ceil(t.peak * 1.25), cur.max_replica) if v >= 1})
-    cands: list[tuple[AutoscalingSettings, dict[str, Any], bool]] = []
-    for lo in [cur.min_replica, *floors]:
-        for hi in ceilings:
-            s = lab.settings(cur, min_replica=lo, max_replica=min(hi, lab.setup.max_replica_cap))
-            if s is None:
-                continue
-            for burst in (False, True):
-                cands.append((s, lab.run(s, lab.extras(burst=burst)), burst))
+    tried = [(s, burst) for lo in [cur.min_replica, *floors] for hi in ceilings
+             if (s := lab.settings(cur, min_replica=lo, max_replica=min(hi, lab.setup.max_replica_cap))) is not None
+             for burst in (False, True)]
+    lab.prefetch((s, lab.extras(burst=burst)) for s, burst in tried)
+    cands = [(s, lab.run(s, lab.extras(burst=burst)), burst) for s, burst in tried]
     budget = max(_num(m0, COST) * 1.25, _num(m0, COST) + 1.0)
     pick = _knee([(s, m) for s, m, _ in cands], DELAYED, budget=budget)
     if pick is None or not _improves(m0, pick[1], DELAYED, share=0.3, absolute=_significant(lab)):
@@ -357,7 +442,7 @@ def _check_spike(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Tr
 
 def _check_scale_down_delay(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
     values = [v for v in (60, 120, 300, 600, 900, 1800, 3600) if v > cur.scale_down_delay]
-    cands = [(s, lab.run(s)) for v in values if (s := lab.settings(cur, scale_down_delay=v)) is not None]
+    cands = lab.each(lab.settings(cur, scale_down_delay=v) for v in values)
     pick = _knee(cands, DELAYED, budget=_num(m0, COST) * 1.5)
     if pick is None or not _improves(m0, pick[1], DELAYED, share=0.3, absolute=_significant(lab)):
         return None
@@ -375,7 +460,7 @@ def _check_scale_down_delay(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, A
 
 def _check_window(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
     values = [v for v in (10, 30, 60, 120, 300) if v < cur.autoscaling_window]
-    cands = [(s, lab.run(s)) for v in values if (s := lab.settings(cur, autoscaling_window=v)) is not None]
+    cands = lab.each(lab.settings(cur, autoscaling_window=v) for v in values)
     pick = _knee(cands, P99, budget=_num(m0, COST) * 1.5)
     if pick is None or not _improves(m0, pick[1], P99, share=0.3, absolute=1.0):
         return None
@@ -392,7 +477,7 @@ def _check_window(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _T
 
 def _check_utilization(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Traffic) -> Finding | None:
     values = [v for v in (50, 60, 70, 80) if v < cur.target_utilization_percentage]
-    cands = [(s, lab.run(s)) for v in values if (s := lab.settings(cur, target_utilization_percentage=v)) is not None]
+    cands = lab.each(lab.settings(cur, target_utilization_percentage=v) for v in values)
     budget = _num(m0, COST) * 1.5
     pick_d = _knee(cands, DELAYED, budget=budget)
     pick_w = _knee(cands, P99, budget=budget)
@@ -416,7 +501,7 @@ def _check_concurrency_target(lab: _Lab, cur: AutoscalingSettings, m0: dict[str,
     pc = lab.setup.predict_concurrency
     # More than a replica's slots would queue on the replica by design: the search stops at them.
     values = sorted({v for v in (2, 4, 8, 16, 32, pc) if cur.concurrency_target < v <= pc})
-    cands = [(s, lab.run(s)) for v in values if (s := lab.settings(cur, concurrency_target=v)) is not None]
+    cands = lab.each(lab.settings(cur, concurrency_target=v) for v in values)
     fine = [c for c in cands if _no_worse(c[1], m0)]
     if not fine:
         return None
@@ -442,12 +527,8 @@ def _check_idle(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: _Tra
     capacity = _num(m0, COST) * s0.predict_concurrency
     if capacity <= 0 or work / capacity >= 0.1 or float((t.demand == 0).mean()) < 0.5:
         return None  # the replicas are busy enough, or requests are in flight most of the time
-    cands = []
-    for lo in sorted({0, min(cur.min_replica, 1)}):
-        for delay in (0, 60, 300, cur.scale_down_delay):
-            s = lab.settings(cur, min_replica=lo, scale_down_delay=min(delay, cur.scale_down_delay))
-            if s is not None:
-                cands.append((s, lab.run(s)))
+    cands = lab.each(lab.settings(cur, min_replica=lo, scale_down_delay=min(delay, cur.scale_down_delay))
+                     for lo in sorted({0, min(cur.min_replica, 1)}) for delay in (0, 60, 300, cur.scale_down_delay))
     s, m = min(cands, key=lambda c: (_num(c[1], COST), _num(c[1], DELAYED)))
     if _num(m, COST) > _num(m0, COST) * 0.5:
         return None
@@ -523,9 +604,8 @@ def _check_schedule(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: 
     if peak is None:
         return None
     start, end, need, busy = peak
-    cands = []
-    for floor in sorted({max(1, need // 2), need, busy, need * 2}):
-        schedule = Schedule.model_validate(
+    schedules = [
+        Schedule.model_validate(
             {
                 "min_replica": min(floor, cur.max_replica),
                 "start": f"{start // 60:02d}:{start % 60:02d}",
@@ -533,9 +613,9 @@ def _check_schedule(lab: _Lab, cur: AutoscalingSettings, m0: dict[str, Any], t: 
                 "timezone": lab.setup.timezone,
             }
         )
-        s = lab.settings(cur, schedules=[*cur.schedules, schedule])
-        if s is not None:
-            cands.append((s, lab.run(s)))
+        for floor in sorted({max(1, need // 2), need, busy, need * 2})
+    ]
+    cands = lab.each(lab.settings(cur, schedules=[*cur.schedules, schedule]) for schedule in schedules)
     pick = _knee(cands, DELAYED, budget=_num(m0, COST) * 1.5)
     if pick is None or not _improves(m0, pick[1], DELAYED, share=0.3, absolute=_significant(lab)):
         return None
@@ -635,23 +715,32 @@ def _descend(
     extras: Extras,
     seen: list[tuple[AutoscalingSettings, dict[str, Any]]],
     passes: int = _TUNE_PASSES,
+    keep: float = -math.inf,
 ) -> tuple[AutoscalingSettings, dict[str, Any]]:
     """Block coordinate descent: one block of settings at a time over its grid, the others held, until
     no block moves.
 
-    Every replay is kept in ``seen`` (the caller looks for Pareto-better points among them).
+    Every replay is kept in ``seen`` (the caller looks for Pareto-better points among those that
+    cost at most ``keep``). A block's candidates differ from the best at its start only in the
+    block's settings, so they are replayed as one batch, then compared in order.  A candidate is
+    not replayed when its floor alone (:meth:`_Lab.least_cost`) costs more than a best within the
+    bounds and than ``keep``, and it cannot be on the menu's front (:meth:`_Lab.off_front`): it
+    could neither win, nor be kept, nor be offered.
     """
     best, best_m = start, lab.run(start, extras)
     seen.append((best, best_m))
     for _ in range(passes):
         moved = False
         for moves in axes.values():
-            for change in moves:
-                if all(getattr(best, k) == v for k, v in change.items()):
-                    continue
-                s = lab.settings(best, **change)
-                if s is None:
-                    continue
+            held = best
+            block = [s for change in moves
+                     if not all(getattr(held, k) == v for k, v in change.items())
+                     and (s := lab.settings(held, **change)) is not None]
+            if bounds.violation(best_m) == 0:
+                limit = max(keep, _num(best_m, COST))
+                block = [s for s in block if not (lab.least_cost(s) > limit and lab.off_front(s, extras))]
+            lab.prefetch((s, extras) for s in block)
+            for s in block:
                 m = lab.run(s, extras)
                 seen.append((s, m))
                 if _score(m, bounds) < _score(best_m, bounds):
@@ -687,7 +776,9 @@ def _tune(
     axes = _axes(lab, cur, t)
     seen: list[tuple[AutoscalingSettings, dict[str, Any]]] = []
     # One descent, from the better seed.
-    seed = min(_seeds(lab, cur, t, start), key=lambda s: _score(lab.run(s, extras), bounds))
+    seeds = _seeds(lab, cur, t, start)
+    lab.prefetch((s, extras) for s in seeds)
+    seed = min(seeds, key=lambda s: _score(lab.run(s, extras), bounds))
     best = _descend(lab, seed, axes, bounds, extras, seen)
     # The grids are coarse: polish the best one setting at a time over the values between.
     polished = _descend(lab, best[0], _finer(best[0]), bounds, extras, seen, passes=2)
@@ -767,6 +858,14 @@ def advise(setup: AdviseSetup, *, progress: Callable[[int], None] | None = None)
     if setup.arrivals.size == 0:
         raise SimulationError("no requests to advise on")
     lab = _Lab(setup, progress)
+    try:
+        return _advise(lab)
+    finally:
+        lab.close()
+
+
+def _advise(lab: _Lab) -> Advice:
+    setup = lab.setup
     cur = setup.settings
     m0 = lab.run(cur)
     traffic = _traffic(setup)
@@ -867,13 +966,16 @@ def _warm_candidates(lab: _Lab, cur: AutoscalingSettings, base: AutoscalingSetti
     """Replay what keeps replicas warm: delays that outlast most lulls, and a floor for the bursts."""
     window = cur.autoscaling_window
     delays = sorted({min(3600, max(0, math.ceil((lulls.quantile(q) - window) / 60) * 60 + 60)) for q in (50, 90, 100)})
-    for start in {cur.model_dump_json(): cur, base.model_dump_json(): base}.values():
-        for d in delays:
-            if (s := lab.settings(start, scale_down_delay=d)) is not None:
-                lab.run(s)
-        for floor in sorted({t.steady, t.peak}):
-            if floor > start.min_replica and (s := lab.settings(start, min_replica=min(floor, start.max_replica))) is not None:
-                lab.run(s)
+    starts = {cur.model_dump_json(): cur, base.model_dump_json(): base}.values()
+    lab.each(
+        s
+        for start in starts
+        for s in [
+            *(lab.settings(start, scale_down_delay=d) for d in delays),
+            *(lab.settings(start, min_replica=min(floor, start.max_replica))
+              for floor in sorted({t.steady, t.peak}) if floor > start.min_replica),
+        ]
+    )
 
 
 def _front(points: Iterable[tuple[AutoscalingSettings, dict[str, Any]]]) -> list[tuple[AutoscalingSettings, dict[str, Any]]]:
@@ -1013,15 +1115,23 @@ def _tuned_finding(
 def _best_extras(
     lab: _Lab, cur: AutoscalingSettings, t: _Traffic, base: AutoscalingSettings, mb: dict[str, Any], bounds: _Bounds
 ) -> tuple[dict[str, bool] | None, AutoscalingSettings | None, dict[str, Any] | None]:
-    """Each extra with settings tuned for it; kept only when Pareto-better than ``mb`` (the best without)."""
+    """Each extra with settings tuned for it; kept only when Pareto-better than ``mb`` (the best without).
+
+    An extra that, switched on over ``base``, costs more and delays more (one of them strictly) is
+    not searched further: it only buys latency, and this search looks for cheaper at ``mb``'s.
+    """
     # No more delayed requests than the best without extras: the search then looks for cheaper.
     tight = _Bounds(delayed=_num(mb, DELAYED), p99=max(bounds.p99, _num(mb, P99)))
     best: tuple[dict[str, bool], AutoscalingSettings, dict[str, Any]] | None = None
-    for name in ("trend", "burst"):
+    names = ("trend", "burst")
+    lab.prefetch((base, lab.extras(**{name: True})) for name in names)
+    for name in names:
         trial = {name: True}
         extras = lab.extras(**trial)
+        if _dominates(mb, lab.run(base, extras)):
+            continue
         seen: list[tuple[AutoscalingSettings, dict[str, Any]]] = []
-        _descend(lab, base, _near(_axes(lab, cur, t), base), tight, extras, seen, passes=1)
+        _descend(lab, base, _near(_axes(lab, cur, t), base), tight, extras, seen, passes=1, keep=_num(mb, COST))
         better = [(s, m) for s, m in seen if _dominates(m, mb) and tight.violation(m) == 0]
         if not better:
             continue
