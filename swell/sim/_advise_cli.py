@@ -36,7 +36,8 @@ cold start, p99 queue wait). Recommendations come from replaying the traffic
 through the live rule over candidate settings: checks for known mistakes, then
 a joint search over every setting for the fewest replica-seconds at the current
 latency (or within --queue-wait-p99), then the opt-in extras, offered only when
-Pareto-better. A few hundred replays: seconds to a minute on a day-long trace. --json prints one object
+Pareto-better. A hundred or two replays: seconds to a minute on a day-long trace;
+--jobs N replays up to N candidates at once, one process each (same advice). --json prints one object
 {{"findings": [...], "summary", "current", "recommended", "menu"}}; --patch prints only
 the recommended settings as the body for PATCH .../autoscaling_settings.
 The menu: the current point and up to three settings on the cost/latency
@@ -93,6 +94,8 @@ def _fetch(deployment: str, path: str) -> Any:
 @click.option("--quick", is_flag=True,
               help="Only the single checks and the menu, without the joint search and the extras: a few dozen "
                    "replays instead of a few hundred (what the server runs in the background).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Replay up to N candidates at once, each in its own process; the advice is the same.")
 def advise_command(
     trace: str | None,
     deployment: str | None,
@@ -109,6 +112,7 @@ def advise_command(
     as_patch: bool,
     option: str | None,
     quick: bool,
+    jobs: int,
     **overrides: Any,
 ) -> None:
     if (trace is None) == (deployment is None):
@@ -164,6 +168,7 @@ def advise_command(
         seed=seed,
         queue_wait_p99=queue_wait_p99,
         joint_search=not quick,
+        workers=jobs,
     )
     show_progress = not (as_json or as_patch) and sys.stderr.isatty()
     if show_progress:

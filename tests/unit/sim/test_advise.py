@@ -6,6 +6,7 @@ names it, and that the recommendation, replayed, improves the stated metric.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -169,6 +170,28 @@ def test_a_queue_wait_budget_buys_cheaper_settings(bursts_advice: tuple[Advice, 
     a, b = _replayed(setup, strict.recommended), _replayed(setup, loose.recommended)
     assert b["replica_seconds"] <= a["replica_seconds"]
     assert b["queue_wait_p99"] <= 10.0
+
+
+def test_a_pool_of_processes_gives_the_same_advice(bursts_advice: tuple[Advice, AdviseSetup]) -> None:
+    # Candidates of one block are replayed at once in worker processes and compared in order.
+    advice, setup = bursts_advice
+    pooled = advise(dataclasses.replace(setup, workers=2))
+    assert pooled.as_dict() == advice.as_dict()
+
+
+def test_the_floor_alone_bounds_a_candidates_replica_seconds() -> None:
+    # What lets the search skip a candidate before replaying it (_Lab.least_cost).
+    from swell.sim._advise import _Lab
+
+    trace = synthetic_trace(BURSTS, seed=0)
+    setup = AdviseSetup(trace.arrivals, np.full(len(trace), 1.0), parse_autoscaling({"max_replica": 10}),
+                        predict_concurrency=4, cold_start=ColdStart("fixed", 30.0))
+    lab = _Lab(setup, None)
+    for floor in (1, 3, 10):
+        for delay in (0, 600):
+            s = lab.settings(setup.settings, min_replica=floor, scale_down_delay=delay)
+            assert s is not None
+            assert lab.run(s)["replica_seconds"] >= lab.least_cost(s) > 0
 
 
 def _offered_extra() -> tuple[AdviseSetup, Any, dict[str, bool], AutoscalingSettings, dict[str, Any], dict[str, Any]]:
