@@ -7,10 +7,11 @@ the same trace, metric for metric equal (checked here): jumping (the default), i
 engine before jumping through busy stretches: it skips only silence with an empty window) and
 tick by tick (every second of the month; ``--no-ticking`` leaves it out, it takes minutes).
 Then ``advise`` on the same traffic (the joint search included), and ``advise --quick`` (what
-``swell serve`` runs in the background: the single checks and the menu).  Wall and CPU seconds of each;
-writes bench/results/sim_month.json.
+``swell serve`` runs in the background: the single checks and the menu); with ``--jobs N`` also the
+full advise with N worker processes (CPU seconds: this process's and its workers').  Wall and CPU
+seconds of each; writes bench/results/sim_month.json.
 
-    python bench/sim_month.py [--no-ticking] [--no-advise [--quick]] [--out bench/results/sim_month.json]
+    python bench/sim_month.py [--no-ticking] [--no-advise [--quick]] [--jobs N] [--out bench/results/sim_month.json]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -38,10 +40,16 @@ def month() -> tuple[np.ndarray, np.ndarray]:
     return arrivals, service
 
 
+def _cpu() -> float:
+    # This process and its children that have ended (advise's workers are joined before it returns).
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _timed(fn: Any) -> tuple[Any, float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), _cpu()
     out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
+    return out, time.perf_counter() - wall, _cpu() - cpu
 
 
 def main() -> None:
@@ -49,6 +57,7 @@ def main() -> None:
     parser.add_argument("--no-ticking", action="store_true", help="leave out the tick-by-tick replay (minutes)")
     parser.add_argument("--no-advise", action="store_true", help="leave out advise")
     parser.add_argument("--quick", action="store_true", help="with --no-advise: still time advise --quick")
+    parser.add_argument("--jobs", type=int, default=1, help="also time the full advise with this many workers")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sim_month.json")
     args = parser.parse_args()
 
@@ -85,6 +94,14 @@ def main() -> None:
                          "findings": [f.id for f in advice.findings]}
         print(f"advise: {wall:.1f} s wall, {cpu:.1f} s CPU, {advice.simulations} replays, "
               f"findings: {', '.join(f.id for f in advice.findings) or 'none'}")
+    if not args.no_advise and args.jobs > 1:
+        setup = AdviseSetup(arrivals=arrivals, service=service, settings=settings, predict_concurrency=4,
+                            cold_start=ColdStart.parse("30"), max_replica_cap=10, workers=args.jobs)
+        pooled, wall, cpu = _timed(lambda: advise(setup))
+        out["advise_jobs"] = {"jobs": args.jobs, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                              "replays": pooled.simulations, "same_advice": pooled.as_dict() == advice.as_dict()}
+        print(f"advise --jobs {args.jobs}: {wall:.1f} s wall, {cpu:.1f} s CPU (with the workers'), "
+              f"{pooled.simulations} replays, same advice: {pooled.as_dict() == advice.as_dict()}")
     if not args.no_advise or args.quick:
         # What the server runs in the background (swell advise --quick): the checks and the menu.
         setup = AdviseSetup(arrivals=arrivals, service=service, settings=settings, predict_concurrency=4,
