@@ -9,7 +9,6 @@ same message.
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import re
 import types
@@ -31,8 +30,6 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-
-from swell.cron import parse_cron
 
 __all__ = [
     "DEFAULT_MAX_REPLICA_CAP",
@@ -130,6 +127,8 @@ def _settings_class(annotation: Any) -> type[BaseModel] | None:
 
 def unknown_key_text(key: Any, known: Any) -> str:
     """``unknown key; did you mean 'x'? known keys are: …`` (the nearest known name, if any)."""
+    import difflib  # only for a bad key: kept out of every replica's memory.
+
     names = sorted(str(k) for k in known)
     close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
@@ -204,6 +203,9 @@ class Schedule(BaseModel):
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
+            # Only a cron schedule needs it: kept out of every replica's memory.
+            from swell.cron import parse_cron
+
             parse_cron(value)
         return value
 

@@ -211,6 +211,11 @@ def serve(fd: int, heavy: tuple[str, ...] = ()) -> _Job:
     sock = socket.socket(fileno=fd)
     prctl = _load_prctl()
     _set_name(prctl, "swell-forksrv")
+    # httpx (preloaded below) imports its command-line tool, and with it rich and
+    # pygments, whenever they are installed, as they are beside Swell's CLI: ~4 MiB
+    # every replica would share for nothing.  This makes its import take httpx's own
+    # "CLI not installed" path; a model that imports rich still gets it.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
     for name in PRELOAD:
         try:
             __import__(name)
