@@ -81,12 +81,13 @@ class SimWindow(ConcurrencyWindow):
         cum = np.fromiter(self._cum, dtype=np.float64, count=len(self._cum))
         values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
         lo = np.maximum(times - window, first)
-        i = np.clip(np.searchsorted(at, lo, side="right"), 1, at.shape[0] - 1)
+        # lo ≥ the first sample, so its interval is at least the first one; past the last: the last.
+        i = np.minimum(at.searchsorted(lo, side="right"), at.shape[0] - 1)
         inside = cum[i - 1] + values[i] * (lo - at[i - 1])
         below = np.where(lo <= first, cum[0], np.where(lo >= at[-1], cum[-1], inside))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            means = np.maximum(0.0, (cum[-1] - below) / (times - lo))
-        return np.where(times <= lo, 0.0, means)
+        after = times > lo
+        means = np.maximum(0.0, (cum[-1] - below) / np.where(after, times - lo, 1.0))
+        return np.where(after, means, 0.0)
 
     def _below(self, t: float) -> float:
         """``_integral_at(t)`` for ``t`` inside the samples (after the first, before the last)."""

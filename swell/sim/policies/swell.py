@@ -27,8 +27,20 @@ from swell.autoscaling import (
 from swell.sim.policies._base import INF, IdleWindow, Policy, PolicyContext, SimWindow, View
 
 
-# Up to this many ticks ahead, the next change of wanted is looked for tick by tick.
+# Up to this many ticks ahead, the next change of wanted is looked for on the window itself.
 _SCAN = 8
+
+
+def _first(ahead: int, reached: Callable[[int], bool]) -> int:
+    """The first j in 1 … ``ahead`` − 1 where ``reached`` holds, a monotone test; else ``ahead``."""
+    lo, hi = 0, ahead
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if reached(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 class SwellPolicy(Policy):
@@ -90,30 +102,15 @@ class SwellPolicy(Policy):
             return None
         return last.target
 
-    def _first_tick(self, now: float, ahead: int, reached: Callable[[float], bool], near: float | None = None) -> int:
-        """The first tick after ``now`` (at most ``ahead`` on) where ``reached`` holds, a monotone test.
-
-        ``near``: a time the answer is close to (a deadline in plain arithmetic), so that a probe or
-        two around it settle it; without it, a search that doubles its step, then halves it.
-        """
-        if near is not None:
-            k = min(max(1, math.ceil((near - now) / self.plan.tick)), ahead)
-            while k > 1 and reached(self.tick_time(now, k - 1)):
-                k -= 1
-            while k < ahead and not reached(self.tick_time(now, k)):
-                k += 1
-            return k
-        lo, hi = 0, 1
-        while hi < ahead and not reached(self.tick_time(now, hi)):
-            lo, hi = hi, hi * 2
-        hi = min(hi, ahead)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if reached(self.tick_time(now, mid)):
-                hi = mid
-            else:
-                lo = mid
-        return hi
+    def _first_tick(self, now: float, ahead: int, reached: Callable[[float], bool], near: float) -> int:
+        """The first tick after ``now`` (at most ``ahead`` on) where ``reached`` holds, a monotone test
+        of a deadline near ``near`` in plain arithmetic: a probe or two around it settle it."""
+        k = min(max(1, math.ceil((near - now) / self.plan.tick)), ahead)
+        while k > 1 and reached(self.tick_time(now, k - 1)):
+            k -= 1
+        while k < ahead and not reached(self.tick_time(now, k)):
+            k += 1
+        return k
 
     def _projection(self, window: SimWindow, now: float, span: int) -> tuple[int, list[float]]:
         """The window's mean (:meth:`SimWindow.mean_if_idle`) at the ticks from ``now`` to ``span`` on
@@ -165,14 +162,13 @@ class SwellPolicy(Policy):
 
                 def mean(j: int) -> float:
                     return means[offset + j]
-            j = 1
             if last.wanted > 0:
-                while j < ahead and wanted_replicas(s, mean(j)) == last.wanted:
-                    j += 1
+                def changed(j: int) -> bool:
+                    return wanted_replicas(s, mean(j)) != last.wanted
             else:
-                while j < ahead and mean(j) > 0:
-                    j += 1
-            event = min(event, self.tick_time(now, j))
+                def changed(j: int) -> bool:
+                    return mean(j) <= 0
+            event = min(event, self.tick_time(now, _first(ahead, changed)))
         # A held value that expires changes the target only when the next one, clamped, differs
         # (expiring later, on the next call, leaves the same state: expiry only looks back).
         held = state.held
