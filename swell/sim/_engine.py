@@ -15,6 +15,11 @@ exact time-integral over a tick comes from sorted arrival and end times; that
 mean feeds the policy's window.  Idle stretches are jumped over: when nothing
 is in flight, queued, starting or draining, the policy says until when its
 target cannot change, and the clock moves to that tick or to the next arrival.
+Between events (arrival, end, start of a queued request, replica ready or
+drained) concurrency is constant: those ticks only record their sample and ask
+the policy whether it holds (:meth:`_Replay._coast`), and with nothing in flight
+they are jumped over like silence.  A tick with no arrival and no end due does
+no numpy call.
 
 Slots are interchangeable: which replica served a request is not tracked.
 Scale-down removes not-ready replicas first (the latest to become ready

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -108,6 +109,37 @@ def test_hold_state_stays_small_under_rising_demand() -> None:
     values = [h.wanted for h in state.held]
     assert values == sorted(values, reverse=True)
     assert len(values) <= 50
+
+
+def _hold_by_definition(delay: int, samples: list[tuple[float, int]]) -> list[int]:
+    """The largest wanted in force at any moment of [now − delay, now], from the whole history."""
+    out = []
+    for i, (now, _) in enumerate(samples):
+        # Sample j is in force from its time until the next sample's (the current one: until now).
+        out.append(max(w for j, (t, w) in enumerate(samples[: i + 1])
+                       if j == i or samples[j + 1][0] > now - delay))
+    return out
+
+
+@pytest.mark.parametrize("delay", [0, 3, 10, 900])
+@pytest.mark.parametrize("seed", range(6))
+def test_hold_for_scale_down_is_the_largest_wanted_of_the_last_delay(delay: int, seed: int) -> None:
+    # Repeats of the same value (the steady tick) and irregular gaps, against the definition.
+    rng = random.Random(seed)
+    now, samples = 0.0, []
+    for _ in range(300):
+        now += rng.choice([0.5, 1.0, 1.0, 1.0, 4.0, 30.0])
+        samples.append((now, rng.choice([0, 1, 1, 2, 2, 2, 3, 5]) if rng.random() < 0.4 else
+                        (samples[-1][1] if samples else 0)))
+    assert run_hold(delay, samples) == _hold_by_definition(delay, samples)
+
+
+def test_hold_keeps_its_state_when_the_same_value_comes_again() -> None:
+    s = settings(scale_down_delay=10, max_replica=100)
+    _, state = hold_for_scale_down(s, ScalerState(), 4, 0.0)
+    _, state = hold_for_scale_down(s, state, 2, 1.0)
+    held, again = hold_for_scale_down(s, state, 2, 2.0)
+    assert held == 4 and again == state
 
 
 # ---------------------------------------------------------------- stage 1: window

@@ -15,7 +15,7 @@ import pytest
 
 from swell.autoscaling import Extras
 from swell.config import parse_autoscaling
-from swell.sim import ColdStart, ServiceTime, SimConfig, load_trace, replay
+from swell.sim import ColdStart, ServiceTime, SimConfig, load_trace, replay, synthetic_trace
 
 # The shared folder is the repository's sibling: ../shared/traces.
 TRACES = Path(__file__).resolve().parents[3].parent / "shared" / "traces"
@@ -87,6 +87,17 @@ def sparse_month(seed: int, clusters: int, days: float = 30.0) -> tuple[np.ndarr
 def test_jumping_equals_ticking_on_a_sparse_day(name: str) -> None:
     # Every tick of a day, against the jumps.
     arrivals, service = sparse_month(seed=3, clusters=40, days=1.0)
+    a, b = _pair(arrivals, service, SETTINGS[name], reference={"skip_idle": False})
+    assert a == b
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_jumping_equals_ticking_through_bursts(name: str) -> None:
+    # bench/sim_month.py's traffic, six hours of it, against every tick: minute-long bursts that
+    # outrun a 30 s cold start, so the replay coasts while replicas start with nothing in flight,
+    # runs the rule where Policy.steady cannot tell, and projects each window's decay.
+    arrivals = synthetic_trace("bursts:rate=0.25,width=60,lull=5m/2h,duration=6h", seed=2).arrivals
+    service = np.random.default_rng(2).lognormal(np.log(2.0), 0.5, arrivals.shape[0])
     a, b = _pair(arrivals, service, SETTINGS[name], reference={"skip_idle": False})
     assert a == b
 

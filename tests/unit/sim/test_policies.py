@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from swell.autoscaling import ConcurrencyWindow
 from swell.config import AutoscalingSettings, parse_autoscaling
 from swell.sim import POLICIES, ColdStart, SimConfig, replay, synthetic_trace
+from swell.sim.policies import SimWindow
 
 ONE = (np.array([0.0]), np.array([1.0]))
 
@@ -116,3 +118,23 @@ def test_a_year_of_silence_costs_a_few_ticks(policy: str) -> None:
     m = replay(np.array([0.0, year]), np.ones(2), policy, _config()).metrics
     assert m["ticks"] < 3000  # not 31 million
     assert m["cold_starts"] == 2 and m["simulated_seconds"] > year
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_replay_window_answers_as_the_live_one_bit_for_bit(seed: int) -> None:
+    # SimWindow unrolls ConcurrencyWindow.mean and projects idle means in numpy; the jumps rely
+    # on both giving the very same floats as the live window would.
+    rng = np.random.default_rng(seed)
+    live, sim = ConcurrencyWindow(-3.0, retention=70.0), SimWindow(-3.0, retention=70.0)
+    t = -3.0
+    for _ in range(200):
+        t += float(rng.choice([0.5, 1.0, 1.0, 7.0]))
+        value = float(rng.choice([0.0, 0.0, rng.uniform(0, 9)]))
+        live.record(t, value)
+        sim.record(t, value)
+        for now in (t, t - 0.25, t + 3.0):
+            for window in (6.0, 60.0, 300.0):
+                assert sim.mean(now, window) == live.mean(now, window)
+    ahead = t + np.arange(0, 130) * 0.5
+    projected = sim.means_if_idle(ahead, 60.0).tolist()
+    assert projected == [sim.mean_if_idle(x, 60.0) for x in ahead.tolist()]
