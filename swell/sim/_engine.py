@@ -210,6 +210,7 @@ class _Replay:
         self.acct_i = 0
         self.acct_next = first if n else _INF  # arr[acct_i]: the next arrival not yet counted
         self.next_arrival = self.acct_next  # arr[seen]: the next arrival not yet looked at
+        self.committed = -_INF  # the last tick committed to (then seen counts the arrivals up to it)
         self.pending: Any = []  # ends not yet counted, sorted (a list, or an array when many)
         self.new_ends: list[Any] = []  # ends committed since, not merged into pending yet
         self.pend_head = _INF  # the earliest of pending and new_ends
@@ -234,7 +235,8 @@ class _Replay:
         added = 0.0
         if self.acct_next <= t:
             arr = self.arr
-            j = int(arr.searchsorted(t, side="right"))
+            # At the tick just committed the count of arrivals is known: the requests looked at.
+            j = self.seen if t == self.committed else int(arr.searchsorted(t, side="right"))
             chunk = arr[i:j]
             added = t * (j - i) - (_sum(chunk.tolist()) if j - i <= _PAIRWISE_BLOCK else float(chunk.sum()))
             self.acct_i = j
@@ -360,6 +362,10 @@ class _Replay:
             return  # nothing arrives, and no queued request can start by T
         m = int(self.arr.searchsorted(T, side="right"))
         self.next_arrival = float(self.arr[m]) if m < self.n else _INF
+        self._commit_to(T, m)
+        self.committed = T  # seen == m from here (a wake while committing integrated without it)
+
+    def _commit_to(self, T: float, m: int) -> None:
         if self.limit is not None:
             self._commit_limited(T, m)
             return
