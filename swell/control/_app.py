@@ -36,6 +36,7 @@ from swell.control._store import StoreError
 from swell.control._throttle import FailureThrottle
 from swell.http import (
     JSON_HEADERS,
+    BodyOverLimit,
     ClientDisconnected,
     ConnectionGuard,
     Receive,
@@ -45,6 +46,7 @@ from swell.http import (
     respond,
     websocket_refusal,
 )
+from swell.http import read_body as read_whole_body
 from swell.serving import METRICS_CONTENT_TYPE, MetricFamily, render_metrics
 
 __all__ = ["SwellApp", "create_app"]
@@ -74,6 +76,7 @@ class SwellApp:
 
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
+        self.keys = plane.keys  # one object for the server's life; read on every request
         settings = plane.settings
         self.request_limit = Limit(settings.max_request_bytes)
         upload = Limit(settings.max_upload_bytes, "package upload", "--max-upload-mb")
@@ -158,9 +161,13 @@ class SwellApp:
         value = header(scope, b"authorization")
         # A header already checked and accepted passes at once, even from a held
         # client (a real caller behind a guesser's NAT): the hot path reads no clock.
-        key = self.plane.keys.accepted(value)
+        key = self.keys.accepted(value)
         if key is not None:
             return key
+        return await self._check_key(scope, send, value)
+
+    async def _check_key(self, scope: Scope, send: Send, value: bytes | None) -> KeyRecord | None:
+        """:meth:`_authenticate` for a header not accepted before: held clients, hashing, refusals."""
         client = scope.get("client")
         address = client[0] if client else ""
         now = time.monotonic()
@@ -175,7 +182,7 @@ class SwellApp:
                 [*JSON_HEADERS, (b"retry-after", b"%d" % wait)],
             )
             return None
-        key = self.plane.keys.authenticate(value)
+        key = self.keys.authenticate(value)
         if key is None:
             if value:  # a key that names nothing: a guess (no header at all costs no check)
                 self.throttle.failed(address, now)
@@ -185,9 +192,12 @@ class SwellApp:
     async def _model(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every ``/model/…`` route, sync and async predict alike: the path is parsed
         here once, and the deployment looked up once."""
-        key = await self._authenticate(scope, send)
+        value = header(scope, b"authorization")  # _authenticate's first step, inline: no coroutine
+        key = self.keys.accepted(value)
         if key is None:
-            return
+            key = await self._check_key(scope, send, value)
+            if key is None:
+                return
         parts = scope["path"].split("/")
         # ['', 'model', ref, kind, (name,) verb], or Baseten's pass-through: verb 'sync' and a path after it
         n = len(parts)
@@ -235,10 +245,10 @@ class SwellApp:
             except _Refused as refused:
                 await respond(send, refused.status, refused.payload)
                 return
-        try:
-            body = await read_body(scope, receive, self.request_limit)
-        except BodyTooLarge as exc:
-            await respond(send, 413, exc.payload)
+        try:  # swell.http's reader, not _limits' wrapper: one coroutine less per request
+            body = await read_whole_body(scope, receive, self.request_limit.bytes)
+        except BodyOverLimit as exc:
+            await respond(send, 413, BodyTooLarge(self.request_limit, exc.size).payload)
             return
         except ClientDisconnected:
             return  # nobody is left to answer

@@ -103,13 +103,6 @@ class UpstreamResponse:
             self._conn.pause()
         self._wake()
 
-    def _finish(self) -> None:
-        self.complete = True
-        if self._abandoned is not None:
-            self._settle(None)
-        else:
-            self._wake()
-
     def _fail(self, exc: BaseException) -> None:
         if self._abandoned is not None:
             self._settle(exc)
@@ -273,7 +266,13 @@ class _Connection(asyncio.Protocol):
             self.pool._release(self)
         else:
             self.close()
-        response._finish()  # after the release: an abandoned answer's slot frees a kept connection
+        # The answer is complete; after the release, so that an abandoned
+        # answer's slot frees a kept connection.
+        response.complete = True
+        if response._abandoned is not None:
+            response._settle(None)
+        else:
+            response._wake()
 
     # -- used by the pool ------------------------------------------------------------
 

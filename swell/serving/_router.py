@@ -557,7 +557,22 @@ class DeploymentRouter:
                     waited = perf_counter() - asked
                     if on_start is not None:
                         head = on_start(head, handle)
-                response, out = await _send(handle, head, body, whole=asynchronous)
+                # One request to the replica; its body read here unless a sync
+                # answer is streamed.  Cancelled (the caller gave up), the exchange
+                # is handed to the pool's on_abandon rather than cut.
+                pool = handle.pool
+                assert pool is not None
+                response = await pool.request(head, body)
+                try:
+                    if not response.chunked:
+                        out = await response.body()
+                    elif asynchronous:
+                        out = b"".join([chunk async for chunk in _chunks(response)])
+                    else:
+                        out = b""
+                except asyncio.CancelledError:
+                    pool.abandon(response)
+                    raise
                 return response, handle, waited, out
             except ReplicaGone as exc:
                 self._lost(handle)
@@ -812,29 +827,6 @@ class DeploymentRouter:
         responses[status] = responses.get(status, 0) + 1
         self.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         self.latency_sum += elapsed
-
-
-async def _send(handle: ReplicaHandle, head: bytes, body: bytes, *, whole: bool) -> tuple[UpstreamResponse, bytes]:
-    """One request to ``handle``'s replica: its response and its body, read here
-    unless ``whole`` is false and the answer is streamed (then ``b""``).
-
-    Cancelled (the caller gave up), the exchange is handed to the pool's
-    ``on_abandon`` rather than cut.
-    """
-    pool = handle.pool
-    assert pool is not None
-    response = await pool.request(head, body)
-    try:
-        if not response.chunked:
-            out = await response.body()
-        elif whole:
-            out = b"".join([chunk async for chunk in _chunks(response)])
-        else:
-            out = b""
-    except asyncio.CancelledError:
-        pool.abandon(response)
-        raise
-    return response, out
 
 
 class _DisconnectWatch:
