@@ -118,14 +118,28 @@ def _swell_command() -> list[str]:
     found = shutil.which("swell")
     if found:
         return [found]
+    return python_swell_command()
+
+
+def python_swell_command() -> list[str]:
+    """``swell`` as this Python running its CLI: the ``swell`` found on PYTHONPATH."""
     return [sys.executable, "-c", "import sys; from swell.cli import main; sys.exit(main())"]
 
 
 class SwellServer:
     """``swell serve`` pinned to the server's core, on a fresh data dir."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        extra_env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        *,
+        launcher: tuple[str, ...] = (),
+        start_timeout: float = 60,
+    ) -> None:
         self.args = args  # more `swell serve` flags (e.g. --backend ray)
+        self.launcher = launcher  # a command the server runs under (e.g. valgrind …)
+        self.start_timeout = start_timeout
         self.port = _wrk.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = Path(tempfile.mkdtemp(prefix="swell-bench-"))
@@ -141,7 +155,8 @@ class SwellServer:
 
     def start(self) -> None:
         cmd = [
-            "taskset", "-c", _wrk.SERVER_CPU, *_swell_command(), "serve",
+            "taskset", "-c", _wrk.SERVER_CPU, *self.launcher,
+            *(python_swell_command() if self.launcher else _swell_command()), "serve",
             "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args,
         ]
         log = self.log.open("ab")
@@ -155,7 +170,7 @@ class SwellServer:
                 raise SystemExit(f"swell serve exited:\n{self.log.read_text()[-3000:]}")
             return _get(self.url + "/health") == 200
 
-        _wrk.wait_until(healthy, 60, "swell serve /health")
+        _wrk.wait_until(healthy, self.start_timeout, "swell serve /health")
 
     @property
     def pid(self) -> int:
