@@ -13,6 +13,7 @@ import fnmatch
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Iterable
@@ -335,6 +336,9 @@ def watch(directory: Path, model_name: str | None, poll_seconds: float, as_json:
     """
     client = CliClient(as_json)
     debounce = Debounce()
+    # Ctrl-C (SIGINT) is how a watch ends, as it is for `swell serve`, even when whatever
+    # started this process ignores SIGINT (a shell's background job, some CI runners).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         pushed = snapshot(directory)
         _push_dev(client, directory, model_name, [])
