@@ -635,11 +635,9 @@ class _Replay:
                 self.window.record(T, average)
             self.clock = T
             view = self._view(T)
-            target = self.decided if jump else None
-            if target is not None:
-                self.decided = None
-            else:
-                target = policy.steady(view) if jump else None
+            target, self.decided = self.decided, None  # the coast's answer for this tick, if it asked
+            if target is None and jump:
+                target = policy.steady(view)
             if target is None:
                 target = policy.tick(view)
             if target != view.replicas:
@@ -655,7 +653,7 @@ class _Replay:
                     last_row = row
             if self.progress is not None and self.ticks % _PROGRESS_EVERY == 0:
                 self.progress(T)
-            if not view.concurrency and view.ready == view.replicas and self.h >= self.seen and self._idle(T):
+            if self._idle(T):
                 arrival = float(self.arr[self.h]) if self.h < self.n else math.inf
                 until = min(policy.quiet_until(view, dt, arrival) if jump else policy.idle_until(view, dt), arrival)
                 if until == math.inf or T > horizon:
