@@ -43,19 +43,21 @@ class ConcurrencyWindow:
 
         A sample at or before the last one is ignored: time only moves on.
         """
-        last = self._times[-1]
+        times = self._times
+        last = times[-1]
         if t <= last:
             return
         if average < 0:
             raise ValueError(f"concurrency cannot be negative (got {average})")
-        self._times.append(t)
-        self._cum.append(self._cum[-1] + average * (t - last))
+        times.append(t)
+        cum = self._cum
+        cum.append(cum[-1] + average * (t - last))
         self._values.append(average)
         horizon = t - self.retention
         # Keep one point at or before the horizon so the integral there is known.
-        while len(self._times) > 2 and self._times[1] <= horizon:
-            self._times.popleft()
-            self._cum.popleft()
+        while len(times) > 2 and times[1] <= horizon:
+            times.popleft()
+            cum.popleft()
             self._values.popleft()
 
     def _integral_at(self, t: float) -> float:
@@ -64,6 +66,11 @@ class ConcurrencyWindow:
             return self._cum[0]
         if t >= times[-1]:
             return self._cum[-1]
+        return self._inside(t)
+
+    def _inside(self, t: float) -> float:
+        """The integral at ``t`` strictly between the first and the last sample."""
+        times = self._times
         i = bisect_right(times, t)  # times[i-1] <= t < times[i]
         return self._cum[i - 1] + self._values[i] * (t - times[i - 1])
 
@@ -73,8 +80,17 @@ class ConcurrencyWindow:
         Only time that samples cover counts: before the first sample, or past
         the last one, nothing is known, so it neither raises nor lowers the mean.
         """
-        lo = max(now - window, self._times[0])
-        hi = min(now, self._times[-1])
+        # Branches written out (the simulator asks a few times per simulated second):
+        # the arithmetic of max(now - window, first), min(now, last) and _integral_at.
+        times = self._times
+        first, last = times[0], times[-1]
+        lo = now - window
+        if lo < first:
+            lo = first
+        hi = now if now < last else last
         if hi <= lo:
             return 0.0
-        return max(0.0, (self._integral_at(hi) - self._integral_at(lo)) / (hi - lo))
+        top = self._cum[-1] if hi >= last else self._inside(hi)
+        bottom = self._cum[0] if lo <= first else self._inside(lo)
+        value = (top - bottom) / (hi - lo)
+        return value if value > 0.0 else 0.0

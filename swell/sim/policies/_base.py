@@ -11,7 +11,6 @@ the work of a tick whose answer it can prove is the last one.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,24 +54,9 @@ class SimWindow(ConcurrencyWindow):
         self.busy = 0  # samples other than zero so far: while it stays, the window only grows silent
 
     def record(self, t: float, average: float) -> None:
-        # ConcurrencyWindow.record, counting the samples other than zero.
-        times = self._times
-        last = times[-1]
-        if t <= last:
-            return
-        if average < 0:
-            raise ValueError(f"concurrency cannot be negative (got {average})")
-        if average:
+        if average and t > self._times[-1] and not average < 0:  # a sample record() keeps (a negative raises)
             self.busy += 1
-        times.append(t)
-        cum = self._cum
-        cum.append(cum[-1] + average * (t - last))
-        self._values.append(average)
-        horizon = t - self.retention
-        while len(times) > 2 and times[1] <= horizon:
-            times.popleft()
-            cum.popleft()
-            self._values.popleft()
+        super().record(t, average)
 
     def means_if_idle(self, times: NDArray[np.float64], window: float) -> NDArray[np.float64]:
         """:meth:`mean_if_idle` at each of ``times`` (all at or after the last sample), as one array."""
@@ -88,29 +72,6 @@ class SimWindow(ConcurrencyWindow):
         after = times > lo
         means = np.maximum(0.0, (cum[-1] - below) / np.where(after, times - lo, 1.0))
         return np.where(after, means, 0.0)
-
-    def _below(self, t: float) -> float:
-        """``_integral_at(t)`` for ``t`` inside the samples (after the first, before the last)."""
-        times = self._times
-        i = bisect_right(times, t)
-        return self._cum[i - 1] + self._values[i] * (t - times[i - 1])
-
-    def mean(self, now: float, window: float) -> float:
-        # ConcurrencyWindow.mean's very arithmetic, with its branches unrolled: the replay asks a
-        # few times per tick.
-        times = self._times
-        lo = now - window
-        first = times[0]
-        if lo < first:
-            lo = first
-        last = times[-1]
-        hi = now if now < last else last
-        if hi <= lo:
-            return 0.0
-        top = self._cum[-1] if hi >= last else self._below(hi)
-        bottom = self._cum[0] if lo <= first else self._below(lo)
-        value = (top - bottom) / (hi - lo)
-        return value if value > 0.0 else 0.0
 
     def mean_if_idle(self, now: float, window: float) -> float:
         """``mean(now, window)`` as it will be after ``record(now, 0.0)``: concurrency 0 since the last sample.
