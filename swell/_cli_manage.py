@@ -355,8 +355,4 @@ def watch(directory: Path, model_name: str | None, poll_seconds: float, as_json:
                     _push_dev(client, directory, model_name, changed)
             seen = now
     except KeyboardInterrupt:
-        # Ctrl-C ends the watch at once, whatever it was doing (an upload, a poll): flush
-        # what was said and leave without waiting for any helper thread still running.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        sys.exit(0)
