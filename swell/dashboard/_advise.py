@@ -1,7 +1,7 @@
 """``swell advise`` for one deployment, run from the dashboard.
 
 The advice comes from the CLI's own command (its public entry point), run as a
-child process so a search of a few hundred replays never holds the server's
+child process so a search of a hundred or more replays never holds the server's
 event loop: the deployment's recorded traffic is written as a trace (one
 ``timestamp`` a request, spread across its second as the CLI spreads them), and
 its settings, predict concurrency, measured cold start and service time (Little's

@@ -66,7 +66,7 @@ class AdviseSetup:
     # The p99 queue wait the operator accepts (s); None: the current settings' (×1.2 + 0.5 s).
     queue_wait_p99: float | None = None
     # False: only the single checks (each searches the settings that bear on its mistake), without
-    # the joint search and the extras; a few replays instead of a few hundred.
+    # the joint search and the extras; a few replays instead of a hundred or more.
     joint_search: bool = True
     # Processes that replay independent candidates at once (1: all in this process). The advice
     # does not depend on it.

@@ -93,7 +93,7 @@ def _fetch(deployment: str, path: str) -> Any:
               help="With --patch: print that menu option's settings instead (absent from the menu: an error).")
 @click.option("--quick", is_flag=True,
               help="Only the single checks and the menu, without the joint search and the extras: a few dozen "
-                   "replays instead of a few hundred (what the server runs in the background).")
+                   "replays instead of a hundred or more (what the server runs in the background).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Replay up to N candidates at once, each in its own process; the advice is the same.")
 def advise_command(
