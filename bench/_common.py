@@ -122,8 +122,13 @@ def _swell_command() -> list[str]:
 
 
 def python_swell_command() -> list[str]:
-    """``swell`` as this Python running its CLI: the ``swell`` found on PYTHONPATH."""
-    return [sys.executable, "-c", "import sys; from swell.cli import main; sys.exit(main())"]
+    """``swell`` as this Python running its CLI: the ``swell`` found on PYTHONPATH.
+
+    ``-P``: without it ``-c`` puts the working directory first on ``sys.path``,
+    and a server started from one checkout for another (``request_cost.py
+    --baseline``) would run the first one's code.
+    """
+    return [sys.executable, "-P", "-c", "import sys; from swell.cli import main; sys.exit(main())"]
 
 
 class SwellServer:

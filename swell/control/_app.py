@@ -192,8 +192,15 @@ class SwellApp:
     async def _model(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every ``/model/…`` route, sync and async predict alike: the path is parsed
         here once, and the deployment looked up once."""
-        value = header(scope, b"authorization")  # _authenticate's first step, inline: no coroutine
-        key = self.keys.accepted(value)
+        # The two request headers read here, in one pass (each the first of its name, as header() gives).
+        value = raw_timeout = None
+        for name, field in scope["headers"]:
+            if name == b"authorization":
+                if value is None:
+                    value = field
+            elif name == b"x-swell-timeout" and raw_timeout is None:
+                raw_timeout = field
+        key = self.keys.accepted(value)  # _authenticate's first step, inline: no coroutine
         if key is None:
             key = await self._check_key(scope, send, value)
             if key is None:
@@ -238,7 +245,6 @@ class SwellApp:
             await respond(send, exc.status, exc.payload)
             return
         timeout: float | None = None
-        raw_timeout = header(scope, b"x-swell-timeout")
         if raw_timeout is not None or scope.get("query_string"):  # no call on the common path
             try:
                 timeout = _caller_timeout(scope, raw_timeout)

@@ -41,9 +41,15 @@ _NO_LIMIT = 1 << 62
 # What uvicorn refuses in a response header's name and value.
 _BAD_NAME = HEADER_RE.search
 _BAD_VALUE = HEADER_VALUE_RE.search
-# Headers that passed those checks (most answers repeat the same few).
-_GOOD: set[tuple[bytes, bytes]] = set()
+# Headers that passed those checks (most answers repeat the same few), each
+# with what it is (_PLAIN, _LENGTH, _CLOSE, _SKIP) and its line in the head.
+_GOOD: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
 _GOOD_MAX = 1024
+_PLAIN, _LENGTH, _CLOSE, _SKIP = 0, 1, 2, 3
+# The request headers on_header looks at.
+_FRAMING_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+# uvicorn's default headers (date, ...) as head lines, for the list they came from.
+_defaults: list[Any] = [None, b""]
 _STATUS: dict[int, bytes] = {}
 # What a connection waits for, for its one timer (see _expired).
 _BUSY, _IDLE, _HEAD, _BODY = 0, 1, 2, 3
@@ -66,6 +72,35 @@ def _status_line(status: int) -> bytes:
     return line
 
 
+def _header_line(header: Any) -> tuple[int, bytes]:
+    """What a response header is and its line, refused as uvicorn refuses it."""
+    name, value = header
+    if _BAD_NAME(name) or _BAD_VALUE(value):
+        raise RuntimeError("Invalid HTTP header.")
+    lname = name.lower()
+    if lname == b"content-length":
+        kind = _LENGTH
+    elif lname == b"connection" and b"close" in value.lower():
+        kind = _CLOSE
+    elif lname == b"transfer-encoding":
+        kind = _SKIP  # ours to choose
+    else:
+        kind = _PLAIN
+    entry = (kind, b"%s: %s\r\n" % (lname, value))
+    if type(header) is tuple:
+        if len(_GOOD) >= _GOOD_MAX:
+            _GOOD.clear()
+        _GOOD[header] = entry
+    return entry
+
+
+def _default_lines(defaults: list[tuple[bytes, bytes]]) -> bytes:
+    if defaults is not _defaults[0]:  # uvicorn sets a new list (a new date) each second
+        _defaults[1] = b"".join(b"%s: %s\r\n" % (name, value) for name, value in defaults)
+        _defaults[0] = defaults
+    return _defaults[1]  # type: ignore[no-any-return]
+
+
 class _Unusual(Exception):
     """The request needs uvicorn: hand the connection over."""
 
@@ -74,7 +109,7 @@ class _Cycle:
     """One request's ASGI ``receive``/``send``."""
 
     __slots__ = ("_body", "_chunked", "_conn", "_keep_alive", "_left", "_no_body", "_waiter", "complete",
-                 "disconnected", "started")
+                 "disconnected", "started", "task")
 
     def __init__(self, conn: FastPathProtocol, body: bytes, keep_alive: bool) -> None:
         self._conn = conn
@@ -87,6 +122,7 @@ class _Cycle:
         self.started = False
         self.complete = False
         self.disconnected = False
+        self.task: asyncio.Task[None] | None = None  # the task serving it
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -106,6 +142,69 @@ class _Cycle:
                 self._waiter = None
         return {"type": "http.disconnect"}
 
+    def _head(self, status: int, headers: Any) -> bytes:
+        """The response's status line and headers; the response has started."""
+        self.started = True
+        self._no_body = status in (204, 304)
+        head = [_status_line(status), _default_lines(self._conn.default_headers)]
+        length = None
+        said_close = False
+        good = _GOOD
+        for header in headers:
+            entry = good.get(header) if type(header) is tuple else None
+            if entry is None:
+                entry = _header_line(header)
+            what, line = entry
+            if what:
+                if what == _LENGTH:
+                    if length is None:
+                        length = int(header[1])
+                elif what == _CLOSE:
+                    self._keep_alive = False
+                    said_close = True
+                else:
+                    continue  # transfer-encoding: ours to choose
+            head.append(line)
+        if length is None:
+            if not self._no_body:
+                self._chunked = True
+                head.append(b"transfer-encoding: chunked\r\n")
+        else:
+            self._left = length
+        if not self._keep_alive and not said_close:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        return b"".join(head)
+
+    def swell_reply(self, status: int, headers: Any, body: bytes) -> bool:
+        """A whole answer at once: what ``send`` of its start and then of its
+        one body would write, in one write now rather than at the end of the
+        loop's step.  False (nothing done) once the response has started or the
+        caller has gone: then ``send`` says what is wrong, as for any message."""
+        if self.started or self.disconnected:
+            return False
+        conn = self._conn
+        data = self._head(status, headers)
+        if self._no_body:
+            pass
+        elif self._chunked:
+            data = b"%s%x\r\n%s\r\n0\r\n\r\n" % (data, len(body), body) if body else data + b"0\r\n\r\n"
+        else:
+            left = self._left - len(body)
+            if left < 0:
+                conn.transport.write(data)
+                raise RuntimeError("Response content longer than Content-Length")
+            self._left = left
+            data += body
+            if left:
+                conn.transport.write(data)
+                raise RuntimeError("Response content shorter than Content-Length")
+        conn.transport.write_now(data)
+        self.complete = True
+        self._wake()
+        conn.response_done(self._keep_alive)
+        return True
+
     async def send(self, message: dict[str, Any]) -> None:
         conn = self._conn
         if self.disconnected:
@@ -114,43 +213,7 @@ class _Cycle:
         if not self.started:
             if kind != "http.response.start":
                 raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{kind}'.")
-            self.started = True
-            status = message["status"]
-            self._no_body = status in (204, 304)
-            head = [_status_line(status)]
-            length = None
-            for name, value in conn.default_headers:
-                head += (name, b": ", value, b"\r\n")
-            said_close = False
-            for header in message.get("headers", ()):
-                name, value = header
-                if type(header) is not tuple or header not in _GOOD:
-                    if _BAD_NAME(name) or _BAD_VALUE(value):
-                        raise RuntimeError("Invalid HTTP header.")
-                    if type(header) is tuple:
-                        if len(_GOOD) >= _GOOD_MAX:
-                            _GOOD.clear()
-                        _GOOD.add(header)
-                lname = name.lower()
-                if lname == b"content-length":
-                    if length is None:
-                        length = int(value)
-                elif lname == b"connection" and b"close" in value.lower():
-                    self._keep_alive = False
-                    said_close = True
-                elif lname == b"transfer-encoding":
-                    continue  # ours to choose
-                head += (lname, b": ", value, b"\r\n")
-            if length is None:
-                if not self._no_body:
-                    self._chunked = True
-                    head.append(b"transfer-encoding: chunked\r\n")
-            else:
-                self._left = length
-            if not self._keep_alive and not said_close:
-                head.append(b"connection: close\r\n")
-            head.append(b"\r\n")
-            conn.transport.write(b"".join(head))
+            conn.transport.write(self._head(message["status"], message.get("headers", ())))
             return
         if self.complete:
             raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
@@ -204,7 +267,7 @@ class FastPathProtocol(asyncio.Protocol):
         # The largest body buffered here: the app's limit, where it has one.
         limit = getattr(self.app, "max_request_bytes", None)
         self.max_body = limit if isinstance(limit, int) and limit > 0 else _NO_LIMIT
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # writes, corked
+        self.transport: CorkedTransport = None  # type: ignore[assignment]  # writes, corked
         self.raw_transport: asyncio.Transport = None  # type: ignore[assignment]
         self.buffer: bytes | bytearray = b""
         self.cycle: _Cycle | None = None
@@ -237,7 +300,7 @@ class FastPathProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw_transport = transport  # type: ignore[assignment]
-        self.transport = CorkedTransport(self.raw_transport, self.loop)  # type: ignore[assignment]
+        self.transport = CorkedTransport(self.raw_transport, self.loop)
         self.server_state.connections.add(self)
         self.server = get_local_addr(self.raw_transport)
         self.client = get_remote_addr(self.raw_transport)
@@ -388,7 +451,7 @@ class FastPathProtocol(asyncio.Protocol):
                 protocol.head_since = self._since
             if self._timer is None:
                 self._timer = self.loop.call_at(self.loop.time(), self._expired)
-        self.transport._flush()  # type: ignore[attr-defined]  # answers already given go first
+        self.transport._flush()  # answers already given go first
         protocol.connection_made(self.raw_transport)
         self.raw_transport.set_protocol(protocol)
         if self._reading_paused:
@@ -404,13 +467,11 @@ class FastPathProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == b"content-length":
-            if self._length >= 0 or not value.strip().isdigit():
+        if name in _FRAMING_HEADERS:
+            if name != b"content-length" or self._length >= 0 or not value.strip().isdigit():
                 self._unusual = True
             else:
                 self._length = int(value)
-        elif name in (b"transfer-encoding", b"expect", b"upgrade"):
-            self._unusual = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -443,10 +504,8 @@ class FastPathProtocol(asyncio.Protocol):
             "state": self.app_state.copy(),
         }
         cycle = self.cycle = _Cycle(self, body, keep_alive and not self.closing)
-        task = self.loop.create_task(self._run(cycle, scope))
-        tasks = self.server_state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task = cycle.task = self.loop.create_task(self._run(cycle, scope))
+        self.server_state.tasks.add(task)
 
     async def _run(self, cycle: _Cycle, scope: dict[str, Any]) -> None:
         try:
@@ -469,6 +528,12 @@ class FastPathProtocol(asyncio.Protocol):
                 else:
                     logger.error("ASGI callable returned without completing response.")
                     self.transport.close()
+        finally:
+            # The task leaves uvicorn's set (what a graceful shutdown waits for)
+            # as its last step, not through a done callback: one callback less
+            # per request.  (A task cancelled before its first step stays there:
+            # uvicorn cancels tasks only once it has stopped waiting for them.)
+            self.server_state.tasks.discard(cycle.task)
 
     def response_done(self, keep_alive: bool) -> None:
         self.server_state.total_requests += 1

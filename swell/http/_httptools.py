@@ -29,7 +29,13 @@ WS_MAX_MESSAGE_BYTES = 100 << 20
 
 
 class CorkedTransport:
-    """A transport whose writes within one loop step leave as one ``write``."""
+    """A transport whose writes within one loop step leave as one ``write``.
+
+    It forwards asyncio's whole ``Transport`` interface by name, with no
+    ``__getattr__``: a class with one makes every attribute read on its
+    instances (its own ``write`` and ``_buffer`` too) a slow, unspecialised
+    lookup, and this object is read several times per request.
+    """
 
     __slots__ = ("_buffer", "_loop", "_size", "_transport")
 
@@ -49,6 +55,15 @@ class CorkedTransport:
         self._size += len(data)
         if self._size >= FLUSH_AT:
             self._flush()
+
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` at once, after whatever this step wrote before it (a
+        whole answer: nothing is left to gather it with)."""
+        if self._buffer:
+            self.write(data)
+            self._flush()
+        elif data and not self._transport.is_closing():
+            self._transport.write(data)
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
@@ -77,8 +92,17 @@ class CorkedTransport:
         self._flush()
         self._transport.write_eof()
 
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
     def get_write_buffer_size(self) -> int:
         return self._size + self._transport.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
@@ -89,6 +113,9 @@ class CorkedTransport:
     def resume_reading(self) -> None:
         self._transport.resume_reading()
 
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._transport.get_extra_info(name, default)
 
@@ -96,8 +123,8 @@ class CorkedTransport:
         self._flush()
         self._transport.set_protocol(protocol)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
 
 
 class CorkedHttpToolsProtocol(HttpToolsProtocol):

@@ -77,6 +77,20 @@ def _response_class(name: str) -> Any:
 
 
 _GENERATORS = (types.GeneratorType, types.AsyncGeneratorType)
+# What a model returns most: neither a generator nor a starlette Response, so
+# the checks for those are skipped.
+_PLAIN_RESULTS = frozenset((dict, list, str, int, float, bool, type(None)))
+
+
+class _Slots(asyncio.Semaphore):
+    """asyncio's semaphore, with a synchronous ``take`` of a free slot when
+    nobody waits for one: an ``acquire`` without its coroutine."""
+
+    def take(self) -> bool:
+        if self._value > 0 and not self._waiters:  # what acquire() takes at once
+            self._value -= 1
+            return True
+        return False
 
 
 def _is_generator(value: Any) -> bool:
@@ -86,6 +100,14 @@ def _is_generator(value: Any) -> bool:
 async def _send_error(send: Send, exc: BaseException) -> None:
     status, body, headers = error_reply(exc)
     await respond(send, status, body, [*_JSON, *headers])
+
+
+def _binary(scope: Scope) -> bool:
+    """Whether the request's content-type says msgpack (``_codec.is_binary``)."""
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            return value != b"application/json" and _codec.is_binary(value.decode("latin-1"))
+    return False
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -115,7 +137,7 @@ class ReplicaApp:
     def __init__(self, wrapper: ModelWrapper, tracing: ReplicaTracing | None = None) -> None:
         self.wrapper = wrapper
         self.workers = WorkerThreads(WORKER_THREADS)
-        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphore: _Slots | None = None
         self._background: set[asyncio.Task[Any]] = set()
         if tracing is not None:
             # Each model call in a span, current in the model's own threads too; with
@@ -124,10 +146,10 @@ class ReplicaApp:
             self.workers = ContextWorkerThreads(WORKER_THREADS)
 
     @property
-    def semaphore(self) -> asyncio.Semaphore:
+    def semaphore(self) -> _Slots:
         # Created lazily so it binds to the server's running loop.
         if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.wrapper.predict_concurrency)
+            self._semaphore = _Slots(self.wrapper.predict_concurrency)
         return self._semaphore
 
     # ------------------------------------------------------------ dispatch
@@ -287,7 +309,7 @@ class ReplicaApp:
         try:
             if endpoint is not None and endpoint not in descriptor.endpoints:
                 raise ModelMethodNotImplemented(f"`{endpoint}` must only be called if model has it.")
-            binary = _codec.is_binary(_header(scope, b"content-type"))
+            binary = _binary(scope)
             body: bytes | None = None
             inputs: Any = None
             if endpoint is not None or not descriptor.skip_input_parsing:
@@ -363,7 +385,7 @@ class ReplicaApp:
                 return descriptor.method(*args)
             if descriptor.is_async:
                 return await descriptor.method(*args)
-            return await self.workers.run(descriptor.method, *args)
+            return await self.workers.submit(descriptor.method, *args)
         except Exception as exc:
             self._log_user_error(exc)
             http_exc = http_exception_class()
@@ -387,12 +409,15 @@ class ReplicaApp:
         if descriptor.preprocess is not None:
             inputs = await self._call(descriptor.preprocess, inputs, request, receive)
         semaphore = self.semaphore
-        await semaphore.acquire()
+        if not semaphore.take():
+            await semaphore.acquire()
         release_now = True
         try:
             assert descriptor.predict is not None
             result = await self._call(descriptor.predict, inputs, request, receive)
-            if _is_generator(result):
+            if type(result) in _PLAIN_RESULTS:
+                pass
+            elif _is_generator(result):
                 if descriptor.postprocess is not None:
                     raise self._definition_error(
                         "If the predict function returns a generator (streaming), you cannot use "
@@ -400,8 +425,7 @@ class ReplicaApp:
                 release_now = False  # the stream releases it when the generator is exhausted
                 await self._generator_reply(scope, receive, send, result, semaphore.release)
                 return _SENTINEL
-            response_cls = _response_class("Response")
-            if response_cls is not None and isinstance(result, response_cls):
+            elif (response_cls := _response_class("Response")) is not None and isinstance(result, response_cls):
                 if descriptor.postprocess is not None:
                     raise self._definition_error(
                         "If the predict function returns a response object, you cannot use postprocessing.")
@@ -431,11 +455,12 @@ class ReplicaApp:
         await response(scope, receive, send)
 
     async def _reply(self, scope: Scope, receive: Receive, send: Send, result: Any, binary: bool) -> None:
-        if _is_generator(result):  # postprocess returned a generator
-            return await self._generator_reply(scope, receive, send, result, None)
-        response_cls = _response_class("Response")
-        if response_cls is not None and isinstance(result, response_cls):
-            return await self._send_response(scope, receive, send, result)
+        if type(result) not in _PLAIN_RESULTS:
+            if _is_generator(result):  # postprocess returned a generator
+                return await self._generator_reply(scope, receive, send, result, None)
+            response_cls = _response_class("Response")
+            if response_cls is not None and isinstance(result, response_cls):
+                return await self._send_response(scope, receive, send, result)
         if binary:
             body = _codec.encode_msgpack(result)
             return await respond(send, 200, body, _BINARY)

@@ -7,6 +7,8 @@ a value can only be a numpy array if the model already imported numpy.
 from __future__ import annotations
 
 import json
+import json.decoder
+import json.encoder
 import sys
 import textwrap
 import uuid
@@ -39,9 +41,30 @@ def _numpy_default(obj: Any) -> Any:
 
 # Same output as json.dumps(result, cls=DeepNumpyEncoder): default separators, NaN allowed.
 _ENCODER = json.JSONEncoder(default=_numpy_default)
+# _ENCODER's own C encoder, made once rather than per call (JSONEncoder.iterencode
+# makes one each time): the same arguments, and its circular-reference markers
+# emptied after a failed call (a successful one leaves them empty).
+_MARKERS: dict[int, Any] = {}
+_MAKE_ENCODER = cast(Any, json.encoder).c_make_encoder  # None where _json's C part is missing
+_C_ENCODE = (
+    _MAKE_ENCODER(
+        _MARKERS, _ENCODER.default, json.encoder.encode_basestring_ascii, None,
+        _ENCODER.key_separator, _ENCODER.item_separator, False, False, True,
+    )
+    if _MAKE_ENCODER is not None
+    else None
+)
+_CONTAINERS = (dict, list)
 
 
 def encode_json(result: Any) -> bytes:
+    if type(result) in _CONTAINERS and _C_ENCODE is not None:  # the usual answer: _ENCODER.encode's own steps
+        try:
+            chunks = _C_ENCODE(result, 0)
+        except BaseException:
+            _MARKERS.clear()
+            raise
+        return "".join(chunks).encode()
     if is_pydantic_instance(result):
         # Truss calls ``result.json()``; in pydantic v2 that is a deprecated alias of this.
         dump = getattr(result, "model_dump_json", None) or result.json
@@ -54,8 +77,28 @@ def encode_json(result: Any) -> bytes:
 MAX_JSON_DEPTH = 1000
 
 
+_DECODER = json.JSONDecoder()  # json.loads's own (no arguments)
+_SCAN = cast(Any, _DECODER).scan_once
+_SPACE = cast(Any, json.decoder).WHITESPACE.match
+
+
+def _loads_object(text: str) -> Any:
+    """``json.loads`` of a text that starts with ``{``: its decode and raw_decode, inline."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration as err:
+        raise json.JSONDecodeError("Expecting value", text, err.value) from None
+    end = _SPACE(text, end).end()
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
 def decode_json(body: bytes) -> Any:
     try:
+        if body[:1] == b"{" and body[1:2] != b"\x00":
+            # json.loads would find UTF-8 here (json.detect_encoding) and decode the same way
+            return _loads_object(body.decode("utf-8", "surrogatepass"))
         return json.loads(body)
     except json.JSONDecodeError as e:
         raise InputParsingError(f"Invalid JSON payload: {e}") from e

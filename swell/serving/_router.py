@@ -388,13 +388,8 @@ class DeploymentRouter:
             handle.in_flight += 1
             fut.set_result(handle)
 
-    async def acquire(self, *, front: bool = False, priority: int | None = None) -> ReplicaHandle:
-        """A replica slot for one request: at once if free and nobody waits, else queued.
-
-        ``priority`` (lower first) puts an async request in the async lane,
-        which shares free slots turn about with the FIFO queue of sync ones
-        and is not subject to the queue limit (its requests are already kept).
-        """
+    def _take(self) -> ReplicaHandle | None:
+        """A free slot now, if nobody waits for one (:meth:`acquire` without its coroutine)."""
         if not self._queue and not self._lane:
             handle = self._pick()
             if handle is not None:
@@ -402,6 +397,18 @@ class DeploymentRouter:
                 self.in_flight += 1
                 handle.in_flight += 1
                 return handle
+        return None
+
+    async def acquire(self, *, front: bool = False, priority: int | None = None) -> ReplicaHandle:
+        """A replica slot for one request: at once if free and nobody waits, else queued.
+
+        ``priority`` (lower first) puts an async request in the async lane,
+        which shares free slots turn about with the FIFO queue of sync ones
+        and is not subject to the queue limit (its requests are already kept).
+        """
+        handle = self._take()
+        if handle is not None:
+            return handle
         if (refused := self._unavailable()) is not None:
             raise refused
         if priority is None and not front and self.queue_limit is not None and self.queued >= self.queue_limit:
@@ -548,7 +555,7 @@ class DeploymentRouter:
                 async with asyncio.timeout(queue_timeout):
                     handle = await self.acquire(priority=priority)
             else:
-                handle = await self.acquire()
+                handle = self._take() or await self.acquire()
             # A caller that gives up (its timeout, a hang-up) leaves the exchange
             # running: the slot stays taken until the replica has answered (the
             # pool tells _abandoned), not while it still works.
@@ -690,10 +697,7 @@ class DeploymentRouter:
             response.headers.append((b"x-swell-cold-start-wait", b"%.3f" % waited))
         if not response.chunked:
             self.release(handle)
-            out = response.headers
-            out.append((b"content-length", b"%d" % len(whole)))
-            await send({"type": "http.response.start", "status": status, "headers": out})
-            await send({"type": "http.response.body", "body": whole})
+            await respond(send, status, whole, response.headers)
             self._count(status, started)
             return
         # Writes to a caller who hung up are dropped silently by the ASGI

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from swell.http import read_body
+from swell.http import read_body, respond
 from swell.http._fastpath import FastPathProtocol, fast_path_protocol
 
 SEEN: list[dict[str, Any]] = []
@@ -47,6 +47,15 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             headers = [(b"content-length", b"2"), (b"connection", b"close")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ok"})
+        return
+    if "/respond" in path:  # one whole answer through respond(): the cycle's swell_reply
+        if path.endswith("/respond-short"):
+            await respond(send, 200, b"ok", [(b"content-length", b"10")])
+        elif path.endswith("/respond-badheader"):
+            await respond(send, 200, b"ok", [(b"x-evil", b"a\r\nset-cookie: x")])
+        else:
+            out = json.dumps({"path": path, "len": len(body)}).encode()
+            await respond(send, 200, out, [(b"content-type", b"application/json")])
         return
     if path.endswith("/lists"):  # header pairs as lists, as some apps send them
         await send({"type": "http.response.start", "status": 200,
@@ -324,3 +333,28 @@ async def test_a_request_that_stops_half_way_is_closed_at_its_deadline_and_count
             writer.close()
         assert guard.closed["header_timeout"] == 3 and guard.closed["body_timeout"] == 1, guard.closed
         assert guard.open == 0
+
+
+async def test_respond_writes_what_its_two_messages_would_and_refuses_alike(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answers = []
+    for path in ("/model/a/predict", "/model/a/respond", "/model/a/respond"):
+        writer.write(post(path))
+        status, headers, body = await read_response(reader)
+        headers.pop(b"date")
+        answers.append((status, headers, json.loads(body)))
+    assert answers[0][:2] == answers[1][:2] == answers[2][:2]
+    assert answers[1][2] == {"path": "/model/a/respond", "len": 8}
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/respond-badheader"))  # nothing written, the connection dropped
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/respond-short"))  # the first content-length is short of the body's
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"content-length: 10" in head
+    assert await asyncio.wait_for(reader.read(), 5) == b"ok"
+    writer.close()

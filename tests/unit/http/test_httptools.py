@@ -115,6 +115,29 @@ async def test_the_rest_passes_through() -> None:
     assert not corked.is_closing()
 
 
+async def test_write_now_goes_out_at_once_after_what_the_step_wrote() -> None:
+    raw = FakeTransport()
+    corked = CorkedTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+    corked.write_now(b"whole")
+    assert raw.writes == [b"whole"]
+    corked.write(b"head")
+    corked.write_now(b"rest")
+    assert raw.writes == [b"whole", b"headrest"]
+    await _step()  # the flush scheduled by the first write finds nothing left
+    assert raw.writes == [b"whole", b"headrest"]
+    raw.closing = True
+    corked.write_now(b"late")
+    assert raw.writes == [b"whole", b"headrest"]
+
+
+def test_every_transport_method_is_forwarded_by_name() -> None:
+    # No __getattr__: it would make every attribute read on the transport a slow lookup.
+    assert "__getattr__" not in vars(CorkedTransport)
+    for name in dir(asyncio.Transport):
+        if not name.startswith("_"):
+            assert name in vars(CorkedTransport), name
+
+
 # ------------------------------------------------------------------ under real uvicorn
 
 

@@ -53,6 +53,36 @@ def test_any_json_value_decodes(body: bytes) -> None:
     assert _codec.decode_json(body) == json.loads(body)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": [1, 2.5, "\\u00e9", null, true]}', b"{ }\n", b'{"a": 1} x', b'{"a": 1}{"b": 2}', b"{", b'{"a":}',
+     b"{\xff}", b'{"a": "\xed\xa0\x80"}', b'{"a": NaN}', "{}".encode("utf-16-le"), "{}".encode("utf-16")],
+)
+def test_an_object_body_decodes_or_is_refused_as_json_loads_would(body: bytes) -> None:
+    try:
+        expected: object = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        with pytest.raises(InputParsingError) as refused:
+            _codec.decode_json(body)
+        assert str(refused.value) == f"Invalid JSON payload: {exc}"
+    else:
+        assert repr(_codec.decode_json(body)) == repr(expected)
+
+
+def test_json_encoding_is_json_encoder_s_and_a_failure_leaves_nothing_behind() -> None:
+    reference = json.JSONEncoder(default=_codec._numpy_default)
+    shared = [1, "é"]
+    for value in ({"a": shared, "b": shared}, [{1: 2.5, None: True}, float("inf")], {}, [], "s", 3):
+        assert _codec.encode_json(value) == reference.encode(value).encode()
+    with pytest.raises(TypeError):
+        _codec.encode_json({"ok": shared, "bad": object()})
+    assert _codec.encode_json({"again": shared}) == b'{"again": [1, "\\u00e9"]}'  # not taken for a cycle
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular reference detected"):
+        _codec.encode_json(loop)
+
+
 @pytest.mark.parametrize("body", [b"{bad", b"", b"\xff\xfe\x00"])
 def test_invalid_json_is_an_input_parsing_error(body: bytes) -> None:
     with pytest.raises(InputParsingError, match="^Invalid JSON payload: "):
@@ -142,3 +172,8 @@ def test_only_fastapi_http_exception_passes_through() -> None:
 def test_json_nested_too_deep_is_an_input_parsing_error_not_a_recursion_error(depth: int) -> None:
     with pytest.raises(InputParsingError, match="^Invalid JSON payload: nested more than 1000 levels deep$"):
         _codec.decode_json(b"[" * depth + b"]" * depth)
+
+
+def test_an_object_nested_too_deep_is_an_input_parsing_error_too() -> None:
+    with pytest.raises(InputParsingError, match="^Invalid JSON payload: nested more than 1000 levels deep$"):
+        _codec.decode_json(b'{"a": ' * 2_000 + b"1" + b"}" * 2_000)

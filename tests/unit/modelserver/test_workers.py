@@ -38,3 +38,11 @@ async def test_up_to_limit_calls_overlap_and_never_more() -> None:
     assert active["max"] == limit
     assert len(workers._threads) == limit
     workers.shutdown()
+
+
+async def test_submit_hands_back_a_future_of_the_loop() -> None:
+    workers = WorkerThreads(1)
+    future = workers.submit(lambda x: x + 1, 1)
+    assert future.get_loop() is asyncio.get_running_loop()
+    assert await future == 2
+    workers.shutdown()
