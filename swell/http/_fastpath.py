@@ -541,22 +541,25 @@ class FastPathProtocol(asyncio.Protocol):
         if not keep_alive or self.closing:
             self.transport.close()
             return
-        if self.transport.is_closing():
+        raw = self.raw_transport
+        if raw.is_closing():
             return
         if self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()
         if self.buffer:
             self._next()
-        if self.cycle is None and not self.handed_off and not self.transport.is_closing():
-            # Keep-alive timeout: one timer per connection, re-armed only when it
-            # fires early, rather than a timer made and cancelled per request.
-            self._since = now = self.loop.time()
-            self._wait = _IDLE
-            if self.buffer and self.guard is not None:
-                self._reading()
-            if self._timer is None:
-                self._timer = self.loop.call_at(now + self.keep_alive_timeout, self._expired)
+            if self.cycle is not None or self.handed_off or raw.is_closing():
+                return
+        # Idle now (no hand-off can have come before: only _next hands off, and
+        # never while a cycle runs).  Keep-alive timeout: one timer per connection,
+        # re-armed only when it fires early, rather than one made and cancelled per request.
+        self._since = now = self.loop.time()
+        self._wait = _IDLE
+        if self.buffer and self.guard is not None:
+            self._reading()
+        if self._timer is None:
+            self._timer = self.loop.call_at(now + self.keep_alive_timeout, self._expired)
 
     def _reading(self) -> None:
         """Part of a request is here and no more: its head's or body's deadline runs."""

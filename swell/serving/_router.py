@@ -198,6 +198,9 @@ class DeploymentRouter:
         self.drain_grace = drain_grace  # a draining replica's websockets close (1001) after this many seconds
         self.tracing = tracing  # spans for each request (swell serve --otlp-endpoint); None: off
         self._now = now
+        # The event loop it serves on, found on first need (each lookup of the
+        # running loop is a getpid system call in CPython 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.handles: dict[str, ReplicaHandle] = {}
         self._ready: list[ReplicaHandle] = []
         self._queue: deque[asyncio.Future[ReplicaHandle]] = deque()
@@ -221,6 +224,13 @@ class DeploymentRouter:
         self.arrivals = 0  # requests ever received (the control loop reads the difference)
 
     # ------------------------------------------------------------------ counting
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     @property
     def concurrency(self) -> int:
@@ -415,7 +425,7 @@ class DeploymentRouter:
             raise Unavailable(
                 429, "queue full", f"{self.queued} requests are waiting; the server's queue limit is {self.queue_limit}"
             )
-        fut: asyncio.Future[ReplicaHandle] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[ReplicaHandle] = self.loop.create_future()
         self._mark()
         self.queued += 1
         entry: list[Any] | None = None
@@ -667,7 +677,7 @@ class DeploymentRouter:
         head = self.request_head(headers, len(body), target)
         watch: _DisconnectWatch | None = None
         if receive is not None and (self._queue or self._pick() is None):
-            watch = _DisconnectWatch(receive)
+            watch = _DisconnectWatch(receive, self.loop)
         try:
             if timeout is None:
                 response, handle, waited, whole = await self._exchange(head, body, on_start=on_start)
@@ -702,7 +712,7 @@ class DeploymentRouter:
             return
         # Writes to a caller who hung up are dropped silently by the ASGI
         # server, so without this a stream would hold its slot to the end.
-        stream_watch = _DisconnectWatch(receive, after=0.0) if receive is not None else None
+        stream_watch = _DisconnectWatch(receive, self.loop, after=0.0) if receive is not None else None
         try:
             await send({"type": "http.response.start", "status": status, "headers": response.headers})
             while (chunk := await response.next_chunk()) is not None:
@@ -746,7 +756,7 @@ class DeploymentRouter:
         cold = not self._ready
         refuse = websocket_refusal(scope, send)
         # A caller that gives up on a queued handshake (its open timeout) leaves the queue.
-        watch = _DisconnectWatch(receive) if self._queue or self._pick() is None else None
+        watch = _DisconnectWatch(receive, self.loop) if self._queue or self._pick() is None else None
         try:
             async with asyncio.timeout(timeout):
                 handle = await self.acquire()
@@ -841,18 +851,19 @@ class _DisconnectWatch:
     streamed answer gets one that listens from its first chunk.
     """
 
-    __slots__ = ("_receive", "_task", "_timer", "_watcher", "fired")
+    __slots__ = ("_loop", "_receive", "_task", "_timer", "_watcher", "fired")
 
-    def __init__(self, receive: Receive, *, after: float | None = None) -> None:
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop, *, after: float | None = None) -> None:
         self._receive = receive
-        self._task = asyncio.current_task()
+        self._loop = loop  # the running one, given: looking it up costs a system call
+        self._task = asyncio.current_task(loop)
         self._watcher: asyncio.Task[None] | None = None
         self.fired = False
         delay = _WATCH_AFTER if after is None else after
-        self._timer = asyncio.get_running_loop().call_later(delay, self._start)
+        self._timer = loop.call_later(delay, self._start)
 
     def _start(self) -> None:
-        self._watcher = asyncio.ensure_future(self._watch())
+        self._watcher = self._loop.create_task(self._watch())
 
     async def _watch(self) -> None:
         message = await self._receive()
