@@ -46,7 +46,10 @@ class Action(str, Enum):
     WAKE = "wake"
 
 
-@dataclass(frozen=True, slots=True)
+# Observation and Decision are made at every tick the rule runs (the simulator's replays run it
+# millions of times): plain slotted classes, which nothing mutates, as frozen ones pay an
+# object.__setattr__ per field (8 % of a replay's instructions).
+@dataclass(slots=True)
 class Observation:
     """What is true now, as the runner sees it."""
 
@@ -119,7 +122,7 @@ class ScalerState:
     floor_until: float = -math.inf
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     target: int
     action: Action
@@ -143,7 +146,10 @@ def wanted_replicas(settings: AutoscalingSettings, average: float) -> int:
     """Stage 2: replicas needed to carry ``average`` at the target utilisation."""
     if average <= 0:
         return 0
-    return max(0, math.ceil(average / settings.replica_capacity - _EPSILON))
+    # settings.replica_capacity written out: the simulator asks at every tick.
+    wanted = math.ceil(average / (settings.concurrency_target * settings.target_utilization_percentage / 100.0)
+                       - _EPSILON)
+    return wanted if wanted > 0 else 0
 
 
 def hold_for_scale_down(
@@ -224,8 +230,13 @@ def decide(
     state: ScalerState,
     observation: Observation,
     extras: Extras = NO_EXTRAS,
+    *,
+    explain: bool = True,
 ) -> tuple[Decision, ScalerState]:
-    """Run every stage; return the decision and the state to pass next time."""
+    """Run every stage; return the decision and the state to pass next time.
+
+    ``explain=False`` leaves the decision's ``reason`` empty: the simulator, which reads
+    only the numbers, skips the text (the numbers are the same)."""
     now = observation.now
     extras = extras_in_force(settings, extras)
     average = average_concurrency(settings, window, now)
@@ -243,7 +254,7 @@ def decide(
     held, new_state = hold_for_scale_down(settings, state, wanted, now)
     floor, new_state = scheduled_floor(settings, new_state, observation.wall)
     target = clamp(settings, held, floor)
-    decision = _explain(settings, observation, average, wanted, held, target, waking, floor, bursting)
+    decision = _explain(settings, observation, average, wanted, held, target, waking, floor, bursting, explain)
     decision = backoff(settings, observation, promotion_floor(settings, observation, decision))
     return capacity_ceiling(settings, observation, decision), new_state
 
@@ -318,13 +329,36 @@ def _explain(
     waking: bool,
     floor: int = 0,
     bursting: bool = False,
+    explain: bool = True,
 ) -> Decision:
     current = observation.replicas
     if waking and target >= 1:
         action = Action.WAKE
-        reason = f"wake: {observation.concurrency} request(s) waiting and no replica; start {target}"
     elif target < current:
         action = Action.SCALE_DOWN
+    elif target > current:
+        action = Action.SCALE_UP
+    else:
+        action = Action.HOLD
+    reason = _reason(settings, observation, average, wanted, held, target, floor, bursting, action) if explain else ""
+    return Decision(target, action, reason, average, wanted, max(settings.min_replica, floor), bursting)
+
+
+def _reason(
+    settings: AutoscalingSettings,
+    observation: Observation,
+    average: float,
+    wanted: int,
+    held: int,
+    target: int,
+    floor: int,
+    bursting: bool,
+    action: Action,
+) -> str:
+    current = observation.replicas
+    if action is Action.WAKE:
+        return f"wake: {observation.concurrency} request(s) waiting and no replica; start {target}"
+    if action is Action.SCALE_DOWN:
         what = "scale to zero" if target == 0 else f"scale down {current} → {target}"
         reason = f"{what}: demand has stayed at or below {held} for {settings.scale_down_delay} s"
     else:
@@ -333,18 +367,16 @@ def _explain(
         else:
             basis = (f"avg concurrency {average:.2f} over {settings.autoscaling_window} s / "
                      f"{settings.replica_capacity:g} per replica")
-        if target > current:
-            action = Action.SCALE_UP
+        if action is Action.SCALE_UP:
             reason = f"scale up {current} → {target}: {basis} wants {wanted}"
         else:
-            action = Action.HOLD
             reason = f"hold at {target}: {basis} wants {wanted}"
             if held > wanted and target > wanted:
                 reason += f"; keeping {held} for the scale-down delay"
-    if target != max(held, 0) and action is not Action.WAKE:
+    if target != max(held, 0):
         if target > held and floor > settings.min_replica and target == min(floor, settings.max_replica):
             bound = "a schedule's min_replica"
         else:
             bound = "min_replica" if target > held else "max_replica"
         reason += f" (clamped by {bound} {target})"
-    return Decision(target, action, reason, average, wanted, max(settings.min_replica, floor), bursting)
+    return reason
