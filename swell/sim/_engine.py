@@ -15,11 +15,15 @@ exact time-integral over a tick comes from sorted arrival and end times; that
 mean feeds the policy's window.  Idle stretches are jumped over: when nothing
 is in flight, queued, starting or draining, the policy says until when its
 target cannot change, and the clock moves to that tick or to the next arrival.
-Between events (arrival, end, start of a queued request, replica ready or
-drained) concurrency is constant: those ticks only record their sample and ask
-the policy whether it holds (:meth:`_Replay._coast`), and with nothing in flight
-they are jumped over like silence.  A tick with no arrival and no end due does
-no numpy call.
+Busy stretches go through the cruise (:meth:`_Replay._cruise`): tick by tick,
+with the trace read as Python floats a chunk at a time and the per-tick set-up
+of the whole treatment left out, the same operations on the same floats (commit,
+delayed count, exact integral, the policy's answer, replicas started or
+stopped).  It hands back a tick with a crowd (numpy's case), a request that
+finds no replica (a wake), or nothing in flight until a distant arrival.  Ticks
+with nothing in flight while replicas start or drain only record their sample
+and ask the policy whether it holds (:meth:`_Replay._coast`), and are jumped
+over like silence.  A tick with no arrival and no end due does no numpy call.
 
 Slots are interchangeable: which replica served a request is not tracked.
 Scale-down removes not-ready replicas first (the latest to become ready
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +59,13 @@ Floats = NDArray[np.float64]
 # a handful, numpy's per-call overhead costs more than it saves.
 _VECTOR_MIN = 12
 _PROGRESS_EVERY = 2048  # ticks
+# The cruise (_Replay._cruise) reads the trace this many requests at a time, as Python floats,
+# and leaves a tick with more arrivals than _CROWD to the whole treatment.
+_CHUNK = 512
+_CROWD = 64
+# With nothing in flight, the cruise ticks on through a gap of up to this many ticks; the coast
+# jumps over a longer one.
+_CRUISE_GAP = 8
 # Up to this many values are summed in Python, in numpy's own order (see _sum).
 _PAIRWISE_BLOCK = 128
 _INF = math.inf
@@ -221,7 +232,13 @@ class _Replay:
         self.ready_hi = -_INF
 
         self.rows: list[tuple[float, int, int, int, int]] | None = [] if config.timeline else None
+        self.last_row: tuple[int, int, int, int] | None = None
+        # Python floats of arr/svc[chunk_lo : chunk_lo + len(arr_chunk)], for the cruise (see _cruise).
+        self.chunk_lo = 0
+        self.arr_chunk: list[float] = []
+        self.svc_chunk: list[float] = []
         self.decided: int | None = None  # the policy's answer for the next tick, when the coast asked it
+        self.done: View | None = None  # the next tick, done by the cruise but for the loop's idle question
         # Only a policy that can tell when its answer holds (Policy.steady) coasts.
         self.steadies = type(policy).steady is not Policy.steady
         self.ticks = 0
@@ -550,6 +567,168 @@ class _Replay:
             return False
         return self._alive(now) == len(self.active)
 
+    def _chunk(self, i: int) -> int:
+        """Load ``arr_chunk``/``svc_chunk`` from request ``i`` on; returns the new ``chunk_lo``."""
+        hi = min(self.n, i + _CHUNK)
+        self.arr_chunk = self.arr[i:hi].tolist()
+        self.svc_chunk = self.svc[i:hi].tolist()
+        self.chunk_lo = i
+        return i
+
+    def _cruise(self, k: int, horizon: float, *, eager: bool = False) -> int:
+        """Ticks from ``k`` on, whole, in plain arithmetic: the common case of a busy stretch.
+
+        The same operations on the same floats as the whole treatment (:meth:`_commit_to`,
+        :meth:`_count_delayed`, :meth:`_integrate_to`, :meth:`_end_to`, the policy's answer and
+        :meth:`_apply`), with the trace read as Python floats and none of the per-tick set-up.
+        Returns the first tick it leaves to the loop: one past the horizon, a crowd (more than
+        ``_CROWD`` arrivals in a tick, a long queue or many requests in flight: numpy's case), a
+        request that finds no replica, or, with nothing in flight and the next arrival more than
+        ``_CRUISE_GAP`` ticks away, the tick just done (left in ``done``: the loop asks whether
+        to jump or to end there).  It leaves a first tick with nothing in flight and the next
+        arrival far to the coast, unless ``eager`` (the tick an idle jump lands on).
+        """
+        t0, dt = self.t0, self.dt
+        gap = _CRUISE_GAP * dt
+        if self.limit is not None or not self.steadies or self.acct_i != self.seen \
+                or not eager and self.acct_n == 0 and self.next_arrival - (t0 + k * dt) > gap:
+            return k
+        pending, parts = self.pending, self.new_ends
+        if len(pending) + sum(len(e) for e in parts) > _PAIRWISE_BLOCK:
+            return k
+        pend = pending if isinstance(pending, list) else pending.tolist()
+        if parts:
+            for e in parts:
+                pend += e if isinstance(e, list) else e.tolist()
+            pend.sort()
+        self.pending, self.new_ends = pend, []  # the same ends, merged: a sorted list
+        n_req, heap, window, policy, active = self.n, self.heap, self.window, self.policy, self.active
+        waits, rows, progress = self.waits, self.rows, self.progress
+        heapreplace = heapq.heapreplace
+        h, seen = self.h, self.seen
+        acct_n, acct_t, last_end = self.acct_n, self.acct_t, self.last_end
+        lo, arrs, svcs = self.chunk_lo, self.arr_chunk, self.svc_chunk
+        nxt = self.next_arrival
+        delayed = ticks = 0
+        stop = -_INF  # the next replica ready or drained replica stopping: replicas and ready are counted again
+        replicas = ready = 0
+        latest = _INF  # the latest ready time of a replica
+        while True:
+            T = t0 + k * dt
+            if T > horizon:
+                break
+            if T >= stop:
+                replicas = len(active)
+                ready = self._ready(T)
+                stop = self.ready_hi
+                for s in self.draining:
+                    if T < s < stop:
+                        stop = s
+                latest = max((r for _, r in active), default=-_INF)
+            j = seen
+            if nxt <= T or h < seen:
+                if not heap:
+                    break  # a request with no replica: the loop wakes one
+                # The trace from the queue's head to this tick's arrivals, as Python floats.
+                if h < lo or seen + _CROWD > lo + len(arrs) and lo + len(arrs) < n_req:
+                    if seen + _CROWD > h + _CHUNK:
+                        break  # a long queue: numpy's case
+                    lo = self._chunk(h)
+                    arrs, svcs = self.arr_chunk, self.svc_chunk
+                last = lo + len(arrs)
+                while j < last and arrs[j - lo] <= T:
+                    j += 1
+                if j == last < n_req or j - seen > _CROWD:
+                    break  # a crowd in one tick: numpy's case
+            # Nothing is changed before this point: from here the tick is done whole.
+            added = T * (j - seen) - _sum(arrs[seen - lo : j - lo]) if j > seen else 0.0
+            # Commit in arrival order every request that starts by T.
+            i = h
+            late: list[float] | None = None  # requests first seen now that start later than they came
+            if i < j and heap[0] <= T:
+                while i < j:
+                    a = arrs[i - lo]
+                    free = heap[0]
+                    start = a if free <= a else free
+                    if start > T:
+                        break
+                    end = start + svcs[i - lo]
+                    heapreplace(heap, end)
+                    insort(pend, end)
+                    if start > a:
+                        waits[i] = start - a
+                        if i >= seen:
+                            late = [a] if late is None else [*late, a]
+                    i += 1
+            if j > seen and latest > acct_t:
+                # Of the requests first seen now, those that waited while a replica was starting.
+                starting = [(c, r) for c, r in active if r > acct_t]
+                for a in (late or []) + arrs[max(i, seen) - lo : j - lo]:
+                    for c, r in starting:
+                        if c <= a < r:
+                            delayed += 1
+                            break
+            arrived = j - seen
+            if j > seen:
+                nxt = arrs[j - lo] if j < last else _INF  # (j == last only at the trace's end)
+            h, seen = i, j
+            done = 0
+            removed = 0.0
+            if pend and pend[0] <= T:
+                done = bisect_right(pend, T)
+                ended = pend[:done]
+                removed = T * done - _sum(ended)
+                if ended[-1] > last_end:
+                    last_end = ended[-1]
+                del pend[:done]
+            span = T - acct_t  # > 0: (max(0.0, …) of _integrate_to written out)
+            average = (acct_n * span + added - removed) / span
+            if not average > 0.0:
+                average = 0.0
+            acct_n += arrived - done
+            acct_t = T
+            window.record(T, average)
+            view = View(T, acct_n, replicas, ready, window, T if acct_n > 0 else last_end)
+            target = policy.steady(view)
+            if target is None:
+                target = policy.tick(view)
+            if target != replicas:
+                self._apply(target, T)
+                replicas = len(active)
+                ready = self._ready(T)
+                stop = -_INF  # counted again at the next tick
+                view = View(T, acct_n, replicas, ready, window, view.last_busy)
+            if rows is not None:
+                row = (self._alive(T), ready, acct_n, seen - h)
+                if row != self.last_row:
+                    rows.append((T, *row))
+                    self.last_row = row
+            ticks += 1
+            if progress is not None and (self.ticks + ticks) % _PROGRESS_EVERY == 0:
+                progress(T)
+            if acct_n == 0 and nxt - T > gap or not heap:
+                # Nothing in flight until a distant arrival, or no replica: the loop asks
+                # whether to jump, to wait for a wake or to end here.
+                self.done = view
+                break
+            k += 1
+        if ticks:
+            self.ticks += ticks
+            self.delayed += delayed
+            self.h, self.seen, self.acct_i = h, seen, seen
+            self.next_arrival = self.acct_next = nxt
+            self.committed = acct_t  # seen counts the arrivals up to it
+            self.acct_n, self.acct_t, self.clock, self.last_end = acct_n, acct_t, acct_t, last_end
+            self.pend_head = pend[0] if pend else _INF
+        return k
+
+    def _advance(self, k: int, horizon: float) -> int:
+        """From tick ``k`` on, what can be done without the whole treatment: the next tick it needs."""
+        k = self._cruise(k, horizon)
+        if self.done is None:
+            k = self._coast(k, horizon)
+        return k
+
     def _coast(self, k: int, horizon: float) -> int:
         """Ticks from ``k`` on in which nothing happens, done as ticks without their work.
 
@@ -624,35 +803,36 @@ class _Replay:
         settings = self.config.settings
         schedules = bool(settings.schedules)
         settle = float(settings.autoscaling_window + settings.scale_down_delay) + dt
-        last_row: tuple[int, int, int, int] | None = None
         jump = self.config.skip_idle and self.config.coast
         k = 1
         while True:
             T = t0 + k * dt
-            self._commit(T)
-            average = self._integrate_to(T)
-            if average is not None:
-                self.window.record(T, average)
-            self.clock = T
-            view = self._view(T)
-            target, self.decided = self.decided, None  # the coast's answer for this tick, if it asked
-            if target is None and jump:
-                target = policy.steady(view)
-            if target is None:
-                target = policy.tick(view)
-            if target != view.replicas:
-                self._apply(target, T)
+            view, self.done = self.done, None  # the cruise did this tick but for what follows
+            if view is None:
+                self._commit(T)
+                average = self._integrate_to(T)
+                if average is not None:
+                    self.window.record(T, average)
+                self.clock = T
                 view = self._view(T)
-            self.ticks += 1
-            if rows is not None:
-                # After the commit to T every request committed has started by T: the rest wait.
-                queued = self.q_unc if self.limit is not None else self.seen - self.h
-                row = (self._alive(T), view.ready, view.concurrency, queued)
-                if row != last_row:
-                    rows.append((T, *row))
-                    last_row = row
-            if self.progress is not None and self.ticks % _PROGRESS_EVERY == 0:
-                self.progress(T)
+                target, self.decided = self.decided, None  # the coast's answer for this tick, if it asked
+                if target is None and jump:
+                    target = policy.steady(view)
+                if target is None:
+                    target = policy.tick(view)
+                if target != view.replicas:
+                    self._apply(target, T)
+                    view = self._view(T)
+                self.ticks += 1
+                if rows is not None:
+                    # After the commit to T every request committed has started by T: the rest wait.
+                    queued = self.q_unc if self.limit is not None else self.seen - self.h
+                    row = (self._alive(T), view.ready, view.concurrency, queued)
+                    if row != self.last_row:
+                        rows.append((T, *row))
+                        self.last_row = row
+                if self.progress is not None and self.ticks % _PROGRESS_EVERY == 0:
+                    self.progress(T)
             if self._idle(T):
                 arrival = float(self.arr[self.h]) if self.h < self.n else math.inf
                 until = min(policy.quiet_until(view, dt, arrival) if jump else policy.idle_until(view, dt), arrival)
@@ -671,13 +851,17 @@ class _Replay:
                         skipped_to = t0 + (k_next - 1) * dt
                         self.window.record(skipped_to, 0.0)
                         self.acct_t = skipped_to
+                    # The tick jumped to is one where something happens: a request comes (the cruise
+                    # goes on from it if it can) or the policy acts (the whole tick is the shorter way).
                     k = k_next
+                    if jump and self.next_arrival <= t0 + k * dt:
+                        k = self._cruise(k, horizon, eager=True)
                     continue
             if T > horizon:
                 break
             k += 1
             if jump:
-                k = self._coast(k, horizon)
+                k = self._advance(k, horizon)
         if self.progress is not None:
             self.progress(T)
         return T

@@ -47,31 +47,7 @@ class Plan:
 class SimWindow(ConcurrencyWindow):
     """The engine's window, which can also tell its mean at a later time if nothing arrives."""
 
-    __slots__ = ("busy",)
-
-    def __init__(self, start: float, retention: float = 3600.0) -> None:
-        super().__init__(start, retention)
-        self.busy = 0  # samples other than zero so far: while it stays, the window only grows silent
-
-    def record(self, t: float, average: float) -> None:
-        if average and t > self._times[-1] and not average < 0:  # a sample record() keeps (a negative raises)
-            self.busy += 1
-        super().record(t, average)
-
-    def means_if_idle(self, times: NDArray[np.float64], window: float) -> NDArray[np.float64]:
-        """:meth:`mean_if_idle` at each of ``times`` (all at or after the last sample), as one array."""
-        first = self._times[0]
-        at = np.fromiter(self._times, dtype=np.float64, count=len(self._times))
-        cum = np.fromiter(self._cum, dtype=np.float64, count=len(self._cum))
-        values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
-        lo = np.maximum(times - window, first)
-        # lo ≥ the first sample, so its interval is at least the first one; past the last: the last.
-        i = np.minimum(at.searchsorted(lo, side="right"), at.shape[0] - 1)
-        inside = cum[i - 1] + values[i] * (lo - at[i - 1])
-        below = np.where(lo <= first, cum[0], np.where(lo >= at[-1], cum[-1], inside))
-        after = times > lo
-        means = np.maximum(0.0, (cum[-1] - below) / np.where(after, times - lo, 1.0))
-        return np.where(after, means, 0.0)
+    __slots__ = ()
 
     def mean_if_idle(self, now: float, window: float) -> float:
         """``mean(now, window)`` as it will be after ``record(now, 0.0)``: concurrency 0 since the last sample.

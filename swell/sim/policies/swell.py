@@ -11,13 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
-
 from swell.autoscaling import (
     Decision,
     Observation,
     ScalerState,
-    average_concurrency,
     clamp,
     decide,
     extras_in_force,
@@ -25,10 +22,6 @@ from swell.autoscaling import (
     wanted_replicas,
 )
 from swell.sim.policies._base import INF, IdleWindow, Policy, PolicyContext, SimWindow, View
-
-
-# Up to this many ticks ahead, the next change of wanted is looked for on the window itself.
-_SCAN = 8
 
 
 def _first(ahead: int, reached: Callable[[int], bool]) -> int:
@@ -53,7 +46,6 @@ class SwellPolicy(Policy):
         self.lookback = float(self.settings.autoscaling_window)
         self.state = ScalerState()
         self.last: Decision | None = None
-        self._projected: tuple[SimWindow, int, int, list[float]] | None = None
         self.extras = extras_in_force(self.settings, context.extras)
         self.epoch = context.epoch
         if self.extras.active or self.settings.schedules:
@@ -71,6 +63,7 @@ class SwellPolicy(Policy):
             self.state,
             self._observe(view.now, view.concurrency, view.replicas, view.ready),
             self.extras,
+            explain=False,  # a replay reads the numbers only
         )
         self.last = decision
         return decision.target
@@ -92,7 +85,7 @@ class SwellPolicy(Policy):
         if last is None or self.extras.active or (view.replicas == 0 and view.concurrency > 0):
             return None
         now = view.now
-        if wanted_replicas(s, average_concurrency(s, view.window, now)) != last.wanted:
+        if wanted_replicas(s, view.window.mean(now, s.autoscaling_window)) != last.wanted:  # (average_concurrency)
             return None
         state = self.state
         held = state.held
@@ -112,21 +105,6 @@ class SwellPolicy(Policy):
             k += 1
         return k
 
-    def _projection(self, window: SimWindow, now: float, span: int) -> tuple[int, list[float]]:
-        """The window's mean (:meth:`SimWindow.mean_if_idle`) at the ticks from ``now`` to ``span`` on
-        if nothing arrives, as ``(first, means)`` indexed by tick number − ``first``: one numpy pass,
-        kept while the window only records zeros (a decay asks again at each step of wanted)."""
-        plan = self.plan
-        base = round((now - plan.start) / plan.tick)
-        cached = self._projected
-        if cached is not None and cached[0] is window and cached[1] == window.busy and cached[2] <= base \
-                and base + span < cached[2] + len(cached[3]):
-            return cached[2], cached[3]
-        ticks = plan.start + np.arange(base, base + 2 * span + 1) * plan.tick
-        means = window.means_if_idle(ticks, float(self.settings.autoscaling_window)).tolist()
-        self._projected = (window, window.busy, base, means)
-        return base, means
-
     def idle_until(self, view: View, tick: float) -> float:
         last = self.last
         if last is None or last.average > 0 or last.wanted > 0:
@@ -139,36 +117,63 @@ class SwellPolicy(Policy):
         # only falls while the busy past leaves the window), where the oldest held value expires,
         # or where the schedules' floor may change.  The engine jumps to the earliest; it looks no
         # further than the first tick at or past ``horizon``.
-        last, state, s = self.last, self.state, self.settings
+        #
+        # A new wanted that the scale-down delay holds (the target stays) is decided here, on the
+        # window as it will be (IdleWindow), and the search goes on from there: a window's decay
+        # steps down through several wanted values, each a tick the engine need not stop at.
+        last = self.last
         if last is None or last.target != view.replicas or not isinstance(view.window, SimWindow):
             return view.now
         if self.extras.trend and last.average > 0:
             return view.now  # the trend reads the window's shape, not only its mean
+        idle = IdleWindow(view.window)
         now = view.now
+        while True:
+            event, wanted_changes = self._quiet_event(view, idle, now, tick, horizon)
+            if not wanted_changes or not event < horizon - tick:
+                return event
+            decision, state = decide(self.settings, idle, self.state,  # type: ignore[arg-type]
+                                     self._observe(event, 0, view.replicas, view.ready), self.extras,
+                                     explain=False)
+            if decision.target != self.last.target or not decision.wanted:  # type: ignore[union-attr]
+                # The engine's tick there decides it again, and acts (or, the window empty,
+                # may end the replay there).
+                return event
+            self.last, self.state, now = decision, state, event
+
+    def _quiet_event(self, view: View, idle: IdleWindow, now: float, tick: float,
+                     horizon: float) -> tuple[float, bool]:
+        """:meth:`quiet_until` from ``now`` for the policy's last decision, and whether it is the
+        tick where the window's mean gives another (non-zero before) wanted."""
+        last, state, s = self.last, self.state, self.settings
+        assert last is not None
         reach = INF if horizon == INF else max(1, math.ceil((horizon - now) / tick) + 1)
         event = self.tick_time(now, reach) if reach < INF else INF
-        idle = IdleWindow(view.window)
+        wanted_changes = False
         if last.wanted > 0 or last.average > 0:
             # The window's mean only falls from here: the first tick where wanted differs (or, with
             # nothing wanted, where the window is empty: the ticking replay ends only then, so does this).
             span = math.ceil(s.autoscaling_window / tick) + 2
             ahead = min(span, reach)
-            if ahead <= _SCAN:  # a short gap in a burst: a probe or two
-                def mean(j: int) -> float:
-                    return average_concurrency(s, idle, self.tick_time(now, j))  # type: ignore[arg-type]
-            else:
-                first, means = self._projection(view.window, now, span)
-                offset = round((now - self.plan.start) / self.plan.tick) - first
+            # A binary search of probes, each the window's mean as it will be (IdleWindow): a dozen
+            # probes even for an hour's window, cheaper than projecting every tick in numpy.
+            # average_concurrency(s, idle, self.tick_time(now, j)), written out: the probes are many.
+            plan, mean_if_idle, window = self.plan, idle.window.mean_if_idle, s.autoscaling_window
+            base = round((now - plan.start) / plan.tick)
 
-                def mean(j: int) -> float:
-                    return means[offset + j]
+            def mean(j: int) -> float:
+                return mean_if_idle(plan.start + (base + j) * plan.tick, window)
+
             if last.wanted > 0:
                 def changed(j: int) -> bool:
                     return wanted_replicas(s, mean(j)) != last.wanted
             else:
                 def changed(j: int) -> bool:
                     return mean(j) <= 0
-            event = min(event, self.tick_time(now, _first(ahead, changed)))
+            found = _first(ahead, changed)
+            if self.tick_time(now, found) < event:
+                event = self.tick_time(now, found)
+                wanted_changes = last.wanted > 0 and found < ahead
         # A held value that expires changes the target only when the next one, clamped, differs
         # (expiring later, on the next call, leaves the same state: expiry only looks back).
         held = state.held
@@ -176,13 +181,16 @@ class SwellPolicy(Policy):
         for j in range(1, len(held)):
             if clamp(s, held[j].wanted, floor) != last.target:
                 until, delay = held[j - 1].until, s.scale_down_delay
-                ahead = min(max(1, math.ceil((until + delay - now) / tick) + 2), reach)
-                event = min(event, self.tick_time(now, self._first_tick(
-                    now, ahead, lambda t, until=until, delay=delay: until <= t - delay, until + delay)))
+                ahead = int(min(max(1, math.ceil((until + delay - now) / tick) + 2), reach))
+                expiry = self.tick_time(now, self._first_tick(now, ahead, lambda t: until <= t - delay, until + delay))
+                if expiry <= event:
+                    event, wanted_changes = expiry, False
                 break
         if s.schedules and state.floor_until < INF:
             edge = state.floor_until
-            ahead = min(max(1, math.ceil((edge - self.epoch - now) / tick) + 2), reach)
-            event = min(event, self.tick_time(now, self._first_tick(
-                now, ahead, lambda t: self.epoch + t >= edge, edge - self.epoch)))
-        return event
+            ahead = int(min(max(1, math.ceil((edge - self.epoch - now) / tick) + 2), reach))
+            opens = self.tick_time(now, self._first_tick(
+                now, ahead, lambda t: self.epoch + t >= edge, edge - self.epoch))
+            if opens <= event:
+                event, wanted_changes = opens, False
+        return event, wanted_changes
