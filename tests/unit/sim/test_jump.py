@@ -32,11 +32,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def _pair(arrivals: np.ndarray, service: np.ndarray, settings: dict[str, Any], *, reference: dict[str, Any],
-          extras: Extras | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+          extras: Extras | None = None, slots: int = 4) -> tuple[dict[str, Any], dict[str, Any]]:
     results = []
     for flags in ({}, reference):
         config = SimConfig(
-            settings=parse_autoscaling(settings, max_replica_cap=10), predict_concurrency=4,
+            settings=parse_autoscaling(settings, max_replica_cap=10), predict_concurrency=slots,
             cold_start=ColdStart.parse("lognormal:30,0.3"), timeline=True, extras=extras or Extras(), **flags,
         )
         results.append(replay(arrivals, service, "swell", config))
@@ -100,6 +100,26 @@ def test_jumping_equals_ticking_through_bursts(name: str) -> None:
     service = np.random.default_rng(2).lognormal(np.log(2.0), 0.5, arrivals.shape[0])
     a, b = _pair(arrivals, service, SETTINGS[name], reference={"skip_idle": False})
     assert a == b
+
+
+@pytest.mark.parametrize("slots", [4, 40])
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_jumping_equals_ticking_through_crowds(name: str, slots: int) -> None:
+    # Crowds of 100-800 requests inside one second (more than the cruise takes in a tick: the
+    # whole tick's numpy path), queues longer than the cruise's chunk of the trace, with 40
+    # slots a replica more in flight than it keeps, then a trickle that drains: every
+    # hand-over between the cruise and the whole tick.
+    rng = np.random.default_rng(5)
+    parts, t = [], 0.0
+    for _ in range(12):
+        t += float(rng.uniform(30, 900))
+        parts.append(t + rng.uniform(0, 0.9, int(rng.integers(100, 800))))
+        parts.append(t + 1 + np.cumsum(rng.exponential(2.0, 25)))
+    arrivals = np.sort(np.concatenate(parts))
+    service = rng.lognormal(0.5, 0.6, arrivals.shape[0])
+    a, b = _pair(arrivals, service, SETTINGS[name], reference={"skip_idle": False}, slots=slots)
+    assert a == b
+    assert a["queue_wait_max"] > 0 and a["requests_delayed_by_cold_start"] > 0
 
 
 @pytest.mark.parametrize("seed", [0, 1])
