@@ -56,10 +56,16 @@ class SimWindow(ConcurrencyWindow):
         exactly nothing to the running integral), so a jump that relies on it lands where ticking
         through the silence would.
         """
-        lo = max(now - window, self._times[0])
+        # (max(now - window, first) and max(0.0, …) written out, as in ConcurrencyWindow.mean:
+        # the jump's search asks a dozen times a step)
+        lo = now - window
+        first = self._times[0]
+        if first > lo:
+            lo = first
         if now <= lo:
             return 0.0
-        return max(0.0, (self._cum[-1] - self._integral_at(lo)) / (now - lo))
+        value = (self._cum[-1] - self._integral_at(lo)) / (now - lo)
+        return value if value > 0.0 else 0.0
 
 
 class IdleWindow:
