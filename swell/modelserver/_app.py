@@ -103,11 +103,9 @@ async def _send_error(send: Send, exc: BaseException) -> None:
 
 
 def _binary(scope: Scope) -> bool:
-    """Whether the request's content-type says msgpack (``_codec.is_binary``)."""
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return value != b"application/json" and _codec.is_binary(value.decode("latin-1"))
-    return False
+    """Whether the request's content-type says msgpack (``_codec.is_binary``; JSON, the usual, at a glance)."""
+    content_type = _header(scope, b"content-type")
+    return content_type != "application/json" and _codec.is_binary(content_type)
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -477,7 +475,7 @@ class ReplicaApp:
             finally:
                 if release is not None:
                     release()
-            binary = _codec.is_binary(_header(scope, b"content-type"))
+            binary = _binary(scope)
             return await self._reply(scope, receive, send, text, binary)
         await self._stream(receive, send, generator, release)
 
