@@ -416,9 +416,10 @@ class DeploymentRouter:
         which shares free slots turn about with the FIFO queue of sync ones
         and is not subject to the queue limit (its requests are already kept).
         """
-        handle = self._take()
-        if handle is not None:
-            return handle
+        return self._take() or await self._wait(front=front, priority=priority)
+
+    async def _wait(self, *, front: bool = False, priority: int | None = None) -> ReplicaHandle:
+        """:meth:`acquire` once :meth:`_take` has found no free slot: queued, or refused."""
         if (refused := self._unavailable()) is not None:
             raise refused
         if priority is None and not front and self.queue_limit is not None and self.queued >= self.queue_limit:
@@ -565,7 +566,7 @@ class DeploymentRouter:
                 async with asyncio.timeout(queue_timeout):
                     handle = await self.acquire(priority=priority)
             else:
-                handle = self._take() or await self.acquire()
+                handle = self._take() or await self._wait()
             # A caller that gives up (its timeout, a hang-up) leaves the exchange
             # running: the slot stays taken until the replica has answered (the
             # pool tells _abandoned), not while it still works.
