@@ -340,40 +340,35 @@ def _explain(
         action = Action.SCALE_UP
     else:
         action = Action.HOLD
-    reason = _reason(settings, observation, average, wanted, held, target, floor, bursting, action) if explain else ""
-    return Decision(target, action, reason, average, wanted, max(settings.min_replica, floor), bursting)
+    decision = Decision(target, action, "", average, wanted, max(settings.min_replica, floor), bursting)
+    if explain:
+        decision.reason = _reason(settings, observation, decision, held)
+    return decision
 
 
-def _reason(
-    settings: AutoscalingSettings,
-    observation: Observation,
-    average: float,
-    wanted: int,
-    held: int,
-    target: int,
-    floor: int,
-    bursting: bool,
-    action: Action,
-) -> str:
-    current = observation.replicas
-    if action is Action.WAKE:
+def _reason(settings: AutoscalingSettings, observation: Observation, decision: Decision, held: int) -> str:
+    """Why ``decision``, in the operator's words (``held``: what the scale-down delay keeps)."""
+    current, target, wanted = observation.replicas, decision.target, decision.wanted
+    if decision.action is Action.WAKE:
         return f"wake: {observation.concurrency} request(s) waiting and no replica; start {target}"
-    if action is Action.SCALE_DOWN:
+    if decision.action is Action.SCALE_DOWN:
         what = "scale to zero" if target == 0 else f"scale down {current} → {target}"
         reason = f"{what}: demand has stayed at or below {held} for {settings.scale_down_delay} s"
     else:
-        if bursting:
+        if decision.burst:
             basis = f"burst: {observation.concurrency} in the system would queue past a cold start"
         else:
-            basis = (f"avg concurrency {average:.2f} over {settings.autoscaling_window} s / "
+            basis = (f"avg concurrency {decision.average:.2f} over {settings.autoscaling_window} s / "
                      f"{settings.replica_capacity:g} per replica")
-        if action is Action.SCALE_UP:
+        if decision.action is Action.SCALE_UP:
             reason = f"scale up {current} → {target}: {basis} wants {wanted}"
         else:
             reason = f"hold at {target}: {basis} wants {wanted}"
             if held > wanted and target > wanted:
                 reason += f"; keeping {held} for the scale-down delay"
     if target != max(held, 0):
+        # decision.floor is max(min_replica, the schedules' floor): above min_replica only for a schedule.
+        floor = decision.floor
         if target > held and floor > settings.min_replica and target == min(floor, settings.max_replica):
             bound = "a schedule's min_replica"
         else:
