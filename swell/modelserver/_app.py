@@ -103,9 +103,12 @@ async def _send_error(send: Send, exc: BaseException) -> None:
 
 
 def _binary(scope: Scope) -> bool:
-    """Whether the request's content-type says msgpack (``_codec.is_binary``; JSON, the usual, at a glance)."""
-    content_type = _header(scope, b"content-type")
-    return content_type != "application/json" and _codec.is_binary(content_type)
+    """Whether the request's content-type says msgpack (``_codec.is_binary``). The
+    header is read as bytes, and JSON, the usual, is told at a glance without decoding."""
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            return value != b"application/json" and _codec.is_binary(value.decode("latin-1"))
+    return False
 
 
 def _header(scope: Scope, name: bytes) -> str:
