@@ -49,6 +49,7 @@ __all__ = [
     "parse_autoscaling",
     "parse_cpu",
     "parse_memory",
+    "truss_setting_warnings",
 ]
 
 DEFAULT_MAX_REPLICA_CAP = 10
@@ -711,6 +712,16 @@ DOCKER_SERVER_UNSUPPORTED = (
 )
 
 
+#: Why a ``trt_llm`` package without a model file is refused (Truss's engine-builder packages).
+TRT_LLM_UNSUPPORTED = (
+    "trt_llm packages without a model file are not supported: Truss builds a TensorRT-LLM "
+    "engine from checkpoint_repository and serves it with Baseten's own engine server "
+    "(an image with GPUs), not a model class; Swell runs the package's model/model.py in its "
+    "own replica processes, so there is nothing here it can run. Write a model/model.py that "
+    "loads the checkpoint (for example with vLLM or transformers, listed in requirements:) instead"
+)
+
+
 # Keys Truss accepts that Swell reads and uses (besides the fields below).
 _TRUSS_LAYOUT_KEYS = {
     "model_class_name": "Model",
@@ -865,7 +876,7 @@ def load_model_config(
             source=source,
         ) from None
     try:
-        return parse_model_config(raw, max_replica_cap=max_replica_cap, source=source)
+        parsed = parse_model_config(raw, max_replica_cap=max_replica_cap, source=source)
     except ConfigError as exc:
         unknown = [e for e in exc.errors if e.allowed.startswith("unknown key")]
         if not stored or not unknown or len(unknown) != len(exc.errors):
@@ -874,6 +885,11 @@ def load_model_config(
         for error in unknown:
             _drop(data, error.field.split("."))
         return parse_model_config(data, max_replica_cap=max_replica_cap, source=source)
+    config = parsed[0]
+    model_file = Path(package_dir) / config.model_module_dir / config.model_class_filename
+    if raw.get("trt_llm") is not None and not model_file.is_file():
+        raise ConfigError([FieldError("trt_llm", raw["trt_llm"], TRT_LLM_UNSUPPORTED)], source=source)
+    return parsed
 
 
 def _drop(data: Any, path: list[str]) -> None:
@@ -915,6 +931,52 @@ def parse_model_config(
     if settings is not None:
         config = config.model_copy(update={"autoscaling": settings})
     return config, ignored
+
+
+def _set_values(value: Any) -> dict[str, Any]:
+    """The entries of a Truss sub-block that are set (not null, not false)."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items() if v is not None and v is not False}
+
+
+def truss_setting_warnings(config: ModelConfig) -> list[str]:
+    """What a push should say about Truss settings the package sets that change what Truss does
+    and that Swell accepts without acting on (their defaults, and keys that change nothing here,
+    are not mentioned)."""
+    runtime, resources = config.runtime, config.resources
+    notes: list[str] = []
+    checks = _set_values(runtime.health_checks)
+    if checks:
+        notes.append(
+            f"runtime.health_checks ({', '.join(sorted(checks))}) is not acted on: Swell does not stop "
+            "traffic to or restart a replica whose is_healthy() fails; it replaces a replica whose "
+            "process exits or whose load fails"
+        )
+    if runtime.egress_restrictions is not None:
+        notes.append("runtime.egress_restrictions is not enforced: replicas can reach any address the machine can")
+    transport = runtime.transport if isinstance(runtime.transport, Mapping) else {}
+    if transport.get("kind") == "grpc":
+        notes.append(
+            "runtime.transport.kind 'grpc' is not served: Swell serves predict over HTTP "
+            "(and a model's websocket method over WebSocket), not gRPC"
+        )
+    pings = sorted(k for k in ("ping_interval_seconds", "ping_timeout_seconds") if transport.get(k) is not None)
+    if pings:
+        notes.append(f"runtime.transport {', '.join(pings)} is not acted on: websocket pings keep uvicorn's defaults")
+    for key, what in (("oidc", "no OIDC token is mounted for the model"), ("remote_ssh", "replicas have no SSH access")):
+        if _set_values(getattr(runtime, key)).get("enabled") is True:
+            notes.append(f"runtime.{key}.enabled is not acted on: {what}")
+    if resources.instance_type:
+        notes.append(
+            f"resources.instance_type {resources.instance_type!r} is not acted on: Swell reserves what "
+            "resources.cpu, memory and accelerator say (Truss ignores those when instance_type is set)"
+        )
+    if resources.node_count is not None and resources.node_count > 1:
+        notes.append(f"resources.node_count {resources.node_count} is not acted on: each replica runs on one machine")
+    if resources.fabric is not None:
+        notes.append("resources.fabric is not acted on: Swell places replicas without a network fabric requirement")
+    return notes
 
 
 # --------------------------------------------------------------------------- server

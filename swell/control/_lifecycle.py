@@ -27,6 +27,7 @@ from swell.config import (
     FieldError,
     ModelConfig,
     load_model_config,
+    truss_setting_warnings,
 )
 from swell.control._access import Access
 from swell.control._errors import ApiError
@@ -132,6 +133,7 @@ class Lifecycle(Part):
             # gigabytes of weights): off the loop, so predict traffic flows on.
             config, ignored = await asyncio.to_thread(self._unpack_and_validate, archive, package_dir)
             warnings = [f"config.yaml key {key!r} is accepted for Truss compatibility but not acted on" for key in ignored]
+            warnings += truss_setting_warnings(config)
             warnings += _check_build_commands(config)
             name = model_name or config.model_name
             if not name:

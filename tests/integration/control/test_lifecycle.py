@@ -79,6 +79,12 @@ async def test_ignored_truss_keys_are_warnings(plane: ControlPlane, make_archive
     assert any("python_version" in w for w in result.warnings)
 
 
+async def test_truss_settings_that_change_behaviour_are_warnings(plane: ControlPlane, make_archive: MakeArchive) -> None:
+    config = {"model_name": "m", "runtime": {"health_checks": {"restart_threshold_seconds": 600}}}
+    result = await plane.push(make_archive(config), model_name=None, publish=True, promote=False)
+    assert any(w.startswith("runtime.health_checks (restart_threshold_seconds) is not acted on") for w in result.warnings)
+
+
 async def test_not_a_tarball_is_400(plane: ControlPlane, tmp_path) -> None:  # type: ignore[no-untyped-def]
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"not a tarball")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from swell.config import ConfigError, load_model_config
+from swell.config import ConfigError, load_model_config, truss_setting_warnings
 
 
 def write(tmp_path: Path, config: dict) -> Path:
@@ -129,3 +129,63 @@ def test_a_stored_package_is_still_refused_for_real_errors(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as info:
         load_model_config(package, stored=True)
     assert {e.field for e in info.value.errors} == {"runtime.predict_concurency", "runtime.predict_concurrency"}
+
+
+def warnings_for(tmp_path: Path, config: dict) -> list[str]:
+    loaded, _ = load_model_config(write(tmp_path, {"model_name": "m", **config}))
+    return truss_setting_warnings(loaded)
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        # Modelled on truss-examples' LLM packages: Baseten restarts a replica whose is_healthy fails.
+        ({"runtime": {"health_checks": {"restart_check_delay_seconds": 1800, "restart_threshold_seconds": 600}}},
+         ["runtime.health_checks (restart_check_delay_seconds, restart_threshold_seconds)", "is_healthy()"]),
+        ({"runtime": {"egress_restrictions": {"fqdn_allow_list": ["huggingface.co"]}}}, ["egress_restrictions is not enforced"]),
+        ({"runtime": {"transport": {"kind": "grpc"}}}, ["'grpc' is not served"]),
+        ({"runtime": {"transport": {"kind": "websocket", "ping_interval_seconds": 5}}}, ["ping_interval_seconds is not acted on"]),
+        ({"runtime": {"oidc": {"enabled": True}}}, ["runtime.oidc.enabled", "OIDC token"]),
+        ({"runtime": {"remote_ssh": {"enabled": True}}}, ["runtime.remote_ssh.enabled"]),
+        ({"resources": {"instance_type": "L4:4x16"}}, ["'L4:4x16'", "Truss ignores those"]),
+        ({"resources": {"node_count": 2}}, ["node_count 2", "one machine"]),
+    ],
+)
+def test_a_truss_setting_swell_does_not_act_on_is_a_push_warning(tmp_path: Path, config: dict, said: list[str]) -> None:
+    (warning,) = warnings_for(tmp_path, config)
+    assert all(part in warning for part in said), warning
+
+
+def test_truss_defaults_and_settings_that_change_nothing_here_are_not_warned(tmp_path: Path) -> None:
+    # As Truss writes every default out (`truss init`, a rewritten config.yaml).
+    config = {
+        "runtime": {
+            "predict_concurrency": 4, "streaming_read_timeout": 60, "enable_tracing_data": False,
+            "enable_debug_logs": False, "is_websocket_endpoint": False, "transport": {"kind": "http"},
+            "health_checks": {"restart_check_delay_seconds": None, "restart_threshold_seconds": None,
+                              "stop_traffic_threshold_seconds": None},
+            "oidc": {"enabled": False}, "remote_ssh": {"enabled": False}, "egress_restrictions": None,
+            "truss_server_version_override": None,
+        },
+        "resources": {"cpu": "1", "memory": "2Gi", "use_gpu": False, "accelerator": None, "node_count": 1},
+    }
+    assert warnings_for(tmp_path, config) == []
+
+
+def test_a_trt_llm_package_without_a_model_file_is_refused_saying_why(tmp_path: Path) -> None:
+    # Modelled on truss-examples' engine-builder packages: a checkpoint and a build, no model/.
+    config = {
+        "model_name": "llama engine",
+        "resources": {"accelerator": "H100", "use_gpu": True},
+        "trt_llm": {"build": {"base_model": "decoder", "checkpoint_repository": {"repo": "meta-llama/Llama-3.1-8B", "source": "HF"}}},
+    }
+    errors = refused(tmp_path, config)
+    assert list(errors) == ["trt_llm"]
+    assert "TensorRT-LLM engine" in errors["trt_llm"] and "model/model.py" in errors["trt_llm"]
+
+
+def test_a_trt_llm_package_with_its_own_model_file_loads_with_the_key_ignored(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.py").write_text("class Model:\n    def predict(self, x):\n        return x\n")
+    _, ignored = load_model_config(write(tmp_path, {"model_name": "m", "trt_llm": {"build": {"base_model": "decoder"}}}))
+    assert ignored == ["trt_llm"]
