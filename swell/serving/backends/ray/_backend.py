@@ -338,11 +338,19 @@ class RayBackend:
     # ------------------------------------------------------------------ runner
 
     async def _package(self, package_dir: Path) -> tuple[str, Any]:
-        """The package in Ray's object store, once per package folder."""
+        """The package in Ray's object store, once per package folder.
+
+        The server removes a package's folder a while after its deployment is
+        deleted or replaced (control/_lifecycle.py); its object goes too, at the
+        next new package, so a server pushed to for months does not pin every
+        version it ever served in the cluster's object store.
+        """
         found = self._packages.get(package_dir)
         if found is None:
             import ray
 
+            for gone in [path for path in self._packages if not path.exists()]:
+                del self._packages[gone]  # a job still in flight holds its own reference
             digest, data = await asyncio.to_thread(pack, package_dir)
             found = self._packages[package_dir] = (digest, ray.put(data))
         return found
