@@ -27,6 +27,7 @@ RESULTS = BENCH / "results"
 RAY_PYTHON = BENCH / ".venv-ray" / "bin" / "python"
 ECHO_PACKAGE = REPO / "examples" / "echo"
 TRIVIAL_PACKAGE = BENCH / "models" / "trivial"
+ECHO_ASYNC_PACKAGE = BENCH / "models" / "echo_async"
 API_KEY = "swell-bench-key-0123456789"
 
 #: Progress and logs on stderr; the figures on stdout.

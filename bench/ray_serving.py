@@ -7,9 +7,12 @@ Ray probes 8.8.8.8 and listens on every interface), with a local Ray cluster
 to the server's core and wrk to the other:
 
 - bare:       a bare uvicorn app: the physical limit;
-- swell:      ``swell serve`` (process backend), ``examples/echo`` on a Unix socket;
+- swell:      ``swell serve`` (process backend), the echo model on a Unix socket;
 - swell-ray:  ``swell serve --backend ray``, the same model as a Ray actor's
               replica process on the worker node, called over TCP with its token;
+- swell-ray-sync: the same server, with ``examples/echo``, whose ``predict``
+              is sync: it runs in a worker thread, as Truss runs it (a thread
+              hand-off each way per request);
 - ray-serve:  Ray Serve's HTTP proxy on the head node (``proxy_location``
               ``HeadOnly``) in front of the same echo model as a Serve
               deployment, whose replica Ray places on the worker node (the
@@ -21,7 +24,11 @@ to the server's core and wrk to the other:
               own cluster of the same shape in the same namespace, and the
               result says ``"same_cluster": false``.
 
-All four are up at once and measured in turns at each level, ``--rounds``
+The echo model of ``swell`` and ``swell-ray`` is ``bench/models/echo_async``
+(``async def predict``), the shape of Ray Serve's deployment and of the bare
+app, so no leg takes a hop the others skip.
+
+All five are up at once and measured in turns at each level, ``--rounds``
 times over (each leg's best round is kept), so each pays the others' idle
 background work, and the neighbours' load, alike.
 
@@ -138,14 +145,18 @@ def _throughput(stack: contextlib.ExitStack, ray_server: _common.SwellServer, se
     targets["bare"] = (stack.enter_context(_common.bare_app()), None)
     servers = {"swell": stack.enter_context(_common.SwellServer()), "swell-ray": ray_server}
     placement: dict[str, dict[str, Any]] = {}  # where each Ray leg's replica runs
-    for name, server in servers.items():
-        pushed = server.push(_common.ECHO_PACKAGE)
+    models = ((servers["swell"], "swell", _common.ECHO_ASYNC_PACKAGE),
+              (ray_server, "swell-ray", _common.ECHO_ASYNC_PACKAGE),
+              (ray_server, "swell-ray-sync", _common.ECHO_PACKAGE))
+    for server, name, package in models:
+        pushed = server.push(package)
         url = server.predict_url(pushed["model_id"])
         status, body = _wrk.post(url, headers=server.headers, timeout=120)
         if status != 200:
             raise SystemExit(f"{name} answered {status}: {body[:300]!r}")
         targets[name] = (url, server.headers)
-    placement["swell-ray"] = {"replica_node": _view(ray_server, pushed)["replicas"][0].get("node")}
+        if server is ray_server:
+            placement[name] = {"replica_node": _view(ray_server, pushed)["replicas"][0].get("node")}
     if serve is not None:
         ready = serve.ready()
         placement["ray-serve"] = {k: ready[k] for k in ("replica_node", "proxy_node", "same_cluster", "ray_version")}
@@ -242,7 +253,7 @@ def inner(args: argparse.Namespace) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
                                                             "include_dashboard": False})
     legs: dict[str, dict[str, Any]] = {}
-    levels = 0 if args.wake_only else args.rounds * len(args.concurrency) * (3 + args.ray_serve)
+    levels = 0 if args.wake_only else args.rounds * len(args.concurrency) * (4 + args.ray_serve)
     try:
         worker = cluster.add_node(num_cpus=WORKER_CPUS, node_ip_address="127.0.0.1")
         cluster.wait_for_nodes()
@@ -275,8 +286,9 @@ def inner(args: argparse.Namespace) -> None:
 
 
 def ratios(legs: dict[str, dict[str, Any]], concurrency: list[int]) -> dict[str, dict[str, float]]:
-    """Per level: swell-ray's req/s over each other leg's, and Ray Serve's p50
-    and p99 over swell-ray's (how many times longer a request waits)."""
+    """Per level: swell-ray's req/s over each other leg's, swell-ray-sync's over
+    Ray Serve's and bare's, and Ray Serve's p50 and p99 over swell-ray's (how
+    many times longer a request waits)."""
     out: dict[str, dict[str, float]] = {}
     if "swell-ray" not in legs:
         return out
@@ -286,6 +298,12 @@ def ratios(legs: dict[str, dict[str, Any]], concurrency: list[int]) -> dict[str,
         for other in ("ray-serve", "bare", "swell"):
             if other in legs and legs[other]["levels"][i]["rps"]:
                 row[f"swell_ray_over_{other.replace('-', '_')}"] = round(ray["rps"] / legs[other]["levels"][i]["rps"], 3)
+        if "swell-ray-sync" in legs:
+            sync = legs["swell-ray-sync"]["levels"][i]
+            for other in ("ray-serve", "bare"):
+                if other in legs and legs[other]["levels"][i]["rps"]:
+                    key = f"swell_ray_sync_over_{other.replace('-', '_')}"
+                    row[key] = round(sync["rps"] / legs[other]["levels"][i]["rps"], 3)
         if "ray-serve" in legs:
             serve = legs["ray-serve"]["levels"][i]
             row["ray_serve_p50_over_swell_ray"] = round(serve["p50_ms"] / ray["p50_ms"], 2)
@@ -314,6 +332,8 @@ def ratio_table(ratio: dict[str, dict[str, float]]) -> Table:
     columns = [("swell_ray_over_ray_serve", "/ ray-serve", "{:.1f}×"),
                ("swell_ray_over_bare", "/ bare", "{:.0%}"),
                ("swell_ray_over_swell", "/ swell", "{:.0%}"),
+               ("swell_ray_sync_over_ray_serve", "sync / ray-serve", "{:.1f}×"),
+               ("swell_ray_sync_over_bare", "sync / bare", "{:.0%}"),
                ("ray_serve_p50_over_swell_ray", "p50 ray-serve/swell-ray", "{:.1f}×"),
                ("ray_serve_p99_over_swell_ray", "p99 ray-serve/swell-ray", "{:.1f}×")]
     t.add_column("connections", justify="right")
