@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
@@ -735,31 +737,66 @@ _TRUSS_LAYOUT_KEYS = {
     "live_reload": False,
 }
 
-#: Truss keys that are valid in config.yaml but that Swell does not act on.
-TRUSS_IGNORED_KEYS = frozenset(
-    {
-        "python_version",
-        "base_image",
-        "system_packages",
-        "apply_library_patches",
-        "spec_version",
-        "model_framework",
-        "model_type",
-        "input_type",
-        "examples_filename",
-        "trt_llm",
-        "build",
-        "training_checkpoints",
-        "external_data",
-        "cache_internal",
-        "use_local_src",
-        "model_repo",
-        "hf_cache",
-        "docker_auth",
-        "bdn",
-        "bis_llm",
-    }
-)
+#: Truss keys that are valid in config.yaml but that Swell does not act on, with Truss's
+#: defaults (as `truss init` writes them): a key left at its default is not warned about.
+_TRUSS_IGNORED_DEFAULTS: dict[str, Any] = {
+    "python_version": None,  # always said: which Python replicas run instead
+    "base_image": None,
+    "system_packages": [],
+    "apply_library_patches": True,
+    "spec_version": "2.0",
+    "model_framework": "custom",
+    "model_type": "Model",
+    "input_type": "Any",
+    "examples_filename": "examples.yaml",
+    "trt_llm": None,
+    "build": {"arguments": {}, "model_server": "TrussServer", "secret_to_path_mapping": {}},
+    "training_checkpoints": None,
+    "external_data": None,
+    "cache_internal": [],
+    "use_local_src": False,
+    "model_repo": None,
+    "hf_cache": None,
+    "docker_auth": None,
+    "bdn": None,
+    "bis_llm": None,
+}
+TRUSS_IGNORED_KEYS = frozenset(_TRUSS_IGNORED_DEFAULTS)
+
+
+def _is_truss_default(key: str, value: Any) -> bool:
+    if key == "python_version":
+        return False
+    default = _TRUSS_IGNORED_DEFAULTS[key]
+    if value is None or value == default or value in ([], {}):
+        return True
+    if key == "build" and isinstance(value, Mapping):  # parts left at their defaults
+        return all(part in (None, {}, []) or part == default.get(name) for name, part in value.items())
+    return False
+
+
+def _ignored_key_warning(key: str, value: Any) -> str:
+    if key == "python_version":
+        return (
+            f"python_version {value!r} is not acted on: replicas run the server's Python "
+            f"{sys.version_info.major}.{sys.version_info.minor}"
+        )
+    if key == "system_packages":
+        return (
+            f"system_packages ({', '.join(map(str, value)) if isinstance(value, list) else value}) are not "
+            "installed: Swell runs no apt-get; install them on the machine that runs the replicas"
+        )
+    if key == "base_image":
+        return (
+            "base_image is not acted on: replicas run in the server's Python environment, not that image; "
+            "declare the Python packages it brings in requirements:"
+        )
+    if key == "external_data":
+        return (
+            "external_data is not downloaded: the files it names will be missing from data/; ship them in "
+            "the package's data/ or name them in weights:"
+        )
+    return f"config.yaml key {key!r} is accepted for Truss compatibility but not acted on"
 
 
 class ModelConfig(BaseModel):
@@ -769,6 +806,8 @@ class ModelConfig(BaseModel):
 
     #: Valid Truss keys taken out before validation (named when an unknown key is refused).
     TRUSS_IGNORED: ClassVar[frozenset[str]] = TRUSS_IGNORED_KEYS
+    #: Those keys' values, for the push's warnings (truss_setting_warnings).
+    _truss_ignored: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     model_name: str | None = None
     description: str | None = None
@@ -912,8 +951,7 @@ def parse_model_config(
         errors.append(FieldError("docker_server", data["docker_server"], DOCKER_SERVER_UNSUPPORTED))
     data.pop("docker_server", None)
     ignored = sorted(k for k in data if k in TRUSS_IGNORED_KEYS)
-    for key in ignored:
-        data.pop(key)
+    ignored_values = {key: data.pop(key) for key in ignored}
     autoscaling = data.pop("autoscaling", None)
     config: ModelConfig | None = None
     try:
@@ -930,6 +968,7 @@ def parse_model_config(
         raise ConfigError(errors, source=source)
     if settings is not None:
         config = config.model_copy(update={"autoscaling": settings})
+    config._truss_ignored = ignored_values
     return config, ignored
 
 
@@ -941,11 +980,16 @@ def _set_values(value: Any) -> dict[str, Any]:
 
 
 def truss_setting_warnings(config: ModelConfig) -> list[str]:
-    """What a push should say about Truss settings the package sets that change what Truss does
-    and that Swell accepts without acting on (their defaults, and keys that change nothing here,
-    are not mentioned)."""
+    """What a push should say about Truss settings the package sets that Swell accepts without
+    acting on: the Truss keys it does not read, and the ``runtime``/``resources`` settings that
+    change what Truss does. Keys left at Truss's defaults (as ``truss init`` writes them) are
+    not mentioned, but ``python_version`` always is, with the Python replicas run."""
+    notes = [
+        _ignored_key_warning(key, value)
+        for key, value in config._truss_ignored.items()
+        if not _is_truss_default(key, value)
+    ]
     runtime, resources = config.runtime, config.resources
-    notes: list[str] = []
     checks = _set_values(runtime.health_checks)
     if checks:
         notes.append(

@@ -131,9 +131,8 @@ class Lifecycle(Part):
         try:
             # Extraction and validation touch the disk (a package may carry
             # gigabytes of weights): off the loop, so predict traffic flows on.
-            config, ignored = await asyncio.to_thread(self._unpack_and_validate, archive, package_dir)
-            warnings = [f"config.yaml key {key!r} is accepted for Truss compatibility but not acted on" for key in ignored]
-            warnings += truss_setting_warnings(config)
+            config, _ = await asyncio.to_thread(self._unpack_and_validate, archive, package_dir)
+            warnings = truss_setting_warnings(config)
             warnings += _check_build_commands(config)
             name = model_name or config.model_name
             if not name:

@@ -189,3 +189,29 @@ def test_a_trt_llm_package_with_its_own_model_file_loads_with_the_key_ignored(tm
     (tmp_path / "model" / "model.py").write_text("class Model:\n    def predict(self, x):\n        return x\n")
     _, ignored = load_model_config(write(tmp_path, {"model_name": "m", "trt_llm": {"build": {"base_model": "decoder"}}}))
     assert ignored == ["trt_llm"]
+
+
+def test_truss_keys_left_at_their_defaults_are_not_warned(tmp_path: Path) -> None:
+    # What `truss init` and Truss's rewritten config.yaml write out.
+    config = {
+        "base_image": None, "system_packages": [], "apply_library_patches": True, "spec_version": "2.0",
+        "model_framework": "custom", "model_type": "Model", "input_type": "Any", "examples_filename": "examples.yaml",
+        "trt_llm": None, "external_data": None, "cache_internal": [], "use_local_src": False,
+        "build": {"arguments": {}, "model_server": "TrussServer", "secret_to_path_mapping": {}},
+    }
+    assert warnings_for(tmp_path, config) == []
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ({"python_version": "py39"}, ["python_version 'py39' is not acted on", "the server's Python 3."]),
+        ({"system_packages": ["ffmpeg", "tesseract-ocr"]}, ["system_packages (ffmpeg, tesseract-ocr) are not installed"]),
+        ({"base_image": {"image": "vllm/vllm-openai:latest"}}, ["base_image is not acted on", "requirements:"]),
+        ({"external_data": [{"url": "https://example.com/w.bin", "local_data_path": "w.bin"}]}, ["external_data is not downloaded", "data/"]),
+        ({"model_framework": "sklearn"}, ["'model_framework' is accepted for Truss compatibility but not acted on"]),
+    ],
+)
+def test_a_truss_key_set_away_from_its_default_says_what_swell_does(tmp_path: Path, config: dict, said: list[str]) -> None:
+    (warning,) = warnings_for(tmp_path, config)
+    assert all(part in warning for part in said), warning
