@@ -12,6 +12,7 @@ import copy
 import math
 import re
 import sys
+import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -857,15 +858,17 @@ class ModelConfig(BaseModel):
         return self.runtime.predict_concurrency
 
     def requirements_in(self, package_dir: Path) -> list[str]:
-        """The pip requirements the package declares: ``requirements`` and the lines of ``requirements_file``."""
+        """The pip requirements the package declares, as Truss installs them: ``requirements``,
+        then ``requirements_file``: a pip requirements file (its ``-r`` files read in, pip
+        options kept), or ``pyproject.toml``'s ``[project] dependencies`` (also for a
+        ``uv.lock``, read from the ``pyproject.toml`` beside it)."""
         requirements = list(self.requirements)
         if self.requirements_file:
             path = package_dir / self.requirements_file
-            if path.is_file():
-                for line in path.read_text().splitlines():
-                    line = line.split("#", 1)[0].strip()
-                    if line and not line.startswith("-"):
-                        requirements.append(line)
+            if path.name in ("pyproject.toml", "uv.lock"):
+                requirements += _pyproject_dependencies(path.parent / "pyproject.toml")
+            elif path.is_file():
+                requirements += _pip_file_lines(path, set())
         return requirements
 
     @property
@@ -885,6 +888,46 @@ class ModelConfig(BaseModel):
                 )
             seen.add(entry.mount_location)
         return self
+
+
+_PIP_COMMENT = re.compile(r"(^|\s+)#.*$")  # pip's rule: '#' at the start or after whitespace (not a URL's #egg=)
+_PIP_FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
+
+
+def _pip_file_lines(path: Path, seen: set[Path]) -> list[str]:
+    """A requirements file's lines as ``pip install -r`` reads them, its ``-r`` files read in
+    and ``-c`` files made absolute (the lines are installed from another folder)."""
+    seen.add(path.resolve())
+    lines: list[str] = []
+    for raw in path.read_text().splitlines():
+        line = _PIP_COMMENT.sub("", raw).strip()
+        option, _, rest = line.partition(" ")
+        if "=" in option and option.startswith("--"):
+            option, _, rest = option.partition("=")
+        if option not in _PIP_FILE_OPTIONS:
+            if line:
+                lines.append(line)
+            continue
+        target = (path.parent / rest.strip()).resolve()
+        if option in ("-r", "--requirement"):
+            if target not in seen and target.is_file():
+                lines += _pip_file_lines(target, seen)
+        else:
+            lines.append(f"--constraint {target}")
+    return lines
+
+
+def _pyproject_dependencies(path: Path) -> list[str]:
+    """``[project] dependencies`` of a pyproject.toml, as Truss reads them (local paths left out)."""
+    if not path.is_file():
+        return []
+    try:
+        dependencies = tomllib.loads(path.read_text()).get("project", {}).get("dependencies", [])
+    except tomllib.TOMLDecodeError:
+        return []
+    if not isinstance(dependencies, list):
+        return []
+    return [str(d).strip() for d in dependencies if str(d).strip() and not str(d).strip().startswith((".", "/"))]
 
 
 def load_model_config(
@@ -928,7 +971,28 @@ def load_model_config(
     model_file = Path(package_dir) / config.model_module_dir / config.model_class_filename
     if raw.get("trt_llm") is not None and not model_file.is_file():
         raise ConfigError([FieldError("trt_llm", raw["trt_llm"], TRT_LLM_UNSUPPORTED)], source=source)
+    problem = _requirements_file_problem(Path(package_dir), config.requirements_file)
+    if problem is not None:
+        raise ConfigError([FieldError("requirements_file", config.requirements_file, problem)], source=source)
     return parsed
+
+
+def _requirements_file_problem(package_dir: Path, name: str | None) -> str | None:
+    """Why ``requirements_file`` cannot be installed (Truss fails its image build), or None."""
+    if not name:
+        return None
+    path = package_dir / name
+    if not path.is_file():
+        return "a file in the package (requirements.txt, pyproject.toml or uv.lock)"
+    if path.name in ("pyproject.toml", "uv.lock"):
+        pyproject = path.parent / "pyproject.toml"
+        if not pyproject.is_file():
+            return "a uv.lock with its pyproject.toml beside it"
+        try:
+            tomllib.loads(pyproject.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            return f"a valid pyproject.toml ({exc})"
+    return None
 
 
 def _drop(data: Any, path: list[str]) -> None:

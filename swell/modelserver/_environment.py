@@ -102,9 +102,13 @@ def ensure_environment(requirements: list[str], cache_dir: Path, *, python: str 
         subprocess.run([python, "-m", "venv", "--system-site-packages", str(venv)],
                        check=True, capture_output=True)
         _inherit_site_packages(python, _venv_python(venv))
+        # As a requirements file, as Truss installs them (`pip install -r`): a line may carry
+        # pip options (`--extra-index-url URL`, `--pre`), which are not one argument each.
+        listed = venv / "swell-requirements.txt"
+        listed.write_text("\n".join(requirements) + "\n")
         result = subprocess.run(
             [str(_venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check",
-             "--no-input", *requirements],
+             "--no-input", "-r", str(listed)],
             capture_output=True, text=True,
         )
         if result.returncode != 0:

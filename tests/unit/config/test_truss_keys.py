@@ -215,3 +215,52 @@ def test_truss_keys_left_at_their_defaults_are_not_warned(tmp_path: Path) -> Non
 def test_a_truss_key_set_away_from_its_default_says_what_swell_does(tmp_path: Path, config: dict, said: list[str]) -> None:
     (warning,) = warnings_for(tmp_path, config)
     assert all(part in warning for part in said), warning
+
+
+def test_a_requirements_file_is_read_as_pip_reads_it(tmp_path: Path) -> None:
+    # Modelled on truss-examples' requirements.txt files: an index option, a git URL with an
+    # #egg fragment, comments, and a second file pulled in with -r.
+    (tmp_path / "requirements.txt").write_text(
+        "# the model's own\n"
+        "--extra-index-url https://pypi.ngc.nvidia.com\n"
+        "numpy==1.26.4  # pinned\n"
+        "git+https://github.com/org/repo.git@abc123#egg=repo\n"
+        "-r more/extra.txt\n"
+    )
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "extra.txt").write_text("requests\n-c constraints.txt\n")
+    (tmp_path / "more" / "constraints.txt").write_text("requests<3\n")
+    config, _ = load_model_config(write(tmp_path, {"model_name": "m", "requirements_file": "./requirements.txt"}))
+    assert config.requirements_in(tmp_path) == [
+        "--extra-index-url https://pypi.ngc.nvidia.com",
+        "numpy==1.26.4",
+        "git+https://github.com/org/repo.git@abc123#egg=repo",
+        "requests",
+        f"--constraint {(tmp_path / 'more' / 'constraints.txt').resolve()}",
+    ]
+
+
+@pytest.mark.parametrize("name", ["pyproject.toml", "uv.lock"])
+def test_a_pyproject_requirements_file_installs_its_project_dependencies(tmp_path: Path, name: str) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "m"\nversion = "0.1"\ndependencies = ["numpy>=1.26", "./local-lib", "pydantic<3"]\n'
+    )
+    if name == "uv.lock":
+        (tmp_path / "uv.lock").write_text("version = 1\n")  # pins are not read: pyproject's ranges are
+    config, _ = load_model_config(write(tmp_path, {"model_name": "m", "requirements_file": name}))
+    assert config.requirements_in(tmp_path) == ["numpy>=1.26", "pydantic<3"]
+
+
+@pytest.mark.parametrize(
+    ("files", "name", "said"),
+    [
+        ({}, "requirements.txt", "a file in the package"),
+        ({"uv.lock": "version = 1\n"}, "uv.lock", "pyproject.toml beside it"),
+        ({"pyproject.toml": "[project\n"}, "pyproject.toml", "a valid pyproject.toml"),
+    ],
+)
+def test_a_requirements_file_that_cannot_be_installed_is_refused(tmp_path: Path, files: dict, name: str, said: str) -> None:
+    for file, text in files.items():
+        (tmp_path / file).write_text(text)
+    errors = refused(tmp_path, {"model_name": "m", "requirements_file": name})
+    assert said in errors["requirements_file"]
