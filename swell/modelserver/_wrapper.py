@@ -85,9 +85,12 @@ def extend_sys_path(config: dict[str, Any], package_dir: Path) -> None:
         alias.__path__ = [str((package_dir / module_dir).resolve())]
         sys.modules["model"] = alias
     extra = [config.get("bundled_packages_dir") or "packages", *(config.get("external_package_dirs") or [])]
+    root = package_dir.resolve()
     for entry in extra:
         path = (package_dir / entry).resolve()
-        if path.is_dir() and str(path) not in sys.path:
+        # Only folders of the package: `swell push` packed the contents of those outside it
+        # into bundled_packages_dir, as `truss push` gathers them; ../x here is the server's.
+        if path.is_dir() and path.is_relative_to(root) and str(path) not in sys.path:
             sys.path.append(str(path))
 
 

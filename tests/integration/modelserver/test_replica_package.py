@@ -145,3 +145,24 @@ def test_truss_init_template_serves_unmodified(replica, tmp_path: Path) -> None:
     with r.client() as client:
         assert client.post("/v1/models/model:predict", json={"x": [1, 2]}).json() == {"x": [1, 2]}
     assert r.terminate() == 0
+
+
+def test_an_external_package_dir_outside_the_package_is_not_on_the_replicas_path(make_package, replica, tmp_path: Path) -> None:
+    # `swell push` packs ../shared into packages/ (swell/_archive.py); on the server ../shared is
+    # another folder of the server's (here: one beside the package), which must not be importable.
+    model = """
+    import importlib.util
+
+
+    class Model:
+        def predict(self, model_input):
+            return [importlib.util.find_spec(name) is not None for name in ("outside_mod", "extmod")]
+    """
+    package = make_package(model, {"model_name": "m", "external_package_dirs": ["../outside", "ext"]},
+                           {"ext/extmod.py": "VALUE = 1\n"})
+    (package.parent / "outside").mkdir()
+    (package.parent / "outside" / "outside_mod.py").write_text("VALUE = 1\n")
+    r = replica(package)
+    r.wait_ready()
+    with r.client() as client:
+        assert client.post("/v1/models/m:predict", json={}).json() == [False, True]
