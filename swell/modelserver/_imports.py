@@ -12,6 +12,8 @@ which package to declare.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = ["TRUSS_SERVER_MODULES", "missing_module_hint"]
 
 #: Module → the requirement that provides it, for Truss 0.18's server requirements; a dotted
@@ -67,11 +69,14 @@ def _requirement(module: str) -> str | None:
     return None
 
 
-def missing_module_hint(exc: BaseException, own_modules: tuple[str, ...] = ("model",)) -> str | None:
+def missing_module_hint(
+    exc: BaseException, own_modules: tuple[str, ...] = ("model",), model_dir: Path | None = None
+) -> str | None:
     """One line for a load that failed on a missing module: which, and what to declare.
 
     ``own_modules``: the package's own top-level names (its model folder), whose
     missing submodules are the package's mistake, not a missing requirement.
+    ``model_dir``: the folder of model.py, whose other modules are imported as ``model.<name>``.
     """
     name = _missing_module(exc)
     if name is None:
@@ -79,6 +84,12 @@ def missing_module_hint(exc: BaseException, own_modules: tuple[str, ...] = ("mod
     top = name.split(".", 1)[0]
     if top in own_modules:
         return None
+    if model_dir is not None and ((model_dir / f"{top}.py").is_file() or (model_dir / top / "__init__.py").is_file()):
+        return (
+            f"model code imports {top!r}, a module beside model.py, by its own name: import it as "
+            f"`from model import {top}` (Truss imports model.py as model.model, so a plain "
+            f"`import {top}` fails there too)"
+        )
     requirement = _requirement(name)
     if requirement is not None:
         return (

@@ -149,7 +149,8 @@ class ModelWrapper:
             self.error = "".join(traceback.format_exception(exc))
             self.status = Status.FAILED
             logger.error("Exception while loading model", exc_info=filter_traceback(exc, self.model_file_name))
-            hint = missing_module_hint(exc, (str(self.config.get("model_module_dir") or "model"),))
+            module_dir = str(self.config.get("model_module_dir") or "model")
+            hint = missing_module_hint(exc, (module_dir,), self.package_dir / module_dir)
             if hint is not None:  # the error's last line: what the deployment's status shows
                 logger.error("%s", hint)
                 self.error += hint + "\n"

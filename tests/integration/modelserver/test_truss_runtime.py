@@ -74,3 +74,11 @@ def test_a_truss_server_package_the_replica_lacks_is_named_with_its_requirement(
     assert "'aiohttp'" in last and "Truss's server image ships" in last
     assert "- aiohttp" in last and "pip install 'swell[truss-runtime]'" in last
     assert r.wait() != 0
+
+
+def test_a_sibling_module_imported_by_its_own_name_fails_as_in_truss_saying_how_to_import_it(make_package, replica) -> None:
+    model = "import helpers\n\n\nclass Model:\n    def predict(self, x):\n        return helpers.VALUE\n"
+    r = replica(make_package(model, files={"model/helpers.py": "VALUE = 1\n"}), env={"NUM_LOAD_RETRIES_TRUSS": "0"})
+    last = r.wait_event("failed")["error"].strip().splitlines()[-1]
+    assert "`from model import helpers`" in last, last
+    assert r.wait() != 0

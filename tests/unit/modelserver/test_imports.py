@@ -71,3 +71,17 @@ def test_every_truss_server_module_is_named_with_its_requirement(module: str, re
 def test_a_dotted_module_gets_its_own_distribution(missing: str, requirement: str) -> None:
     hint = missing_module_hint(_missing(missing))
     assert hint is not None and f"(- {requirement})" in hint
+
+
+@pytest.mark.parametrize("layout", ["helpers.py", "helpers/__init__.py"])
+def test_a_module_beside_model_py_imported_by_its_own_name_says_how_truss_imports_it(tmp_path, layout: str) -> None:
+    # A package written as a script: `import helpers` next to model.py (Truss fails it too).
+    (tmp_path / layout).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / layout).write_text("")
+    hint = missing_module_hint(_missing("helpers"), ("model",), tmp_path)
+    assert hint is not None and "`from model import helpers`" in hint and "requirements" not in hint
+
+
+def test_a_module_not_beside_model_py_still_says_to_declare_it(tmp_path) -> None:
+    hint = missing_module_hint(_missing("helpers"), ("model",), tmp_path)
+    assert hint is not None and "requirements:" in hint
