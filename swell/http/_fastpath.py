@@ -329,6 +329,15 @@ class FastPathProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self._resume_writers()
+        if self.cycle is None and self.buffer and not self.handed_off and self._wait == _BUSY:
+            self._held_back()
+
+    def _held_back(self) -> None:
+        """Start the pipelined request held back while the caller did not read:
+        what response_done does after an answer (one step of it, on the hot
+        path, rather than a call more there), for no new answer."""
+        self.server_state.total_requests -= 1
+        self.response_done(True)
 
     def _resume_writers(self) -> None:
         drain = self._drain
@@ -359,7 +368,7 @@ class FastPathProtocol(asyncio.Protocol):
             buffer += data
         if self.cycle is None:
             self._next()
-            if self.cycle is None and not self.handed_off and self.guard is not None:
+            if self.cycle is None and not self.handed_off and self.guard is not None and not self.write_paused:
                 self._reading()  # a request in pieces: its deadline
         elif len(self.buffer) > HIGH_WATER_LIMIT and not self._reading_paused:
             self._reading_paused = True  # a pipelined request waits for the current answer
@@ -374,6 +383,15 @@ class FastPathProtocol(asyncio.Protocol):
         """Start the request at the front of the buffer, if it is complete."""
         buffer = self.buffer
         if not buffer:
+            return
+        if self.write_paused:
+            # The caller does not read its answers: the next request waits
+            # (resume_writing starts it), so that a caller that pipelines and
+            # never reads cannot make us hold every answer it asked for.
+            self._wait = _BUSY
+            if not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pause_reading()
             return
         prefix = self.prefix
         if not buffer.startswith(prefix):
@@ -551,6 +569,8 @@ class FastPathProtocol(asyncio.Protocol):
             self._next()
             if self.cycle is not None or self.handed_off or raw.is_closing():
                 return
+            if self.write_paused:
+                return  # held back until the caller reads (resume_writing)
         # Idle now (no hand-off can have come before: only _next hands off, and
         # never while a cycle runs).  Keep-alive timeout: one timer per connection,
         # re-armed only when it fires early, rather than one made and cancelled per request.

@@ -16,6 +16,8 @@ Both the server (``swell serve``) and each replica run uvicorn with
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -128,10 +130,24 @@ class CorkedTransport:
 
 
 class CorkedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's ``HttpToolsProtocol`` over a :class:`CorkedTransport`."""
+    """uvicorn's ``HttpToolsProtocol`` over a :class:`CorkedTransport`, answering
+    a request it cannot parse as every other refusal is answered: JSON that says
+    what was wrong, rather than uvicorn's plain "Invalid HTTP request received."."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn calls this from its ``except httptools.HttpParserError`` only:
+        # the parser's own words ("Duplicate Content-Length", ...) are the reason.
+        problem = sys.exc_info()[1]
+        reason = f"{msg.rstrip('.')}: {problem}" if problem is not None and str(problem) else msg
+        body = json.dumps({"error": "bad request", "reason": reason}).encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head.extend(b"%s: %s\r\n" % (name, value) for name, value in self.server_state.default_headers)
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
 
 class LazyWebSocketProtocol(asyncio.Protocol):

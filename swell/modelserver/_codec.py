@@ -106,6 +106,15 @@ def decode_json(body: bytes) -> Any:
         raise InputParsingError(f"Invalid JSON payload: nested more than {MAX_JSON_DEPTH} levels deep") from e
     except UnicodeDecodeError as e:
         raise InputParsingError(f"Invalid JSON payload: {e}") from e
+    except ValueError as e:  # an integer past Python's int_max_str_digits
+        raise InputParsingError(f"Invalid JSON payload: {_too_many_digits(e)}") from e
+
+
+def _too_many_digits(error: ValueError) -> str:
+    limit = sys.get_int_max_str_digits()
+    if "integer string conversion" in str(error) and limit:
+        return f"a number has more than {limit} digits"
+    return str(error)
 
 
 # ---------------------------------------------------------------- pydantic
@@ -243,7 +252,18 @@ def decode_msgpack(body: bytes) -> Any:
     try:
         return msgpack.unpackb(body, object_hook=_truss_decode)
     except Exception as e:
-        raise InputParsingError(str(e) or type(e).__name__) from e
+        raise InputParsingError(f"Invalid msgpack payload: {_msgpack_problem(e)}") from e
+
+
+# msgpack's errors that say nothing but their class name.
+_MSGPACK_PROBLEMS = {
+    "FormatError": "not msgpack (a byte no msgpack value starts with)",
+    "StackError": "nested too deep",
+}
+
+
+def _msgpack_problem(error: Exception) -> str:
+    return str(error) or _MSGPACK_PROBLEMS.get(type(error).__name__, type(error).__name__)
 
 
 def encode_msgpack(result: Any) -> bytes:

@@ -16,6 +16,7 @@ from swell.http import read_body, respond
 from swell.http._fastpath import FastPathProtocol, fast_path_protocol
 
 SEEN: list[dict[str, Any]] = []
+LARGE = 1 << 20
 GATE: list[asyncio.Event] = []
 
 
@@ -61,6 +62,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [[b"content-type", b"text/plain"], [b"content-length", b"2"]]})
         await send({"type": "http.response.body", "body": b"ok"})
+        return
+    if path.endswith("/large"):  # a small request, a large answer
+        await respond(send, 200, b"x" * LARGE, [(b"content-type", b"text/plain")])
         return
     if path.endswith("/empty"):
         await send({"type": "http.response.start", "status": 204, "headers": []})
@@ -357,4 +361,51 @@ async def test_respond_writes_what_its_two_messages_would_and_refuses_alike(port
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert b"content-length: 10" in head
     assert await asyncio.wait_for(reader.read(), 5) == b"ok"
+    writer.close()
+
+
+async def test_pipelined_requests_wait_while_their_caller_does_not_read(port: int) -> None:
+    # A caller that pipelines many small requests for large answers and reads
+    # none: each answer would stay in our write buffer.  The next request starts
+    # only once the caller has read (enough of) the answers before it.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    count = 32  # 32 MiB of answers: far more than the kernel's socket buffers hold
+    sock.sendall(post("/model/a/large") * count)
+    for _ in range(50):  # let the server run as far as it will
+        await asyncio.sleep(0.01)
+    served = len(SEEN)
+    assert served <= count // 2, served  # without the wait: every one of them
+    reader, writer = await asyncio.open_connection(sock=sock)
+    for _ in range(count):  # reading, every answer comes, whole and in order
+        status, _, body = await read_response(reader)
+        assert status == 200 and len(body) == LARGE
+    assert len(SEEN) == count
+    writer.write(post("/model/a/predict"))  # and the connection is still served
+    assert (await read_response(reader))[0] == 200
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("head", "says"),
+    [
+        (b"POST /model/a/predict HTTP/1.1\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n",
+         "Transfer-Encoding can't be present with Content-Length"),
+        (b"POST /model/a/predict HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n", "Duplicate Content-Length"),
+        (b"POST /model/a/predict HTTP/1.1\r\ncontent-length: -1\r\n\r\n", "Invalid character in Content-Length"),
+        (b"POST /model/a/predict HTTP/1.1\r\ncontent-length: " + b"9" * 40 + b"\r\n\r\n", "Content-Length overflow"),
+        (b"PATCH /v1/x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", "Invalid character in chunk size"),
+        (b"GET /v1/x HTTP/1.1\r\nx-a: \x01\r\n\r\n", "Invalid header value char"),
+        (b"POST /model/\xff/predict HTTP/1.1\r\ncontent-length: 0\r\n\r\n", "Invalid HTTP request received"),
+    ],
+)
+async def test_a_request_that_cannot_be_parsed_is_a_json_400_saying_why(port: int, head: bytes, says: str) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    status, headers, body = await read_response(reader)
+    assert (status, headers[b"content-type"], headers[b"connection"]) == (400, b"application/json", b"close")
+    answer = json.loads(body)
+    assert answer["error"] == "bad request" and says in answer["reason"], answer
     writer.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import sys
 import uuid
 
 import numpy as np
@@ -177,3 +178,27 @@ def test_json_nested_too_deep_is_an_input_parsing_error_not_a_recursion_error(de
 def test_an_object_nested_too_deep_is_an_input_parsing_error_too() -> None:
     with pytest.raises(InputParsingError, match="^Invalid JSON payload: nested more than 1000 levels deep$"):
         _codec.decode_json(b'{"a": ' * 2_000 + b"1" + b"}" * 2_000)
+
+
+@pytest.mark.parametrize("body", [b"9" * 5000, b'{"a": ' + b"1" * 5000 + b"}", b"[-" + b"7" * 4301 + b"]"])
+def test_an_integer_past_pythons_digit_limit_is_a_client_error(body: bytes) -> None:
+    # int() refuses more than sys.get_int_max_str_digits() digits with a ValueError:
+    # a 400 naming the problem, not a 500 "Unhandled exception".
+    with pytest.raises(InputParsingError, match=rf"^Invalid JSON payload: a number has more than {sys.get_int_max_str_digits()} digits$"):
+        _codec.decode_json(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"\xc1", "not msgpack"),
+        (b"\x91" * 100_000 + b"\xc0", "nested too deep"),
+        (b"\x01\x02", "extra data"),
+        (b"", "incomplete input"),
+        (b"\xdd\xff\xff\xff\xff", "exceeds max_array_len"),
+    ],
+)
+def test_bad_msgpack_says_it_is_msgpack_and_what_is_wrong(body: bytes, says: str) -> None:
+    with pytest.raises(InputParsingError, match="^Invalid msgpack payload: ") as refused:
+        _codec.decode_msgpack(body)
+    assert says in str(refused.value)

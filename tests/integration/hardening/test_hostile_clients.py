@@ -1,0 +1,178 @@
+"""Clients that misbehave on purpose, against a running server and its real replicas.
+
+Each refusal is a 4xx whose JSON body says what was wrong; the replica that
+was sent the bad body keeps serving; a caller that asks for many answers and
+reads none does not make the server hold them all.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
+from swell_live import KEY, Swell, start_server, stop_server  # type: ignore[import-not-found]  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+# predict: its input back, or ``size`` bytes of padding; each call leaves a line in ``log``.
+MODEL = '''
+import os
+
+
+class Model:
+    def predict(self, model_input):
+        if isinstance(model_input, dict) and "log" in model_input:
+            with open(model_input["log"], "a") as out:
+                out.write("called\\n")
+            return {"pid": os.getpid(), "pad": "x" * int(model_input.get("size", 0))}
+        return {"pid": os.getpid(), "echo": model_input}
+'''
+
+
+class Live:
+    def __init__(self, swell: Swell, pushed: dict[str, Any]) -> None:
+        self.swell = swell
+        self.pushed = pushed
+        self.path = swell.predict_path(pushed)
+        self.settings = swell.settings_url(pushed)
+        self.port = int(swell.url.rsplit(":", 1)[1])
+
+    def pid(self) -> int:
+        answer = self.swell.http.post(self.path, json={"log": "/dev/null"})
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["pid"])
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    root = tmp_path_factory.mktemp("hostile")
+    package = root / "pkg"
+    (package / "model").mkdir(parents=True)
+    (package / "model" / "model.py").write_text(textwrap.dedent(MODEL))
+    (package / "config.yaml").write_text(yaml.safe_dump({"runtime": {"predict_concurrency": 4}}))
+    data = root / "data"
+    data.mkdir()
+    process, swell = start_server(data, "--max-replica-cap", "1", "--no-fork-server", "--pool-size", "0")
+    try:
+        pushed = swell.push(package, name="hostile")
+        assert swell.patch(pushed, min_replica=1, scale_down_delay=3600).status_code == 200
+        swell.wait_for(pushed, lambda v: any(r["state"] == "ready" for r in v["replicas"]), what="a ready replica")
+        yield Live(swell, pushed)
+    finally:
+        stop_server(process, swell)
+
+
+def _head(method: str, path: str, *lines: str) -> bytes:
+    return "\r\n".join([f"{method} {path} HTTP/1.1", "Host: swell", f"Authorization: Api-Key {KEY}", *lines, "", ""]).encode()
+
+
+def _exchange(live: Live, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read the one answer (the server closes after it)."""
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+# --------------------------------------------------------------------------- bodies the replica decodes
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "says"),
+    [
+        (b"9" * 5000, "application/json", "Invalid JSON payload: a number has more than 4300 digits"),
+        (b'{"n": -' + b"1" * 10_000 + b"}", "application/json", "Invalid JSON payload: a number has more than"),
+        (b"\xc1\xff\x00garbage", "application/octet-stream", "Invalid msgpack payload: not msgpack"),
+        (b"\x91" * 50_000 + b"\xc0", "application/octet-stream", "Invalid msgpack payload: nested too deep"),
+        (b"\xdd\xff\xff\xff\xff", "application/octet-stream", "Invalid msgpack payload: "),
+    ],
+    ids=["huge-int", "huge-negative-int-in-object", "msgpack-garbage", "msgpack-deep", "msgpack-huge-array"],
+)
+def test_a_body_the_replica_cannot_decode_is_its_400_and_the_replica_serves_on(
+    live: Live, body: bytes, content_type: str, says: str
+) -> None:
+    before = live.pid()
+    response = live.swell.http.post(live.path, content=body, headers={"content-type": content_type})
+    assert response.status_code == 400, response.text
+    assert response.headers["x-baseten-error-code"] == "700"  # the caller's mistake, as Truss marks it
+    error = response.json()["error"]
+    assert error.startswith(says) and "Unhandled exception" not in error, error
+    assert live.pid() == before  # the same replica answers the next caller
+
+
+# --------------------------------------------------------------------------- framing the parser refuses
+
+
+FRAMING = [
+    ("Content-Length: 2\r\nTransfer-Encoding: chunked", b"2\r\n{}\r\n0\r\n\r\n", "Transfer-Encoding can't be present"),
+    ("Content-Length: 2\r\nContent-Length: 7", b"{}", "Duplicate Content-Length"),
+    ("Content-Length: -2", b"{}", "Invalid character in Content-Length"),
+    ("Content-Length: 99999999999999999999999", b"{}", "Content-Length overflow"),
+    ("Transfer-Encoding: chunked", b"zz\r\n{}\r\n0\r\n\r\n", "Invalid character in chunk size"),
+    ("Content-Length: 2\r\nX-Bad: \x01", b"{}", "Invalid header value char"),
+]
+
+
+@pytest.mark.parametrize("route", ["predict", "settings"])
+@pytest.mark.parametrize(("lines", "body", "says"), FRAMING, ids=[f[2][:24] for f in FRAMING])
+def test_a_request_the_parser_refuses_is_a_json_400_saying_why(
+    live: Live, route: str, lines: str, body: bytes, says: str
+) -> None:
+    before = live.swell.http.get(live.settings).json()
+    method, path = ("POST", live.path) if route == "predict" else ("PATCH", live.settings)
+    status, headers, answer = _exchange(live, _head(method, path, "Content-Type: application/json", *lines.split("\r\n")) + body)
+    assert (status, headers["content-type"], headers["connection"]) == (400, "application/json", "close"), answer
+    payload = json.loads(answer)
+    assert payload["error"] == "bad request" and says in payload["reason"], payload
+    assert live.swell.http.get(live.settings).json() == before
+    assert live.swell.http.post(live.path, json={"ok": 1}).json()["echo"] == {"ok": 1}
+
+
+# --------------------------------------------------------------------------- a caller that never reads
+
+
+def test_a_caller_that_pipelines_and_never_reads_is_not_answered_ahead(live: Live, tmp_path: Path) -> None:
+    # Small requests, 1 MiB answers, none read: without backpressure the router
+    # would run every request and hold every answer (here 48 MiB) for a caller
+    # that takes none of them.
+    log = tmp_path / "calls.log"
+    log.touch()
+    count = 48
+    request = json.dumps({"log": str(log), "size": 1 << 20}).encode()
+    one = _head("POST", live.path, "Content-Type: application/json", f"Content-Length: {len(request)}") + request
+    sock = socket.create_connection(("127.0.0.1", live.port), timeout=30)
+    try:
+        sock.sendall(one * count)
+        # Meanwhile another caller is answered at once.
+        assert live.swell.http.post(live.path, json={"other": 1}, params={"timeout": 20}).status_code == 200
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(log.read_text().splitlines()) < count:
+            time.sleep(0.1)
+        ran = len(log.read_text().splitlines())
+        assert ran <= count // 2, f"{ran} of {count} run for a caller that read none of them"
+        # Reading, the caller gets every answer, whole and in order.
+        sock.settimeout(30)
+        received = b""
+        while received.count(b"HTTP/1.1 200 OK") < count or not received.endswith(b'"}'):
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {received.count(b'HTTP/1.1 200 OK')} answers"
+            received += chunk
+    finally:
+        sock.close()
+    assert received.count(b"HTTP/1.1 ") == count
+    assert len(log.read_text().splitlines()) == count
