@@ -22,6 +22,7 @@ from swell.http import ClientDisconnected, Receive, Scope, Send, read_body, resp
 from swell.modelserver import _codec
 from swell.modelserver._errors import (
     CLIENT_ERROR,
+    DOWNSTREAM_ERROR,
     MODEL_ERROR_MESSAGE,
     ClientGone,
     ModelMethodNotImplemented,
@@ -100,6 +101,11 @@ def _is_generator(value: Any) -> bool:
 async def _send_error(send: Send, exc: BaseException) -> None:
     status, body, headers = error_reply(exc)
     await respond(send, status, body, [*_JSON, *headers])
+
+
+async def _send_http_error(send: Send, status: int, detail: str) -> None:
+    """What Truss answers for a ``fastapi.HTTPException`` its own routes raise."""
+    await respond(send, status, compact_json({"error": detail}), [*_JSON, *error_headers(DOWNSTREAM_ERROR)])
 
 
 def _binary(scope: Scope) -> bool:
@@ -261,13 +267,13 @@ class ReplicaApp:
     async def schema(self, send: Send) -> None:
         descriptor = self.wrapper.descriptor
         if self.wrapper.status is not Status.READY or descriptor is None:
-            return await respond(send, 503, compact_json({"detail": "Schema not available, please try again later."}), _JSON)
-        if descriptor.input_type is None and descriptor.output_type is None:
-            return await respond(send, 404, compact_json({"detail": "No schema found"}), _JSON)
+            return await _send_http_error(send, 503, "Schema not available, please try again later.")
+        if descriptor.input_type is None and descriptor.supports_streaming is None:
+            return await _send_http_error(send, 404, "No schema found")
         schema = {
             "input_schema": descriptor.input_type.model_json_schema() if descriptor.input_type else None,
             "output_schema": descriptor.output_type.model_json_schema() if descriptor.output_type else None,
-            "supports_streaming": False if descriptor.output_type else None,
+            "supports_streaming": descriptor.supports_streaming,
         }
         await respond(send, 200, compact_json(schema), _JSON)
 

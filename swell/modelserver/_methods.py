@@ -5,9 +5,11 @@ Pure: inspects signatures, calls nothing.
 
 from __future__ import annotations
 
+import collections.abc
 import enum
 import inspect
 import sys
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -45,6 +47,41 @@ def is_request_type(annotation: Any) -> bool:
 
 def is_pydantic_model(annotation: Any) -> bool:
     return _is_loaded_subclass(annotation, "pydantic", "BaseModel")
+
+
+def _origin_is(annotation: Any, *bases: type) -> bool:
+    origin = typing.get_origin(annotation)
+    return isinstance(origin, type) and issubclass(origin, bases)
+
+
+_STREAMS = (collections.abc.Generator, collections.abc.AsyncGenerator, collections.abc.Iterator,
+            collections.abc.AsyncIterator)
+
+
+def _awaited_model(annotation: Any) -> Any:
+    """``M`` for ``Awaitable[M]`` with ``M`` a pydantic model, else None."""
+    args = typing.get_args(annotation)
+    return args[0] if len(args) == 1 and is_pydantic_model(args[0]) else None
+
+
+def output_schema_type(annotation: Any) -> tuple[Any, bool] | None:
+    """(pydantic output model or None, supports streaming) from a return annotation, as
+    Truss's ``_parse_output_type`` reads it; None when it says neither."""
+    if is_pydantic_model(annotation):
+        return annotation, False
+    if _origin_is(annotation, *_STREAMS):
+        return None, True
+    if _origin_is(annotation, collections.abc.Awaitable):
+        model = _awaited_model(annotation)
+        return (model, False) if model is not None else None
+    if typing.get_origin(annotation) is typing.Union:  # Union[M, Generator[...]] (Awaitable[M] when async)
+        args = typing.get_args(annotation)
+        models = [_awaited_model(a) if _origin_is(a, collections.abc.Awaitable) else a for a in args
+                  if _origin_is(a, collections.abc.Awaitable) or is_pydantic_model(a)]
+        streams = [a for a in args if _origin_is(a, *_STREAMS)]
+        if len(args) == 2 and len(models) == 1 and len(streams) == 1 and models[0] is not None:
+            return models[0], True
+    return None
 
 
 def arg_config(method: Callable[..., Any], name: str) -> ArgConfig:
@@ -113,6 +150,7 @@ class ModelDescriptor:
     endpoints: dict[str, MethodDescriptor]  # the OpenAI-style methods the model has
     input_type: Any  # a pydantic model class the body is validated into, or None
     output_type: Any = None  # a pydantic model class the chain is annotated to return, or None
+    supports_streaming: bool | None = None  # the return annotation says it may stream (/schema)
 
     @cached_property
     def skip_input_parsing(self) -> bool:
@@ -145,7 +183,7 @@ class ModelDescriptor:
         predict = get("predict")
         preprocess = get("preprocess")
         postprocess = get("postprocess")
-        input_type = output_type = None
+        input_type = output_type = supports_streaming = None
         if websocket and (predict or preprocess or postprocess):
             raise ModelDefinitionError(
                 "Truss model cannot have both `websocket` and any of `predict`, `preprocess`, "
@@ -175,8 +213,9 @@ class ModelDescriptor:
             if params and is_pydantic_model(params[0].annotation):
                 input_type = params[0].annotation
             returned = inspect.signature((postprocess or predict).method).return_annotation
-            if is_pydantic_model(returned):
-                output_type = returned
+            parsed = output_schema_type(returned) if returned is not inspect.Signature.empty else None
+            if parsed is not None:
+                output_type, supports_streaming = parsed
         return cls(
             predict=predict,
             preprocess=preprocess,
@@ -187,4 +226,5 @@ class ModelDescriptor:
             endpoints=endpoints,
             input_type=input_type,
             output_type=output_type,
+            supports_streaming=supports_streaming,
         )

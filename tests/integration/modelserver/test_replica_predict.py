@@ -397,3 +397,46 @@ def test_pydantic_input_is_validated_and_output_serialised(make_package, replica
         schema = client.get("/v1/models/m/schema").json()
         assert schema["input_schema"]["properties"]["a"]["type"] == "integer"
         assert schema["output_schema"]["properties"]["doubled"]["type"] == "integer"
+
+
+SCHEMA_MODEL = """
+from typing import Generator, Union
+
+from pydantic import BaseModel
+
+
+class In(BaseModel):
+    input: str
+    stream: bool
+
+
+class Out(BaseModel):
+    output: str
+
+
+class Model:
+    def predict(self, request: In) -> Union[Out, Generator[str, None, None]]:
+        if request.stream:
+            return (token for token in ["a", "b"])
+        return Out(output=request.input)
+"""
+
+
+def test_schema_is_truss_schema_for_a_model_that_may_stream(make_package, replica) -> None:
+    # Modelled on Truss's streaming-or-object LLM packages (test_schema.py's union case).
+    r = replica(make_package(SCHEMA_MODEL))
+    r.wait_ready()
+    with r.client() as client:
+        schema = client.get("/v1/models/model/schema").json()
+        assert schema["input_schema"]["title"] == "In" and schema["output_schema"]["title"] == "Out"
+        assert schema["supports_streaming"] is True
+        assert client.post("/v1/models/model:predict", json={"input": "q", "stream": True}).content == b"ab"
+
+
+def test_no_schema_is_truss_error_body(make_package, replica) -> None:
+    r = replica(make_package("class Model:\n    def predict(self, x):\n        return x\n"))
+    r.wait_ready()
+    with r.client() as client:
+        answer = client.get("/v1/models/model/schema")
+    assert (answer.status_code, answer.json()) == (404, {"error": "No schema found"})
+    assert answer.headers["x-baseten-error-code"] == "600"

@@ -146,3 +146,43 @@ def test_constructor_gets_only_declared_kwargs(cls: type, names: set[str]) -> No
     if "data_dir" in kwargs:
         assert kwargs["data_dir"] == Path("data") and not kwargs["data_dir"].is_absolute()
     inspect.signature(cls).bind(**kwargs)
+
+
+# /schema's output part, as Truss's _parse_output_type reads return annotations
+# (truss/templates/server/_truss_common/schema.py; its test_schema.py has these cases).
+
+from collections.abc import AsyncGenerator, Awaitable, Generator  # noqa: E402
+from typing import Union  # noqa: E402
+
+from pydantic import BaseModel  # noqa: E402
+
+from swell.modelserver._methods import output_schema_type  # noqa: E402
+
+
+class Out(BaseModel):
+    output: str
+
+
+class Out2(BaseModel):
+    output2: str
+
+
+@pytest.mark.parametrize(
+    ("annotation", "expected"),
+    [
+        (Out, (Out, False)),
+        (Generator[str, None, None], (None, True)),
+        (AsyncGenerator[str, None], (None, True)),
+        (Awaitable[Out], (Out, False)),
+        (Union[Out, Generator[str, None, None]], (Out, True)),
+        (Union[Awaitable[Out], AsyncGenerator[str, None]], (Out, True)),
+        (Union[Awaitable[str], AsyncGenerator[str, None]], None),
+        (Union[str, int], None),
+        (Union[Out, Out2, Generator[str, None, None]], None),
+        (Awaitable[str], None),
+        (str, None),
+        (dict[str, Any], None),
+    ],
+)
+def test_a_return_annotation_gives_the_schema_truss_gives(annotation: Any, expected: Any) -> None:
+    assert output_schema_type(annotation) == expected
