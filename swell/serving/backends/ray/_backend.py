@@ -255,6 +255,8 @@ class RayBackend:
             build_digest, build_ref = await self._package(site)
             build: dict[str, Any] = {"hash": build_digest, "site_packages": [build_ref]}
             job["build"] = build
+        if self._closed:  # closed while it packed: nothing would stop what it placed now
+            raise RuntimeError("the Ray backend is closed")
         log = self.logs.writer(spec.deployment_id, replica.id)
         standby = self._take_standby(_shape(options))
         if standby is not None:
@@ -361,12 +363,14 @@ class RayBackend:
         replica = handle.replica
         try:
             where = await self._placed(handle)
+            if where is None:  # asked to stop while it waited
+                return
             replica.node = node_label(where["node_id"], where["address"])
             replica.reason = None
             replica.marks["placed"] = time.monotonic()
-            self._set(handle, ReplicaState.STARTING)
-            if handle.stopping:
+            if handle.stopping:  # placed as the stop came: it is draining, never starting again
                 return
+            self._set(handle, ReplicaState.STARTING)
             try:
                 started = await handle.actor.start.remote(job)
             except RayActorError:
@@ -377,6 +381,8 @@ class RayBackend:
                 handle.where = None
                 handle.actor = self._actor_class.options(**handle.options).remote(self._prestart)
                 where = await self._placed(handle)
+                if where is None:
+                    return
                 replica.node = node_label(where["node_id"], where["address"])
                 started = await handle.actor.start.remote(job)
             replica.address = started["address"]
@@ -423,8 +429,9 @@ class RayBackend:
             handle.log.note(f"{dropped} bytes of output were dropped on the node (more than it holds between fetches)")
         handle.log.feed(output)
 
-    async def _placed(self, handle: _Handle) -> dict[str, str]:
-        """Wait for Ray to place the actor, saying why not meanwhile."""
+    async def _placed(self, handle: _Handle) -> dict[str, str] | None:
+        """Wait for Ray to place the actor, saying why not meanwhile; ``None``: asked to stop
+        meanwhile (it takes no standby then, and makes none give way)."""
         if handle.where is not None:
             return handle.where
         where = asyncio.ensure_future(handle.actor.where.remote())
@@ -433,6 +440,8 @@ class RayBackend:
                 done, _ = await asyncio.wait([where], timeout=self._poll)
                 if done:
                     return where.result()
+                if handle.stopping:
+                    return None
                 standby = self._take_standby(_shape(handle.options))
                 if standby is not None and standby.where is not None:  # placed meanwhile: use it
                     self._kill(handle)
@@ -514,6 +523,9 @@ class RayBackend:
         if handle.done.is_set():
             return
         self._handles.pop(handle.replica.id, None)
+        deployment_id = handle.replica.deployment_id
+        if not any(h.replica.deployment_id == deployment_id for h in self._handles.values()):
+            self._tokens.pop(deployment_id, None)  # its last replica: a later one gets a new token
         if handle.replica.error and state is ReplicaState.FAILED:
             handle.log.note(handle.replica.error)
         handle.log.close()

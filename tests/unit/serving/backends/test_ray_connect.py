@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
+from pathlib import Path
 
+import pytest
+from ray.exceptions import RayActorError
+
+from swell.config import ModelConfig
+from swell.serving import ReplicaSpec, ReplicaState
 from swell.serving.backends.ray import RayBackend
 
 
@@ -50,3 +57,166 @@ async def test_a_package_s_object_is_let_go_once_its_folder_is_removed(tmp_path,
     second = await backend._package(folders[1])
     assert second != first and len(stored) == 2
     assert list(backend._packages) == [folders[1]]
+
+
+# ---------------------------------------------------------------- races, with Ray faked
+#
+# A fake of the few Ray calls the backend makes: actors whose remote calls are futures
+# the test answers (placement, start, events), and ray.kill, which fails what an actor
+# still owes, as Ray does once it has ended it.
+
+
+class _Method:
+    def __init__(self, actor: _FakeActor, name: str) -> None:
+        self.actor, self.name = actor, name
+
+    def remote(self, *args: object) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if self.actor.killed and not self.actor.cluster.kill_lags:
+            future.set_exception(RayActorError())
+        else:
+            self.actor.owed.append((self.name, future))
+        return future
+
+
+class _FakeActor:
+    def __init__(self, cluster: _FakeCluster, options: dict[str, object]) -> None:
+        self.cluster, self.options = cluster, options
+        self.killed = False
+        self.owed: list[tuple[str, asyncio.Future[object]]] = []
+        for name in ("where", "start", "events", "stop"):
+            setattr(self, name, _Method(self, name))
+
+    def answer(self, name: str, value: object) -> None:
+        for i, (called, future) in enumerate(self.owed):
+            if called == name and not future.done():
+                del self.owed[i]
+                future.set_result(value)
+                return
+        raise AssertionError(f"nothing asked {name} of this actor")
+
+    def kill(self) -> None:
+        self.killed = True
+        if self.cluster.kill_lags:  # Ray's kill is asynchronous: what it owes fails later
+            return
+        for _, future in self.owed:
+            if not future.done():
+                future.set_exception(RayActorError())
+        self.owed.clear()
+
+
+class _FakeCluster:
+    def __init__(self) -> None:
+        self.actors: list[_FakeActor] = []
+        self.kill_lags = False
+
+    def options(self, **options: object) -> _FakeCluster._Bound:
+        return _FakeCluster._Bound(self, options)
+
+    class _Bound:
+        def __init__(self, cluster: _FakeCluster, options: dict[str, object]) -> None:
+            self.cluster, self.options = cluster, options
+
+        def remote(self, prestart: bool) -> _FakeActor:
+            actor = _FakeActor(self.cluster, self.options)
+            self.cluster.actors.append(actor)
+            return actor
+
+
+_WHERE = {"node_id": "a" * 32, "address": "10.0.0.2"}
+
+
+def _started(replica_id: str) -> dict[str, object]:
+    return {"address": "http://10.0.0.2:4000", "pid": 42, "argv": ["python"], "prestarted": False}
+
+
+@pytest.fixture
+def fake_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RayBackend, _FakeCluster]:
+    import ray
+
+    cluster = _FakeCluster()
+    monkeypatch.setattr(ray, "kill", lambda actor, no_restart=True: actor.kill())
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    backend = RayBackend("127.0.0.1:1", log_dir=tmp_path / "logs", standbys=0, pending_poll_seconds=60.0)
+    backend._connected = True
+    backend._actor_class = cluster
+
+    async def package(package_dir: Path) -> tuple[str, object]:
+        return "0" * 64, "ref"
+
+    backend._package = package  # type: ignore[method-assign]
+    return backend, cluster
+
+
+def _spec(deployment_id: str = "dep1") -> ReplicaSpec:
+    return ReplicaSpec(deployment_id, Path("/nowhere"), ModelConfig(), python=sys.executable)
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_a_start_that_close_overtakes_places_no_actor(fake_ray) -> None:
+    # The controller's start of a replica may still be packing the package when the
+    # server shuts down (it cancels its tasks only after the backend's close): what it
+    # places then is never stopped, and Ray called after ray.shutdown() joins anew.
+    backend, cluster = fake_ray
+    packed = asyncio.Event()
+
+    async def slow_package(package_dir: Path) -> tuple[str, object]:
+        await packed.wait()
+        return "0" * 64, "ref"
+
+    backend._package = slow_package  # type: ignore[method-assign]
+    starting = asyncio.create_task(backend.start(_spec(), lambda replica: None))
+    await _settle()
+    await backend.close()
+    packed.set()
+    with pytest.raises(RuntimeError, match="closed"):
+        await starting
+    assert cluster.actors == [] and backend.list() == []
+
+
+async def test_a_replica_asked_to_stop_while_ray_placed_it_is_never_reported_starting(fake_ray) -> None:
+    backend, cluster = fake_ray
+    states: list[ReplicaState] = []
+    replica = await backend.start(_spec(), lambda r: states.append(r.state))
+    await _settle()
+    (actor,) = cluster.actors
+    actor.answer("where", _WHERE)  # Ray placed it just as the stop came
+    await backend.stop(replica, 1.0)
+    assert states[states.index(ReplicaState.DRAINING):] == [ReplicaState.DRAINING, ReplicaState.STOPPED]
+    assert actor.killed and not any(name == "start" for name, _ in actor.owed)
+
+
+async def test_a_deployment_s_token_is_let_go_with_its_last_replica(fake_ray) -> None:
+    # One token per deployment while it has replicas; a server that deploys for months
+    # must not keep one for every deployment it ever ran.
+    backend, _ = fake_ray
+    first = await backend.start(_spec("dep1"), lambda r: None)
+    second = await backend.start(_spec("dep1"), lambda r: None)
+    other = await backend.start(_spec("dep2"), lambda r: None)
+    assert first.token == second.token != other.token
+    await backend.stop(first, 1.0)
+    assert backend._tokens.keys() == {"dep1", "dep2"}  # its other replica still uses it
+    await backend.stop(second, 1.0)
+    await backend.stop(other, 1.0)
+    assert backend._tokens == {}
+
+
+async def test_a_replica_asked_to_stop_while_it_waits_takes_no_standby(fake_ray) -> None:
+    # A standby of its shape placed meanwhile is kept for the next replica, not taken
+    # (and killed) for one that is stopping, nor dropped to make room for it.
+    from swell.serving.backends.ray._backend import _shape, _Standby
+
+    backend, cluster = fake_ray
+    backend._poll = 0.0
+    cluster.kill_lags = True
+    replica = await backend.start(_spec(), lambda r: None)
+    (actor,) = cluster.actors
+    standby = _Standby(_FakeActor(cluster, actor.options), _shape(actor.options), where=_WHERE)
+    backend._standbys[standby.key] = [standby]
+    await backend.stop(replica, 1.0)
+    assert backend._standbys[standby.key] == [standby] and not standby.actor.killed
+    assert replica.state is ReplicaState.STOPPED
