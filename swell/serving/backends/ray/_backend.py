@@ -20,6 +20,7 @@ import secrets as _secrets
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,7 @@ class RayBackend:
         # going, or within a few polls after, is no measure of the room.
         self._standbys_going = 0
         self._unsettled_until = -math.inf
+        self._background: set[asyncio.Task[None]] = set()  # held here (the loop holds tasks weakly); close() ends them
 
     # ------------------------------------------------------------------ public
 
@@ -329,6 +331,9 @@ class RayBackend:
                 self._drop_standby(standby)
         handles = list(self._handles.values())
         await asyncio.gather(*(self.stop(h.replica, self._close_grace) for h in handles), return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         self._packages.clear()
         if self._connected:
             import ray
@@ -500,7 +505,7 @@ class RayBackend:
             replica.weights_seconds = event.weights_seconds
         if state is ReplicaState.FAILED:
             replica.error = event.error or "the replica reported a failure without a traceback"
-            asyncio.get_running_loop().create_task(self._stop_quietly(handle, self._failed_grace))
+            self._spawn(self._stop_quietly(handle, self._failed_grace))
         self._set(handle, state)
 
     async def _stop_quietly(self, handle: _Handle, grace: float) -> None:
@@ -571,7 +576,7 @@ class RayBackend:
             standbys.remove(standby)
             if not self._closed:
                 self._standbys_going += 1
-                asyncio.get_running_loop().create_task(self._standby_gone(standby.actor))
+                self._spawn(self._standby_gone(standby.actor))
         if standby.task is not None and not standby.task.done() and standby.task is not asyncio.current_task():
             standby.task.cancel()
         import ray
@@ -589,6 +594,11 @@ class RayBackend:
             # Its worker may still be exiting: Ray shows its resources free up to ~2 s later.
             settled = time.monotonic() + self._poll * _FREE_FRESH_POLLS
             self._unsettled_until = max(self._unsettled_until, settled)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _kill(self, handle: _Handle) -> None:
         if handle.killed:

@@ -220,3 +220,26 @@ async def test_a_replica_asked_to_stop_while_it_waits_takes_no_standby(fake_ray)
     await backend.stop(replica, 1.0)
     assert backend._standbys[standby.key] == [standby] and not standby.actor.killed
     assert replica.state is ReplicaState.STOPPED
+
+
+async def test_close_leaves_no_task_of_the_backend_running(fake_ray) -> None:
+    # A standby dropped to make room is watched until Ray has ended it (up to 30 s):
+    # that watch, like every task the backend started, ends with close().
+    from swell.serving.backends.ray._backend import _shape, _Standby
+
+    backend, cluster = fake_ray
+    backend._poll = 0.0
+    backend._why_pending = lambda options: "needs 1 CPU; no node has one free"  # type: ignore[method-assign]
+    cluster.kill_lags = True
+    options = {"num_cpus": 2.0}
+    standby = _Standby(_FakeActor(cluster, options), _shape(options))  # not placed yet
+    backend._standbys[standby.key] = [standby]
+    await backend.start(_spec(), lambda r: None)
+    for _ in range(50):
+        if not backend._standbys[standby.key]:
+            break
+        await asyncio.sleep(0)
+    assert backend._standbys[standby.key] == [] and standby.actor.killed  # it gave way
+    await backend.close()
+    await _settle()
+    assert [task for task in asyncio.all_tasks() if task is not asyncio.current_task()] == []
