@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,9 @@ def _answer_errors(app: FastAPI, plane: ControlPlane) -> None:
             elif isinstance(cause, RecursionError):
                 # Python's parser recurses once a level, up to the interpreter's limit (1,000)
                 payload["reason"] = "the body's JSON is nested too deep (more than about 1,000 levels)"
+            elif isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+                limit = sys.get_int_max_str_digits()
+                payload["reason"] = f"a number in the body's JSON has more than {limit} digits"
             else:
                 payload["reason"] = f"the body could not be read as JSON: {type(cause).__name__}: {cause}"
         elif exc.status_code == 405:

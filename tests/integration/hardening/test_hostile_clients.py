@@ -143,6 +143,38 @@ def test_a_request_the_parser_refuses_is_a_json_400_saying_why(
     assert live.swell.http.post(live.path, json={"ok": 1}).json()["echo"] == {"ok": 1}
 
 
+# --------------------------------------------------------------------------- management bodies
+
+
+@pytest.mark.parametrize("route", ["settings", "async_predict"])
+def test_a_huge_integer_in_a_management_body_is_a_400_saying_so(live: Live, route: str) -> None:
+    before = live.swell.http.get(live.settings).json()
+    if route == "settings":
+        path, method, body = live.settings, "PATCH", b'{"scale_down_delay": ' + b"9" * 5000 + b"}"
+    else:
+        path, method = live.path.replace("/predict", "/async_predict"), "POST"
+        body = b'{"model_input": ' + b"9" * 5000 + b"}"
+    response = live.swell.http.request(method, path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": "invalid JSON",
+        "reason": f"a number in the body's JSON has more than {sys.get_int_max_str_digits()} digits",
+    }
+    assert live.swell.http.get(live.settings).json() == before
+
+
+def test_too_many_schedules_are_refused_by_count_and_nothing_changes(live: Live) -> None:
+    # 100,000 schedules fit in the request limit; validating them held the event loop.
+    before = live.swell.http.get(live.settings).json()
+    window = {"min_replica": 0, "start": "08:00", "end": "09:00"}
+    response = live.swell.http.patch(live.settings, json={"scale_down_delay": 61, "schedules": [window] * 100_000})
+    assert response.status_code == 422, response.text
+    (entry,) = response.json()["detail"]
+    assert entry["field"] == "schedules" and entry["value"] == "100000 items" and "at most 100" in entry["allowed"]
+    assert len(response.content) < 1000  # the count, not the list, comes back
+    assert live.swell.http.get(live.settings).json() == before
+
+
 # --------------------------------------------------------------------------- a caller that never reads
 
 

@@ -64,6 +64,16 @@ def test_bad_settings_name_field_value_and_range(body: dict[str, Any], field: st
     assert "value" in as_json["detail"][0]
 
 
+def test_at_most_100_schedules_and_the_refusal_gives_the_count_not_the_list() -> None:
+    window = {"min_replica": 0, "start": "08:00", "end": "09:00"}
+    assert len(parse_autoscaling({"schedules": [window] * 100}).schedules) == 100
+    with pytest.raises(SettingsError) as info:
+        parse_autoscaling({"schedules": [window] * 300_000})
+    (error,) = info.value.errors
+    assert (error.field, error.value) == ("schedules", "300000 items")
+    assert "at most 100" in error.allowed
+
+
 def test_every_bad_field_is_reported_at_once() -> None:
     with pytest.raises(SettingsError) as info:
         parse_autoscaling({"autoscaling_window": 1, "scale_down_delay": -1})
