@@ -52,6 +52,7 @@ from swell.serving.backends.ray._placement import (
     node_label,
     pending_reason,
     resource_demand,
+    start_failure,
 )
 
 __all__ = ["RayBackend"]
@@ -420,7 +421,7 @@ class RayBackend:
                 logger.warning("replica %s: %s", replica.id, replica.error.splitlines()[0])
                 self._finish(handle, ReplicaState.FAILED)
         except RayError as exc:  # the node could not prepare it (unpack, requirements, spawn)
-            replica.error = f"the replica could not start on {replica.node or 'its node'}: {exc}"
+            replica.error = start_failure(replica.node, str(exc), getattr(exc, "cause", None))
             logger.warning("replica %s: %s", replica.id, replica.error)
             self._finish(handle, ReplicaState.FAILED)
         finally:

@@ -1,12 +1,14 @@
 """Pure parts of the Ray backend: a model's resources as Ray actor options,
-why Ray cannot place one yet (in words), how a lost replica is named, and
-what of the server's environment a replica on a node gets.
+why Ray cannot place one yet (in words), how a lost replica is named and
+one its node could not start, and what of the server's environment a
+replica on a node gets.
 
 Nothing here imports Ray, so every rule is tested from a table.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -143,3 +145,16 @@ def death_message(node: str | None, cause: str) -> str:
     where = node or "an unknown node"
     head = f"the Ray node {where} was lost" if lost_node else f"its Ray actor on {where} died"
     return f"{head}: {cause}"
+
+
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def start_failure(node: str | None, text: str, cause: object) -> str:
+    """The error of a replica whose node could not prepare it (unpack, requirements, spawn):
+    what the node raised (``cause``: a ``RayTaskError``'s), then Ray's text of it (``text``:
+    where on the node, the traceback), less the terminal colours Ray puts in."""
+    plain = _COLOURS.sub("", text).strip()
+    said = str(cause).strip() if isinstance(cause, BaseException) else ""
+    head = f"the replica could not start on {node or 'its node'}: {said or plain}"
+    return f"{head}\n{plain}" if said and plain else head

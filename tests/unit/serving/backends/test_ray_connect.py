@@ -243,3 +243,32 @@ async def test_close_leaves_no_task_of_the_backend_running(fake_ray) -> None:
     await backend.close()
     await _settle()
     assert [task for task in asyncio.all_tasks() if task is not asyncio.current_task()] == []
+
+
+async def test_a_job_its_node_cannot_run_fails_with_the_node_s_error_in_plain_words(fake_ray) -> None:
+    # Ray raises what the actor raised wrapped in a RayTaskError, whose text starts with a
+    # terminal-coloured "ray::ReplicaActor.start() (pid=…, ip=…)" line and Ray's traceback.
+    import traceback
+
+    from ray.exceptions import RayTaskError
+
+    backend, cluster = fake_ray
+    states: list[ReplicaState] = []
+    replica = await backend.start(_spec(), lambda r: states.append(r.state))
+    await _settle()
+    (actor,) = cluster.actors
+    actor.answer("where", _WHERE)
+    await _settle()
+    try:
+        raise OSError(28, "No space left on device")
+    except OSError as exc:
+        failure = RayTaskError("ReplicaActor.start", traceback.format_exc(), exc, proctitle="ray::ReplicaActor.start",
+                               pid=7, ip="10.0.0.2").as_instanceof_cause()
+    ((_, started),) = [(name, future) for name, future in actor.owed if name == "start"]
+    started.set_exception(failure)
+    await _settle()
+    assert states[-1] is ReplicaState.FAILED and backend.list() == []
+    assert replica.error is not None and "\x1b" not in replica.error
+    assert replica.error.splitlines()[0] == (
+        "the replica could not start on 10.0.0.2 (node aaaaaaaaaaaa): [Errno 28] No space left on device"
+    )
