@@ -52,6 +52,7 @@ __all__ = [
     "parse_autoscaling",
     "parse_cpu",
     "parse_memory",
+    "python_version_note",
     "truss_setting_warnings",
 ]
 
@@ -1050,6 +1051,26 @@ def _set_values(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         return {}
     return {str(k): v for k, v in value.items() if v is not None and v is not False}
+
+
+def _wanted_python(value: Any) -> str | None:
+    """``py39`` -> ``3.9`` (Truss's spelling of python_version), else None."""
+    match = re.fullmatch(r"py3(\d+)", str(value).strip())
+    return f"3.{match[1]}" if match else None
+
+
+def python_version_note(config: ModelConfig) -> str | None:
+    """For a failed requirements install: the Python the package was written for, when it is
+    not the one replicas run (a pin with wheels only for older Pythons fails to build here)."""
+    wanted = _wanted_python(config._truss_ignored.get("python_version"))
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if wanted is None or wanted == running:
+        return None
+    return (
+        f"config.yaml asks for python_version {config._truss_ignored['python_version']} (Truss builds its "
+        f"image with Python {wanted}); replicas here run Python {running}, for which these pins may have "
+        f"no wheels: pin versions that support Python {running}"
+    )
 
 
 def truss_setting_warnings(config: ModelConfig) -> list[str]:

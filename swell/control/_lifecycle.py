@@ -27,6 +27,7 @@ from swell.config import (
     FieldError,
     ModelConfig,
     load_model_config,
+    python_version_note,
     truss_setting_warnings,
 )
 from swell.control._access import Access
@@ -286,6 +287,8 @@ class Lifecycle(Part):
         except Exception as exc:
             if isinstance(exc, RequirementsInstallError):
                 status, error, reason = 422, "requirements could not be installed", str(exc)
+                note = python_version_note(config)
+                reason += f"\n{note}" if note else ""
             elif isinstance(exc, BuildCommandError):
                 status, error, reason = 422, "build command failed", str(exc)
                 extra["build_command"] = exc.as_dict()

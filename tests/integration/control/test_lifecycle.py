@@ -115,6 +115,24 @@ async def test_requirements_failure_is_422_and_a_failed_deployment(
     assert unavailable.value.status == 503
 
 
+async def test_a_requirements_failure_names_the_python_the_package_was_written_for(
+    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Modelled on Truss's old sklearn packages: python_version py39, pins without wheels for newer Pythons.
+    from swell.control import _lifecycle as _plane
+    from swell.modelserver import RequirementsInstallError
+
+    def fail(requirements: list[str], cache_dir: Path) -> Path:
+        raise RequirementsInstallError(requirements, "error: metadata-generation-failed")
+
+    monkeypatch.setattr(_plane, "ensure_environment", fail)
+    archive = make_archive({"model_name": "m", "python_version": "py37", "requirements": ["scikit-learn==1.0.2"]})
+    with pytest.raises(ApiError) as info:
+        await plane.push(archive, model_name=None, publish=True, promote=False)
+    last = info.value.payload["reason"].splitlines()[-1]
+    assert "python_version py37 (Truss builds its image with Python 3.7)" in last and "replicas here run Python 3." in last
+
+
 async def test_failed_development_build_keeps_the_old_development_deployment(
     plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
 ) -> None:

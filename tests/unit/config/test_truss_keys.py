@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from swell.config import ConfigError, load_model_config, truss_setting_warnings
+from swell.config import ConfigError, load_model_config, python_version_note, truss_setting_warnings
 
 
 def write(tmp_path: Path, config: dict) -> Path:
@@ -264,3 +264,16 @@ def test_a_requirements_file_that_cannot_be_installed_is_refused(tmp_path: Path,
         (tmp_path / file).write_text(text)
     errors = refused(tmp_path, {"model_name": "m", "requirements_file": name})
     assert said in errors["requirements_file"]
+
+
+def test_the_python_version_note_is_only_for_another_python(tmp_path: Path) -> None:
+    import sys
+
+    running = f"py3{sys.version_info.minor}"
+    config, _ = load_model_config(write(tmp_path, {"model_name": "m", "python_version": running}))
+    assert python_version_note(config) is None
+    config, _ = load_model_config(write(tmp_path, {"model_name": "m"}))
+    assert python_version_note(config) is None
+    config, _ = load_model_config(write(tmp_path, {"model_name": "m", "python_version": "py38"}))
+    note = python_version_note(config)
+    assert note is not None and "Python 3.8" in note and f"Python 3.{sys.version_info.minor}" in note
