@@ -378,7 +378,7 @@ class RayBackend:
                 return
             self._set(handle, ReplicaState.STARTING)
             try:
-                started = await handle.actor.start.remote(job)
+                started = await self._starting(handle, job)
             except RayActorError:
                 if replica.start_mode != "prewarmed" or handle.killed:
                     raise
@@ -390,7 +390,7 @@ class RayBackend:
                 if where is None:
                     return
                 replica.node = node_label(where["node_id"], where["address"])
-                started = await handle.actor.start.remote(job)
+                started = await self._starting(handle, job)
             replica.address = started["address"]
             replica.pid = started["pid"]
             replica.marks["spawned"] = time.monotonic()
@@ -428,6 +428,21 @@ class RayBackend:
             self._kill(handle)
             if not handle.done.is_set():
                 self._finish(handle, ReplicaState.STOPPED if handle.stopping else ReplicaState.FAILED)
+
+    async def _starting(self, handle: _Handle, job: dict[str, Any]) -> dict[str, Any]:
+        """The actor's start: it unpacks the package and builds a requirements venv on its node
+        (minutes for a big one), sending nothing meanwhile.  A call in flight is its sign of
+        life every poll (the load's stall limit is for a replica that says nothing; its total
+        limit still holds); a lost node or actor fails the call."""
+        call = asyncio.ensure_future(handle.actor.start.remote(job))
+        try:
+            while True:
+                done, _ = await asyncio.wait([call], timeout=self._poll)
+                if done:
+                    return dict(call.result())
+                handle.replica.progress += 1
+        finally:
+            call.cancel()
 
     def _log_output(self, handle: _Handle, output: bytes, dropped: int) -> None:
         handle.replica.progress += 1  # a sign of life while it loads

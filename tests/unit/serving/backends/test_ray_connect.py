@@ -74,6 +74,8 @@ class _Method:
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if self.actor.killed and not self.actor.cluster.kill_lags:
             future.set_exception(RayActorError())
+        elif self.name == "where" and self.actor.cluster.places_at_once:
+            future.set_result(_WHERE)
         else:
             self.actor.owed.append((self.name, future))
         return future
@@ -109,6 +111,7 @@ class _FakeCluster:
     def __init__(self) -> None:
         self.actors: list[_FakeActor] = []
         self.kill_lags = False
+        self.places_at_once = False  # where() answers at once
 
     def options(self, **options: object) -> _FakeCluster._Bound:
         return _FakeCluster._Bound(self, options)
@@ -145,6 +148,7 @@ def fake_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RayBacken
         return "0" * 64, "ref"
 
     backend._package = package  # type: ignore[method-assign]
+    backend._why_pending = lambda options: "needs 1 CPU; no node has one free"  # type: ignore[method-assign]
     return backend, cluster
 
 
@@ -229,7 +233,6 @@ async def test_close_leaves_no_task_of_the_backend_running(fake_ray) -> None:
 
     backend, cluster = fake_ray
     backend._poll = 0.0
-    backend._why_pending = lambda options: "needs 1 CPU; no node has one free"  # type: ignore[method-assign]
     cluster.kill_lags = True
     options = {"num_cpus": 2.0}
     standby = _Standby(_FakeActor(cluster, options), _shape(options))  # not placed yet
@@ -272,3 +275,25 @@ async def test_a_job_its_node_cannot_run_fails_with_the_node_s_error_in_plain_wo
     assert replica.error.splitlines()[0] == (
         "the replica could not start on 10.0.0.2 (node aaaaaaaaaaaa): [Errno 28] No space left on device"
     )
+
+
+async def test_a_replica_shows_signs_of_life_while_its_node_prepares_the_job(fake_ray) -> None:
+    # Building a requirements venv on the node (torch: minutes) sends no event: without a
+    # sign of life the controller failed it after load_stall_seconds, and its replacement
+    # waited on the same build's lock, failing again.  (load_timeout_seconds still bounds it.)
+    backend, cluster = fake_ray
+    backend._poll = 0.0
+    cluster.places_at_once = True
+    replica = await backend.start(_spec(), lambda r: None)
+    await _settle()
+    (actor,) = cluster.actors
+    assert replica.state is ReplicaState.STARTING
+    before = replica.progress
+    await _settle()
+    assert replica.progress > before, "no sign of life while the node prepares the job"
+    actor.answer("start", _started(replica.id))
+    await _settle()
+    assert replica.address == "http://10.0.0.2:4000"
+    actor.kill()  # its node is lost: the replica ends
+    await _settle()
+    assert replica.state is ReplicaState.FAILED
