@@ -157,6 +157,19 @@ def await_job() -> list[str]:
     return list(job["args"])
 
 
+def _interpreter_first_on_path() -> None:
+    """The replica's Python and the console scripts of its environment come first on PATH,
+    as in Truss's image, where requirements are installed into the one Python on PATH:
+    model code that starts ``python3 -m vllm.entrypoints…`` or ``vllm serve`` in ``load()``
+    gets this environment's, not the machine's."""
+    bin_dir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", os.defpath)
+    if path.split(os.pathsep, 1)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + path
+    if sys.prefix != sys.base_prefix:
+        os.environ["VIRTUAL_ENV"] = sys.prefix
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one replica until SIGTERM (exit 0) or a failed load (exit 1)."""
     original_ppid = os.getppid()
@@ -185,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     # them. A value the launcher already set wins: it is the outer runtime's override.
     for name, value in config["environment_variables"].items():
         os.environ.setdefault(name, value)
+    _interpreter_first_on_path()
     address = _listen_address()  # before chdir: a relative socket path means the launcher's cwd
     os.chdir(package_dir)  # Truss's cwd is /app: relative data/ resolves against the package
 

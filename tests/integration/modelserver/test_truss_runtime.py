@@ -82,3 +82,31 @@ def test_a_sibling_module_imported_by_its_own_name_fails_as_in_truss_saying_how_
     last = r.wait_event("failed")["error"].strip().splitlines()[-1]
     assert "`from model import helpers`" in last, last
     assert r.wait() != 0
+
+
+def test_python3_and_console_scripts_in_load_are_the_replicas_own(make_package, replica) -> None:
+    # Modelled on truss-examples' vLLM packages: load() runs `python3 -m vllm.entrypoints...` or
+    # `vllm serve`, which in Truss's image are the Python its requirements went into.
+    model = '''
+import os
+import shutil
+import subprocess
+import sys
+
+
+class Model:
+    def load(self):
+        out = subprocess.check_output(["python3", "-c", "import sys; print(sys.prefix)"], text=True)
+        self.child_prefix = out.strip()
+
+    def predict(self, model_input):
+        return {"child_prefix": self.child_prefix, "prefix": sys.prefix,
+                "first_on_path": os.environ["PATH"].split(os.pathsep)[0], "bin": os.path.dirname(sys.executable)}
+'''
+    # A PATH whose python3, if any, is the machine's: as a server started without activating its venv.
+    r = replica(make_package(model), env={"PATH": "/usr/bin:/bin"})
+    r.wait_ready()
+    with r.client() as client:
+        body = client.post("/v1/models/test:predict", json={}).json()
+    assert body["child_prefix"] == body["prefix"]
+    assert body["first_on_path"] == body["bin"]
