@@ -22,10 +22,17 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["FLUSH_AT", "WS_MAX_MESSAGE_BYTES", "CorkedHttpToolsProtocol", "CorkedTransport", "LazyWebSocketProtocol"]
+__all__ = [
+    "FLUSH_AT", "MAX_HEAD_BYTES", "WS_MAX_MESSAGE_BYTES", "CorkedHttpToolsProtocol", "CorkedTransport", "LazyWebSocketProtocol",
+]
 
 #: Buffered bytes past which a write goes out at once.
 FLUSH_AT = 1 << 16
+#: The most bytes a request's line and headers may take (answered 431 past it).
+MAX_HEAD_BYTES = 1 << 20
+#: How long a refused request's connection is read (and what arrives dropped) before it closes.
+LINGER_SECONDS = 2.0
+_REFUSED = -2
 #: The largest websocket message, on every hop: Truss's hard limit (``WS_MAX_MSG_SZ_BYTES``).
 WS_MAX_MESSAGE_BYTES = 100 << 20
 
@@ -137,17 +144,61 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
 
+    # Bytes of the current request's head so far; -1 between heads.  httptools
+    # sets no bound on a head, and grows a header's value by copies: a client
+    # streaming one endless header made the server use memory and CPU in
+    # proportion (hundreds of MB within the header timeout).
+    # -2 once refused: what still arrives is read and dropped (see _refuse).
+    _head_bytes = -1
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_bytes != -1:
+            if self._head_bytes == _REFUSED:
+                return
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                return self._refuse(
+                    b"431 Request Header Fields Too Large", "request head too large",
+                    f"the request line and headers passed {MAX_HEAD_BYTES} bytes, the limit",
+                )
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = -1
+        super().on_headers_complete()
+
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this from its ``except httptools.HttpParserError`` only:
         # the parser's own words ("Duplicate Content-Length", ...) are the reason.
         problem = sys.exc_info()[1]
         reason = f"{msg.rstrip('.')}: {problem}" if problem is not None and str(problem) else msg
-        body = json.dumps({"error": "bad request", "reason": reason}).encode()
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        self._refuse(b"400 Bad Request", "bad request", reason)
+
+    def _refuse(self, status: bytes, error: str, reason: str) -> None:
+        """Answer a request that never reached the app, and close the connection.
+
+        Closed at once with the rest of the request unread, the kernel would
+        answer the client's next bytes with a reset, which can destroy the
+        answer before the client reads it.  So our side of the connection is
+        shut, what still arrives is dropped unparsed, and it closes when the
+        client does, or after ``LINGER_SECONDS``.
+        """
+        self._head_bytes = _REFUSED
+        body = json.dumps({"error": error, "reason": reason}).encode()
+        head = [b"HTTP/1.1 %s\r\n" % status]
         head.extend(b"%s: %s\r\n" % (name, value) for name, value in self.server_state.default_headers)
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
-        self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        transport = self.transport
+        transport.write(b"".join(head) + body)
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
 
 
 class LazyWebSocketProtocol(asyncio.Protocol):

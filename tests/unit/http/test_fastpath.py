@@ -409,3 +409,26 @@ async def test_a_request_that_cannot_be_parsed_is_a_json_400_saying_why(port: in
     answer = json.loads(body)
     assert answer["error"] == "bad request" and says in answer["reason"], answer
     writer.close()
+
+
+@pytest.mark.parametrize("start", [b"GET /other HTTP/1.1\r\nhost: t\r\nx-big: ", b"POST /model/a/predict HTTP/1.1\r\nx-big: "])
+async def test_an_endless_head_is_a_431_once_it_passes_the_limit(port: int, start: bytes) -> None:
+    from swell.http._httptools import MAX_HEAD_BYTES
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(start)
+    for _ in range(MAX_HEAD_BYTES // 65536 + 4):  # just past the limit
+        writer.write(b"a" * 65536)
+        await writer.drain()
+    status, headers, body = await read_response(reader)
+    assert (status, headers[b"content-type"], headers[b"connection"]) == (431, b"application/json", b"close")
+    assert json.loads(body) == {
+        "error": "request head too large",
+        "reason": f"the request line and headers passed {MAX_HEAD_BYTES} bytes, the limit",
+    }
+    # What the client still sends is taken and dropped (no reset that could
+    # destroy the answer), and our side is closed.
+    writer.write(b"a" * MAX_HEAD_BYTES)
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
