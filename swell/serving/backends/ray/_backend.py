@@ -424,6 +424,10 @@ class RayBackend:
             replica.error = start_failure(replica.node, str(exc), getattr(exc, "cause", None))
             logger.warning("replica %s: %s", replica.id, replica.error)
             self._finish(handle, ReplicaState.FAILED)
+        except Exception as exc:  # a fault of ours: the replica fails saying so, never stays as it was
+            replica.error = f"the server lost track of it: {type(exc).__name__}: {exc}"
+            logger.exception("replica %s of %s: supervising it failed", replica.id, replica.deployment_id)
+            self._finish(handle, ReplicaState.STOPPED if handle.stopping else ReplicaState.FAILED)
         finally:
             self._kill(handle)
             if not handle.done.is_set():
@@ -472,7 +476,11 @@ class RayBackend:
                 for standbys in list(self._standbys.values()):  # give way to a replica that waits
                     for idle in list(standbys):
                         self._drop_standby(idle)
-                reason = await asyncio.to_thread(self._why_pending, handle.options)
+                try:
+                    reason = await asyncio.to_thread(self._why_pending, handle.options)
+                except Exception as exc:  # noqa: BLE001 -- only the words for why it waits: it waits on
+                    logger.debug("replica %s: could not read the cluster's state: %s", handle.replica.id, exc)
+                    continue
                 if reason != handle.replica.reason:
                     logger.info("replica %s of %s pending: %s", handle.replica.id, handle.replica.deployment_id, reason)
                     handle.replica.reason = reason

@@ -12,7 +12,7 @@ import pytest
 from ray.exceptions import RayActorError
 
 from swell.config import ModelConfig
-from swell.serving import ReplicaSpec, ReplicaState
+from swell.serving import Replica, ReplicaSpec, ReplicaState
 from swell.serving.backends.ray import RayBackend
 
 
@@ -297,3 +297,51 @@ async def test_a_replica_shows_signs_of_life_while_its_node_prepares_the_job(fak
     actor.kill()  # its node is lost: the replica ends
     await _settle()
     assert replica.state is ReplicaState.FAILED
+
+
+async def test_a_pending_replica_outlives_a_failed_look_at_the_cluster(fake_ray) -> None:
+    # Why it waits is a description, read from Ray's control store every poll; a look
+    # that fails (the store restarting, a timeout) must not fail the replica that waits.
+    backend, cluster = fake_ray
+    backend._poll = 0.0
+    loop = asyncio.get_running_loop()
+    looked_again = asyncio.Event()
+    looks: list[int] = []
+
+    def why_pending(options: dict[str, object]) -> str:
+        looks.append(1)
+        if len(looks) == 1:
+            raise ConnectionError("the GCS did not answer")
+        loop.call_soon_threadsafe(looked_again.set)
+        return "needs 1 CPU; no node has one free"
+
+    backend._why_pending = why_pending  # type: ignore[method-assign]
+    started = asyncio.Event()
+
+    def on_change(replica: Replica) -> None:
+        if replica.state is ReplicaState.STARTING:
+            started.set()
+
+    replica = await backend.start(_spec(), on_change)
+    await asyncio.wait_for(looked_again.wait(), 10)
+    assert replica.state is ReplicaState.PENDING and backend.list() == [replica]
+    (actor,) = cluster.actors
+    actor.answer("where", _WHERE)
+    await asyncio.wait_for(started.wait(), 10)
+    actor.kill()
+    await _settle()
+
+
+async def test_a_fault_in_supervising_a_replica_fails_it_saying_so(fake_ray) -> None:
+    backend, cluster = fake_ray
+    cluster.places_at_once = True
+    replica = await backend.start(_spec(), lambda r: None)
+    await _settle()
+    (actor,) = cluster.actors
+    actor.answer("start", _started(replica.id))
+    await _settle()
+    actor.answer("events", {"surprise": True})  # not what the node sends: a bug on either side
+    await _settle()
+    assert replica.state is ReplicaState.FAILED and backend.list() == []
+    assert replica.error == "the server lost track of it: KeyError: 'output'"
+    assert actor.killed  # and its actor (with its process) ends
