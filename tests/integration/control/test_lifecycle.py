@@ -93,16 +93,20 @@ async def test_not_a_tarball_is_400(plane: ControlPlane, tmp_path) -> None:  # t
     assert info.value.status == 400
 
 
-async def test_requirements_failure_is_422_and_a_failed_deployment(
-    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _pip_fails(monkeypatch: pytest.MonkeyPatch, pip_output: str) -> None:
     from swell.control import _lifecycle as _plane
     from swell.modelserver import RequirementsInstallError
 
     def fail(requirements: list[str], cache_dir: Path) -> Path:
-        raise RequirementsInstallError(requirements, "ERROR: No matching distribution found for nope==9")
+        raise RequirementsInstallError(requirements, pip_output)
 
     monkeypatch.setattr(_plane, "ensure_environment", fail)
+
+
+async def test_requirements_failure_is_422_and_a_failed_deployment(
+    plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _pip_fails(monkeypatch, "ERROR: No matching distribution found for nope==9")
     archive = make_archive({"model_name": "m", "requirements": ["nope==9"]})
     with pytest.raises(ApiError) as info:
         await plane.push(archive, model_name=None, publish=True, promote=False)
@@ -119,13 +123,7 @@ async def test_a_requirements_failure_names_the_python_the_package_was_written_f
     plane: ControlPlane, make_archive: MakeArchive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Modelled on Truss's old sklearn packages: python_version py39, pins without wheels for newer Pythons.
-    from swell.control import _lifecycle as _plane
-    from swell.modelserver import RequirementsInstallError
-
-    def fail(requirements: list[str], cache_dir: Path) -> Path:
-        raise RequirementsInstallError(requirements, "error: metadata-generation-failed")
-
-    monkeypatch.setattr(_plane, "ensure_environment", fail)
+    _pip_fails(monkeypatch, "error: metadata-generation-failed")
     archive = make_archive({"model_name": "m", "python_version": "py37", "requirements": ["scikit-learn==1.0.2"]})
     with pytest.raises(ApiError) as info:
         await plane.push(archive, model_name=None, publish=True, promote=False)

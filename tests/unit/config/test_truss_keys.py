@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from swell.config import ConfigError, load_model_config, python_version_note, truss_setting_warnings
+from swell.config import (
+    ConfigError,
+    load_model_config,
+    python_version_note,
+    truss_setting_warnings,
+)
 
 
 def write(tmp_path: Path, config: dict) -> Path:

@@ -4,14 +4,21 @@
 # and string annotations are a case under test.
 
 import inspect
+from collections.abc import AsyncGenerator, Awaitable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import pytest
+from pydantic import BaseModel
 from starlette.requests import Request
 
 from swell.modelserver._errors import ModelDefinitionError
-from swell.modelserver._methods import ArgConfig, MethodDescriptor, ModelDescriptor
+from swell.modelserver._methods import (
+    ArgConfig,
+    MethodDescriptor,
+    ModelDescriptor,
+    output_schema_type,
+)
 from swell.modelserver._secrets import LazyDataResolver, Secrets
 from swell.modelserver._wrapper import prepare_init_args
 
@@ -150,13 +157,7 @@ def test_constructor_gets_only_declared_kwargs(cls: type, names: set[str]) -> No
 
 # /schema's output part, as Truss's _parse_output_type reads return annotations
 # (truss/templates/server/_truss_common/schema.py; its test_schema.py has these cases).
-
-from collections.abc import AsyncGenerator, Awaitable, Generator  # noqa: E402
-from typing import Union  # noqa: E402
-
-from pydantic import BaseModel  # noqa: E402
-
-from swell.modelserver._methods import output_schema_type  # noqa: E402
+# typing.Union, not X | Y: Truss tests get_origin(...) == Union, which X | Y is not.
 
 
 class Out(BaseModel):
@@ -174,11 +175,12 @@ class Out2(BaseModel):
         (Generator[str, None, None], (None, True)),
         (AsyncGenerator[str, None], (None, True)),
         (Awaitable[Out], (Out, False)),
-        (Union[Out, Generator[str, None, None]], (Out, True)),
-        (Union[Awaitable[Out], AsyncGenerator[str, None]], (Out, True)),
-        (Union[Awaitable[str], AsyncGenerator[str, None]], None),
-        (Union[str, int], None),
-        (Union[Out, Out2, Generator[str, None, None]], None),
+        (Union[Out, Generator[str, None, None]], (Out, True)),  # noqa: UP007
+        (Union[Awaitable[Out], AsyncGenerator[str, None]], (Out, True)),  # noqa: UP007
+        (Union[Awaitable[str], AsyncGenerator[str, None]], None),  # noqa: UP007
+        (Union[str, int], None),  # noqa: UP007
+        (Out | Generator[str, None, None], None),  # Truss reads only typing.Union
+        (Union[Out, Out2, Generator[str, None, None]], None),  # noqa: UP007
         (Awaitable[str], None),
         (str, None),
         (dict[str, Any], None),
