@@ -1083,6 +1083,11 @@ def truss_setting_warnings(config: ModelConfig) -> list[str]:
         for key, value in config._truss_ignored.items()
         if not _is_truss_default(key, value)
     ]
+    if config.live_reload:
+        notes.append(
+            "live_reload is not acted on: a development push (or swell watch) reloads the code "
+            "by replacing the replicas; there is no in-place patching"
+        )
     runtime, resources = config.runtime, config.resources
     checks = _set_values(runtime.health_checks)
     if checks:

@@ -154,6 +154,7 @@ def warnings_for(tmp_path: Path, config: dict) -> list[str]:
         ({"runtime": {"remote_ssh": {"enabled": True}}}, ["runtime.remote_ssh.enabled"]),
         ({"resources": {"instance_type": "L4:4x16"}}, ["'L4:4x16'", "Truss ignores those"]),
         ({"resources": {"node_count": 2}}, ["node_count 2", "one machine"]),
+        ({"live_reload": True}, ["live_reload is not acted on", "swell watch"]),
     ],
 )
 def test_a_truss_setting_swell_does_not_act_on_is_a_push_warning(tmp_path: Path, config: dict, said: list[str]) -> None:
