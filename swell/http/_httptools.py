@@ -144,32 +144,51 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
 
-    # Bytes of the current request's head so far; -1 between heads.  httptools
-    # sets no bound on a head, and grows a header's value by copies: a client
-    # streaming one endless header made the server use memory and CPU in
-    # proportion (hundreds of MB within the header timeout).
-    # -2 once refused: what still arrives is read and dropped (see _refuse).
+    # Bytes of the current request that are not its body (its line and
+    # headers, then chunk sizes and trailers); -1 between requests, _REFUSED
+    # once refused (what still arrives is read and dropped, see _refuse).
+    # httptools bounds none of them and grows a header's value by copies: a
+    # client streaming one endless header, or an endless trailer, made the
+    # server use memory and CPU in proportion until its timeout.
     _head_bytes = -1
+    _in_body = False
 
     def data_received(self, data: bytes) -> None:
-        if self._head_bytes != -1:
-            if self._head_bytes == _REFUSED:
+        counted = self._head_bytes
+        if counted != -1:
+            if counted == _REFUSED:
                 return
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
+            counted = self._head_bytes = counted + len(data)
+            if counted > MAX_HEAD_BYTES and not self._in_body:
                 return self._refuse(
                     b"431 Request Header Fields Too Large", "request head too large",
                     f"the request line and headers passed {MAX_HEAD_BYTES} bytes, the limit",
                 )
         super().data_received(data)
+        if self._in_body and self._head_bytes > MAX_HEAD_BYTES:
+            # Endless chunk framing or trailers: the app has the request by
+            # now, so no answer can be put before its own; the connection goes.
+            self._head_bytes = _REFUSED
+            self.logger.warning("A request's chunk framing and trailers passed %d bytes: closed.", MAX_HEAD_BYTES)
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
+        self._in_body = False
 
     def on_headers_complete(self) -> None:
-        self._head_bytes = -1
+        self._in_body = True
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._head_bytes = max(self._head_bytes - len(body), 0)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._head_bytes = -1
+        self._in_body = False
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this from its ``except httptools.HttpParserError`` only:

@@ -176,6 +176,28 @@ def test_an_endless_header_is_a_431_and_what_follows_is_dropped(live: Live, rout
     assert live.swell.http.post(live.path, json={"ok": 1}).json()["echo"] == {"ok": 1}
 
 
+@pytest.mark.parametrize("route", ["predict", "settings"])
+def test_an_endless_trailer_closes_the_connection_and_costs_no_memory(live: Live, route: str) -> None:
+    method, path = ("POST", live.path) if route == "predict" else ("PATCH", live.settings)
+    before_settings = live.swell.http.get(live.settings).json()
+    before = _rss_mb(live.server_pid)
+    start = _head(method, path, "Content-Type: application/json", "Transfer-Encoding: chunked") + b"2\r\n{}\r\n0\r\nX-T: "
+    sent = 0
+    with socket.create_connection(("127.0.0.1", live.port), timeout=30) as sock:
+        sock.sendall(start)
+        try:
+            while sent < 256:
+                sock.sendall(b"a" * (1 << 20))
+                sent += 1
+        except ConnectionError:
+            pass
+        grew = _rss_mb(live.server_pid) - before
+    assert sent < 256, "256 MB of one trailer taken"
+    assert grew < 16, f"the server grew {grew:.0f} MB for one endless trailer"
+    assert live.swell.http.get(live.settings).json() == before_settings
+    assert live.swell.http.post(live.path, json={"ok": 1}).json()["echo"] == {"ok": 1}
+
+
 # --------------------------------------------------------------------------- management bodies
 
 

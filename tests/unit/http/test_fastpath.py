@@ -432,3 +432,20 @@ async def test_an_endless_head_is_a_431_once_it_passes_the_limit(port: int, star
     await writer.drain()
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+async def test_an_endless_trailer_closes_the_connection_once_it_passes_the_limit(port: int) -> None:
+    from swell.http._httptools import MAX_HEAD_BYTES
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /other HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nx-trailer: ")
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        while sent < 32 * MAX_HEAD_BYTES:  # without the limit: all of it taken, by copies
+            writer.write(b"a" * 65536)
+            await writer.drain()
+            sent += 65536
+    assert sent < 32 * MAX_HEAD_BYTES
+    with contextlib.suppress(ConnectionError):
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
