@@ -848,15 +848,9 @@ class ModelConfig(BaseModel):
         # Truss stringifies: YAML true → "true", 3 → "3".
         if not isinstance(value, Mapping):
             return value
-        out = {}
-        for key, item in value.items():
-            if isinstance(item, bool):
-                out[str(key)] = "true" if item else "false"
-            elif item is None:
-                out[str(key)] = ""
-            else:
-                out[str(key)] = str(item)
-        return out
+        # Truss's own rule (TrussConfig.from_dict): `FOO:` with no value is "None" there too.
+        return {str(key): "true" if item is True else "false" if item is False else str(item)
+                for key, item in value.items()}
 
     @field_validator("requirements", "build_commands", mode="before")
     @classmethod
@@ -1024,6 +1018,8 @@ def parse_model_config(
     if data.get("docker_server") is not None:
         errors.append(FieldError("docker_server", data["docker_server"], DOCKER_SERVER_UNSUPPORTED))
     data.pop("docker_server", None)
+    if "hf_cache" in data and "model_cache" not in data:  # Truss's old name, read as model_cache there
+        data["model_cache"] = data.pop("hf_cache") or []
     ignored = sorted(k for k in data if k in TRUSS_IGNORED_KEYS)
     ignored_values = {key: data.pop(key) for key in ignored}
     autoscaling = data.pop("autoscaling", None)

@@ -283,3 +283,14 @@ def test_the_python_version_note_is_only_for_another_python(tmp_path: Path) -> N
     config, _ = load_model_config(write(tmp_path, {"model_name": "m", "python_version": "py38"}))
     note = python_version_note(config)
     assert note is not None and "Python 3.8" in note and f"Python 3.{sys.version_info.minor}" in note
+
+
+def test_hf_cache_is_read_as_model_cache_as_truss_reads_it(tmp_path: Path) -> None:
+    # Truss's older name for model_cache (TrussConfig.from_dict moves it over).
+    config, ignored = load_model_config(write(tmp_path, {"model_name": "m", "hf_cache": [{"repo_id": "org/model"}]}))
+    assert [s.repo_id for s in config.model_cache] == ["org/model"] and ignored == []
+
+
+def test_an_environment_variable_without_a_value_is_the_text_none_as_in_truss(tmp_path: Path) -> None:
+    config, _ = load_model_config(write(tmp_path, {"model_name": "m", "environment_variables": {"EMPTY": None, "ON": True}}))
+    assert config.environment_variables == {"EMPTY": "None", "ON": "true"}
