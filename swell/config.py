@@ -431,6 +431,10 @@ _MEMORY_UNITS = {
     "Pi": 1024**5,
 }
 _ACCELERATOR_RE = re.compile(r"^(?P<kind>[A-Za-z0-9_\-]+)(?::(?P<count>\d+))?$")
+#: Truss 0.18's accelerator types (truss/base/truss_config.py, Accelerator); others are matched
+#: against the machine's GPU names as written, with a push warning.
+TRUSS_ACCELERATORS = ("T4", "L4", "A10G", "V100", "A100", "A100_40GB", "H100", "H200", "H100_40GB",
+                      "B200", "L40S", "RTX_PRO_6000", "B300", "GB300")
 
 
 def parse_cpu(value: str | int | float) -> float:
@@ -495,8 +499,11 @@ class Resources(BaseModel):
     def _accelerator(cls, value: Any) -> str | None:
         if value is None or value == "":
             return None
-        if not _ACCELERATOR_RE.match(str(value)):
+        match = _ACCELERATOR_RE.match(str(value))
+        if not match:
             raise ValueError("must be a GPU type with an optional count, such as 'A10G' or 'H100:2'")
+        if match["count"] is not None and int(match["count"]) == 0:
+            raise ValueError("the count after ':' must be a positive integer, such as 'H100:2'")
         return str(value)
 
     @property
@@ -1106,6 +1113,12 @@ def truss_setting_warnings(config: ModelConfig) -> list[str]:
     for key, what in (("oidc", "no OIDC token is mounted for the model"), ("remote_ssh", "replicas have no SSH access")):
         if _set_values(getattr(runtime, key)).get("enabled") is True:
             notes.append(f"runtime.{key}.enabled is not acted on: {what}")
+    if resources.gpu_type is not None and resources.gpu_type not in TRUSS_ACCELERATORS:
+        notes.append(
+            f"resources.accelerator {resources.gpu_type!r} is not one of Truss's GPU types "
+            f"({', '.join(TRUSS_ACCELERATORS)}), where the push would be refused; here it is matched "
+            "against the machine's GPU names"
+        )
     if resources.instance_type:
         notes.append(
             f"resources.instance_type {resources.instance_type!r} is not acted on: Swell reserves what "

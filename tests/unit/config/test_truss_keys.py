@@ -155,6 +155,7 @@ def warnings_for(tmp_path: Path, config: dict) -> list[str]:
         ({"resources": {"instance_type": "L4:4x16"}}, ["'L4:4x16'", "Truss ignores those"]),
         ({"resources": {"node_count": 2}}, ["node_count 2", "one machine"]),
         ({"live_reload": True}, ["live_reload is not acted on", "swell watch"]),
+        ({"resources": {"accelerator": "H100x2"}}, ["'H100x2' is not one of Truss's GPU types", "A10G"]),
     ],
 )
 def test_a_truss_setting_swell_does_not_act_on_is_a_push_warning(tmp_path: Path, config: dict, said: list[str]) -> None:
@@ -294,3 +295,9 @@ def test_hf_cache_is_read_as_model_cache_as_truss_reads_it(tmp_path: Path) -> No
 def test_an_environment_variable_without_a_value_is_the_text_none_as_in_truss(tmp_path: Path) -> None:
     config, _ = load_model_config(write(tmp_path, {"model_name": "m", "environment_variables": {"EMPTY": None, "ON": True}}))
     assert config.environment_variables == {"EMPTY": "None", "ON": "true"}
+
+
+def test_an_accelerator_count_of_zero_is_refused_as_truss_refuses_it(tmp_path: Path) -> None:
+    assert "positive integer" in refused(tmp_path, {"resources": {"accelerator": "H100:0"}})["resources.accelerator"]
+    config, _ = load_model_config(write(tmp_path, {"resources": {"accelerator": "H100:2"}}))
+    assert truss_setting_warnings(config) == []
