@@ -194,6 +194,10 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn calls this from its ``except httptools.HttpParserError`` only:
         # the parser's own words ("Duplicate Content-Length", ...) are the reason.
         problem = sys.exc_info()[1]
+        if problem is not None and problem.__context__ is not None:
+            # httptools' "User callback error": what uvicorn's callback raised
+            # ("url is too long: ...", a path that is not ASCII) says more.
+            problem = problem.__context__
         reason = f"{msg.rstrip('.')}: {problem}" if problem is not None and str(problem) else msg
         self._refuse(b"400 Bad Request", "bad request", reason)
 

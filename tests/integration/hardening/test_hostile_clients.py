@@ -144,6 +144,12 @@ def test_a_request_the_parser_refuses_is_a_json_400_saying_why(
     assert live.swell.http.post(live.path, json={"ok": 1}).json()["echo"] == {"ok": 1}
 
 
+def test_a_url_past_the_parsers_limit_is_a_json_400_saying_so(live: Live) -> None:
+    status, headers, answer = _exchange(live, _head("GET", "/v1/models?x=" + "a" * 70_000))
+    assert (status, headers["content-type"]) == (400, "application/json"), answer
+    assert "url is too long" in json.loads(answer)["reason"]  # not httptools' "User callback error"
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -399,6 +399,8 @@ async def test_pipelined_requests_wait_while_their_caller_does_not_read(port: in
         (b"PATCH /v1/x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", "Invalid character in chunk size"),
         (b"GET /v1/x HTTP/1.1\r\nx-a: \x01\r\n\r\n", "Invalid header value char"),
         (b"POST /model/\xff/predict HTTP/1.1\r\ncontent-length: 0\r\n\r\n", "Invalid HTTP request received"),
+        (b"GET /v1/x?q=" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", "url is too long"),
+        (b"GET /v1/\xc3\xa9 HTTP/1.1\r\n\r\n", "Invalid char in url path"),
     ],
 )
 async def test_a_request_that_cannot_be_parsed_is_a_json_400_saying_why(port: int, head: bytes, says: str) -> None:
