@@ -32,6 +32,10 @@ __all__ = ["observe_routes", "parse_since"]
 MAX_LINES = 10_000
 POLL_SECONDS = 0.25  # how often a log follow looks at the files
 KEEPALIVE_SECONDS = 15.0  # a server-sent events comment, so proxies keep the stream open
+# Follows open at once (logs and events together; a dashboard page holds two).
+# Each log follow reads its files every POLL_SECONDS: 500 of them took half of
+# the server's core, and a few thousand would slow every request.
+MAX_FOLLOWS = 256
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _LAST_SECOND = 253402300799.0  # 9999-12-31T23:59:59Z: later has no ISO form
@@ -59,8 +63,44 @@ def _streams(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
-def _stream(request: Request, items: AsyncIterator[tuple[int | None, dict[str, Any]]]) -> StreamingResponse:
+class _Follows:
+    """The follows open now, each counted from its request until its response ends."""
+
+    def __init__(self) -> None:
+        self.open = 0
+
+    def take(self) -> None:
+        if self.open >= MAX_FOLLOWS:
+            raise ApiError(
+                429, "too many follows",
+                reason=f"{self.open} log and event follows are open, the most this server keeps at once "
+                f"({MAX_FOLLOWS}): close one, or read without follow=true",
+            )
+        self.open += 1
+
+    def release(self) -> None:
+        self.open -= 1
+
+
+class _FollowResponse(StreamingResponse):
+    """A follow's stream, which gives its place back however it ends."""
+
+    def __init__(self, *args: Any, release: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+def _stream(
+    request: Request, items: AsyncIterator[tuple[int | None, dict[str, Any]]], follows: _Follows
+) -> StreamingResponse:
     """Each item as an NDJSON line, or as a server-sent event (``id:`` when it has one)."""
+    follows.take()
     sse = _streams(request)
 
     async def body() -> AsyncIterator[bytes]:
@@ -76,7 +116,10 @@ def _stream(request: Request, items: AsyncIterator[tuple[int | None, dict[str, A
                 yield f"{data}\n".encode()
 
     media = "text/event-stream" if sse else "application/x-ndjson"
-    return StreamingResponse(body(), media_type=media, headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+    return _FollowResponse(
+        body(), media_type=media, headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        release=follows.release,
+    )
 
 
 _KEEPALIVE: dict[str, Any] = {}
@@ -96,6 +139,7 @@ def _server_lines(events: Iterable[Mapping[str, Any]], replica: str | None) -> l
 def observe_routes(plane: ControlPlane) -> APIRouter:
     router = APIRouter()
     prefix = "/v1/models/{model_id}/deployments/{deployment_id}"
+    follows = _Follows()
 
     def resolve(model_id: str, ref: str) -> str:
         return plane.registry.deployment(plane.registry.model(model_id), ref).id
@@ -167,7 +211,7 @@ def observe_routes(plane: ControlPlane) -> APIRouter:
                         quiet = 0.0
                         yield None, _KEEPALIVE
 
-        return _stream(request, items())
+        return _stream(request, items(), follows)
 
     @router.get(prefix + "/events")
     async def events(
@@ -210,7 +254,7 @@ def observe_routes(plane: ControlPlane) -> APIRouter:
                         last_id = row["id"]
                         yield row["id"], event_view(row)
 
-        return _stream(request, items())
+        return _stream(request, items(), follows)
 
     return router
 

@@ -236,6 +236,38 @@ def test_too_many_schedules_are_refused_by_count_and_nothing_changes(live: Live)
     assert live.swell.http.get(live.settings).json() == before
 
 
+def test_follows_are_capped_and_a_closed_one_gives_its_place_back(live: Live) -> None:
+    from swell.control._observe import MAX_FOLLOWS
+
+    events = f"/v1/models/{live.pushed['model_id']}/deployments/{live.pushed['deployment_id']}/events?follow=true"
+    logs = events.replace("/events?", "/logs?")
+    socks: list[socket.socket] = []
+    try:
+        for i in range(MAX_FOLLOWS):
+            sock = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+            sock.sendall(_head("GET", events if i % 8 else logs))
+            socks.append(sock)
+        for sock in socks:  # each is streaming (its head is out) before the next is asked for
+            assert sock.recv(12) == b"HTTP/1.1 200"
+        refused = live.swell.http.get(events.replace("follow=true", "follow=true&x=1"))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"] == "too many follows" and str(MAX_FOLLOWS) in refused.json()["reason"]
+        assert live.swell.http.get(events.replace("?follow=true", "")).status_code == 200  # reading without follow
+        assert live.swell.http.post(live.path, json={"ok": 1}).status_code == 200
+        socks.pop().close()
+        deadline = time.monotonic() + 10
+        while True:  # the closed one's place comes back once the server sees it gone
+            with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+                sock.sendall(_head("GET", events))
+                if sock.recv(12) == b"HTTP/1.1 200":
+                    break
+            assert time.monotonic() < deadline, "a closed follow kept its place"
+            time.sleep(0.2)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 # --------------------------------------------------------------------------- a caller that never reads
 
 
