@@ -216,8 +216,12 @@ class DashboardPages:
     async def _static(self, send: Send, path: str) -> None:
         name = path.split("/static/", 1)[1]
         folder = STATIC / ("swagger" if path.startswith("/docs/") else "")
-        target = (folder / name).resolve()
-        if "/" in name or not target.is_file() or target.parent != folder.resolve():
+        try:
+            target = (folder / name).resolve()
+            found = "/" not in name and target.is_file() and target.parent == folder.resolve()
+        except (OSError, ValueError):  # a NUL byte, a name too long for the file system: a 500 before
+            found = False
+        if not found:
             await _json(send, 404, {"error": "not found", "reason": f"no file {path}"})
             return
         kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"

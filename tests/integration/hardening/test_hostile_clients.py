@@ -150,6 +150,16 @@ def test_a_url_past_the_parsers_limit_is_a_json_400_saying_so(live: Live) -> Non
     assert "url is too long" in json.loads(answer)["reason"]  # not httptools' "User callback error"
 
 
+@pytest.mark.parametrize("name", ["a%00b", "a" * 5000, "%00", "a%00.js"], ids=["nul", "too-long", "only-nul", "nul-ext"])
+@pytest.mark.parametrize("folder", ["/ui/static/", "/docs/static/"])
+def test_an_unopenable_static_name_is_a_404_not_a_500(live: Live, folder: str, name: str) -> None:
+    # No key needed for these: before, a NUL byte or a name too long for the
+    # file system was a 500 with a traceback in the server's log, for anyone.
+    status, headers, answer = _exchange(live, f"GET {folder}{name} HTTP/1.1\r\nHost: swell\r\nConnection: close\r\n\r\n".encode())
+    assert (status, headers["content-type"]) == (404, "application/json"), answer[:300]
+    assert json.loads(answer)["error"] == "not found"
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
