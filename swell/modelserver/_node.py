@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -40,6 +41,7 @@ import socket
 import sys
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,9 @@ _EVENT_LINE_LIMIT = 4 * 1024 * 1024
 _LOG_TAIL_BYTES = 16 * 1024
 #: Written into an unpacked package once it is complete.
 MARKER = ".swell-complete"
+#: A package on a node that no live replica there holds, and none has taken for this long, is
+#: removed when another is unpacked (the object store still has it while the server serves it).
+UNUSED_PACKAGE_SECONDS = 24 * 3600.0
 #: What a pre-started process runs (and the only module it can become).
 PRESTART_MODULE = "swell.modelserver"
 #: Variables read while the interpreter starts: a job that sets one otherwise gets a fresh process.
@@ -110,6 +115,56 @@ def unpack(data: bytes, cache: Path, digest: str) -> Path:
     return packages / digest
 
 
+def hold(cache: Path, digest: str) -> int:
+    """A shared lock on ``<cache>/packages/<digest>.lock`` while the returned descriptor is open
+    (its actor's life: the kernel lets go when the actor ends, however it ends); taken before
+    looking for the package, so :func:`prune` never removes one a live replica uses."""
+    packages = cache / "packages"
+    packages.mkdir(parents=True, exist_ok=True)
+    path = packages / f"{digest}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                os.utime(fd)  # taken now
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # pruned while we waited for it: lock the new one
+
+
+def prune(cache: Path, *, unused_seconds: float = UNUSED_PACKAGE_SECONDS) -> list[str]:
+    """Remove the packages (and shipped build site-packages) that no live replica on this node
+    holds (:func:`hold`) and none has taken for ``unused_seconds``, and unpacks cut short as
+    long ago; return the digests removed."""
+    packages = cache / "packages"
+    now = time.time()
+    removed = []
+    for path in sorted(packages.glob("*.lock")):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if now - os.fstat(fd).st_mtime < unused_seconds or os.stat(path).st_ino != os.fstat(fd).st_ino:
+                continue
+            digest = path.name.removesuffix(".lock")
+            shutil.rmtree(packages / digest, ignore_errors=True)
+            os.unlink(path)  # under the lock: a holder waiting on it sees the change (hold)
+            removed.append(digest)
+        except OSError:  # held by a live replica, or gone meanwhile
+            continue
+        finally:
+            os.close(fd)
+    for leftover in packages.glob(".unpack-*"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime >= unused_seconds:
+                shutil.rmtree(leftover, ignore_errors=True)
+    return removed
+
+
 class ReplicaActor:
     """One replica's supervisor on its node (an async Ray actor)."""
 
@@ -125,6 +180,7 @@ class ReplicaActor:
         self._tail = bytearray()  # the last output, for the error of a process that exits
         self._lifeline: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._holds: list[int] = []  # locks on the packages it uses (hold), for its life
 
     async def where(self) -> dict[str, str]:
         """The node this actor was placed on (returns as soon as it is placed); with
@@ -144,11 +200,13 @@ class ReplicaActor:
         host = ray.util.get_node_ip_address()
         cache = node_cache(node_id)
         digest = job["package_hash"]
+        self._holds.append(await asyncio.to_thread(hold, cache, digest))
         package = cached(cache, digest)
         fetched = package is None
         if package is None:
             data = await job["package"][0]  # from the object store, only on a miss
             package = await asyncio.to_thread(unpack, data, cache, digest)
+            await asyncio.to_thread(prune, cache)
         python = sys.executable
         if job["requirements"]:
             from swell.modelserver._environment import ensure_environment
@@ -158,6 +216,7 @@ class ReplicaActor:
         if build:  # what the package's build_commands installed at push, over the requirements
             from swell.modelserver._build import layered_python
 
+            self._holds.append(await asyncio.to_thread(hold, cache, build["hash"]))
             site = cached(cache, build["hash"])
             if site is None:
                 site = await asyncio.to_thread(unpack, await build["site_packages"][0], cache, build["hash"])
