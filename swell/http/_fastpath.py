@@ -415,7 +415,7 @@ class FastPathProtocol(asyncio.Protocol):
             self._unusual = False
             try:
                 parser.feed_data(buffer[:head_end])
-            except httptools.HttpParserError:
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # Upgrade is no HttpParserError
                 return self._hand_off()
             if self._unusual or self._length < 0 or parser.get_http_version() != "1.1" or parser.should_upgrade():
                 return self._hand_off()

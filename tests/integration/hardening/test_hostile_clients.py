@@ -144,6 +144,17 @@ def test_a_request_the_parser_refuses_is_a_json_400_saying_why(
     assert live.swell.http.post(live.path, json={"ok": 1}).json()["echo"] == {"ok": 1}
 
 
+def test_a_predict_asking_to_upgrade_is_answered_not_dropped(live: Live) -> None:
+    # It crashed the fast path's data_received (HttpParserUpgrade): no answer at all.
+    status, headers, answer = _exchange(
+        live, _head("POST", live.path, "Content-Type: application/json", "Content-Length: 2", "Upgrade: h2c",
+                    "Connection: Upgrade, close") + b"{}",
+    )
+    assert 200 <= status < 500 and headers["content-type"] == "application/json", answer
+    assert "Fatal error on transport" not in live.swell.log.read_text()
+    assert live.swell.http.post(live.path, json={"ok": 1}).json()["echo"] == {"ok": 1}
+
+
 def test_a_url_past_the_parsers_limit_is_a_json_400_saying_so(live: Live) -> None:
     status, headers, answer = _exchange(live, _head("GET", "/v1/models?x=" + "a" * 70_000))
     assert (status, headers["content-type"]) == (400, "application/json"), answer

@@ -451,3 +451,15 @@ async def test_an_endless_trailer_closes_the_connection_once_it_passes_the_limit
     with contextlib.suppress(ConnectionError):
         assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+async def test_a_hot_request_asking_to_upgrade_is_uvicorn_s_not_a_dropped_connection(port: int) -> None:
+    # httptools raises HttpParserUpgrade (no HttpParserError) at the end of
+    # such a head: it escaped data_received and the connection was dropped
+    # with "Fatal error on transport" and no answer.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/model/a/predict", b"{}", b"upgrade: foo\r\nconnection: upgrade\r\n"))
+    status, _, body = await read_response(reader)
+    assert status == 200 and json.loads(body)["path"] == "/model/a/predict"
+    assert SEEN[-1]["fast"] is False  # uvicorn served it, as it serves any upgrade
+    writer.close()
